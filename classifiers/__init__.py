@@ -1,0 +1,1 @@
+"""Heads, image baselines and evaluation over the feature store."""

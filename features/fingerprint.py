@@ -1,0 +1,29 @@
+"""Fingerprints decide whether cached work can be reused: equal fingerprints, equal results."""
+import hashlib
+import json
+
+import numpy as np
+
+
+def fingerprint(parts: dict) -> str:
+    """sha256 of the canonical JSON of everything that determines a result."""
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def digest_arrays(arrays) -> str:
+    """sha256 over arrays' shapes, dtypes and bytes (weights identity, data content)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.data)
+    return h.hexdigest()
+
+
+def file_md5(path, block=1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,180 @@
+"""The streaming extractor: stored uint8 images -> one compiled device step -> pooled CNN codes.
+
+Resize, preprocessing and the forward pass run as one Keras model on big batches; a reader thread
+prefetches the next chunk from the store and a writer thread commits the last one, so the device
+step never waits on disk. Chunks are the unit of commit: a killed run resumes at the first missing one.
+"""
+import queue
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from features.fingerprint import digest_arrays, fingerprint
+from features.store import FeatureStore
+from features.writers import FeatureSetWriter, choose_name, writer_lock
+from .backbones import build_backbone, get_backbone, make_preprocess_layer
+from .ingest import check_writable
+from .resize import make_resize_layer
+
+FORMAT = 1  # bump when a change here alters the features for an unchanged configuration
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    backbone: str = "resnet50"
+    weights: str = "imagenet"      # imagenet | none | PATH of a Keras weights file
+    size: int = 224
+    layer: str | None = None       # cut here; default: the backbone's last layer
+    spatial: bool = False          # also keep the (float16) maps, not only their global average
+    precision: str = "fp32"
+    seed: int = 0                  # initialises --weights none
+
+    def default_name(self) -> str:
+        w = {"imagenet": "imagenet", "none": f"none{self.seed}"}.get(self.weights, Path(self.weights).name.split(".")[0])
+        parts = [self.backbone, self.layer or "pool", str(self.size), w, self.precision] + (["spatial"] if self.spatial else [])
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", "-".join(parts))
+
+
+@dataclass
+class ExtractResult:
+    name: str
+    status: str            # "extracted", "resumed" or "cached"
+    rows: int
+    seconds: float
+    images_per_second: float
+    path: Path
+
+
+def build_extractor(config: FeatureConfig, image_hw: tuple):
+    """The whole device step as one Keras model: uint8 images in, float32 pooled codes (and maps) out."""
+    import keras
+
+    backbone = build_backbone(config.backbone, config.weights, config.size, config.layer, config.seed, config.precision)
+    images = keras.Input((*image_hw, 3), dtype="uint8", name="images")
+    x = make_resize_layer(image_hw, config.size)(images)
+    x = make_preprocess_layer(get_backbone(config.backbone).preprocessing)(x)
+    maps = backbone(x, training=False)
+    pooled = keras.layers.GlobalAveragePooling2D(dtype="float32", name="pooled")(maps)
+    outputs = [pooled, maps] if config.spatial else [pooled]
+    model = keras.Model(images, outputs, name="extractor")
+    return model, digest_arrays(backbone.get_weights())
+
+
+def feature_fingerprint(store: FeatureStore, config: FeatureConfig, weights_digest: str, cut_layer: str) -> str:
+    import keras
+
+    return fingerprint({
+        "data": store.attrs["content_sha256"], "image_shape": list(store.image_shape),
+        "backbone": config.backbone, "weights": weights_digest, "layer": cut_layer, "size": config.size,
+        "interpolation": "opencv-bicubic-a-0.75-rounded", "precision": config.precision,
+        "preprocessing": get_backbone(config.backbone).preprocessing, "spatial": config.spatial,
+        "versions": {"keras": keras.__version__, "backend": keras.backend.backend(), "format": FORMAT},
+    })
+
+
+class DeviceStep:
+    """Runs the model on fixed-size batches (the last one padded) so the compiled step is traced once."""
+
+    def __init__(self, model, batch_size: int, jit_compile="auto", log=print):
+        self.model, self.batch_size, self.log = model, batch_size, log
+        self.model.compile(jit_compile=jit_compile)
+        self.checked = False
+
+    def _predict(self, x):
+        try:
+            out = self.model.predict_on_batch(x)
+        except Exception as e:
+            if self.checked or self.model.jit_compile is False:
+                raise
+            # Some ops do not compile on some backends; run uncompiled rather than not at all.
+            self.log(f"features: compiled step failed ({type(e).__name__}), running without jit_compile")
+            self.model.compile(jit_compile=False)
+            out = self.model.predict_on_batch(x)
+        self.checked = True
+        return out if isinstance(out, (list, tuple)) else [out]
+
+    def __call__(self, images: np.ndarray) -> list[np.ndarray]:
+        outs = []
+        for lo in range(0, len(images), self.batch_size):
+            x = images[lo:lo + self.batch_size]
+            n = len(x)
+            if n < self.batch_size:
+                x = np.concatenate([x, np.zeros((self.batch_size - n, *x.shape[1:]), x.dtype)])
+            outs.append([np.asarray(o[:n]) for o in self._predict(x)])
+        return [np.concatenate(parts) for parts in zip(*outs)]
+
+
+def prefetch(items, depth: int = 2):
+    """Yields from `items`, produced on a background thread up to `depth` ahead."""
+    q = queue.Queue(maxsize=depth)
+    done = object()
+
+    def run():
+        try:
+            for item in items:
+                q.put(item)
+        except BaseException as e:  # handed to the consumer, raised there
+            q.put(e)
+        q.put(done)
+
+    threading.Thread(target=run, daemon=True).start()
+    while (item := q.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def extract_features(store_dir, config: FeatureConfig, *, name: str | None = None, batch_size: int = 64,
+                     chunk_size: int = 512, jit_compile="auto", progress: bool = True, log=print) -> ExtractResult:
+    store = FeatureStore.open(store_dir)
+    model, weights_digest = build_extractor(config, store.image_shape[:2])
+    fp = feature_fingerprint(store, config, weights_digest, config.layer or "last")
+    name = choose_name(store.path, name or config.default_name(), fp, explicit=name is not None)
+    with writer_lock(store.path, name):
+        done = next((s for s in store.feature_sets() if s.name == name and s.complete), None)
+        if done is not None:
+            log(f"features: {name} is complete with this fingerprint ({fp[:12]}), nothing to do")
+            return ExtractResult(name, "cached", done.n, done.seconds, done.n / max(done.seconds, 1e-9),
+                                 store.path / "features" / f"{name}.h5")
+        pooled_dim = model.outputs[0].shape[-1]
+        spatial_shape = tuple(model.outputs[1].shape[1:]) if config.spatial else None
+        per_row = 4 * pooled_dim + (2 * int(np.prod(spatial_shape)) if spatial_shape else 0)
+        check_writable(store.path, need_bytes=2 * per_row * store.n)  # committed chunks + the final file
+        writer = FeatureSetWriter(store.path, name, fp, asdict(config),
+                                  store.n, pooled_dim, spatial_shape)
+        committed = writer.committed()
+        todo = [lo for lo in range(0, store.n, chunk_size) if lo not in committed]
+        resumed = bool(committed)
+        if resumed:
+            log(f"features: resuming {name} at {sum(committed.values())}/{store.n} rows")
+        step = DeviceStep(model, batch_size, jit_compile, log)
+        chunks = ((lo, store.image_rows(lo, lo + chunk_size)) for lo in todo)
+        start = time.time()
+        with ThreadPoolExecutor(1) as commits, \
+                tqdm(total=store.n, initial=sum(committed.values()), unit="img",
+                     desc=name, disable=not progress, smoothing=0.1) as bar:
+            pending = []
+            last = time.time()
+            for lo, images in prefetch(chunks):
+                outs = step(images)
+                now = time.time()
+                pending.append(commits.submit(writer.commit, lo, outs[0], outs[1] if config.spatial else None, now - last))
+                last = now
+                while len(pending) > 2:
+                    pending.pop(0).result()
+                bar.update(len(images))
+            for p in pending:
+                p.result()
+        elapsed = time.time() - start
+        rate = sum(min(chunk_size, store.n - lo) for lo in todo) / max(elapsed, 1e-9)
+        writer.assemble({"images_per_second": round(rate, 2), "batch_size": batch_size, "chunk_size": chunk_size,
+                         "jit_compile": str(model.jit_compile)})
+    log(f"features: {name} {'resumed and ' if resumed else ''}complete, {store.n} rows, {rate:.1f} images/s")
+    return ExtractResult(name, "resumed" if resumed else "extracted", store.n, writer.seconds, rate,
+                         store.path / "features" / f"{name}.h5")
