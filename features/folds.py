@@ -1,23 +1,18 @@
 """Seeded stratified k-fold assignments, computed once at ingest so every head and baseline shares them."""
-import warnings
-
 import numpy as np
-from sklearn.model_selection import StratifiedKFold
 
 
 def stratified_folds(labels: np.ndarray, k: int, seed: int, member: np.ndarray) -> np.ndarray:
-    """Fold index (0..k-1) per sample where `member` is true, -1 elsewhere."""
+    """Fold index (0..k-1) per sample where `member` is true, -1 elsewhere.
+
+    Members are shuffled (seeded), grouped by class and dealt round-robin, so fold sizes differ by
+    at most one and each class is spread as evenly as its size allows, even for classes smaller than k.
+    """
     folds = np.full(len(labels), -1, dtype=np.int8)
     idx = np.flatnonzero(member)
-    y = labels[idx]
-    if len(idx) < k:
-        return folds
-    # Stratification by the least populated class can be imperfect on tiny subsets; that is fine.
-    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        for fold, (_, test) in enumerate(splitter.split(np.zeros(len(y)), y)):
-            folds[idx[test]] = fold
+    order = np.random.default_rng(seed).permutation(len(idx))
+    order = order[np.argsort(labels[idx][order], kind="stable")]
+    folds[idx[order]] = np.arange(len(idx)) % k
     return folds
 
 

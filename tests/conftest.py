@@ -1,0 +1,108 @@
+"""Test data the tests make themselves: official-format CIFAR archives, image trees, Keras weights."""
+import io
+import os
+import pickle
+import sys
+import tarfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED_TAR = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar"
+
+
+def write_cifar_archive(path: Path, kind: str, per_batch: int = 20, seed: int = 0) -> Path:
+    """A tar.gz laid out exactly like the official python-version archive, with random pixels."""
+    rng = np.random.default_rng(seed)
+    files = {}
+
+    def batch(n, **labels):
+        d = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"filenames": [b"x.png"] * n}
+        d.update({k.encode(): list(map(int, v)) for k, v in labels.items()})
+        return d
+
+    if kind == "cifar10":
+        top = "cifar-10-batches-py"
+        for i in range(1, 6):
+            files[f"{top}/data_batch_{i}"] = batch(per_batch, labels=rng.integers(0, 10, per_batch))
+        files[f"{top}/test_batch"] = batch(per_batch, labels=rng.integers(0, 10, per_batch))
+        files[f"{top}/batches.meta"] = {b"label_names": [f"c{i}".encode() for i in range(10)]}
+    else:
+        top = "cifar-100-python"
+        for split, n in (("train", 5 * per_batch), ("test", per_batch)):
+            fine = rng.integers(0, 100, n)
+            files[f"{top}/{split}"] = batch(n, fine_labels=fine, coarse_labels=fine // 5)
+        files[f"{top}/meta"] = {b"fine_label_names": [f"f{i}".encode() for i in range(100)],
+                                b"coarse_label_names": [f"g{i}".encode() for i in range(20)]}
+    with tarfile.open(path, "w:gz") as tar:
+        for name, obj in files.items():
+            data = pickle.dumps(obj, protocol=2)
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def write_image(path: Path, img: np.ndarray):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, data = cv2.imencode(path.suffix, img)
+    assert ok
+    path.write_bytes(data.tobytes())
+
+
+def write_mixed_tree(root: Path, classes=("ant", "bee", "cat"), per_class=6, split_folders=True, seed=0):
+    """Class folders with JPEG, PNG (RGBA, grey, 16-bit) and BMP files of different sizes.
+    Class k's images are bright in channel k, so the data is learnable."""
+    rng = np.random.default_rng(seed)
+    formats = [(".jpg", 3, np.uint8), (".png", 4, np.uint8), (".bmp", 3, np.uint8), (".png", 1, np.uint8),
+               (".png", 3, np.uint16), (".jpeg", 3, np.uint8)]
+    for split in (("train", "test") if split_folders else ("",)):
+        for k, cls in enumerate(classes):
+            for i in range(per_class):
+                ext, channels, dtype = formats[i % len(formats)]
+                h, w = int(rng.integers(20, 48)), int(rng.integers(20, 48))
+                img = rng.integers(0, 60, (h, w, channels)).astype(np.float64)
+                img[..., (2 - k) % 3 if channels >= 3 else 0] += 150  # cv2 writes BGR: RGB channel k
+                if dtype == np.uint16:
+                    img = img * 257
+                write_image(root / split / cls / f"{i:03d}{ext}", img.astype(dtype).squeeze())
+    (root / "README.txt").write_text("not an image, ignored")
+    return root
+
+
+@pytest.fixture(scope="session")
+def resnet_weights(tmp_path_factory) -> Path:
+    """A ResNet50 (no top) weights file saved by Keras, as a user's own fine-tuned weights would be."""
+    import keras
+
+    keras.utils.set_random_seed(7)
+    model = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path = tmp_path_factory.mktemp("weights") / "resnet50_notop.weights.h5"
+    model.save_weights(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_store(tmp_path_factory, resnet_weights) -> Path:
+    """All 1,797 digits with ResNet50 codes at 32x32 from the saved weights: shared by read-only tests."""
+    from pipeline.extract import FeatureConfig, extract_features
+    from pipeline.ingest import IngestConfig, ingest
+
+    store = tmp_path_factory.mktemp("stores") / "digits"
+    ingest(store, IngestConfig("digits"), progress=False, log=lambda m: None)
+    extract_features(store, FeatureConfig(weights=str(resnet_weights), size=32), name="r50", progress=False,
+                     log=lambda m: None)
+    return store
+
+
+def run_cli(*args, env=None, **kw):
+    """The CLI as a user runs it, in a subprocess."""
+    import subprocess
+
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=kw.pop("cwd", ROOT), **kw)

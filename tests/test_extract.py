@@ -1,0 +1,216 @@
+"""The streaming extractor: correct codes, cached by fingerprint, resumable after SIGKILL, clear errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_cli
+from features.errors import UserError
+from features.store import FeatureStore
+from features.writers import FeatureSetWriter
+from pipeline.extract import FeatureConfig, extract_features
+from pipeline.ingest import IngestConfig, ingest
+
+quiet = dict(progress=False, log=lambda m: None)
+
+
+def small_store(path, limit=10):
+    ingest(path, IngestConfig("digits", limit=limit), **quiet)
+    return path
+
+
+@pytest.mark.parametrize("src, dst", [((8, 8), 32), ((32, 32), 224), ((50, 37), 20)])
+def test_device_resize_is_opencv_bicubic(src, dst):
+    import keras
+
+    from pipeline.resize import make_resize_layer
+
+    images = np.random.default_rng(0).integers(0, 256, (3, *src, 3), dtype=np.uint8)
+    ours = keras.ops.convert_to_numpy(make_resize_layer(src, dst)(images))
+    opencv = np.stack([cv2.resize(im, (dst, dst), interpolation=cv2.INTER_CUBIC) for im in images])
+    assert np.abs(ours - opencv).max() <= 1  # OpenCV rounds in fixed point; we round in float
+
+
+def test_codes_equal_the_reference_method(digits_store, resnet_weights):
+    """Per-image cv2 bicubic resize, float32 preprocess_input, predict, global average: as the reference did."""
+    import keras
+
+    store = FeatureStore.open(digits_store)
+    images = store.images()[:16]
+    model = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    model.load_weights(resnet_weights)
+    resized = np.stack([cv2.resize(im, (32, 32), interpolation=cv2.INTER_CUBIC) for im in images]).astype("float32")
+    reference = model.predict(keras.applications.resnet50.preprocess_input(resized), verbose=0).mean(axis=(1, 2))
+    ours = store.features("r50")[:16]
+    assert ours.dtype == np.float32 and ours.shape == (16, 2048)
+    assert np.linalg.norm(ours - reference) / np.linalg.norm(reference) < 1e-4
+
+
+def test_same_fingerprint_is_a_noop_and_other_config_a_new_set(digits_store, resnet_weights):
+    path = digits_store / "features" / "r50.h5"
+    before = path.stat().st_mtime_ns
+    said = []
+    result = extract_features(digits_store, FeatureConfig(weights=str(resnet_weights), size=32), name="r50",
+                              progress=False, log=said.append)
+    assert result.status == "cached" and "nothing to do" in said[0]
+    assert path.stat().st_mtime_ns == before
+    with pytest.raises(UserError, match="'r50' .* different configuration"):
+        extract_features(digits_store, FeatureConfig(weights=str(resnet_weights), size=40), name="r50", **quiet)
+    assert path.stat().st_mtime_ns == before
+
+
+def test_default_names_never_mix_fingerprints(tmp_path, resnet_weights):
+    store = small_store(tmp_path / "d")
+    cfg = FeatureConfig(weights=str(resnet_weights), size=32)
+    first = extract_features(store, cfg, **quiet)
+    assert first.name == "resnet50-pool-32-resnet50_notop-fp32"
+    # the same default name, other weights content: a new set beside it, the first untouched
+    import keras
+    keras.utils.set_random_seed(1)
+    other = tmp_path / "resnet50_notop.weights.h5"
+    keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(other)
+    second = extract_features(store, FeatureConfig(weights=str(other), size=32), **quiet)
+    assert second.name.startswith(first.name + "-") and second.name != first.name
+    fps = {s.fingerprint for s in FeatureStore.open(store).feature_sets()}
+    assert len(fps) == 2
+    assert extract_features(store, FeatureConfig(weights=str(other), size=32), **quiet).status == "cached"
+
+
+def test_layer_cut_and_spatial_maps(tmp_path):
+    store = small_store(tmp_path / "d")
+    cfg = FeatureConfig(weights="none", size=32, layer="conv3_block4_out", spatial=True)
+    name = extract_features(store, cfg, **quiet).name
+    s = FeatureStore.open(store)
+    pooled, maps = s.features(name), s.features(name, kind="spatial")
+    assert pooled.shape == (20, 512) and maps.shape == (20, 4, 4, 512) and maps.dtype == np.float16
+    np.testing.assert_allclose(maps.astype(np.float32).mean(axis=(1, 2)), pooled, rtol=2e-2, atol=2e-2)
+    lazy = s.features(name, split="test", kind="spatial", lazy=True)
+    np.testing.assert_array_equal(lazy.compute(), maps[10:])
+
+
+def test_seeded_random_weights_are_reproducible(tmp_path):
+    a = extract_features(small_store(tmp_path / "a"), FeatureConfig(weights="none", size=32, seed=5), **quiet)
+    b = extract_features(small_store(tmp_path / "b"), FeatureConfig(weights="none", size=32, seed=5), **quiet)
+    np.testing.assert_array_equal(FeatureStore.open(tmp_path / "a").features(a.name),
+                                  FeatureStore.open(tmp_path / "b").features(b.name))
+
+
+@pytest.mark.parametrize("config, message", [
+    (FeatureConfig(backbone="resnet999", weights="none", size=32), "unknown backbone 'resnet999'"),
+    (FeatureConfig(weights="none", size=32, layer="conv9_nope"), "has no layer 'conv9_nope': try"),
+    (FeatureConfig(weights="/no/such/file.weights.h5", size=32), "weights file /no/such/file.weights.h5 not found"),
+])
+def test_bad_configuration_is_one_clear_error(tmp_path, config, message):
+    with pytest.raises(UserError, match=message):
+        extract_features(small_store(tmp_path / "d"), config, **quiet)
+
+
+def test_weights_file_of_another_architecture_is_refused(tmp_path):
+    import keras
+
+    vgg = tmp_path / "vgg16.weights.h5"
+    keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(vgg)
+    with pytest.raises(UserError, match="does not fit resnet50 without its top"):
+        extract_features(small_store(tmp_path / "d"), FeatureConfig(weights=str(vgg), size=32), **quiet)
+
+
+def test_imagenet_weights_offline_say_where_to_put_them(tmp_path, monkeypatch):
+    from keras.src.utils import file_utils
+
+    def offline(*a, **k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    with pytest.raises(UserError, match="ImageNet weights for resnet50 could not be loaded.*--weights PATH"):
+        extract_features(small_store(tmp_path / "d"), FeatureConfig(size=32), **quiet)
+
+
+def test_incomplete_set_is_never_served_as_complete(tmp_path):
+    store = small_store(tmp_path / "d")
+    writer = FeatureSetWriter(store, "half", "f" * 64, {}, 20, 4, None)
+    writer.commit(0, np.ones((10, 4), np.float32), None, 1.0)
+    s = FeatureStore.open(store)
+    (info,) = s.feature_sets()
+    assert not info.complete and info.done == 10
+    with pytest.raises(UserError, match="incomplete .*10/20"):
+        s.features("half")
+    assert "INCOMPLETE 10/20" in run_cli("info", store).stdout
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, digits_store, resnet_weights):
+    store = tmp_path / "digits"
+    args = ["features", "--dataset", "digits", "--store", store, "--weights", resnet_weights, "--size", "32",
+            "--chunk-size", "64", "--name", "r50", "--quiet"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parts = store / "features" / "r50.parts"
+    deadline = time.time() + 120
+    while len(list(parts.glob("pooled-*.npy"))) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    committed = len(list(parts.glob("pooled-*.npy")))
+    assert 3 <= committed < 29, "the run was not killed midway"
+    assert not (store / "features" / "r50.h5").exists()
+    said = []
+    result = extract_features(store, FeatureConfig(weights=str(resnet_weights), size=32), name="r50",
+                              chunk_size=64, progress=False, log=said.append)
+    assert result.status == "resumed" and said[0].startswith(f"features: resuming r50 at {committed * 64}/1797")
+    resumed = FeatureStore.open(store)
+    clean = FeatureStore.open(digits_store)
+    assert resumed.feature_set("r50").fingerprint == clean.feature_set("r50").fingerprint
+    np.testing.assert_allclose(resumed.features("r50"), clean.features("r50"), rtol=1e-6, atol=1e-6)
+    assert not parts.exists()
+
+
+def test_unwritable_store_and_full_disk_stop_before_work(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="cannot write to store .*choose another --store"):
+        ingest(tmp_path / "file" / "store", IngestConfig("digits"), **quiet)
+    store = small_store(tmp_path / "d")
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(UserError, match="too little disk"):
+        extract_features(store, FeatureConfig(weights="none", size=32), **quiet)
+    assert FeatureStore.open(store).feature_sets() == []
+
+
+def test_cli_errors_are_one_line_with_nonzero_exit(tmp_path):
+    r = run_cli("features", "--dataset", "imagenet22k", "--store", tmp_path / "x")
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "error: unknown dataset 'imagenet22k': use cifar100, cifar10, digits or folder:PATH"]
+    r = run_cli("info", tmp_path / "nowhere")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "no store at" in r.stderr
+
+
+def test_info_json_describes_feature_sets(digits_store):
+    r = run_cli("info", digits_store, "--json")
+    info = json.loads(r.stdout)
+    assert info["dataset"] == "digits" and info["splits"] == {"train": 1438, "test": 359}
+    (fs,) = info["feature_sets"]
+    assert fs["name"] == "r50" and fs["complete"] and fs["shape"] == [1797, 2048] and fs["dtype"] == "float32"
+    assert len(fs["fingerprint"]) == 64 and fs["seconds"] > 0
+
+
+def test_torch_backend_gives_the_same_codes(tmp_path, resnet_weights):
+    pytest.importorskip("torch", reason="the PyTorch backend is not installed (make test installs it)")
+    store = small_store(tmp_path / "tf", limit=8)
+    name = extract_features(store, FeatureConfig(weights=str(resnet_weights), size=32), **quiet).name
+    r = run_cli("features", "--dataset", "digits", "--limit", 8, "--store", tmp_path / "torch", "--weights",
+                resnet_weights, "--size", 32, "--quiet", env={"KERAS_BACKEND": "torch"})
+    assert r.returncode == 0, r.stderr
+    with h5py.File(tmp_path / "torch" / "features" / f"{name}.h5") as f:
+        assert json.loads(f.attrs["config"])["weights"] == str(resnet_weights)
+        torch_codes = f["pooled"][:]
+    tf_codes = FeatureStore.open(store).features(name)
+    assert np.linalg.norm(torch_codes - tf_codes) / np.linalg.norm(tf_codes) < 1e-4
