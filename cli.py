@@ -108,5 +108,100 @@ def layers(backbone, size):
         click.echo(f"{layer.name}\t{tuple(layer.output.shape[1:])}")
 
 
+def parse_params(pairs) -> dict:
+    """--param KEY=VALUE, VALUE read as JSON where it parses (numbers, lists, true) else as a string."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UserError(f"--param {pair!r} is not KEY=VALUE, e.g. --param epochs=20")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def head_params(head, params, epochs):
+    from classifiers.heads import HEADS
+
+    if head not in HEADS:
+        raise UserError(f"unknown head {head!r}: use one of {', '.join(HEADS)}")
+    params = dict(params)
+    if epochs is not None:
+        params["epochs"] = epochs
+    valid = HEADS[head]().get_params()
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise UserError(f"head {head} has no parameter {unknown[0]!r}: it takes {', '.join(sorted(valid))}")
+    return params
+
+
+@cli.command()
+@click.option("--store", required=True, type=click.Path(path_type=Path))
+@click.option("--head", required=True, help="dense, gap, svm or logreg")
+@click.option("--features", help="feature set name [the store's only complete one]")
+@click.option("--label", help="label set [the store's first, e.g. fine]")
+@click.option("--spatial", is_flag=True, help="train on the spatial maps (gap, dense)")
+@click.option("--epochs", type=int, help="for the Keras heads (dense, gap)")
+@click.option("--param", "params", multiple=True, help="head parameter KEY=VALUE, repeatable")
+def fit(store, head, features, label, spatial, epochs, params):
+    """Train a head on the training split's codes, test it, save it and its run record."""
+    from classifiers.fit import fit_head
+
+    run, r = fit_head(store, head, features=features, label=label, spatial=spatial,
+                      params=head_params(head, parse_params(params), epochs))
+    click.echo(f"{head} on {r['features']} ({r['label']}): test accuracy {100 * r['test_accuracy']:.2f}%, "
+               f"train {100 * r['train_accuracy']:.2f}%, {r['fit_seconds']:.1f} s -> {run}")
+
+
+@cli.command()
+@click.option("--store", required=True, type=click.Path(path_type=Path))
+@click.option("--head", "heads", required=True, multiple=True, help="repeatable: dense, gap, svm, logreg")
+@click.option("-k", "k", default=6, show_default=True)
+@click.option("--label", "labels", multiple=True, help="repeatable [the store's first label set]")
+@click.option("--on", type=click.Choice(["train", "all"]), default="train", show_default=True)
+@click.option("--features", help="feature set name [the store's only complete one]")
+@click.option("--scheduler", help="address of a running dask.distributed scheduler")
+@click.option("--workers", default=1, show_default=True, help="local worker processes when no --scheduler")
+@click.option("--epochs", type=int, help="for the Keras heads")
+@click.option("--param", "params", multiple=True, help="HEAD.KEY=VALUE, repeatable")
+@click.option("--quiet", is_flag=True)
+def kfold(store, heads, k, labels, on, features, scheduler, workers, epochs, params, quiet):
+    """k-fold evaluation over the stored folds, every (head, label, fold) a Dask task."""
+    from classifiers.kfold import format_table, kfold_scores
+
+    per_head = {}
+    for key, value in parse_params(params).items():
+        h, _, name = key.partition(".")
+        per_head.setdefault(h, {})[name] = value
+    table = kfold_scores(store, list(heads), list(labels) or None, k=k, on=on, features=features,
+                         params={h: head_params(h, per_head.get(h, {}), epochs) for h in heads},
+                         scheduler=scheduler, workers=workers, progress=not quiet)
+    click.echo(format_table(table) + f"wall time {table['wall_seconds']} s, {table['tasks_run']} tasks run")
+
+
+@cli.command()
+@click.option("--model", "run", required=True, type=click.Path(path_type=Path), help="a run folder made by fit")
+@click.option("--top", default=5, show_default=True)
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+def predict(run, top, images):
+    """Top classes with probabilities for image files."""
+    from classifiers.predict import predict_images
+
+    for path, best in zip(images, predict_images(run, list(images), top=top)):
+        click.echo(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in best))
+
+
+@cli.command()
+@click.option("--store", required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="folder [STORE/report]")
+def report(store, out):
+    """One HTML page over every run in the store: tables, curves, confusion matrices, samples."""
+    from classifiers.report import build_report
+
+    click.echo(build_report(store, out))
+
+
 if __name__ == "__main__":
     cli()

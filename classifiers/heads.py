@@ -1,0 +1,138 @@
+"""Heads over CNN codes, with the scikit-learn estimator API: parameters only in __init__, fitted
+state in trailing-underscore attributes, fit returns self. So clone, cross_val_score and
+GridSearchCV work on them."""
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelEncoder
+
+from features.errors import UserError
+from .svm import LinearSVM
+
+
+def standardizer(X, axes):
+    mean = X.mean(axis=axes, keepdims=True)
+    scale = X.std(axis=axes, keepdims=True) + 1e-6
+    return mean.astype(np.float32), scale.astype(np.float32)
+
+
+class KerasHead(ClassifierMixin, BaseEstimator):
+    """Shared training loop of the Keras heads: standardised inputs, early stopping on a validation
+    slice of the training data, the best epoch's weights kept."""
+
+    def _build(self, input_shape, n_classes):
+        raise NotImplementedError
+
+    def fit(self, X, y):
+        import keras
+
+        X = np.asarray(X, dtype=np.float32)
+        self.encoder_ = LabelEncoder().fit(y)
+        self.classes_ = self.encoder_.classes_
+        y = self.encoder_.transform(y)
+        axes = tuple(range(X.ndim - 1))  # per channel, over samples and positions
+        self.mean_, self.scale_ = standardizer(X, axes) if self.standardize else (0.0, 1.0)
+        X = (X - self.mean_) / self.scale_
+        keras.utils.set_random_seed(self.random_state)
+        stratify = y if np.bincount(y).min() >= 2 else None
+        X_fit, X_val, y_fit, y_val = train_test_split(X, y, test_size=self.validation_fraction,
+                                                      random_state=self.random_state, stratify=stratify)
+        self.model_ = self._build(X.shape[1:], len(self.classes_))
+        optimizer = keras.optimizers.get({"class_name": self.optimizer, "config": {"learning_rate": self.learning_rate}})
+        self.model_.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        stop = keras.callbacks.EarlyStopping(patience=self.patience, restore_best_weights=True, monitor="val_loss")
+        history = self.model_.fit(X_fit, y_fit, validation_data=(X_val, y_val), epochs=self.epochs,
+                                  batch_size=self.batch_size, callbacks=[stop], verbose=self.verbose)
+        self.history_ = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+        self.n_epochs_ = len(self.history_["loss"])
+        return self
+
+    def predict_proba(self, X):
+        X = (np.asarray(X, dtype=np.float32) - self.mean_) / self.scale_
+        return self.model_.predict(X, batch_size=1024, verbose=0)
+
+    def predict(self, X):
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+class DenseHead(KerasHead):
+    """The reference head: Dense(1024, relu) -> Dropout(0.5) -> softmax."""
+
+    def __init__(self, hidden=1024, dropout=0.5, epochs=50, learning_rate=1e-3, batch_size=256, optimizer="adam",
+                 validation_fraction=0.1, patience=5, standardize=True, random_state=0, verbose=0):
+        self.hidden, self.dropout, self.epochs, self.learning_rate = hidden, dropout, epochs, learning_rate
+        self.batch_size, self.optimizer, self.validation_fraction = batch_size, optimizer, validation_fraction
+        self.patience, self.standardize, self.random_state, self.verbose = patience, standardize, random_state, verbose
+
+    def _build(self, input_shape, n_classes):
+        import keras
+
+        inputs = keras.Input(input_shape)
+        x = keras.layers.GlobalAveragePooling2D()(inputs) if len(input_shape) == 3 else inputs
+        x = keras.layers.Dense(self.hidden, activation="relu")(x)
+        x = keras.layers.Dropout(self.dropout)(x)
+        return keras.Model(inputs, keras.layers.Dense(n_classes, activation="softmax")(x))
+
+
+class GapHead(KerasHead):
+    """Global average pooling -> softmax: on spatial maps when given them, else on pooled vectors
+    (whose global average they already are, so it is the same function)."""
+
+    def __init__(self, epochs=50, learning_rate=1e-3, batch_size=256, optimizer="adam", validation_fraction=0.1,
+                 patience=5, standardize=True, random_state=0, verbose=0):
+        self.epochs, self.learning_rate, self.batch_size, self.optimizer = epochs, learning_rate, batch_size, optimizer
+        self.validation_fraction, self.patience = validation_fraction, patience
+        self.standardize, self.random_state, self.verbose = standardize, random_state, verbose
+
+    def _build(self, input_shape, n_classes):
+        import keras
+
+        inputs = keras.Input(input_shape)
+        x = keras.layers.GlobalAveragePooling2D()(inputs) if len(input_shape) == 3 else inputs
+        return keras.Model(inputs, keras.layers.Dense(n_classes, activation="softmax")(x))
+
+
+class LogRegHead(ClassifierMixin, BaseEstimator):
+    """L2 multinomial logistic regression (the linear-probe protocol), C chosen on held-out training data."""
+
+    def __init__(self, Cs=(0.01, 0.1, 1.0), validation_fraction=0.1, max_iter=300, standardize=True, random_state=0):
+        self.Cs, self.validation_fraction, self.max_iter = Cs, validation_fraction, max_iter
+        self.standardize, self.random_state = standardize, random_state
+
+    def _model(self, C):
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(C=C, max_iter=self.max_iter, tol=1e-3)
+
+    def fit(self, X, y):
+        X = self._prepare(np.asarray(X, dtype=np.float32), fit=True)
+        self.classes_ = np.unique(y)
+        stratify = y if np.unique(y, return_counts=True)[1].min() >= 2 else None
+        X_fit, X_val, y_fit, y_val = train_test_split(X, y, test_size=self.validation_fraction,
+                                                      random_state=self.random_state, stratify=stratify)
+        self.scores_ = {C: self._model(C).fit(X_fit, y_fit).score(X_val, y_val) for C in self.Cs}
+        self.C_ = max(self.Cs, key=lambda C: (self.scores_[C], -C))
+        self.model_ = self._model(self.C_).fit(X, y)
+        return self
+
+    def _prepare(self, X, fit=False):
+        if X.ndim > 2:
+            X = X.mean(axis=tuple(range(1, X.ndim - 1)))
+        if fit:
+            self.mean_, self.scale_ = standardizer(X, (0,)) if self.standardize else (0.0, 1.0)
+        return (X - self.mean_) / self.scale_
+
+    def predict_proba(self, X):
+        return self.model_.predict_proba(self._prepare(np.asarray(X, dtype=np.float32)))
+
+    def predict(self, X):
+        return self.model_.predict(self._prepare(np.asarray(X, dtype=np.float32)))
+
+
+HEADS = {"dense": DenseHead, "gap": GapHead, "svm": LinearSVM, "logreg": LogRegHead}
+
+
+def make_head(name: str, **params):
+    if name not in HEADS:
+        raise UserError(f"unknown head {name!r}: use one of {', '.join(HEADS)}")
+    return HEADS[name](**params)

@@ -1,0 +1,103 @@
+"""`cnncodes kfold`: every (head, label, fold) as a Dask task over the stored folds.
+
+Features are scattered to each worker once and every task refers to them; finished folds are
+written as they arrive, so a killed or extended run redoes only what is missing.
+"""
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from features import schema
+from features.store import FeatureStore
+from .runs import write_json
+
+
+def run_fold(X, y, folds, fold: int, head: str, params: dict) -> dict:
+    """One task: train on every fold but `fold`, score on `fold`. Runs on a Dask worker."""
+    from classifiers.heads import make_head
+
+    train, test = (folds >= 0) & (folds != fold), folds == fold
+    start = time.time()
+    model = make_head(head, **params).fit(X[train], y[train])
+    return {"accuracy": float(model.score(X[test], y[test])), "seconds": time.time() - start,
+            "epochs": getattr(model, "n_epochs_", None)}
+
+
+def open_client(scheduler: str | None, workers: int):
+    """An existing cluster by address; else a local one: in this process for 1 worker, processes beyond."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        return Client(scheduler)
+    if workers <= 1:
+        return Client(LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None))
+    return Client(LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None))
+
+
+def task_key(head, label, fold, params) -> str:
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{head}-{label}-fold{fold}-{digest}"
+
+
+def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *, k: int = 6, on: str = "train",
+                 features: str | None = None, params: dict | None = None, scheduler: str | None = None,
+                 workers: int = 1, progress: bool = True) -> dict:
+    """Runs what is missing, then returns (and saves) the table: one row per head and label."""
+    store = FeatureStore.open(store_dir)
+    info = store.feature_set(features)
+    labels = labels or [store.primary_label]
+    split = "train" if on == "train" else None
+    folds = store.folds(k, on=on, split=split)
+    run = Path(store.path) / schema.RUNS_DIR / f"kfold-{info.name}-k{k}-{on}"
+    (run / "folds").mkdir(parents=True, exist_ok=True)
+    params = params or {}
+
+    todo = [(h, l, f) for h in heads for l in labels for f in range(k)
+            if not (run / "folds" / f"{task_key(h, l, f, params.get(h, {}))}.json").exists()]
+    start = time.time()
+    if todo:
+        client = open_client(scheduler, workers)
+        try:
+            X = client.scatter(store.features(info.name, split=split), broadcast=True)
+            F = client.scatter(folds, broadcast=True)
+            Y = {l: client.scatter(store.labels(l, split=split), broadcast=True) for l in {l for _, l, _ in todo}}
+            futures = {client.submit(run_fold, X, Y[l], F, f, h, params.get(h, {}), pure=False): (h, l, f)
+                       for h, l, f in todo}
+            from distributed import as_completed
+
+            for future in tqdm(as_completed(futures), total=len(futures), desc="kfold", unit="fold", disable=not progress):
+                h, l, f = futures[future]
+                result = {"head": h, "label": l, "fold": f, "params": params.get(h, {}), **future.result()}
+                write_json(run / "folds" / f"{task_key(h, l, f, params.get(h, {}))}.json", result)
+        finally:
+            client.close()
+    wall = time.time() - start
+
+    rows = []
+    for h in heads:
+        for l in labels:
+            results = [json.loads((run / "folds" / f"{task_key(h, l, f, params.get(h, {}))}.json").read_text())
+                       for f in range(k)]
+            acc = np.array([r["accuracy"] for r in results])
+            rows.append({"head": h, "label": l, "folds": acc.round(4).tolist(), "mean": float(acc.mean()),
+                         "std": float(acc.std(ddof=1)) if k > 1 else 0.0,
+                         "seconds": round(sum(r["seconds"] for r in results), 2)})
+    table = {"kind": "kfold", "features": info.name, "fingerprint": info.fingerprint, "k": k, "on": on,
+             "rows": rows, "wall_seconds": round(wall, 2), "tasks_run": len(todo), "workers": scheduler or workers}
+    write_json(run / "table.json", table)
+    (run / "table.md").write_text(format_table(table))
+    return table
+
+
+def format_table(table: dict) -> str:
+    k = table["k"]
+    head = "| head | label | " + " | ".join(f"fold {i}" for i in range(k)) + " | mean ± std | time (s) |"
+    lines = [f"{k}-fold on {table['on']}, features {table['features']}", "", head, "|" + " --- |" * (k + 4)]
+    for r in table["rows"]:
+        folds = " | ".join(f"{100 * a:.2f}" for a in r["folds"])
+        lines.append(f"| {r['head']} | {r['label']} | {folds} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} | {r['seconds']:.1f} |")
+    return "\n".join(lines) + "\n"
