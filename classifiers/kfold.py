@@ -17,14 +17,21 @@ from .runs import write_json
 
 
 def run_fold(X, y, folds, fold: int, head: str, params: dict) -> dict:
-    """One task: train on every fold but `fold`, score on `fold`. Runs on a Dask worker."""
+    """One task: train on every fold but `fold`, score on `fold`. Runs on a Dask worker.
+
+    One BLAS thread per task, wherever it runs: float sums then happen in the same order in this
+    process and on any worker, so the table does not depend on how many workers computed it.
+    """
+    from threadpoolctl import threadpool_limits
+
     from classifiers.heads import make_head
 
     train, test = (folds >= 0) & (folds != fold), folds == fold
     start = time.time()
-    model = make_head(head, **params).fit(X[train], y[train])
-    return {"accuracy": float(model.score(X[test], y[test])), "seconds": time.time() - start,
-            "epochs": getattr(model, "n_epochs_", None)}
+    with threadpool_limits(limits=1):
+        model = make_head(head, **params).fit(X[train], y[train])
+        accuracy = float(model.score(X[test], y[test]))
+    return {"accuracy": accuracy, "seconds": time.time() - start, "epochs": getattr(model, "n_epochs_", None)}
 
 
 def open_client(scheduler: str | None, workers: int):

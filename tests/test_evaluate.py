@@ -1,0 +1,114 @@
+"""fit, kfold (local and on a 2-process LocalCluster, resumed after a kill), predict and report."""
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_cli
+from classifiers.fit import fit_head
+from classifiers.kfold import kfold_scores
+from classifiers.predict import predict_images
+from classifiers.report import build_report
+from features.errors import UserError
+from features.store import FeatureStore
+
+
+@pytest.fixture(scope="module")
+def store(digits_store, tmp_path_factory):
+    """A private copy of the digits store, so runs written here do not leak into other tests."""
+    copy = tmp_path_factory.mktemp("eval") / "digits"
+    shutil.copytree(digits_store, copy)
+    return copy
+
+
+def test_fit_saves_head_and_full_run_record(store):
+    run, record = fit_head(store, "svm", params={"Cs": (0.1, 1.0)})
+    assert (run / "model.joblib").exists()
+    saved = json.loads((run / "record.json").read_text())
+    assert saved["test_accuracy"] == record["test_accuracy"] > 0.9
+    assert saved["fingerprint"] == FeatureStore.open(store).feature_set("r50").fingerprint
+    assert len(saved["per_class_accuracy"]) == 10 and np.array(saved["confusion"]).sum() == 359
+    assert saved["params"]["Cs"] == [0.1, 1.0] and saved["chosen"]["C_"] in (0.1, 1.0)
+    _, dense = fit_head(store, "dense", params={"epochs": 3, "hidden": 32})
+    assert dense["epochs"] == len(dense["history"]["val_loss"]) == 3
+
+
+def test_fit_cli_prints_one_summary_line(store):
+    r = run_cli("fit", "--store", store, "--head", "logreg")
+    assert r.returncode == 0, r.stderr
+    (line,) = r.stdout.strip().splitlines()
+    assert line.startswith("logreg on r50 (label): test accuracy ")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(head="gap", spatial=True), "asked for spatial maps but feature set r50 has none"),
+    (dict(head="svm", features="vgg"), "no feature set 'vgg'"),
+    (dict(head="svm", label="coarse"), "unknown label set 'coarse'"),
+])
+def test_fit_bad_requests_are_clear_errors(store, kwargs, message):
+    with pytest.raises(UserError, match=message):
+        fit_head(store, **kwargs)
+
+
+def test_kfold_on_two_process_local_cluster_equals_local(store, tmp_path):
+    other = tmp_path / "copy"
+    shutil.copytree(store, other, ignore=shutil.ignore_patterns("runs"))
+    params = {"svm": {"C": 0.1}, "logreg": {"Cs": [0.1]}}
+    local = kfold_scores(store, ["svm", "logreg"], k=5, params=params, progress=False)
+    cluster = kfold_scores(other, ["svm", "logreg"], k=5, params=params, workers=2, progress=False)
+    assert local["tasks_run"] == cluster["tasks_run"] == 10
+    assert [r["folds"] for r in local["rows"]] == [r["folds"] for r in cluster["rows"]]
+    assert all(r["mean"] > 0.9 for r in local["rows"])
+
+
+def test_killed_kfold_redoes_only_what_is_missing(store, tmp_path):
+    victim = tmp_path / "victim"
+    shutil.copytree(store, victim, ignore=shutil.ignore_patterns("runs"))
+    folds = victim / "runs" / "kfold-r50-k6-train" / "folds"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "kfold", "--store", str(victim), "--head", "svm",
+                             "-k", "6", "--param", "svm.Cs=[0.1,1.0]", "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(list(folds.glob("*.json"))) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list(folds.glob("*.json")))
+    assert 2 <= done < 6, "kfold was not killed midway"
+    params = {"svm": {"Cs": [0.1, 1.0]}}
+    resumed = kfold_scores(victim, ["svm"], k=6, params=params, progress=False)
+    assert resumed["tasks_run"] == 6 - done
+    clean = kfold_scores(store, ["svm"], k=6, params=params, progress=False)
+    assert resumed["rows"][0]["folds"] == clean["rows"][0]["folds"]
+
+
+def test_predict_gives_top5_names_for_image_files(store, tmp_path):
+    run, record = fit_head(store, "logreg")
+    s = FeatureStore.open(store)
+    files = []
+    for i in range(3):
+        path = tmp_path / f"digit{i}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(s.images(split="test")[i], cv2.COLOR_RGB2BGR))
+        files.append(path)
+    answers = predict_images(run, files)
+    for i, best in enumerate(answers):
+        assert len(best) == 5 and best[0][1] >= best[1][1]
+        assert best[0][0] == record["class_names"][record["test_predictions"][i]]
+    with pytest.raises(UserError, match="not found"):
+        predict_images(run, [tmp_path / "missing.png"])
+
+
+def test_report_shows_every_run(store):
+    fit_head(store, "logreg")
+    kfold_scores(store, ["logreg"], k=5, params={"logreg": {"Cs": [0.1]}}, progress=False)
+    page = build_report(store)
+    text = page.read_text()
+    assert "<h2>Test accuracy (%)</h2>" in text and "k-fold cross-validation" in text
+    assert text.count("data:image/png;base64,") >= 3 and (page.parent / "samples.png").exists()
+    for run in (store / "runs").glob("*-fit-*"):
+        assert run.name in text
