@@ -42,7 +42,7 @@ def default_store(dataset: str) -> Path:
 @click.option("--layer", help="cut the backbone at this layer [its last]")
 @click.option("--spatial", is_flag=True, help="also store the spatial maps (float16)")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
-@click.option("--batch-size", default=64, show_default=True)
+@click.option("--batch-size", default="64", show_default=True, help="images per device step, or auto (largest that fits)")
 @click.option("--chunk-size", default=512, show_default=True, help="images per committed chunk (resume granularity)")
 @click.option("--limit", type=int, help="a stratified subset of N images per split")
 @click.option("--name", help="feature set name [from the configuration]")
@@ -53,14 +53,19 @@ def default_store(dataset: str) -> Path:
 @click.option("--skip-bad", is_flag=True, help="skip unreadable images (recorded in the store) instead of stopping")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="where CIFAR archives are [$CNNCODES_DATA, ~/.keras/datasets]")
 @click.option("--verify/--no-verify", default=True, help="check CIFAR archives against the official md5")
+@click.option("--workers", default=1, show_default=True, help="local Dask worker processes extracting shards")
+@click.option("--scheduler", help="address of a dask.distributed scheduler whose workers extract shards")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def features(dataset, store, backbone, weights, size, layer, spatial, precision, batch_size, chunk_size, limit,
-             name, seed, holdout, image_size, folds, skip_bad, data_dir, verify, quiet):
+             name, seed, holdout, image_size, folds, skip_bad, data_dir, verify, workers, scheduler, quiet):
     """Ingest a data set into a store (once) and cache its CNN codes (once per configuration)."""
     from pipeline.extract import FeatureConfig, extract_features
     from pipeline.ingest import IngestConfig, ingest
 
     store = store or default_store(dataset)
+    if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
+        raise UserError(f"--batch-size {batch_size!r} is neither a positive integer nor auto")
+    batch_size = batch_size if batch_size == "auto" else int(batch_size)
     try:
         ks = tuple(sorted({int(k) for k in folds.split(",")}))
     except ValueError:
@@ -69,7 +74,8 @@ def features(dataset, store, backbone, weights, size, layer, spatial, precision,
            data_dir=data_dir, verify=verify, progress=not quiet, log=lambda m: click.echo(m, err=True))
     config = FeatureConfig(backbone, weights, size, layer, spatial, precision, seed)
     result = extract_features(store, config, name=name, batch_size=batch_size, chunk_size=chunk_size,
-                              progress=not quiet, log=lambda m: click.echo(m, err=True))
+                              workers=workers, scheduler=scheduler, progress=not quiet,
+                              log=lambda m: click.echo(m, err=True))
     click.echo(f"{result.name}\t{result.status}\t{result.rows} rows\t{result.path}")
 
 

@@ -121,18 +121,31 @@ class FeatureSetWriter:
             out[int(start)] = int(count)
         return out
 
+    @classmethod
+    def existing(cls, store: Path, name: str, fp: str) -> "FeatureSetWriter":
+        """The writer of a set another process started (a Dask worker committing its shard)."""
+        manifest = json.loads((schema.parts_dir(store, name) / "manifest.json").read_text())
+        if manifest["fingerprint"] != fp:
+            raise UserError(f"feature set {name} in progress has fingerprint {manifest['fingerprint'][:12]}, not {fp[:12]}")
+        spatial = tuple(manifest["spatial_shape"]) if manifest["spatial_shape"] else None
+        return cls(store, name, fp, manifest["config"], manifest["n"], manifest["pooled_dim"], spatial)
+
     @property
     def seconds(self) -> float:
         return float(self.manifest["seconds"])
 
-    def commit(self, start: int, pooled: np.ndarray, spatial: np.ndarray | None, seconds: float):
-        """Spatial first, pooled last: a chunk counts as committed once its pooled file exists."""
+    def add_seconds(self, seconds: float):
+        """Time spent, kept across resumed runs. Only the coordinating process calls this."""
+        self.manifest["seconds"] = self.seconds + seconds
+        self._write_manifest()
+
+    def commit(self, start: int, pooled: np.ndarray, spatial: np.ndarray | None):
+        """Spatial first, pooled last: a chunk counts as committed once its pooled file exists.
+        Safe from several processes at once: each chunk is its own file."""
         stem = f"{start:09d}_{len(pooled)}"
         if self.spatial:
             self._save(f"spatial-{stem}.npy", spatial.astype(np.float16))
         self._save(f"pooled-{stem}.npy", pooled.astype(np.float32))
-        self.manifest["seconds"] = self.seconds + seconds
-        self._write_manifest()
 
     def assemble(self, extra: dict) -> Path:
         chunks = sorted(self.committed().items())
@@ -160,12 +173,12 @@ class FeatureSetWriter:
         return self.final
 
     def _save(self, filename: str, array: np.ndarray):
-        tmp = self.parts / f".{filename}.tmp"
+        tmp = self.parts / f".{filename}.{os.getpid()}.tmp"
         with open(tmp, "wb") as handle:
             np.save(handle, array)
         os.replace(tmp, self.parts / filename)
 
     def _write_manifest(self):
-        tmp = self.parts / ".manifest.json.tmp"
+        tmp = self.parts / f".manifest.json.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(self.manifest, indent=1))
         os.replace(tmp, self.parts / "manifest.json")

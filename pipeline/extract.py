@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from features import schema
 from features.fingerprint import digest_arrays, fingerprint
 from features.store import FeatureStore
 from features.writers import FeatureSetWriter, choose_name, writer_lock
 from .backbones import build_backbone, get_backbone, make_preprocess_layer
+from .device import auto_batch_size, describe_device
 from .ingest import check_writable
 from .resize import make_resize_layer
 
@@ -130,8 +132,15 @@ def prefetch(items, depth: int = 2):
         yield item
 
 
-def extract_features(store_dir, config: FeatureConfig, *, name: str | None = None, batch_size: int = 64,
-                     chunk_size: int = 512, jit_compile="auto", progress: bool = True, log=print) -> ExtractResult:
+def extract_features(store_dir, config: FeatureConfig, *, name: str | None = None, batch_size: int | str = 64,
+                     chunk_size: int = 512, jit_compile="auto", workers: int = 1, scheduler: str | None = None,
+                     progress: bool = True, log=print) -> ExtractResult:
+    """Caches the CNN codes of every stored image under one feature set; a no-op when already done.
+
+    With `workers` > 1 or a `scheduler` address, chunks are split into shards that Dask workers
+    extract on their own devices, committing into the same feature set folder (a shared file system);
+    the set is assembled here once every shard is in. A lost worker's shard is retried elsewhere.
+    """
     store = FeatureStore.open(store_dir)
     model, weights_digest = build_extractor(config, store.image_shape[:2])
     fp = feature_fingerprint(store, config, weights_digest, config.layer or "last")
@@ -141,40 +150,89 @@ def extract_features(store_dir, config: FeatureConfig, *, name: str | None = Non
         if done is not None:
             log(f"features: {name} is complete with this fingerprint ({fp[:12]}), nothing to do")
             return ExtractResult(name, "cached", done.n, done.seconds, done.n / max(done.seconds, 1e-9),
-                                 store.path / "features" / f"{name}.h5")
+                                 schema.feature_path(store.path, name))
         pooled_dim = model.outputs[0].shape[-1]
         spatial_shape = tuple(model.outputs[1].shape[1:]) if config.spatial else None
         per_row = 4 * pooled_dim + (2 * int(np.prod(spatial_shape)) if spatial_shape else 0)
         check_writable(store.path, need_bytes=2 * per_row * store.n)  # committed chunks + the final file
-        writer = FeatureSetWriter(store.path, name, fp, asdict(config),
-                                  store.n, pooled_dim, spatial_shape)
+        writer = FeatureSetWriter(store.path, name, fp, asdict(config), store.n, pooled_dim, spatial_shape)
         committed = writer.committed()
         todo = [lo for lo in range(0, store.n, chunk_size) if lo not in committed]
-        resumed = bool(committed)
-        if resumed:
+        if committed:
             log(f"features: resuming {name} at {sum(committed.values())}/{store.n} rows")
-        step = DeviceStep(model, batch_size, jit_compile, log)
-        chunks = ((lo, store.image_rows(lo, lo + chunk_size)) for lo in todo)
+        if batch_size == "auto":
+            batch_size = auto_batch_size(model, store.image_shape, log=log)
         start = time.time()
-        with ThreadPoolExecutor(1) as commits, \
-                tqdm(total=store.n, initial=sum(committed.values()), unit="img",
-                     desc=name, disable=not progress, smoothing=0.1) as bar:
-            pending = []
-            last = time.time()
-            for lo, images in prefetch(chunks):
-                outs = step(images)
-                now = time.time()
-                pending.append(commits.submit(writer.commit, lo, outs[0], outs[1] if config.spatial else None, now - last))
-                last = now
-                while len(pending) > 2:
-                    pending.pop(0).result()
-                bar.update(len(images))
-            for p in pending:
-                p.result()
+        bar = tqdm(total=store.n, initial=sum(committed.values()), unit="img", desc=name, disable=not progress,
+                   smoothing=0.1)
+        with bar:
+            if workers > 1 or scheduler:
+                extract_on_dask(store, config, name, fp, todo, batch_size, chunk_size, jit_compile, workers,
+                                scheduler, bar)
+            else:
+                step = DeviceStep(model, batch_size, jit_compile, log)
+                extract_chunks(store, step, writer, todo, chunk_size, config.spatial, bar)
         elapsed = time.time() - start
+        writer.add_seconds(elapsed)
         rate = sum(min(chunk_size, store.n - lo) for lo in todo) / max(elapsed, 1e-9)
         writer.assemble({"images_per_second": round(rate, 2), "batch_size": batch_size, "chunk_size": chunk_size,
-                         "jit_compile": str(model.jit_compile)})
-    log(f"features: {name} {'resumed and ' if resumed else ''}complete, {store.n} rows, {rate:.1f} images/s")
-    return ExtractResult(name, "resumed" if resumed else "extracted", store.n, writer.seconds, rate,
-                         store.path / "features" / f"{name}.h5")
+                         "workers": scheduler or workers, "device": describe_device()})
+    log(f"features: {name} {'resumed and ' if committed else ''}complete, {store.n} rows, {rate:.1f} images/s")
+    return ExtractResult(name, "resumed" if committed else "extracted", store.n, writer.seconds, rate,
+                         schema.feature_path(store.path, name))
+
+
+def extract_chunks(store: FeatureStore, step: DeviceStep, writer: FeatureSetWriter, starts, chunk_size: int,
+                   spatial: bool, bar=None):
+    """The hot loop: next chunk read ahead on a thread, last chunk committed on another."""
+    chunks = ((lo, store.image_rows(lo, lo + chunk_size)) for lo in starts)
+    with ThreadPoolExecutor(1) as commits:
+        pending = []
+        for lo, images in prefetch(chunks):
+            outs = step(images)
+            pending.append(commits.submit(writer.commit, lo, outs[0], outs[1] if spatial else None))
+            while len(pending) > 2:
+                pending.pop(0).result()
+            if bar is not None:
+                bar.update(len(images))
+        for p in pending:
+            p.result()
+
+
+_worker_models = {}
+
+
+def extract_shard(store_dir, config: FeatureConfig, name: str, fp: str, starts: list, batch_size: int,
+                  chunk_size: int, jit_compile) -> int:
+    """One Dask task: extract the given chunks on this worker's device, committing each one."""
+    store = FeatureStore.open(store_dir)
+    key = (config, store.image_shape)
+    if key not in _worker_models:  # build the model once per worker process, not once per shard
+        _worker_models[key] = build_extractor(config, store.image_shape[:2])
+    model, digest = _worker_models[key]
+    mine = feature_fingerprint(store, config, digest, config.layer or "last")
+    if mine != fp:
+        raise RuntimeError(f"worker computes fingerprint {mine[:12]}, not {fp[:12]}: its weights or versions differ")
+    writer = FeatureSetWriter.existing(store.path, name, fp)
+    todo = [lo for lo in starts if lo not in writer.committed()]
+    extract_chunks(store, DeviceStep(model, batch_size, jit_compile, log=lambda m: None), writer, todo,
+                   chunk_size, config.spatial)
+    return sum(min(chunk_size, store.n - lo) for lo in starts)
+
+
+def extract_on_dask(store, config, name, fp, todo, batch_size, chunk_size, jit_compile, workers, scheduler, bar):
+    from distributed import as_completed
+
+    from classifiers.kfold import open_client
+
+    client = open_client(scheduler, workers)
+    try:
+        n_workers = max(1, len(client.scheduler_info()["workers"]))
+        per_shard = max(1, -(-len(todo) // (4 * n_workers)))  # a few shards per worker balance the load
+        shards = [todo[i:i + per_shard] for i in range(0, len(todo), per_shard)]
+        futures = [client.submit(extract_shard, str(store.path), config, name, fp, shard, batch_size, chunk_size,
+                                 jit_compile, pure=False, retries=2) for shard in shards]
+        for future in as_completed(futures):
+            bar.update(future.result())
+    finally:
+        client.close()

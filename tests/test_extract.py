@@ -135,7 +135,7 @@ def test_imagenet_weights_offline_say_where_to_put_them(tmp_path, monkeypatch):
 def test_incomplete_set_is_never_served_as_complete(tmp_path):
     store = small_store(tmp_path / "d")
     writer = FeatureSetWriter(store, "half", "f" * 64, {}, 20, 4, None)
-    writer.commit(0, np.ones((10, 4), np.float32), None, 1.0)
+    writer.commit(0, np.ones((10, 4), np.float32), None)
     s = FeatureStore.open(store)
     (info,) = s.feature_sets()
     assert not info.complete and info.done == 10
@@ -214,3 +214,39 @@ def test_torch_backend_gives_the_same_codes(tmp_path, resnet_weights):
         torch_codes = f["pooled"][:]
     tf_codes = FeatureStore.open(store).features(name)
     assert np.linalg.norm(torch_codes - tf_codes) / np.linalg.norm(tf_codes) < 1e-4
+
+
+def test_two_worker_local_cluster_equals_single_process(tmp_path, digits_store, resnet_weights):
+    """Shards extracted by 2 Dask worker processes on loopback, assembled once all are in."""
+    store = ingest(tmp_path / "d", IngestConfig("digits"), **quiet).path
+    result = extract_features(store, FeatureConfig(weights=str(resnet_weights), size=32), name="r50",
+                              chunk_size=128, workers=2, **quiet)
+    assert result.status == "extracted"
+    with h5py.File(result.path) as f:
+        assert json.loads(f.attrs["extra"])["workers"] == 2
+    np.testing.assert_allclose(FeatureStore.open(store).features("r50"), FeatureStore.open(digits_store).features("r50"),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_codes_are_close_to_fp32_and_stored_as_float32(tmp_path, digits_store, resnet_weights):
+    store = ingest(tmp_path / "d", IngestConfig("digits", limit=32), **quiet).path
+    name = extract_features(store, FeatureConfig(weights=str(resnet_weights), size=32, precision="bf16"), **quiet).name
+    assert name.endswith("-bf16")
+    s = FeatureStore.open(store)
+    bf16 = s.features(name)
+    assert bf16.dtype == np.float32
+    fp32 = FeatureStore.open(digits_store).features("r50")
+    # the same images in the full store: match rows by pixels
+    full = FeatureStore.open(digits_store).images().reshape(1797, -1)
+    index = {row.tobytes(): i for i, row in enumerate(full)}
+    ref = fp32[[index[r.tobytes()] for r in s.images().reshape(len(bf16), -1)]]
+    assert np.linalg.norm(bf16 - ref) / np.linalg.norm(ref) < 0.05
+
+
+def test_auto_batch_size_on_cpu_is_the_cpu_batch(tmp_path):
+    from pipeline.device import CPU_BATCH
+
+    store = small_store(tmp_path / "d")
+    result = extract_features(store, FeatureConfig(weights="none", size=32), batch_size="auto", **quiet)
+    with h5py.File(result.path) as f:
+        assert json.loads(f.attrs["extra"])["batch_size"] == CPU_BATCH

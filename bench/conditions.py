@@ -1,0 +1,35 @@
+"""The conditions every benchmark prints with its numbers: a figure never travels without them."""
+import os
+import platform
+import sys
+import time
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def conditions(extra: dict | None = None) -> str:
+    import h5py
+    import numpy
+    import sklearn
+
+    versions = {"python": platform.python_version(), "numpy": numpy.__version__, "scikit-learn": sklearn.__version__,
+                "h5py": h5py.__version__}
+    if "keras" in sys.modules:
+        import keras
+        versions["keras"] = f"{keras.__version__} ({keras.backend.backend()})"
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+            versions["tensorflow"] = tf.__version__
+    lines = [f"date: {time.strftime('%Y-%m-%d %H:%M')}", f"machine: {cpu_model()}, {os.cpu_count()} cores",
+             "versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
+             "command: " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])]
+    lines += [f"{k}: {v}" for k, v in (extra or {}).items()]
+    return "\n".join(lines)

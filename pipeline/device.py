@@ -1,0 +1,54 @@
+"""Which device the Keras backend computes on, and the largest batch that fits it."""
+import numpy as np
+
+CPU_BATCH = 64  # on CPUs throughput stops growing well before this, while memory keeps growing
+
+
+def accelerator() -> str | None:
+    """Name of the backend's accelerator, or None on CPU."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+        d = jax.devices()[0]
+        return None if d.platform == "cpu" else f"{d.platform}:{d.device_kind}"
+    if backend == "torch":
+        import torch
+        return f"cuda:{torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else None
+    if backend == "tensorflow":
+        import tensorflow as tf
+        gpus = tf.config.list_physical_devices("GPU")
+        return f"gpu:{gpus[0].name}" if gpus else None
+    return None
+
+
+def describe_device() -> str:
+    import keras
+
+    return f"{accelerator() or 'cpu'} ({keras.backend.backend()} backend)"
+
+
+def is_out_of_memory(error: Exception) -> bool:
+    text = f"{type(error).__name__} {error}".lower()
+    return any(s in text for s in ("resourceexhausted", "resource_exhausted", "out of memory", "outofmemory"))
+
+
+def auto_batch_size(model, image_shape, largest: int = 4096, log=print) -> int:
+    """On an accelerator: double the batch until the device runs out of memory, keep the last that ran.
+    On CPU: CPU_BATCH (an OOM there kills the process instead of raising)."""
+    if accelerator() is None:
+        return CPU_BATCH
+    batch, good = 32, None
+    while batch <= largest:
+        try:
+            model.predict_on_batch(np.zeros((batch, *image_shape), np.uint8))
+            good = batch
+            batch *= 2
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+            break
+    good = good or 16
+    log(f"features: --batch-size auto chose {good} on {describe_device()}")
+    return good
