@@ -209,5 +209,38 @@ def report(store, out):
     click.echo(build_report(store, out))
 
 
+@cli.command()
+@click.argument("kind", type=click.Choice(["cnn", "finetune", "wrn"]))
+@click.option("--store", required=True, type=click.Path(path_type=Path))
+@click.option("--label", help="label set [the store's first]")
+@click.option("--epochs", type=int, help="[cnn 100, finetune 20, wrn 200]")
+@click.option("--fold", type=int, help="test on this fold of the stored -k split instead of the test split")
+@click.option("-k", "k", default=6, show_default=True)
+@click.option("--batch-size", default=128, show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--patience", type=int, help="early stopping on a 10% validation slice")
+@click.option("--limit", type=int, help="train on the first N training rows only")
+@click.option("--learning-rate", type=float, help="[cnn 1e-4, finetune 1e-4 (phase 2), wrn sgd 0.1 / adam 1e-3]")
+@click.option("--backbone", default="resnet50", show_default=True, help="finetune")
+@click.option("--weights", default="imagenet", show_default=True, help="finetune: imagenet, none or PATH")
+@click.option("--size", default=224, show_default=True, help="finetune: input side, resized on the device")
+@click.option("--head-epochs", default=2, show_default=True, help="finetune: phase-1 epochs, backbone frozen")
+@click.option("--unfreeze-from", help="finetune: first layer trained in phase 2 [the last stage]")
+@click.option("--depth", default=28, show_default=True, help="wrn")
+@click.option("--width", default=10, show_default=True, help="wrn")
+@click.option("--dropout", default=0.0, show_default=True, help="wrn")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True, help="wrn")
+@click.option("--quiet", is_flag=True)
+def baseline(kind, store, quiet, **options):
+    """Train a pixel baseline (basic CNN, fine-tuned backbone, Wide ResNet) on the store's images."""
+    from classifiers.train import BaselineConfig, train_baseline
+
+    run, r = train_baseline(store, BaselineConfig(kind=kind, **options), progress=not quiet,
+                            log=lambda m: click.echo(m, err=True))
+    click.echo(f"{kind} ({r['label']}): test accuracy {100 * r['test_accuracy']:.2f}%, {r['epochs']} epochs, "
+               f"{r['seconds_per_epoch']:.1f} s/epoch -> {run}")
+
+
 if __name__ == "__main__":
     cli()

@@ -1,0 +1,146 @@
+"""Extraction speed against the reference method and the hardware's ceiling, in one run.
+
+    python bench/extract.py [--sizes 224,96] [--precisions fp32,bf16] [--skip-memory] [--skip-workers]
+
+For each size and precision, on real images from ../shared/data/cifar10-jpg.tar (digits if absent):
+  (a) the reference method: per-image cv2.resize(INTER_CUBIC) in Python, float32 preprocess_input,
+      model.predict on batches of 16 (fp32 only, as the reference ran);
+  (b) `cnncodes features` end to end: stored uint8 images read, resized and run on the device,
+      pooled codes committed and the feature set written (the model build is not timed);
+  (c) the bare backbone forward on random input, same size and batch: the ceiling.
+Then: bf16 codes against fp32 (relative L2 error, and a logreg head's accuracy on digits), peak RSS
+of extracting 20,000 images against 2,000, and 2 Dask workers against 1.
+ResNet50 runs with --weights none: random weights cost the same FLOPs as ImageNet's.
+"""
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import numpy as np  # noqa: E402
+
+from bench.conditions import conditions  # noqa: E402
+from features.store import FeatureStore  # noqa: E402
+from pipeline.extract import FeatureConfig, extract_features  # noqa: E402
+from pipeline.ingest import IngestConfig, ingest  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar"
+DATASET = f"folder:{SHARED}" if SHARED.exists() else "digits"
+quiet = dict(progress=False, log=lambda m: None)
+
+
+def reference_method(images, size):
+    """What the reference work did: OpenCV per image in a Python loop, predict on batches of 16."""
+    import cv2
+    import keras
+
+    model = keras.applications.ResNet50(include_top=False, weights=None, pooling="avg", input_shape=(size, size, 3))
+    model.predict(np.zeros((16, size, size, 3), np.float32), verbose=0)  # warm up, as (b) and (c) are
+    start = time.perf_counter()
+    for lo in range(0, len(images), 16):
+        batch = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_CUBIC) for im in images[lo:lo + 16]])
+        model.predict(keras.applications.resnet50.preprocess_input(batch.astype("float32")), verbose=0)
+    return len(images) / (time.perf_counter() - start)
+
+
+def bare_forward(size, precision, batch, n):
+    import keras
+
+    from pipeline.backbones import build_backbone
+
+    model = build_backbone("resnet50", "none", size, precision=precision)
+    x = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
+    model.predict_on_batch(x)
+    start = time.perf_counter()
+    for _ in range(max(1, n // batch)):
+        model.predict_on_batch(x)
+    return max(1, n // batch) * batch / (time.perf_counter() - start)
+
+
+def ours(store, size, precision, batch, **kw):
+    shutil.rmtree(Path(store) / "features", ignore_errors=True)
+    result = extract_features(store, FeatureConfig(weights="none", size=size, precision=precision),
+                              batch_size=batch, **kw, **quiet)
+    return result.images_per_second, FeatureStore.open(store).features(result.name)
+
+
+def peak_rss_mb(args):
+    subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args), "--quiet"], check=True, cwd=ROOT,
+                   capture_output=True)
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--sizes", default="224,96")
+    p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--skip-workers", action="store_true")
+    args = p.parse_args()
+    import keras  # noqa: F401  (so conditions() reports its version and backend)
+
+    from pipeline.device import describe_device
+    print(conditions({"device": describe_device(), "data": DATASET, "batch": args.batch}), flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="cnncodes-bench-"))
+    print("\n| size | precision | images | (a) reference img/s | (b) cnncodes img/s | (c) bare forward img/s | b/a | b/c |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    codes = {}
+    for size in map(int, args.sizes.split(",")):
+        n = 256 if size >= 160 else 1024
+        store = tmp / f"s{size}"
+        ingest(store, IngestConfig(DATASET, limit=n // 2), **quiet)
+        images = FeatureStore.open(store).images()
+        ref = reference_method(images, size)
+        for precision in args.precisions.split(","):
+            rate, codes[size, precision] = ours(store, size, precision, args.batch)
+            ceiling = bare_forward(size, precision, args.batch, n)
+            a = f"{ref:.1f}" if precision == "fp32" else "-"
+            ba = f"{rate / ref:.2f}" if precision == "fp32" else f"{rate / ref:.2f} (vs fp32 a)"
+            print(f"| {size} | {precision} | {n} | {a} | {rate:.1f} | {ceiling:.1f} | {ba} | {rate / ceiling:.2f} |", flush=True)
+    for size in map(int, args.sizes.split(",")):
+        if (size, "bf16") in codes:
+            f32, b16 = codes[size, "fp32"], codes[size, "bf16"]
+            print(f"\nbf16 vs fp32 pooled codes at {size}: relative L2 error "
+                  f"{np.linalg.norm(b16 - f32) / np.linalg.norm(f32):.4f}", flush=True)
+
+    if "bf16" in args.precisions:
+        from classifiers.fit import fit_head
+        digits = tmp / "digits"
+        ingest(digits, IngestConfig("digits"), **quiet)
+        acc = {}
+        for precision in ("fp32", "bf16"):
+            extract_features(digits, FeatureConfig(weights="none", size=32, precision=precision), name=precision, **quiet)
+            acc[precision] = fit_head(digits, "logreg", features=precision)[1]["test_accuracy"]
+        print(f"logreg on digits codes (size 32): fp32 {100 * acc['fp32']:.2f}%, bf16 {100 * acc['bf16']:.2f}%, "
+              f"difference {100 * (acc['bf16'] - acc['fp32']):+.2f} points", flush=True)
+
+    if not args.skip_workers:
+        store = tmp / "s96"
+        if not store.exists():
+            ingest(store, IngestConfig(DATASET, limit=512), **quiet)
+        one, _ = ours(store, 96, "fp32", args.batch)
+        two, _ = ours(store, 96, "fp32", args.batch, workers=2, chunk_size=128)
+        print(f"\nDask LocalCluster at 96, fp32: 1 process {one:.1f} img/s, 2 worker processes {two:.1f} img/s, "
+              f"speed-up {two / one:.2f}x (worker start-up and model build included)", flush=True)
+
+    if not args.skip_memory and DATASET != "digits":
+        small = peak_rss_mb(["features", "--dataset", DATASET, "--store", tmp / "m2k", "--limit", 1000,
+                             "--size", 32, "--weights", "none"])
+        large = peak_rss_mb(["features", "--dataset", DATASET, "--store", tmp / "m20k", "--limit", 10000,
+                             "--size", 32, "--weights", "none"])
+        print(f"\npeak RSS, ingest + extraction at 32: 2,000 images {small:.0f} MB, 20,000 images {large:.0f} MB, "
+              f"ratio {large / small:.2f}", flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Pixel baselines: they learn, fine-tuning freezes what it claims, a killed run resumes at its epoch."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, write_mixed_tree
+from classifiers.baselines import LAST_STAGE, finetune_model, set_phase
+from classifiers.train import BaselineConfig, Checkpoint, build, train_baseline
+from features.store import FeatureStore
+from pipeline.ingest import IngestConfig, ingest
+
+quiet = dict(progress=False, log=lambda m: None)
+
+
+@pytest.fixture(scope="module")
+def colour_store(tmp_path_factory):
+    """3 classes told apart by colour: trivially separable, 16x16 pixels."""
+    root = tmp_path_factory.mktemp("colour")
+    tree = write_mixed_tree(root / "tree", per_class=20)
+    return ingest(root / "store", IngestConfig(f"folder:{tree}", image_size=16), **quiet).path
+
+
+@pytest.mark.parametrize("config", [
+    BaselineConfig("cnn", epochs=6, batch_size=16, learning_rate=1e-3),
+    BaselineConfig("wrn", epochs=3, batch_size=16, depth=10, width=1),
+    BaselineConfig("finetune", epochs=2, head_epochs=1, batch_size=16, weights="none", size=32),
+], ids=["cnn", "wrn", "finetune"])
+def test_baseline_beats_chance_and_writes_a_fit_shaped_record(colour_store, config):
+    run, record = train_baseline(colour_store, config, **quiet)
+    assert record["test_accuracy"] > 0.6  # chance is 1/3
+    assert record["epochs"] == config.epochs == len(record["history"]["loss"])
+    assert record["kind"] == "baseline" and len(record["confusion"]) == 3 and record["seconds_per_epoch"] > 0
+    assert (run / "record.json").exists() and (run / "model.weights.h5").exists()
+
+
+def test_baseline_on_a_stored_fold(colour_store):
+    _, record = train_baseline(colour_store, BaselineConfig("cnn", epochs=1, fold=2, batch_size=16), **quiet)
+    folds = FeatureStore.open(colour_store).folds(6, on="train")
+    assert np.array(record["confusion"]).sum() == (folds == 2).sum()
+
+
+def test_finetune_phases_freeze_and_unfreeze_exactly_what_they_claim():
+    import keras
+
+    built = finetune_model((16, 16, 3), 3, "resnet50", "none", size=32)
+    base = built.backbone
+    assert set_phase(built, 1, None) == [] and base.trainable_weights == []
+    head = [w.path for w in built.model.trainable_weights]
+    assert head and all(w.startswith("dense") for w in head)  # phase 1 trains only the new head
+
+    trained = set_phase(built, 2, None)
+    names = [l.name for l in base.layers]
+    expected = [l.name for l in base.layers[names.index(LAST_STAGE["resnet50"]):]
+                if l.weights and not isinstance(l, keras.layers.BatchNormalization)]
+    assert trained == expected and trained[0] == "conv5_block1_1_conv"
+    frozen = {l.name for l in base.layers if l.weights} - set(trained)
+    assert "conv4_block6_3_conv" in frozen and all(not base.get_layer(n).trainable for n in frozen)
+    assert set_phase(built, 2, "conv4_block6_1_conv")[0] == "conv4_block6_1_conv"
+
+
+def test_checkpoint_restores_weights_and_optimizer_state(colour_store, tmp_path):
+    store = FeatureStore.open(colour_store)
+    config = BaselineConfig("cnn", batch_size=16)
+    a = build(config, store.image_shape, 3, 1).model
+    a.fit(store.images(), store.labels(), epochs=1, batch_size=16, verbose=0)
+    Checkpoint(tmp_path).save(a, {"epoch": 1})
+    b = build(BaselineConfig("cnn", batch_size=16, seed=9), store.image_shape, 3, 1).model
+    Checkpoint(tmp_path).restore(b)
+    for x, y in zip(a.get_weights() + a.optimizer.variables, b.get_weights() + b.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_killed_baseline_resumes_from_its_last_checkpoint(colour_store, tmp_path):
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(colour_store, store, ignore=shutil.ignore_patterns("runs"))
+    state = store / "runs" / "baseline-cnn-label-test-s0" / "state.json"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "baseline", "cnn", "--store", str(store),
+                             "--epochs", "40", "--batch-size", "8", "--quiet"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["epoch"] >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(state.read_text())["epoch"]
+    assert 2 <= killed_at < 40, "the run was not killed midway"
+    said = []
+    _, record = train_baseline(store, BaselineConfig("cnn", epochs=40, batch_size=8), progress=False, log=said.append)
+    assert said == [f"baseline: resuming baseline-cnn-label-test-s0 after epoch {killed_at}/40"]
+    assert record["epochs"] == 40 and len(record["history"]["loss"]) == 40
