@@ -55,8 +55,8 @@ def build_backbone(name: str, weights: str, size: int, layer: str | None = None,
     with dtype_policy(precision), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if weights == "none":
-            keras.utils.set_random_seed(seed)  # reproducible and resumable random features
             model = make(include_top=False, weights=None, input_shape=(size, size, 3))
+            seeded_initialization(model, seed)  # reproducible and resumable random features
         elif weights == "imagenet":
             try:
                 # Keras's own download-and-cache, checked against the file's published hash.
@@ -86,6 +86,28 @@ def build_backbone(name: str, weights: str, size: int, layer: str | None = None,
         close = difflib.get_close_matches(layer, names, n=3) or names[-3:]
         raise UserError(f"{name} has no layer {layer!r}: try {', '.join(close)} (`cnncodes layers {name}` lists all)") from None
     return keras.Model(model.input, output, name=f"{name}_{layer}")
+
+
+def seeded_initialization(model, seed: int):
+    """Re-draws every variable from its layer's own initializer, seeded by (seed, variable path).
+
+    Keras seeds unseeded initializers from Python's process-wide `random` when a layer is made, and
+    other threads (a Dask worker's, say) draw from it too; this makes the weights depend on `seed`
+    and the architecture alone, in any process.
+    """
+    import hashlib
+
+    for layer in model.layers:
+        for var in layer.weights:
+            names = [f"{var.name}_initializer"] + (["depthwise_initializer"] if var.name == "kernel" else [])
+            init = next((getattr(layer, n) for n in names if getattr(layer, n, None) is not None), None)
+            if init is None:
+                raise RuntimeError(f"no initializer found for {var.path}")
+            config = init.get_config()
+            if "seed" in config:
+                config["seed"] = int(hashlib.sha256(f"{seed}/{var.path}".encode()).hexdigest()[:8], 16)
+                init = init.__class__.from_config(config)
+            var.assign(init(var.shape, dtype=var.dtype))
 
 
 def make_preprocess_layer(mode: str):

@@ -88,6 +88,10 @@ class DeviceStep:
         self.model.compile(jit_compile=jit_compile)
         self.checked = False
 
+    def warm_up(self, image_shape: tuple):
+        """Traces and compiles the step on one batch, so the streaming loop runs compiled from its start."""
+        self._predict(np.zeros((self.batch_size, *image_shape), np.uint8))
+
     def _predict(self, x):
         try:
             out = self.model.predict_on_batch(x)
@@ -162,7 +166,11 @@ def extract_features(store_dir, config: FeatureConfig, *, name: str | None = Non
             log(f"features: resuming {name} at {sum(committed.values())}/{store.n} rows")
         if batch_size == "auto":
             batch_size = auto_batch_size(model, store.image_shape, log=log)
-        start = time.time()
+        step = None
+        if not (workers > 1 or scheduler):
+            step = DeviceStep(model, batch_size, jit_compile, log)
+            step.warm_up(store.image_shape)
+        start = time.time()  # streaming time: model build and compilation are not counted
         bar = tqdm(total=store.n, initial=sum(committed.values()), unit="img", desc=name, disable=not progress,
                    smoothing=0.1)
         with bar:
@@ -170,7 +178,6 @@ def extract_features(store_dir, config: FeatureConfig, *, name: str | None = Non
                 extract_on_dask(store, config, name, fp, todo, batch_size, chunk_size, jit_compile, workers,
                                 scheduler, bar)
             else:
-                step = DeviceStep(model, batch_size, jit_compile, log)
                 extract_chunks(store, step, writer, todo, chunk_size, config.spatial, bar)
         elapsed = time.time() - start
         writer.add_seconds(elapsed)

@@ -250,3 +250,30 @@ def test_auto_batch_size_on_cpu_is_the_cpu_batch(tmp_path):
     result = extract_features(store, FeatureConfig(weights="none", size=32), batch_size="auto", **quiet)
     with h5py.File(result.path) as f:
         assert json.loads(f.attrs["extra"])["batch_size"] == CPU_BATCH
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "mobilenet_v2"])
+def test_seeded_random_weights_ignore_other_threads_drawing_random_numbers(backbone):
+    """Keras seeds initializers from Python's global `random`; Dask worker threads draw from it too."""
+    import random
+    import threading
+
+    from features.fingerprint import digest_arrays
+    from pipeline.backbones import build_backbone
+
+    quiet_build = digest_arrays(build_backbone(backbone, "none", 32, seed=3).get_weights())
+    stop = threading.Event()
+
+    def noisy():
+        while not stop.is_set():
+            random.random()
+
+    thread = threading.Thread(target=noisy)
+    thread.start()
+    try:
+        busy_build = digest_arrays(build_backbone(backbone, "none", 32, seed=3).get_weights())
+    finally:
+        stop.set()
+        thread.join()
+    assert busy_build == quiet_build
+    assert digest_arrays(build_backbone(backbone, "none", 32, seed=4).get_weights()) != quiet_build
