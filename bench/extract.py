@@ -14,7 +14,6 @@ ResNet50 runs with --weights none: random weights cost the same FLOPs as ImageNe
 """
 import argparse
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -73,9 +72,15 @@ def ours(store, size, precision, batch, **kw):
 
 
 def peak_rss_mb(args):
-    subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args), "--quiet"], check=True, cwd=ROOT,
-                   capture_output=True)
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    """Peak RSS of one `cnncodes` process, reported by itself (RUSAGE_CHILDREN would also count
+    earlier children, such as Dask workers)."""
+    probe = ("import resource, runpy, sys\nsys.argv = sys.argv[1:]\ntry:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+             "finally:\n    print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
+    r = subprocess.run([sys.executable, "-c", probe, str(ROOT / "cli.py"), *map(str, args), "--quiet"], cwd=ROOT,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"cnncodes {' '.join(map(str, args))} failed: {r.stderr.strip().splitlines()[-2:]}")
+    return int(r.stderr.strip().splitlines()[-1].split()[1]) / 1024
 
 
 def main():
@@ -83,14 +88,36 @@ def main():
     p.add_argument("--sizes", default="224,96")
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--skip-memory", action="store_true")
-    p.add_argument("--skip-workers", action="store_true")
+    p.add_argument("--parts", default="speed,bf16,memory,workers", help="which measurements to run")
     args = p.parse_args()
     import keras  # noqa: F401  (so conditions() reports its version and backend)
 
     from pipeline.device import describe_device
     print(conditions({"device": describe_device(), "data": DATASET, "batch": args.batch}), flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="cnncodes-bench-"))
+    parts = args.parts.split(",")
+    if "speed" in parts:
+        speed(args, tmp)
+    if "bf16" in parts:
+        bf16_head(tmp)
+    if "memory" in parts and DATASET != "digits":
+        small = peak_rss_mb(["features", "--dataset", DATASET, "--store", tmp / "m2k", "--limit", 1000,
+                             "--size", 32, "--weights", "none"])
+        large = peak_rss_mb(["features", "--dataset", DATASET, "--store", tmp / "m20k", "--limit", 10000,
+                             "--size", 32, "--weights", "none"])
+        print(f"\npeak RSS of one process, ingest + extraction at 32: 2,000 images {small:.1f} MB, "
+              f"20,000 images {large:.1f} MB, ratio {large / small:.3f}", flush=True)
+    if "workers" in parts:
+        store = tmp / "w96"
+        ingest(store, IngestConfig(DATASET, limit=512), **quiet)
+        one, _ = ours(store, 96, "fp32", args.batch)
+        two, _ = ours(store, 96, "fp32", args.batch, workers=2, chunk_size=128)
+        print(f"\nDask LocalCluster at 96, fp32: 1 process {one:.1f} img/s, 2 worker processes {two:.1f} img/s, "
+              f"speed-up {two / one:.2f}x (worker start-up and model build included)", flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def speed(args, tmp):
     print("\n| size | precision | images | (a) reference img/s | (b) cnncodes img/s | (c) bare forward img/s | b/a | b/c |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
     codes = {}
@@ -112,34 +139,21 @@ def main():
             print(f"\nbf16 vs fp32 pooled codes at {size}: relative L2 error "
                   f"{np.linalg.norm(b16 - f32) / np.linalg.norm(f32):.4f}", flush=True)
 
-    if "bf16" in args.precisions:
-        from classifiers.fit import fit_head
-        digits = tmp / "digits"
-        ingest(digits, IngestConfig("digits"), **quiet)
-        acc = {}
-        for precision in ("fp32", "bf16"):
-            extract_features(digits, FeatureConfig(weights="none", size=32, precision=precision), name=precision, **quiet)
-            acc[precision] = fit_head(digits, "logreg", features=precision)[1]["test_accuracy"]
-        print(f"logreg on digits codes (size 32): fp32 {100 * acc['fp32']:.2f}%, bf16 {100 * acc['bf16']:.2f}%, "
-              f"difference {100 * (acc['bf16'] - acc['fp32']):+.2f} points", flush=True)
 
-    if not args.skip_workers:
-        store = tmp / "s96"
-        if not store.exists():
-            ingest(store, IngestConfig(DATASET, limit=512), **quiet)
-        one, _ = ours(store, 96, "fp32", args.batch)
-        two, _ = ours(store, 96, "fp32", args.batch, workers=2, chunk_size=128)
-        print(f"\nDask LocalCluster at 96, fp32: 1 process {one:.1f} img/s, 2 worker processes {two:.1f} img/s, "
-              f"speed-up {two / one:.2f}x (worker start-up and model build included)", flush=True)
 
-    if not args.skip_memory and DATASET != "digits":
-        small = peak_rss_mb(["features", "--dataset", DATASET, "--store", tmp / "m2k", "--limit", 1000,
-                             "--size", 32, "--weights", "none"])
-        large = peak_rss_mb(["features", "--dataset", DATASET, "--store", tmp / "m20k", "--limit", 10000,
-                             "--size", 32, "--weights", "none"])
-        print(f"\npeak RSS, ingest + extraction at 32: 2,000 images {small:.0f} MB, 20,000 images {large:.0f} MB, "
-              f"ratio {large / small:.2f}", flush=True)
-    shutil.rmtree(tmp, ignore_errors=True)
+def bf16_head(tmp):
+    """A logreg head on fp32 against bf16 codes: 2,000 training and 2,000 test images at 32x32."""
+    from classifiers.fit import fit_head
+
+    store = tmp / "heads"
+    ingest(store, IngestConfig(DATASET, limit=2000), **quiet)
+    acc = {}
+    for precision in ("fp32", "bf16"):
+        extract_features(store, FeatureConfig(weights="none", size=32, precision=precision), name=precision, **quiet)
+        acc[precision] = fit_head(store, "logreg", features=precision)[1]["test_accuracy"]
+    n = FeatureStore.open(store).counts()["test"]
+    print(f"\nlogreg on {DATASET.split('/')[-1]} codes (size 32, {n} test images): fp32 {100 * acc['fp32']:.2f}%, "
+          f"bf16 {100 * acc['bf16']:.2f}%, difference {100 * (acc['bf16'] - acc['fp32']):+.2f} points", flush=True)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,9 @@ def accelerator() -> str | None:
     if backend == "torch":
         import torch
         return f"cuda:{torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else None
-    if backend == "tensorflow":
-        import tensorflow as tf
-        gpus = tf.config.list_physical_devices("GPU")
-        return f"gpu:{gpus[0].name}" if gpus else None
-    return None
+    # TensorFlow (and others keras.distribution supports): ask Keras, not the framework
+    devices = [d for d in keras.distribution.list_devices() if not d.lower().startswith("cpu")]
+    return devices[0] if devices else None
 
 
 def describe_device() -> str:
