@@ -51,7 +51,6 @@ def reference_method(images, size):
 
 
 def bare_forward(size, precision, batch, n):
-    import keras
 
     from pipeline.backbones import build_backbone
 

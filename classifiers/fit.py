@@ -1,7 +1,6 @@
 """`cnncodes fit`: one head on a feature set's training split, evaluated on the test split."""
 import time
 
-import numpy as np
 
 from features.errors import UserError
 from features.store import FeatureStore

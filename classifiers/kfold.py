@@ -41,8 +41,8 @@ def open_client(scheduler: str | None, workers: int):
     if scheduler:
         return Client(scheduler)
     if workers <= 1:
-        return Client(LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None))
-    return Client(LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None))
+        return Client(LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"))
+    return Client(LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"))
 
 
 def task_key(head, label, fold, params) -> str:

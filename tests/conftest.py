@@ -106,3 +106,18 @@ def run_cli(*args, env=None, **kw):
 
     return subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, cwd=kw.pop("cwd", ROOT), **kw)
+
+
+def kill_midway(args, ready, timeout=120):
+    """Starts `cnncodes ARGS`, SIGKILLs it as soon as `ready()` holds (or it ends, or time runs out)."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not ready() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

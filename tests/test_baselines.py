@@ -1,14 +1,10 @@
 """Pixel baselines: they learn, fine-tuning freezes what it claims, a killed run resumes at its epoch."""
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, write_mixed_tree
+from conftest import kill_midway, write_mixed_tree
 from classifiers.baselines import LAST_STAGE, finetune_model, set_phase
 from classifiers.train import BaselineConfig, Checkpoint, build, train_baseline
 from features.store import FeatureStore
@@ -81,16 +77,8 @@ def test_killed_baseline_resumes_from_its_last_checkpoint(colour_store, tmp_path
     store = tmp_path / "store"
     shutil.copytree(colour_store, store, ignore=shutil.ignore_patterns("runs"))
     state = store / "runs" / "baseline-cnn-label-test-s0" / "state.json"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "baseline", "cnn", "--store", str(store),
-                             "--epochs", "40", "--batch-size", "8", "--quiet"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if state.exists() and json.loads(state.read_text())["epoch"] >= 2:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_midway(["baseline", "cnn", "--store", store, "--epochs", 40, "--batch-size", 8, "--quiet"],
+                lambda: state.exists() and json.loads(state.read_text())["epoch"] >= 2)
     killed_at = json.loads(state.read_text())["epoch"]
     assert 2 <= killed_at < 40, "the run was not killed midway"
     said = []

@@ -1,16 +1,12 @@
 """fit, kfold (local and on a 2-process LocalCluster, resumed after a kill), predict and report."""
 import json
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import kill_midway, run_cli
 from classifiers.fit import fit_head
 from classifiers.kfold import kfold_scores
 from classifiers.predict import predict_images
@@ -71,13 +67,8 @@ def test_killed_kfold_redoes_only_what_is_missing(store, tmp_path):
     victim = tmp_path / "victim"
     shutil.copytree(store, victim, ignore=shutil.ignore_patterns("runs"))
     folds = victim / "runs" / "kfold-r50-k6-train" / "folds"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "kfold", "--store", str(victim), "--head", "svm",
-                             "-k", "6", "--param", "svm.Cs=[0.1,1.0]", "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while len(list(folds.glob("*.json"))) < 2 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_midway(["kfold", "--store", victim, "--head", "svm", "-k", 6, "--param", "svm.Cs=[0.1,1.0]", "--quiet"],
+                lambda: len(list(folds.glob("*.json"))) >= 2)
     done = len(list(folds.glob("*.json")))
     assert 2 <= done < 6, "kfold was not killed midway"
     params = {"svm": {"Cs": [0.1, 1.0]}}

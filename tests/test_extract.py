@@ -1,17 +1,11 @@
 """The streaming extractor: correct codes, cached by fingerprint, resumable after SIGKILL, clear errors."""
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import cv2
 import h5py
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import kill_midway, run_cli
 from features.errors import UserError
 from features.store import FeatureStore
 from features.writers import FeatureSetWriter
@@ -148,14 +142,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, digits_store, 
     store = tmp_path / "digits"
     args = ["features", "--dataset", "digits", "--store", store, "--weights", resnet_weights, "--size", "32",
             "--chunk-size", "64", "--name", "r50", "--quiet"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *map(str, args)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parts = store / "features" / "r50.parts"
-    deadline = time.time() + 120
-    while len(list(parts.glob("pooled-*.npy"))) < 3 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_midway(args, lambda: len(list(parts.glob("pooled-*.npy"))) >= 3)
     committed = len(list(parts.glob("pooled-*.npy")))
     assert 3 <= committed < 29, "the run was not killed midway"
     assert not (store / "features" / "r50.h5").exists()

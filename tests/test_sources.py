@@ -10,7 +10,6 @@ import pytest
 from conftest import SHARED_TAR, write_cifar_archive, write_mixed_tree
 from features.errors import UserError
 from features.fingerprint import file_md5
-from features.store import FeatureStore
 from pipeline import cifar
 from pipeline.folders import folder_source
 from pipeline.ingest import IngestConfig, ingest
