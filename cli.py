@@ -220,7 +220,7 @@ def report(store, out):
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--patience", type=int, help="early stopping on a 10% validation slice")
-@click.option("--limit", type=int, help="train on the first N training rows only")
+@click.option("--limit", type=int, help="train on a stratified subset of N training rows")
 @click.option("--learning-rate", type=float, help="[cnn 1e-4, finetune 1e-4 (phase 2), wrn sgd 0.1 / adam 1e-3]")
 @click.option("--backbone", default="resnet50", show_default=True, help="finetune")
 @click.option("--weights", default="imagenet", show_default=True, help="finetune: imagenet, none or PATH")

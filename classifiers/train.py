@@ -14,6 +14,7 @@ import numpy as np
 
 from features import schema
 from features.errors import UserError
+from features.folds import stratified_subset
 from features.store import FeatureStore
 from .runs import classification_record, save_run, write_json
 
@@ -31,7 +32,7 @@ class BaselineConfig:
     precision: str = "fp32"
     seed: int = 0
     patience: int | None = None      # early stopping on a 10% validation slice when set
-    limit: int | None = None         # first N training rows only (quick runs)
+    limit: int | None = None         # a stratified subset of N training rows (quick runs)
     # finetune
     backbone: str = "resnet50"
     weights: str = "imagenet"
@@ -134,7 +135,9 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
         if not 0 <= config.fold < config.k:
             raise UserError(f"--fold {config.fold} is outside 0..{config.k - 1}")
         train, test = (folds >= 0) & (folds != config.fold), folds == config.fold
-    train_idx = np.flatnonzero(train)[: config.limit]
+    train_idx = np.flatnonzero(train)
+    if config.limit:  # stored rows are grouped by class: take a stratified subset, not the first rows
+        train_idx = train_idx[stratified_subset(labels[train_idx], config.limit, config.seed)]
     X, y, X_test, y_test = images[train_idx], labels[train_idx], images[test], labels[test]
 
     run = Path(store.path) / schema.RUNS_DIR / config.run_name(label)
@@ -152,9 +155,10 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
     phases = [(1, min(config.head_epochs, config.total_epochs)), (2, config.total_epochs)] \
         if config.kind == "finetune" else [(1, config.total_epochs)]
     validation = {}
-    if config.patience:
-        cut = max(1, len(X) // 10)
-        X, y, validation = X[cut:], y[cut:], {"validation_data": (X[:cut], y[:cut])}
+    if config.patience:  # a seeded stratified 10% of the training rows, which are grouped by class
+        val = np.zeros(len(y), bool)
+        val[stratified_subset(y, max(1, len(y) // 10), config.seed)] = True
+        X, y, validation = X[~val], y[~val], {"validation_data": (X[val], y[val])}
     built = None
     for phase, until in phases:
         if state["epoch"] >= until:

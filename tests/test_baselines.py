@@ -85,3 +85,19 @@ def test_killed_baseline_resumes_from_its_last_checkpoint(colour_store, tmp_path
     _, record = train_baseline(store, BaselineConfig("cnn", epochs=40, batch_size=8), progress=False, log=said.append)
     assert said == [f"baseline: resuming baseline-cnn-label-test-s0 after epoch {killed_at}/40"]
     assert record["epochs"] == 40 and len(record["history"]["loss"]) == 40
+
+
+def test_limit_and_validation_slice_are_stratified_though_rows_are_grouped_by_class(colour_store, monkeypatch):
+    """Stored training rows are sorted by class: 'the first N rows' would hold one class only."""
+    import keras
+
+    seen = {}
+    fit = keras.Model.fit
+
+    def spy(self, X, y, **kw):
+        seen["train"], seen["val"] = np.bincount(y, minlength=3), np.bincount(kw["validation_data"][1], minlength=3)
+        return fit(self, X, y, **kw)
+
+    monkeypatch.setattr(keras.Model, "fit", spy)
+    train_baseline(colour_store, BaselineConfig("cnn", epochs=1, batch_size=16, limit=30, patience=2, seed=1), **quiet)
+    assert seen["train"].tolist() == [9, 9, 9] and seen["val"].tolist() == [1, 1, 1]
