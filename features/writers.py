@@ -99,7 +99,7 @@ class FeatureSetWriter:
     """Commits chunks of a feature set as atomic files and assembles `<name>.h5` when all are in."""
 
     def __init__(self, store: Path, name: str, fp: str, config: dict, n: int, pooled_dim: int,
-                 spatial_shape: tuple | None):
+                 spatial_shape: tuple | None, chunk_size: int = 512):
         self.store, self.name, self.n = Path(store), name, n
         self.parts = schema.parts_dir(store, name)
         self.final = schema.feature_path(store, name)
@@ -109,7 +109,8 @@ class FeatureSetWriter:
             self.manifest = json.loads(manifest.read_text())
         else:
             self.manifest = {"name": name, "fingerprint": fp, "config": config, "n": n, "pooled_dim": pooled_dim,
-                             "spatial_shape": list(spatial_shape) if spatial_shape else None, "seconds": 0.0}
+                             "spatial_shape": list(spatial_shape) if spatial_shape else None, "seconds": 0.0,
+                             "chunk_size": chunk_size}
             self._write_manifest()
         self.spatial = spatial_shape is not None
 
@@ -128,7 +129,13 @@ class FeatureSetWriter:
         if manifest["fingerprint"] != fp:
             raise UserError(f"feature set {name} in progress has fingerprint {manifest['fingerprint'][:12]}, not {fp[:12]}")
         spatial = tuple(manifest["spatial_shape"]) if manifest["spatial_shape"] else None
-        return cls(store, name, fp, manifest["config"], manifest["n"], manifest["pooled_dim"], spatial)
+        return cls(store, name, fp, manifest["config"], manifest["n"], manifest["pooled_dim"], spatial,
+                   manifest["chunk_size"])
+
+    @property
+    def chunk_size(self) -> int:
+        """Fixed when the set is started: a resumed run's chunks must line up with the committed ones."""
+        return int(self.manifest["chunk_size"])
 
     @property
     def seconds(self) -> float:

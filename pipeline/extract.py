@@ -159,11 +159,14 @@ def extract_features(store_dir, config: FeatureConfig, *, name: str | None = Non
         spatial_shape = tuple(model.outputs[1].shape[1:]) if config.spatial else None
         per_row = 4 * pooled_dim + (2 * int(np.prod(spatial_shape)) if spatial_shape else 0)
         check_writable(store.path, need_bytes=2 * per_row * store.n)  # committed chunks + the final file
-        writer = FeatureSetWriter(store.path, name, fp, asdict(config), store.n, pooled_dim, spatial_shape)
+        writer = FeatureSetWriter(store.path, name, fp, asdict(config), store.n, pooled_dim, spatial_shape,
+                                  chunk_size)
         committed = writer.committed()
-        todo = [lo for lo in range(0, store.n, chunk_size) if lo not in committed]
         if committed:
-            log(f"features: resuming {name} at {sum(committed.values())}/{store.n} rows")
+            log(f"features: resuming {name} at {sum(committed.values())}/{store.n} rows"
+                + (f" (chunk size {writer.chunk_size}, as it was started)" if writer.chunk_size != chunk_size else ""))
+        chunk_size = writer.chunk_size
+        todo = [lo for lo in range(0, store.n, chunk_size) if lo not in committed]
         if batch_size == "auto":
             batch_size = auto_batch_size(model, store.image_shape, log=log)
         step = None

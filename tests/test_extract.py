@@ -265,3 +265,27 @@ def test_seeded_random_weights_ignore_other_threads_drawing_random_numbers(backb
         thread.join()
     assert busy_build == quiet_build
     assert digest_arrays(build_backbone(backbone, "none", 32, seed=4).get_weights()) != quiet_build
+
+
+def test_resume_keeps_the_chunk_size_the_set_was_started_with(tmp_path, monkeypatch):
+    store = small_store(tmp_path / "d")
+    cfg = FeatureConfig(weights="none", size=32)
+    clean = FeatureStore.open(store)
+    name = extract_features(store, cfg, chunk_size=4, **quiet).name
+    reference = clean.features(name)
+    (store / "features" / f"{name}.h5").unlink()
+
+    def interrupted(self, extra):
+        raise KeyboardInterrupt  # as if killed just before assembling
+
+    monkeypatch.setattr(FeatureSetWriter, "assemble", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(store, cfg, chunk_size=4, **quiet)
+    monkeypatch.undo()
+    parts = store / "features" / f"{name}.parts"
+    for p in sorted(parts.glob("pooled-*.npy"))[1::2]:  # lose every other chunk
+        p.unlink()
+    said = []
+    result = extract_features(store, cfg, chunk_size=512, progress=False, log=said.append)
+    assert result.status == "resumed" and "chunk size 4" in said[0]
+    np.testing.assert_array_equal(FeatureStore.open(store).features(name), reference)
