@@ -129,14 +129,19 @@ def parse_params(pairs) -> dict:
 
 
 def head_params(head, params, epochs):
-    from classifiers.heads import HEADS
+    from dataclasses import fields
 
-    if head not in HEADS:
-        raise UserError(f"unknown head {head!r}: use one of {', '.join(HEADS)}")
+    from classifiers.heads import HEADS
+    from classifiers.kfold import BASELINES
+    from classifiers.train import BaselineConfig
+
+    if head not in HEADS and head not in BASELINES:
+        raise UserError(f"unknown head {head!r}: use one of {', '.join(HEADS)} (or, in kfold, {', '.join(BASELINES)})")
     params = dict(params)
     if epochs is not None:
         params["epochs"] = epochs
-    valid = HEADS[head]().get_params()
+    valid = (HEADS[head]().get_params() if head in HEADS else
+             {f.name for f in fields(BaselineConfig)} - {"kind", "label", "fold", "k", "extra"})
     unknown = sorted(set(params) - set(valid))
     if unknown:
         raise UserError(f"head {head} has no parameter {unknown[0]!r}: it takes {', '.join(sorted(valid))}")
@@ -163,7 +168,8 @@ def fit(store, head, features, label, spatial, epochs, params):
 
 @cli.command()
 @click.option("--store", required=True, type=click.Path(path_type=Path))
-@click.option("--head", "heads", required=True, multiple=True, help="repeatable: dense, gap, svm, logreg")
+@click.option("--head", "heads", required=True, multiple=True,
+              help="repeatable: dense, gap, svm, logreg, or a pixel baseline cnn, finetune, wrn")
 @click.option("-k", "k", default=6, show_default=True)
 @click.option("--label", "labels", multiple=True, help="repeatable [the store's first label set]")
 @click.option("--on", type=click.Choice(["train", "all"]), default="train", show_default=True)

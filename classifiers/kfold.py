@@ -12,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from features import schema
+from features.errors import UserError
 from features.store import FeatureStore
 from .runs import write_json
 
@@ -32,6 +33,20 @@ def run_fold(X, y, folds, fold: int, head: str, params: dict) -> dict:
         model = make_head(head, **params).fit(X[train], y[train])
         accuracy = float(model.score(X[test], y[test]))
     return {"accuracy": accuracy, "seconds": time.time() - start, "epochs": getattr(model, "n_epochs_", None)}
+
+
+BASELINES = ("cnn", "finetune", "wrn")
+
+
+def run_baseline_fold(store_dir: str, label: str, fold: int, k: int, kind: str, params: dict) -> dict:
+    """A pixel baseline as a fold task: it reads the store's images itself and trains with checkpoints,
+    so a killed k-fold run also resumes inside a fold."""
+    from classifiers.train import BaselineConfig, train_baseline
+
+    start = time.time()
+    _, record = train_baseline(store_dir, BaselineConfig(kind, label=label, fold=fold, k=k, **params),
+                               progress=False, log=lambda m: None)
+    return {"accuracy": record["test_accuracy"], "seconds": time.time() - start, "epochs": record["epochs"]}
 
 
 def open_client(scheduler: str | None, workers: int):
@@ -55,24 +70,29 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
                  workers: int = 1, progress: bool = True) -> dict:
     """Runs what is missing, then returns (and saves) the table: one row per head and label."""
     store = FeatureStore.open(store_dir)
-    info = store.feature_set(features)
+    info = store.feature_set(features) if any(h not in BASELINES for h in heads) else None  # pixels need none
+    source = info.name if info else "pixels"
     labels = labels or [store.primary_label]
     split = "train" if on == "train" else None
     folds = store.folds(k, on=on, split=split)
-    run = Path(store.path) / schema.RUNS_DIR / f"kfold-{info.name}-k{k}-{on}"
+    run = Path(store.path) / schema.RUNS_DIR / f"kfold-{source}-k{k}-{on}"
     (run / "folds").mkdir(parents=True, exist_ok=True)
     params = params or {}
 
     todo = [(h, l, f) for h in heads for l in labels for f in range(k)
             if not (run / "folds" / f"{task_key(h, l, f, params.get(h, {}))}.json").exists()]
+    if any(h in BASELINES for h in heads) and on != "train":
+        raise UserError("pixel baselines use the stored folds over the training split: use --on train")
     start = time.time()
     if todo:
         client = open_client(scheduler, workers)
         try:
-            X = client.scatter(store.features(info.name, split=split), broadcast=True)
+            X = client.scatter(store.features(info.name, split=split), broadcast=True) if info else None
             F = client.scatter(folds, broadcast=True)
             Y = {l: client.scatter(store.labels(l, split=split), broadcast=True) for l in {l for _, l, _ in todo}}
-            futures = {client.submit(run_fold, X, Y[l], F, f, h, params.get(h, {}), pure=False): (h, l, f)
+            futures = {(client.submit(run_baseline_fold, str(store.path), l, f, k, h, params.get(h, {}), pure=False)
+                        if h in BASELINES else
+                        client.submit(run_fold, X, Y[l], F, f, h, params.get(h, {}), pure=False)): (h, l, f)
                        for h, l, f in todo}
             from distributed import as_completed
 
@@ -93,7 +113,7 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
             rows.append({"head": h, "label": l, "folds": acc.round(4).tolist(), "mean": float(acc.mean()),
                          "std": float(acc.std(ddof=1)) if k > 1 else 0.0,
                          "seconds": round(sum(r["seconds"] for r in results), 2)})
-    table = {"kind": "kfold", "features": info.name, "fingerprint": info.fingerprint, "k": k, "on": on,
+    table = {"kind": "kfold", "features": source, "fingerprint": info.fingerprint if info else None, "k": k, "on": on,
              "rows": rows, "wall_seconds": round(wall, 2), "tasks_run": len(todo), "workers": scheduler or workers}
     write_json(run / "table.json", table)
     (run / "table.md").write_text(format_table(table))

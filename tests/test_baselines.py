@@ -101,3 +101,14 @@ def test_limit_and_validation_slice_are_stratified_though_rows_are_grouped_by_cl
     monkeypatch.setattr(keras.Model, "fit", spy)
     train_baseline(colour_store, BaselineConfig("cnn", epochs=1, batch_size=16, limit=30, patience=2, seed=1), **quiet)
     assert seen["train"].tolist() == [9, 9, 9] and seen["val"].tolist() == [1, 1, 1]
+
+
+def test_kfold_runs_a_pixel_baseline_on_the_stored_folds(colour_store):
+    from classifiers.kfold import kfold_scores
+
+    table = kfold_scores(colour_store, ["cnn"], k=5, params={"cnn": {"epochs": 1, "batch_size": 16}}, progress=False)
+    (row,) = table["rows"]
+    assert row["head"] == "cnn" and len(row["folds"]) == 5
+    record = json.loads((colour_store / "runs" / "baseline-cnn-label-fold2of5-s0" / "record.json").read_text())
+    assert row["folds"][2] == round(record["test_accuracy"], 4)
+    assert np.array(record["confusion"]).sum() == (FeatureStore.open(colour_store).folds(5) == 2).sum()

@@ -289,3 +289,11 @@ def test_resume_keeps_the_chunk_size_the_set_was_started_with(tmp_path, monkeypa
     result = extract_features(store, cfg, chunk_size=512, progress=False, log=said.append)
     assert result.status == "resumed" and "chunk size 4" in said[0]
     np.testing.assert_array_equal(FeatureStore.open(store).features(name), reference)
+
+
+@pytest.mark.parametrize("backbone, layer, dim", [("vgg16", "block3_pool", 256), ("mobilenet_v2", None, 1280)])
+def test_other_backbones_and_an_intermediate_vgg16_cut(tmp_path, backbone, layer, dim):
+    store = small_store(tmp_path / "d", limit=4)
+    result = extract_features(store, FeatureConfig(backbone=backbone, weights="none", size=32, layer=layer), **quiet)
+    codes = FeatureStore.open(store).features(result.name)
+    assert codes.shape == (8, dim) and np.isfinite(codes).all() and codes.std() > 0
