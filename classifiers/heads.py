@@ -3,11 +3,19 @@ state in trailing-underscore attributes, fit returns self. So clone, cross_val_s
 GridSearchCV work on them."""
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelEncoder
 
 from features.errors import UserError
+from features.folds import stratified_subset
 from .svm import LinearSVM
+
+
+def holdout(y, fraction, seed):
+    """(fit rows, validation rows): a seeded stratified slice that works for any class count,
+    even when the slice is smaller than the number of classes."""
+    val = np.zeros(len(y), bool)
+    val[stratified_subset(np.asarray(y), max(1, int(round(fraction * len(y)))), seed)] = True
+    return np.flatnonzero(~val), np.flatnonzero(val)
 
 
 def standardizer(X, axes):
@@ -34,9 +42,8 @@ class KerasHead(ClassifierMixin, BaseEstimator):
         self.mean_, self.scale_ = standardizer(X, axes) if self.standardize else (0.0, 1.0)
         X = (X - self.mean_) / self.scale_
         keras.utils.set_random_seed(self.random_state)
-        stratify = y if np.bincount(y).min() >= 2 else None
-        X_fit, X_val, y_fit, y_val = train_test_split(X, y, test_size=self.validation_fraction,
-                                                      random_state=self.random_state, stratify=stratify)
+        fit, val = holdout(y, self.validation_fraction, self.random_state)
+        X_fit, X_val, y_fit, y_val = X[fit], X[val], y[fit], y[val]
         self.model_ = self._build(X.shape[1:], len(self.classes_))
         optimizer = keras.optimizers.get({"class_name": self.optimizer, "config": {"learning_rate": self.learning_rate}})
         self.model_.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -108,9 +115,8 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         X = self._prepare(np.asarray(X, dtype=np.float32), fit=True)
         self.classes_ = np.unique(y)
-        stratify = y if np.unique(y, return_counts=True)[1].min() >= 2 else None
-        X_fit, X_val, y_fit, y_val = train_test_split(X, y, test_size=self.validation_fraction,
-                                                      random_state=self.random_state, stratify=stratify)
+        fit, val = holdout(y, self.validation_fraction, self.random_state)
+        X_fit, X_val, y_fit, y_val = X[fit], X[val], y[fit], y[val]
         self.scores_ = {C: self._model(C).fit(X_fit, y_fit).score(X_val, y_val) for C in self.Cs}
         self.C_ = max(self.Cs, key=lambda C: (self.scores_[C], -C))
         self.model_ = self._model(self.C_).fit(X, y)

@@ -68,3 +68,13 @@ def test_svm_chooses_C_by_cross_validation():
 def test_unknown_head_is_a_clear_error():
     with pytest.raises(UserError, match="unknown head 'knn'"):
         make_head("knn")
+
+
+@pytest.mark.parametrize("name", ["dense", "logreg"])
+def test_validation_slice_smaller_than_the_class_count_works(name):
+    """100 classes, 300 rows: a 10% validation slice holds 30 rows, fewer than the classes."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(100), 3)
+    X = rng.normal(size=(300, 16)) + np.eye(100)[y][:, :16] * 3
+    head = make_head(name, **({"epochs": 2, "hidden": 16} if name == "dense" else {"Cs": (1.0,)})).fit(X, y)
+    assert len(head.classes_) == 100
