@@ -297,3 +297,34 @@ def test_other_backbones_and_an_intermediate_vgg16_cut(tmp_path, backbone, layer
     result = extract_features(store, FeatureConfig(backbone=backbone, weights="none", size=32, layer=layer), **quiet)
     codes = FeatureStore.open(store).features(result.name)
     assert codes.shape == (8, dim) and np.isfinite(codes).all() and codes.std() > 0
+
+
+def test_step_that_does_not_compile_falls_back_and_says_so_once():
+    """TensorFlow's XLA has no bicubic resize: a jit-compiled step with one runs uncompiled instead."""
+    import keras
+
+    from pipeline.extract import DeviceStep
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the XLA gap is TensorFlow's")
+    images = keras.Input((8, 8, 3), dtype="uint8")
+    x = keras.layers.Lambda(lambda t: keras.ops.image.resize(keras.ops.cast(t, "float32"), (16, 16),
+                                                             interpolation="bicubic"))(images)
+    said = []
+    step = DeviceStep(keras.Model(images, keras.layers.GlobalAveragePooling2D()(x)), 4, jit_compile=True,
+                      log=said.append)
+    first, second = step(np.full((6, 8, 8, 3), 7, np.uint8)), step(np.full((3, 8, 8, 3), 7, np.uint8))
+    np.testing.assert_allclose(first[0], 7.0, atol=1e-3)
+    assert second[0].shape == (3, 3)
+    assert said == ["features: compiled step failed (InvalidArgumentError), running without jit_compile"]
+
+
+def test_layers_command_lists_names_and_shapes_for_layer():
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    result = CliRunner().invoke(cli, ["layers", "vgg16", "--size", "32"])
+    assert result.exit_code == 0
+    lines = dict(line.split("\t") for line in result.output.splitlines())
+    assert lines["block3_pool"] == "(4, 4, 256)" and lines["block5_pool"] == "(1, 1, 512)"
