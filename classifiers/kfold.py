@@ -60,8 +60,10 @@ def open_client(scheduler: str | None, workers: int):
     return Client(LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"))
 
 
-def task_key(head, label, fold, params) -> str:
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
+def task_key(head, label, fold, params, basis: str) -> str:
+    """File name of a finished fold: the head's parameters and the data's fingerprint are part of it,
+    so a result is reused only for the same head on the same features."""
+    digest = hashlib.sha256(json.dumps([params, basis], sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{head}-{label}-fold{fold}-{digest}"
 
 
@@ -78,9 +80,12 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
     run = Path(store.path) / schema.RUNS_DIR / f"kfold-{source}-k{k}-{on}"
     (run / "folds").mkdir(parents=True, exist_ok=True)
     params = params or {}
+    basis = info.fingerprint if info else str(store.attrs["content_sha256"])
 
-    todo = [(h, l, f) for h in heads for l in labels for f in range(k)
-            if not (run / "folds" / f"{task_key(h, l, f, params.get(h, {}))}.json").exists()]
+    def done_file(h, l, f):
+        return run / "folds" / f"{task_key(h, l, f, params.get(h, {}), basis)}.json"
+
+    todo = [(h, l, f) for h in heads for l in labels for f in range(k) if not done_file(h, l, f).exists()]
     if any(h in BASELINES for h in heads) and on != "train":
         raise UserError("pixel baselines use the stored folds over the training split: use --on train")
     start = time.time()
@@ -99,7 +104,7 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
             for future in tqdm(as_completed(futures), total=len(futures), desc="kfold", unit="fold", disable=not progress):
                 h, l, f = futures[future]
                 result = {"head": h, "label": l, "fold": f, "params": params.get(h, {}), **future.result()}
-                write_json(run / "folds" / f"{task_key(h, l, f, params.get(h, {}))}.json", result)
+                write_json(done_file(h, l, f), result)
         finally:
             client.close()
     wall = time.time() - start
@@ -107,8 +112,7 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
     rows = []
     for h in heads:
         for l in labels:
-            results = [json.loads((run / "folds" / f"{task_key(h, l, f, params.get(h, {}))}.json").read_text())
-                       for f in range(k)]
+            results = [json.loads(done_file(h, l, f).read_text()) for f in range(k)]
             acc = np.array([r["accuracy"] for r in results])
             rows.append({"head": h, "label": l, "folds": acc.round(4).tolist(), "mean": float(acc.mean()),
                          "std": float(acc.std(ddof=1)) if k > 1 else 0.0,

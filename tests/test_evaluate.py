@@ -103,3 +103,18 @@ def test_report_shows_every_run(store):
     assert text.count("data:image/png;base64,") >= 3 and (page.parent / "samples.png").exists()
     for run in (store / "runs").glob("*-fit-*"):
         assert run.name in text
+
+
+def test_kfold_never_reuses_folds_of_other_features_under_the_same_name(tmp_path):
+    from pipeline.extract import FeatureConfig, extract_features
+    from pipeline.ingest import IngestConfig, ingest
+
+    quiet = dict(progress=False, log=lambda m: None)
+    store = ingest(tmp_path / "d", IngestConfig("digits", limit=30), **quiet).path
+    params = {"logreg": {"Cs": [0.1]}}
+    extract_features(store, FeatureConfig(weights="none", size=32, seed=0), name="codes", **quiet)
+    assert kfold_scores(store, ["logreg"], k=5, params=params, progress=False)["tasks_run"] == 5
+    assert kfold_scores(store, ["logreg"], k=5, params=params, progress=False)["tasks_run"] == 0
+    (store / "features" / "codes.h5").unlink()
+    extract_features(store, FeatureConfig(weights="none", size=32, seed=1), name="codes", **quiet)
+    assert kfold_scores(store, ["logreg"], k=5, params=params, progress=False)["tasks_run"] == 5
