@@ -7,7 +7,7 @@ from sklearn.preprocessing import LabelEncoder
 
 from features.errors import UserError
 from features.folds import stratified_subset
-from .svm import LinearSVM
+from .svm import LinearSVM, as_vectors
 
 
 def holdout(y, fraction, seed):
@@ -123,8 +123,7 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
         return self
 
     def _prepare(self, X, fit=False):
-        if X.ndim > 2:
-            X = X.mean(axis=tuple(range(1, X.ndim - 1)))
+        X = as_vectors(X)
         if fit:
             self.mean_, self.scale_ = standardizer(X, (0,)) if self.standardize else (0.0, 1.0)
         return (X - self.mean_) / self.scale_

@@ -61,6 +61,12 @@ def line_search(W, S, G, Z, XS, Y, C, shrink=0.5, tries=20):
     return step
 
 
+def as_vectors(X) -> np.ndarray:
+    """float32 rows; spatial maps (n, h, w, c) are averaged to their pooled vectors (n, c)."""
+    X = np.asarray(X, dtype=np.float32)
+    return X.mean(axis=tuple(range(1, X.ndim - 1))) if X.ndim > 2 else X
+
+
 class LinearSVM(ClassifierMixin, BaseEstimator):
     """Linear SVM, squared hinge, L2; C by stratified cross-validation over `Cs` unless given."""
 
@@ -70,10 +76,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         self.standardize, self.random_state = standardize, random_state
 
     def _design(self, X):
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim > 2:
-            X = X.mean(axis=tuple(range(1, X.ndim - 1)))
-        X = (X - self.mean_) / self.scale_
+        X = (as_vectors(X) - self.mean_) / self.scale_
         return np.hstack([X, np.ones((len(X), 1), np.float32)])  # bias column, regularised as LinearSVC's
 
     def _targets(self, y):
@@ -82,8 +85,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         y = np.asarray(y)
         self.classes_ = np.unique(y)
-        X2 = np.asarray(X, dtype=np.float32)
-        X2 = X2.mean(axis=tuple(range(1, X2.ndim - 1))) if X2.ndim > 2 else X2
+        X2 = as_vectors(X)
         self.mean_, self.scale_ = ((X2.mean(0), X2.std(0) + 1e-6) if self.standardize else (0.0, 1.0))
         A, Y = self._design(X2), self._targets(y)
         if self.C is None:

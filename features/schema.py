@@ -23,3 +23,17 @@ def feature_path(store: Path, name: str) -> Path:
 
 def parts_dir(store: Path, name: str) -> Path:
     return features_dir(store) / f"{name}{PARTS_SUFFIX}"
+
+
+def chunk_file(kind: str, start: int, count: int) -> str:
+    """A committed chunk of a set in progress: `pooled-<start>_<rows>.npy` (and `spatial-...`)."""
+    return f"{kind}-{start:09d}_{count}.npy"
+
+
+def committed_chunks(parts: Path) -> dict[int, int]:
+    """start row -> row count of every committed chunk (its pooled file is the commit mark)."""
+    out = {}
+    for p in Path(parts).glob("pooled-*.npy"):
+        start, count = p.stem.split("-")[1].split("_")
+        out[int(start)] = int(count)
+    return out

@@ -40,7 +40,7 @@ def read_feature_set_info(path: Path) -> FeatureSetInfo:
                 spatial_shape=spatial, seconds=float(a.get("seconds", 0.0)),
                 extra=json.loads(a.get("extra", "{}")))
     manifest = json.loads((path / "manifest.json").read_text())
-    done = sum(int(p.stem.split("-")[1].split("_")[1]) for p in path.glob("pooled-*.npy"))
+    done = sum(schema.committed_chunks(path).values())
     return FeatureSetInfo(
         name=manifest["name"], complete=False, fingerprint=manifest["fingerprint"],
         config=manifest["config"], n=manifest["n"], done=done,

@@ -116,11 +116,7 @@ class FeatureSetWriter:
 
     def committed(self) -> dict[int, int]:
         """start row -> row count of every committed chunk."""
-        out = {}
-        for p in self.parts.glob("pooled-*.npy"):
-            start, count = p.stem.split("-")[1].split("_")
-            out[int(start)] = int(count)
-        return out
+        return schema.committed_chunks(self.parts)
 
     @classmethod
     def existing(cls, store: Path, name: str, fp: str) -> "FeatureSetWriter":
@@ -149,10 +145,9 @@ class FeatureSetWriter:
     def commit(self, start: int, pooled: np.ndarray, spatial: np.ndarray | None):
         """Spatial first, pooled last: a chunk counts as committed once its pooled file exists.
         Safe from several processes at once: each chunk is its own file."""
-        stem = f"{start:09d}_{len(pooled)}"
         if self.spatial:
-            self._save(f"spatial-{stem}.npy", spatial.astype(np.float16))
-        self._save(f"pooled-{stem}.npy", pooled.astype(np.float32))
+            self._save(schema.chunk_file("spatial", start, len(pooled)), spatial.astype(np.float16))
+        self._save(schema.chunk_file("pooled", start, len(pooled)), pooled.astype(np.float32))
 
     def assemble(self, extra: dict) -> Path:
         chunks = sorted(self.committed().items())
@@ -168,10 +163,9 @@ class FeatureSetWriter:
                 spatial = f.create_dataset("spatial", shape=(self.n, *shape), dtype=np.float16,
                                            chunks=(min(self.n, 64), *shape), compression="lzf", shuffle=True)
             for start, count in chunks:
-                stem = f"{start:09d}_{count}"
-                pooled[start:start + count] = np.load(self.parts / f"pooled-{stem}.npy")
+                pooled[start:start + count] = np.load(self.parts / schema.chunk_file("pooled", start, count))
                 if self.spatial:
-                    spatial[start:start + count] = np.load(self.parts / f"spatial-{stem}.npy")
+                    spatial[start:start + count] = np.load(self.parts / schema.chunk_file("spatial", start, count))
             f.attrs.update({"name": self.name, "fingerprint": m["fingerprint"], "config": json.dumps(m["config"]),
                             "complete": True, "seconds": self.seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                             "extra": json.dumps(extra), "schema_version": schema.SCHEMA_VERSION})
