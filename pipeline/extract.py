@@ -1,8 +1,8 @@
 """The streaming extractor: stored uint8 images -> one compiled device step -> pooled CNN codes.
 
-Resize, preprocessing and the forward pass run as one Keras model on big batches; a reader thread
-prefetches the next chunk from the store and a writer thread commits the last one, so the device
-step never waits on disk. Chunks are the unit of commit: a killed run resumes at the first missing one.
+Resize, preprocessing and the forward pass (its BatchNorms folded into the convolutions) run as one
+Keras model on big batches; a reader thread prefetches the next chunk from the store and a writer
+thread commits the last one, so the device step never waits on disk. Chunks are the unit of commit: a killed run resumes at the first missing one.
 """
 import queue
 import re
@@ -21,10 +21,11 @@ from features.store import FeatureStore
 from features.writers import FeatureSetWriter, choose_name, writer_lock
 from .backbones import build_backbone, get_backbone, make_preprocess_layer
 from .device import auto_batch_size, describe_device
+from .fold import fold_batch_norms
 from .ingest import check_writable
 from .resize import make_resize_layer
 
-FORMAT = 1  # bump when a change here alters the features for an unchanged configuration
+FORMAT = 2  # bump when a change here alters the features for an unchanged configuration (2: folded BN)
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,14 @@ class ExtractResult:
 
 
 def build_extractor(config: FeatureConfig, image_hw: tuple):
-    """The whole device step as one Keras model: uint8 images in, float32 pooled codes (and maps) out."""
+    """The whole device step as one Keras model: uint8 images in, float32 pooled codes (and maps) out.
+
+    Also returns the digest of the backbone's weights as loaded (before BatchNorm folding).
+    """
     import keras
 
-    backbone = build_backbone(config.backbone, config.weights, config.size, config.layer, config.seed, config.precision)
+    loaded = build_backbone(config.backbone, config.weights, config.size, config.layer, config.seed, config.precision)
+    backbone = fold_batch_norms(loaded)
     images = keras.Input((*image_hw, 3), dtype="uint8", name="images")
     x = make_resize_layer(image_hw, config.size)(images)
     x = make_preprocess_layer(get_backbone(config.backbone).preprocessing)(x)
@@ -65,7 +70,7 @@ def build_extractor(config: FeatureConfig, image_hw: tuple):
     pooled = keras.layers.GlobalAveragePooling2D(dtype="float32", name="pooled")(maps)
     outputs = [pooled, maps] if config.spatial else [pooled]
     model = keras.Model(images, outputs, name="extractor")
-    return model, digest_arrays(backbone.get_weights())
+    return model, digest_arrays(loaded.get_weights())
 
 
 def feature_fingerprint(store: FeatureStore, config: FeatureConfig, weights_digest: str, cut_layer: str) -> str:

@@ -82,9 +82,25 @@ def resnet_weights(tmp_path_factory) -> Path:
 
     keras.utils.set_random_seed(7)
     model = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    set_trained_batch_norm_statistics(model)
     path = tmp_path_factory.mktemp("weights") / "resnet50_notop.weights.h5"
     model.save_weights(path)
     return path
+
+
+def set_trained_batch_norm_statistics(model, seed=0):
+    """Gives every BatchNorm non-trivial scale, shift and moving statistics, as trained weights have
+    (freshly initialised ones are the identity, under which BN folding could not be wrong)."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            for var, values in ((layer.gamma, rng.uniform(0.5, 1.5, n)), (layer.beta, rng.normal(0, 0.2, n)),
+                                (layer.moving_mean, rng.normal(0, 0.2, n)),
+                                (layer.moving_variance, rng.uniform(0.5, 2.0, n))):
+                var.assign(values.astype("float32"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,40 @@
+"""BatchNorm folding: the folded model computes what the model with its BatchNorms computes."""
+import numpy as np
+import pytest
+
+from conftest import set_trained_batch_norm_statistics
+from pipeline.fold import fold_batch_norms
+
+
+def relative_error(a, b):
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+@pytest.mark.parametrize("application", ["ResNet50", "MobileNetV2"])  # plain convs with bias; depthwise without
+def test_folded_model_equals_the_model_with_batch_norms(application):
+    import keras
+
+    model = getattr(keras.applications, application)(include_top=False, weights=None, input_shape=(32, 32, 3))
+    set_trained_batch_norm_statistics(model)
+    folded = fold_batch_norms(model)
+    kinds = lambda m: [type(l).__name__ for l in m.layers]
+    assert "BatchNormalization" in kinds(model) and "BatchNormalization" not in kinds(folded)
+    x = np.random.default_rng(1).normal(0, 1, (4, 32, 32, 3)).astype("float32")
+    assert relative_error(folded.predict_on_batch(x), model.predict_on_batch(x)) < 1e-5
+    # the original keeps its own layers and weights
+    assert "BatchNormalization" in kinds(model)
+
+
+def test_cut_between_a_conv_and_its_batch_norm_keeps_the_conv_output():
+    import keras
+
+    from pipeline.backbones import build_backbone
+
+    x = np.random.default_rng(2).normal(0, 50, (2, 32, 32, 3)).astype("float32")
+    for layer in ("conv2_block1_1_conv", "conv2_block1_1_bn"):
+        cut = build_backbone("resnet50", "none", 32, layer)
+        set_trained_batch_norm_statistics(cut)
+        folded = fold_batch_norms(cut)
+        assert folded.output.shape == cut.output.shape
+        assert relative_error(folded.predict_on_batch(x), cut.predict_on_batch(x)) < 1e-5
+        keras.backend.clear_session()
