@@ -1,6 +1,7 @@
 """Extraction speed against the reference method and the hardware's ceiling, in one run.
 
-    python bench/extract.py [--sizes 224,96] [--precisions fp32,bf16] [--skip-memory] [--skip-workers]
+    python bench/extract.py [--sizes 224,96] [--precisions fp32,bf16] [--parts speed,bf16,memory,workers]
+                             [--head-size 224] [--head-limit 2000]
 
 For each size and precision, on real images from ../shared/data/cifar10-jpg.tar (digits if absent):
   (a) the reference method: per-image cv2.resize(INTER_CUBIC) in Python, float32 preprocess_input,
@@ -9,7 +10,7 @@ For each size and precision, on real images from ../shared/data/cifar10-jpg.tar 
       pooled codes committed and the feature set written (the model build is not timed);
   (c) the bare Keras backbone forward on random input, same size and batch: the issue's ceiling;
   (d) the same forward with its BatchNorms folded into the convolutions, as (b) runs it: our ceiling.
-Then: bf16 codes against fp32 (relative L2 error, and a logreg head's accuracy on digits), peak RSS
+Then: bf16 codes against fp32 (relative L2 error, and a logreg head's test accuracy), peak RSS
 of extracting 20,000 images against 2,000, and 2 Dask workers against 1.
 ResNet50 runs with --weights none: random weights cost the same FLOPs as ImageNet's.
 """
@@ -91,6 +92,8 @@ def main():
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--parts", default="speed,bf16,memory,workers", help="which measurements to run")
+    p.add_argument("--head-size", type=int, default=224, help="bf16 part: image size of the head comparison")
+    p.add_argument("--head-limit", type=int, default=2000, help="bf16 part: training (and test) images")
     args = p.parse_args()
     import keras  # noqa: F401  (so conditions() reports its version and backend)
 
@@ -101,7 +104,7 @@ def main():
     if "speed" in parts:
         speed(args, tmp)
     if "bf16" in parts:
-        bf16_head(tmp)
+        bf16_head(tmp, args.head_size, args.head_limit)
     if "memory" in parts and DATASET != "digits":
         small = peak_rss_mb(["features", "--dataset", DATASET, "--store", tmp / "m2k", "--limit", 1000,
                              "--size", 32, "--weights", "none"])
@@ -147,19 +150,22 @@ def speed(args, tmp):
 
 
 
-def bf16_head(tmp):
-    """A logreg head on fp32 against bf16 codes: 2,000 training and 2,000 test images at 32x32."""
+def bf16_head(tmp, size, limit):
+    """A logreg head on fp32 against bf16 codes of `limit` training and (up to) `limit` test images."""
     from classifiers.fit import fit_head
 
     store = tmp / "heads"
-    ingest(store, IngestConfig(DATASET, limit=2000), **quiet)
-    acc = {}
+    ingest(store, IngestConfig(DATASET, limit=limit), **quiet)
+    acc, codes = {}, {}
     for precision in ("fp32", "bf16"):
-        extract_features(store, FeatureConfig(weights="none", size=32, precision=precision), name=precision, **quiet)
+        extract_features(store, FeatureConfig(weights="none", size=size, precision=precision), name=precision, **quiet)
         acc[precision] = fit_head(store, "logreg", features=precision)[1]["test_accuracy"]
-    n = FeatureStore.open(store).counts()["test"]
-    print(f"\nlogreg on {DATASET.split('/')[-1]} codes (size 32, {n} test images): fp32 {100 * acc['fp32']:.2f}%, "
-          f"bf16 {100 * acc['bf16']:.2f}%, difference {100 * (acc['bf16'] - acc['fp32']):+.2f} points", flush=True)
+        codes[precision] = FeatureStore.open(store).features(precision)
+    counts = FeatureStore.open(store).counts()
+    error = np.linalg.norm(codes["bf16"] - codes["fp32"]) / np.linalg.norm(codes["fp32"])
+    print(f"\nlogreg on {DATASET.split('/')[-1]} codes (size {size}, {counts['train']} training, {counts['test']} test "
+          f"images): fp32 {100 * acc['fp32']:.2f}%, bf16 {100 * acc['bf16']:.2f}%, difference "
+          f"{100 * (acc['bf16'] - acc['fp32']):+.2f} points; codes relative L2 error {error:.4f}", flush=True)
 
 
 if __name__ == "__main__":

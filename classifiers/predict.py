@@ -35,7 +35,11 @@ def predict_images(run, paths: list, top: int = 5, batch_size: int = 32) -> list
         images.append(fit_square(img, side))  # the same ingest rule the store's images went through
     names = {f.name for f in fields(FeatureConfig)}
     config = FeatureConfig(**{k: v for k, v in record["feature_config"].items() if k in names})
-    extractor, _ = build_extractor(config, (side, side))
+    extractor, digest = build_extractor(config, (side, side))
+    recorded = record["feature_config"].get("weights_sha256")
+    if recorded is not None and digest != recorded:
+        raise UserError(f"the backbone weights ({config.weights}) are not those the head's features were "
+                        f"extracted with: restore them, or re-extract the features and fit again")
     outs = DeviceStep(extractor, batch_size)(np.stack(images))
     X = outs[1] if record["params"].get("spatial") else outs[0]
     probs = scores(model, X)

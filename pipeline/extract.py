@@ -164,8 +164,9 @@ def extract_features(store_dir, config: FeatureConfig, *, name: str | None = Non
         spatial_shape = tuple(model.outputs[1].shape[1:]) if config.spatial else None
         per_row = 4 * pooled_dim + (2 * int(np.prod(spatial_shape)) if spatial_shape else 0)
         check_writable(store.path, need_bytes=2 * per_row * store.n)  # committed chunks + the final file
-        writer = FeatureSetWriter(store.path, name, fp, asdict(config), store.n, pooled_dim, spatial_shape,
-                                  chunk_size)
+        # the weights' digest is kept so `predict` can tell if a --weights file changed since
+        writer = FeatureSetWriter(store.path, name, fp, {**asdict(config), "weights_sha256": weights_digest},
+                                  store.n, pooled_dim, spatial_shape, chunk_size)
         committed = writer.committed()
         if committed:
             log(f"features: resuming {name} at {sum(committed.values())}/{store.n} rows"

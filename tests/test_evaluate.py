@@ -94,6 +94,24 @@ def test_predict_gives_top5_names_for_image_files(store, tmp_path):
         predict_images(run, [tmp_path / "missing.png"])
 
 
+def test_predict_refuses_a_weights_file_changed_since_extraction(store, tmp_path, resnet_weights):
+    import keras
+
+    run, _ = fit_head(store, "logreg", params={"Cs": [0.1]})
+    weights = tmp_path / "mine.weights.h5"
+    shutil.copy(resnet_weights, weights)
+    record = json.loads((run / "record.json").read_text())
+    record["feature_config"]["weights"] = str(weights)  # as if the features had been extracted from this copy
+    (run / "record.json").write_text(json.dumps(record))
+    image = tmp_path / "digit.png"
+    cv2.imwrite(str(image), cv2.cvtColor(FeatureStore.open(store).images(split="test")[0], cv2.COLOR_RGB2BGR))
+    assert len(predict_images(run, [image])[0]) == 5  # the same weights: accepted
+    keras.utils.set_random_seed(8)
+    keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(weights)
+    with pytest.raises(UserError, match="not those the head's features were extracted with"):
+        predict_images(run, [image])
+
+
 def test_report_shows_every_run(store):
     fit_head(store, "logreg")
     kfold_scores(store, ["logreg"], k=5, params={"logreg": {"Cs": [0.1]}}, progress=False)
