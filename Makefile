@@ -3,6 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTHON ?= python3
 TORCH  ?= torch==2.13.0
+JAX    ?= jax[cpu]==0.10.2
 STORE  ?= store
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
@@ -12,8 +13,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"
-	# the PyTorch backend, for the test that checks extraction is the same there
-	$(PY) -m pip install -q "$(TORCH)"
+	# the PyTorch and JAX backends (what the GPU machines run), for the tests that check extraction there
+	$(PY) -m pip install -q "$(TORCH)" "$(JAX)"
 	touch $@
 
 install: $(VENV)/.installed

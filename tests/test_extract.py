@@ -190,18 +190,21 @@ def test_info_json_describes_feature_sets(digits_store):
     assert len(fs["fingerprint"]) == 64 and fs["seconds"] > 0
 
 
-def test_torch_backend_gives_the_same_codes(tmp_path, resnet_weights):
-    pytest.importorskip("torch", reason="the PyTorch backend is not installed (make test installs it)")
+@pytest.mark.parametrize("backend", ["torch", "jax"])  # what the GPU machines run; JAX's step is jit-compiled
+def test_other_backends_give_the_same_codes(tmp_path, resnet_weights, backend):
+    pytest.importorskip(backend, reason=f"the {backend} backend is not installed (make test installs it)")
     store = small_store(tmp_path / "tf", limit=8)
     name = extract_features(store, FeatureConfig(weights=str(resnet_weights), size=32), **quiet).name
-    r = run_cli("features", "--dataset", "digits", "--limit", 8, "--store", tmp_path / "torch", "--weights",
-                resnet_weights, "--size", 32, "--quiet", env={"KERAS_BACKEND": "torch"})
+    r = run_cli("features", "--dataset", "digits", "--limit", 8, "--store", tmp_path / backend, "--weights",
+                resnet_weights, "--size", 32, "--quiet", env={"KERAS_BACKEND": backend})
     assert r.returncode == 0, r.stderr
-    with h5py.File(tmp_path / "torch" / "features" / f"{name}.h5") as f:
+    assert "running without jit_compile" not in r.stdout + r.stderr
+    with h5py.File(tmp_path / backend / "features" / f"{name}.h5") as f:
         assert json.loads(f.attrs["config"])["weights"] == str(resnet_weights)
-        torch_codes = f["pooled"][:]
+        assert backend in json.loads(f.attrs["extra"])["device"]
+        codes = f["pooled"][:]
     tf_codes = FeatureStore.open(store).features(name)
-    assert np.linalg.norm(torch_codes - tf_codes) / np.linalg.norm(tf_codes) < 1e-4
+    assert np.linalg.norm(codes - tf_codes) / np.linalg.norm(tf_codes) < 1e-4
 
 
 def test_two_worker_local_cluster_equals_single_process(tmp_path, digits_store, resnet_weights):
