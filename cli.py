@@ -156,12 +156,15 @@ def head_params(head, params, epochs):
 @click.option("--spatial", is_flag=True, help="train on the spatial maps (gap, dense)")
 @click.option("--epochs", type=int, help="for the Keras heads (dense, gap)")
 @click.option("--param", "params", multiple=True, help="head parameter KEY=VALUE, repeatable")
-def fit(store, head, features, label, spatial, epochs, params):
+@click.option("--quiet", is_flag=True, help="no progress (the C grid's fits, the Keras heads' epochs)")
+def fit(store, head, features, label, spatial, epochs, params, quiet):
     """Train a head on the training split's codes, test it, save it and its run record."""
     from classifiers.fit import fit_head
 
-    run, r = fit_head(store, head, features=features, label=label, spatial=spatial,
-                      params=head_params(head, parse_params(params), epochs))
+    params = head_params(head, parse_params(params), epochs)
+    if not quiet:
+        params.setdefault("verbose", 1)
+    run, r = fit_head(store, head, features=features, label=label, spatial=spatial, params=params)
     click.echo(f"{head} on {r['features']} ({r['label']}): test accuracy {100 * r['test_accuracy']:.2f}%, "
                f"train {100 * r['train_accuracy']:.2f}%, {r['fit_seconds']:.1f} s -> {run}")
 

@@ -4,6 +4,7 @@ GridSearchCV work on them."""
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
+from tqdm import tqdm
 
 from features.errors import UserError
 from features.folds import stratified_subset
@@ -103,9 +104,10 @@ class GapHead(KerasHead):
 class LogRegHead(ClassifierMixin, BaseEstimator):
     """L2 multinomial logistic regression (the linear-probe protocol), C chosen on held-out training data."""
 
-    def __init__(self, Cs=(0.01, 0.1, 1.0), validation_fraction=0.1, max_iter=300, standardize=True, random_state=0):
+    def __init__(self, Cs=(0.01, 0.1, 1.0), validation_fraction=0.1, max_iter=300, standardize=True, random_state=0,
+                 verbose=0):
         self.Cs, self.validation_fraction, self.max_iter = Cs, validation_fraction, max_iter
-        self.standardize, self.random_state = standardize, random_state
+        self.standardize, self.random_state, self.verbose = standardize, random_state, verbose
 
     def _model(self, C):
         from sklearn.linear_model import LogisticRegression
@@ -117,9 +119,14 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
         self.classes_ = np.unique(y)
         fit, val = holdout(y, self.validation_fraction, self.random_state)
         X_fit, X_val, y_fit, y_val = X[fit], X[val], y[fit], y[val]
-        self.scores_ = {C: self._model(C).fit(X_fit, y_fit).score(X_val, y_val) for C in self.Cs}
-        self.C_ = max(self.Cs, key=lambda C: (self.scores_[C], -C))
-        self.model_ = self._model(self.C_).fit(X, y)
+        with tqdm(total=len(self.Cs) + 1, desc="logreg", unit="fit", disable=not self.verbose) as bar:
+            self.scores_ = {}
+            for C in self.Cs:
+                self.scores_[C] = self._model(C).fit(X_fit, y_fit).score(X_val, y_val)
+                bar.update()
+            self.C_ = max(self.Cs, key=lambda C: (self.scores_[C], -C))
+            self.model_ = self._model(self.C_).fit(X, y)
+            bar.update()
         return self
 
     def _prepare(self, X, fit=False):

@@ -8,6 +8,7 @@ at full speed, instead of K separate coordinate-descent passes.
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import StratifiedKFold
+from tqdm import tqdm
 
 
 def squared_hinge_ovr(X, Y, C, W=None, tol=1e-3, max_iter=50, cg_iter=50):
@@ -71,9 +72,9 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
     """Linear SVM, squared hinge, L2; C by stratified cross-validation over `Cs` unless given."""
 
     def __init__(self, C=None, Cs=(0.01, 0.1, 1.0, 10.0, 100.0), cv=3, tol=1e-3, max_iter=50, standardize=True,
-                 random_state=0):
+                 random_state=0, verbose=0):
         self.C, self.Cs, self.cv, self.tol, self.max_iter = C, Cs, cv, tol, max_iter
-        self.standardize, self.random_state = standardize, random_state
+        self.standardize, self.random_state, self.verbose = standardize, random_state, verbose
 
     def _design(self, X):
         X = (as_vectors(X) - self.mean_) / self.scale_
@@ -88,16 +89,19 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         X2 = as_vectors(X)
         self.mean_, self.scale_ = ((X2.mean(0), X2.std(0) + 1e-6) if self.standardize else (0.0, 1.0))
         A, Y = self._design(X2), self._targets(y)
-        if self.C is None:
-            self.cv_scores_ = self._cross_validate(A, Y, y)
-            self.C_ = max(self.Cs, key=lambda C: (self.cv_scores_[C], -C))
-        else:
-            self.C_ = self.C
-        W = squared_hinge_ovr(A, Y, self.C_, tol=self.tol, max_iter=self.max_iter)
+        fits = 1 + (self.cv * len(self.Cs) if self.C is None else 0)
+        with tqdm(total=fits, desc="svm", unit="fit", disable=not self.verbose) as bar:
+            if self.C is None:
+                self.cv_scores_ = self._cross_validate(A, Y, y, bar)
+                self.C_ = max(self.Cs, key=lambda C: (self.cv_scores_[C], -C))
+            else:
+                self.C_ = self.C
+            W = squared_hinge_ovr(A, Y, self.C_, tol=self.tol, max_iter=self.max_iter)
+            bar.update()
         self.coef_, self.intercept_ = W[:-1].T, W[-1]
         return self
 
-    def _cross_validate(self, A, Y, y):
+    def _cross_validate(self, A, Y, y, bar):
         scores = {C: [] for C in self.Cs}
         folds = StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state)
         for train, test in folds.split(A, y):
@@ -105,6 +109,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
             for C in sorted(self.Cs):  # warm start along the regularisation path
                 W = squared_hinge_ovr(A[train], Y[train], C, W, tol=self.tol, max_iter=self.max_iter)
                 scores[C].append(float((self.classes_[(A[test] @ W).argmax(1)] == y[test]).mean()))
+                bar.update()
         return {C: float(np.mean(s)) for C, s in scores.items()}
 
     def decision_function(self, X):

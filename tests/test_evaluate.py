@@ -35,11 +35,16 @@ def test_fit_saves_head_and_full_run_record(store):
     assert dense["epochs"] == len(dense["history"]["val_loss"]) == 3
 
 
-def test_fit_cli_prints_one_summary_line(store):
+def test_fit_cli_prints_one_summary_line_and_progress(store):
     r = run_cli("fit", "--store", store, "--head", "logreg")
     assert r.returncode == 0, r.stderr
     (line,) = r.stdout.strip().splitlines()
     assert line.startswith("logreg on r50 (label): test accuracy ")
+    assert "logreg: 100%" in r.stderr and "4/4" in r.stderr  # 3 values of C, then the final fit
+    r = run_cli("fit", "--store", store, "--head", "svm", "--param", "Cs=[0.1,1.0]")
+    assert r.returncode == 0 and "svm: 100%" in r.stderr and "7/7" in r.stderr  # 3 folds x 2 C + final
+    r = run_cli("fit", "--store", store, "--head", "svm", "--param", "C=0.1", "--quiet")
+    assert r.returncode == 0 and "svm:" not in r.stderr
 
 
 @pytest.mark.parametrize("kwargs, message", [
