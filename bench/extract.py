@@ -1,6 +1,6 @@
 """Extraction speed against the reference method and the hardware's ceiling, in one run.
 
-    python bench/extract.py [--sizes 224,96] [--precisions fp32,bf16] [--parts speed,bf16,memory,workers]
+    python bench/extract.py [--sizes 224,96] [--precisions fp32,bf16] [--parts speed,fold,bf16,memory,workers]
                              [--head-size 224] [--head-limit 2000]
 
 For each size and precision, on real images from ../shared/data/cifar10-jpg.tar (digits if absent):
@@ -10,8 +10,9 @@ For each size and precision, on real images from ../shared/data/cifar10-jpg.tar 
       pooled codes committed and the feature set written (the model build is not timed);
   (c) the bare Keras backbone forward on random input, same size and batch: the issue's ceiling;
   (d) the same forward with its BatchNorms folded into the convolutions, as (b) runs it: our ceiling.
-Then: bf16 codes against fp32 (relative L2 error, and a logreg head's test accuracy), peak RSS
-of extracting 20,000 images against 2,000, and 2 Dask workers against 1.
+Then: the bare forward with and without BatchNorm folding, interleaved; bf16 codes against fp32
+(relative L2 error, and a logreg head's test accuracy); peak RSS of extracting 20,000 images against
+2,000; 2 Dask workers against 1.
 ResNet50 runs with --weights none: random weights cost the same FLOPs as ImageNet's.
 """
 import argparse
@@ -91,7 +92,7 @@ def main():
     p.add_argument("--sizes", default="224,96")
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--parts", default="speed,bf16,memory,workers", help="which measurements to run")
+    p.add_argument("--parts", default="speed,fold,bf16,memory,workers", help="which measurements to run")
     p.add_argument("--head-size", type=int, default=224, help="bf16 part: image size of the head comparison")
     p.add_argument("--head-limit", type=int, default=2000, help="bf16 part: training (and test) images")
     args = p.parse_args()
@@ -103,6 +104,8 @@ def main():
     parts = args.parts.split(",")
     if "speed" in parts:
         speed(args, tmp)
+    if "fold" in parts:
+        fold_gain(args.batch)
     if "bf16" in parts:
         bf16_head(tmp, args.head_size, args.head_limit)
     if "memory" in parts and DATASET != "digits":
@@ -148,6 +151,30 @@ def speed(args, tmp):
             print(f"\nat {size}: bf16 end to end {rates[size, 'bf16'] / rates[size, 'fp32']:.2f}x fp32; pooled codes "
                   f"relative L2 error {np.linalg.norm(b16 - f32) / np.linalg.norm(f32):.4f}", flush=True)
 
+
+
+def fold_gain(batch, size=224, rounds=4, batches=4):
+    """The bare forward with and without BatchNorm folding, interleaved round by round (a noisy machine)."""
+    from pipeline.backbones import build_backbone
+    from pipeline.fold import fold_batch_norms
+
+    x = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
+    for precision in ("fp32", "bf16"):
+        plain = build_backbone("resnet50", "none", size, precision=precision)
+        models = {"keras": plain, "folded": fold_batch_norms(plain)}
+        seconds = dict.fromkeys(models, 0.0)
+        for model in models.values():
+            model.predict_on_batch(x)
+        for _ in range(rounds):
+            for name, model in models.items():
+                start = time.perf_counter()
+                for _ in range(batches):
+                    model.predict_on_batch(x)
+                seconds[name] += time.perf_counter() - start
+        rate = {name: rounds * batches * batch / t for name, t in seconds.items()}
+        print(f"\nbare forward at {size}, {precision}, {rounds} interleaved rounds of {batches * batch} images: Keras "
+              f"{rate['keras']:.1f} img/s, BatchNorms folded {rate['folded']:.1f} img/s, "
+              f"{rate['folded'] / rate['keras']:.2f}x", flush=True)
 
 
 def bf16_head(tmp, size, limit):
