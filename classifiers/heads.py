@@ -104,7 +104,7 @@ class GapHead(KerasHead):
 class LogRegHead(ClassifierMixin, BaseEstimator):
     """L2 multinomial logistic regression (the linear-probe protocol), C chosen on held-out training data."""
 
-    def __init__(self, Cs=(0.01, 0.1, 1.0), validation_fraction=0.1, max_iter=300, standardize=True, random_state=0,
+    def __init__(self, Cs=(0.01, 0.1, 1.0), validation_fraction=0.1, max_iter=1000, standardize=True, random_state=0,
                  verbose=0):
         self.Cs, self.validation_fraction, self.max_iter = Cs, validation_fraction, max_iter
         self.standardize, self.random_state, self.verbose = standardize, random_state, verbose
@@ -112,7 +112,7 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
     def _model(self, C):
         from sklearn.linear_model import LogisticRegression
 
-        return LogisticRegression(C=C, max_iter=self.max_iter, tol=1e-3)
+        return LogisticRegression(C=C, max_iter=self.max_iter, tol=1e-3, warm_start=True)
 
     def fit(self, X, y):
         X = self._prepare(np.asarray(X, dtype=np.float32), fit=True)
@@ -120,12 +120,17 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
         fit, val = holdout(y, self.validation_fraction, self.random_state)
         X_fit, X_val, y_fit, y_val = X[fit], X[val], y[fit], y[val]
         with tqdm(total=len(self.Cs) + 1, desc="logreg", unit="fit", disable=not self.verbose) as bar:
-            self.scores_ = {}
-            for C in self.Cs:
-                self.scores_[C] = self._model(C).fit(X_fit, y_fit).score(X_val, y_val)
+            self.scores_, solutions, path = {}, {}, self._model(None)
+            for C in sorted(self.Cs):  # warm start along the regularisation path: weakly regularised fits converge
+                path.set_params(C=C).fit(X_fit, y_fit)
+                self.scores_[C] = path.score(X_val, y_val)
+                solutions[C] = (path.coef_.copy(), path.intercept_.copy())
                 bar.update()
             self.C_ = max(self.Cs, key=lambda C: (self.scores_[C], -C))
-            self.model_ = self._model(self.C_).fit(X, y)
+            self.model_ = self._model(self.C_)
+            if len(np.unique(y_fit)) == len(self.classes_):  # the held-out fit starts the final one
+                self.model_.coef_, self.model_.intercept_ = solutions[self.C_]
+            self.model_.fit(X, y)
             bar.update()
         return self
 

@@ -78,3 +78,13 @@ def test_validation_slice_smaller_than_the_class_count_works(name):
     X = rng.normal(size=(300, 16)) + np.eye(100)[y][:, :16] * 3
     head = make_head(name, **({"epochs": 2, "hidden": 16} if name == "dense" else {"Cs": (1.0,)})).fit(X, y)
     assert len(head.classes_) == 100
+
+
+def test_logreg_with_a_class_only_in_the_validation_slice():
+    """The final fit is warm-started from the held-out one only when both saw every class."""
+    rng = np.random.default_rng(0)
+    y = np.append(np.repeat(np.arange(10), 21), 10)  # class 10 has one row, which the 10% slice takes
+    X = rng.normal(size=(211, 16)) + np.eye(16)[y] * 3
+    head = LogRegHead(Cs=(0.1, 1.0)).fit(X, y)
+    assert list(head.classes_) == list(range(11)) and head.predict(X[:20]).shape == (20,)
+    assert head.score(X, y) > 0.8
