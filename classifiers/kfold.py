@@ -14,6 +14,7 @@ from tqdm import tqdm
 from features import schema
 from features.errors import UserError
 from features.store import FeatureStore
+from pipeline.cluster import dask_client
 from .runs import write_json
 
 
@@ -49,17 +50,6 @@ def run_baseline_fold(store_dir: str, label: str, fold: int, k: int, kind: str, 
     return {"accuracy": record["test_accuracy"], "seconds": time.time() - start, "epochs": record["epochs"]}
 
 
-def open_client(scheduler: str | None, workers: int):
-    """An existing cluster by address; else a local one: in this process for 1 worker, processes beyond."""
-    from distributed import Client, LocalCluster
-
-    if scheduler:
-        return Client(scheduler)
-    if workers <= 1:
-        return Client(LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"))
-    return Client(LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"))
-
-
 def task_key(head, label, fold, params, basis: str) -> str:
     """File name of a finished fold: the head's parameters and the data's fingerprint are part of it,
     so a result is reused only for the same head on the same features."""
@@ -90,8 +80,7 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
         raise UserError("pixel baselines use the stored folds over the training split: use --on train")
     start = time.time()
     if todo:
-        client = open_client(scheduler, workers)
-        try:
+        with dask_client(scheduler, workers) as client:
             X = client.scatter(store.features(info.name, split=split), broadcast=True) if info else None
             F = client.scatter(folds, broadcast=True)
             Y = {l: client.scatter(store.labels(l, split=split), broadcast=True) for l in {l for _, l, _ in todo}}
@@ -105,8 +94,6 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
                 h, l, f = futures[future]
                 result = {"head": h, "label": l, "fold": f, "params": params.get(h, {}), **future.result()}
                 write_json(done_file(h, l, f), result)
-        finally:
-            client.close()
     wall = time.time() - start
 
     rows = []

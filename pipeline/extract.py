@@ -20,6 +20,7 @@ from features.fingerprint import digest_arrays, fingerprint
 from features.store import FeatureStore
 from features.writers import FeatureSetWriter, choose_name, writer_lock
 from .backbones import build_backbone, get_backbone, make_preprocess_layer
+from .cluster import dask_client
 from .device import auto_batch_size, describe_device
 from .fold import fold_batch_norms
 from .ingest import check_writable
@@ -239,10 +240,7 @@ def extract_shard(store_dir, config: FeatureConfig, name: str, fp: str, starts: 
 def extract_on_dask(store, config, name, fp, todo, batch_size, chunk_size, jit_compile, workers, scheduler, bar):
     from distributed import as_completed
 
-    from classifiers.kfold import open_client
-
-    client = open_client(scheduler, workers)
-    try:
+    with dask_client(scheduler, workers) as client:
         n_workers = max(1, len(client.scheduler_info()["workers"]))
         per_shard = max(1, -(-len(todo) // (4 * n_workers)))  # a few shards per worker balance the load
         shards = [todo[i:i + per_shard] for i in range(0, len(todo), per_shard)]
@@ -250,5 +248,3 @@ def extract_on_dask(store, config, name, fp, todo, batch_size, chunk_size, jit_c
                                  jit_compile, pure=False, retries=2) for shard in shards]
         for future in as_completed(futures):
             bar.update(future.result())
-    finally:
-        client.close()

@@ -1,0 +1,21 @@
+"""Where the Dask stages (multi-worker extraction, k-fold) run: a cluster by address, or a local one."""
+from contextlib import contextmanager
+
+
+@contextmanager
+def dask_client(scheduler: str | None, workers: int):
+    """A client of the scheduler at `scheduler`; else of a local cluster (threads in this process for
+    1 worker, processes on loopback beyond), which is shut down with the client."""
+    from distributed import Client
+
+    if scheduler:
+        client = Client(scheduler)
+    elif workers <= 1:
+        client = Client(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0")
+    else:
+        # with no address the client starts the LocalCluster itself, so closing it closes the cluster too
+        client = Client(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0")
+    try:
+        yield client
+    finally:
+        client.close()
