@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from features import schema
+from features.errors import UserError
 from features.fingerprint import digest_arrays, fingerprint
 from features.store import FeatureStore
 from features.writers import FeatureSetWriter, choose_name, writer_lock
@@ -238,7 +239,7 @@ def extract_shard(store_dir, config: FeatureConfig, name: str, fp: str, starts: 
 
 
 def extract_on_dask(store, config, name, fp, todo, batch_size, chunk_size, jit_compile, workers, scheduler, bar):
-    from distributed import as_completed
+    from distributed import KilledWorker, as_completed
 
     with dask_client(scheduler, workers) as client:
         n_workers = max(1, len(client.scheduler_info()["workers"]))
@@ -246,5 +247,9 @@ def extract_on_dask(store, config, name, fp, todo, batch_size, chunk_size, jit_c
         shards = [todo[i:i + per_shard] for i in range(0, len(todo), per_shard)]
         futures = [client.submit(extract_shard, str(store.path), config, name, fp, shard, batch_size, chunk_size,
                                  jit_compile, pure=False, retries=2) for shard in shards]
-        for future in as_completed(futures):
-            bar.update(future.result())
+        try:
+            for future in as_completed(futures):
+                bar.update(future.result())
+        except KilledWorker as e:  # the scheduler retried a shard on another worker until its allowed failures
+            raise UserError(f"Dask workers kept dying while extracting a shard ({e.args[0]}); the committed chunks are "
+                            "kept: check the workers' memory and logs, then run the same command to resume") from e

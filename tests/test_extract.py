@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import kill_midway, run_cli
+from features import schema
 from features.errors import UserError
 from features.store import FeatureStore
 from features.writers import FeatureSetWriter
@@ -215,6 +216,68 @@ def test_two_worker_local_cluster_equals_single_process(tmp_path, digits_store, 
     assert result.status == "extracted"
     with h5py.File(result.path) as f:
         assert json.loads(f.attrs["extra"])["workers"] == 2
+    np.testing.assert_allclose(FeatureStore.open(store).features("r50"), FeatureStore.open(digits_store).features("r50"),
+                               rtol=1e-5, atol=1e-5)
+
+
+def extract_killing_a_worker(store, weights, allowed_failures=3):
+    """Extracts on a 2-worker LocalCluster and SIGKILLs a worker in the middle of a shard; returns
+    the result (or the exception) and how many chunks were committed at the kill."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import dask
+    from distributed import Client, LocalCluster
+
+    parts = store / "features" / "r50.parts"
+    with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        pids = client.run(os.getpid)  # worker address -> process id
+        outcome = []
+
+        def run():
+            try:
+                outcome.append(extract_features(store, FeatureConfig(weights=str(weights), size=32), name="r50",
+                                                chunk_size=64, scheduler=cluster.scheduler_address, **quiet))
+            except Exception as e:  # noqa: BLE001 - handed to the test's thread
+                outcome.append(e)
+
+        coordinator = threading.Thread(target=run)
+        coordinator.start()
+        deadline = time.time() + 240
+        while not list(parts.glob("pooled-*.npy")) and time.time() < deadline:
+            time.sleep(0.05)
+        busy = [address for address, keys in client.processing().items() if keys]
+        os.kill(pids[busy[0]], signal.SIGKILL)  # a worker in the middle of a shard
+        committed = len(list(parts.glob("pooled-*.npy")))
+        coordinator.join(timeout=300)
+        assert pids[busy[0]] not in client.run(os.getpid).values()  # the nanny started a new worker in its place
+    assert 1 <= committed < 29, "the worker was not killed midway"
+    return outcome[0]
+
+
+def test_lost_workers_shard_is_redone_elsewhere(tmp_path, digits_store, resnet_weights):
+    store = ingest(tmp_path / "d", IngestConfig("digits"), **quiet).path
+    result = extract_killing_a_worker(store, resnet_weights)
+    assert not isinstance(result, Exception), result
+    assert result.status == "extracted"
+    np.testing.assert_allclose(FeatureStore.open(store).features("r50"), FeatureStore.open(digits_store).features("r50"),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_shard_whose_workers_keep_dying_stops_clearly_and_resumes(tmp_path, digits_store, resnet_weights):
+    store = ingest(tmp_path / "d", IngestConfig("digits"), **quiet).path
+    error = extract_killing_a_worker(store, resnet_weights, allowed_failures=0)
+    assert isinstance(error, UserError) and "run the same command to resume" in str(error)
+    kept = sum(schema.committed_chunks(store / "features" / "r50.parts").values())  # rows; the workers are gone
+    assert kept >= 64
+    said = []
+    result = extract_features(store, FeatureConfig(weights=str(resnet_weights), size=32), name="r50", chunk_size=64,
+                              progress=False, log=said.append)
+    assert result.status == "resumed" and said[0].startswith(f"features: resuming r50 at {kept}/1797")
     np.testing.assert_allclose(FeatureStore.open(store).features("r50"), FeatureStore.open(digits_store).features("r50"),
                                rtol=1e-5, atol=1e-5)
 
