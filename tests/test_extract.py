@@ -306,6 +306,31 @@ def test_auto_batch_size_on_cpu_is_the_cpu_batch(tmp_path):
         assert json.loads(f.attrs["extra"])["batch_size"] == CPU_BATCH
 
 
+def test_auto_batch_size_on_an_accelerator_is_the_largest_batch_that_ran(monkeypatch):
+    """The doubling probe, with a device that runs out of memory above 256 images."""
+    import keras
+
+    from pipeline import device
+
+    class Device:
+        def __init__(self, error):
+            self.tried, self.error = [], error
+
+        def predict_on_batch(self, x):
+            self.tried.append(len(x))
+            if len(x) > 256:
+                raise self.error
+
+    monkeypatch.setattr(device, "accelerator", lambda: "gpu:test")
+    said = []
+    oom = Device(RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9.1GiB"))
+    assert device.auto_batch_size(oom, (224, 224, 3), log=said.append) == 256
+    assert oom.tried == [32, 64, 128, 256, 512]
+    assert said == [f"features: --batch-size auto chose 256 on gpu:test ({keras.backend.backend()} backend)"]
+    with pytest.raises(ValueError, match="bad shape"):  # anything but running out of memory is not swallowed
+        device.auto_batch_size(Device(ValueError("bad shape")), (224, 224, 3), log=said.append)
+
+
 @pytest.mark.parametrize("backbone", ["resnet50", "mobilenet_v2"])
 def test_seeded_random_weights_ignore_other_threads_drawing_random_numbers(backbone):
     """Keras seeds initializers from Python's global `random`; Dask worker threads draw from it too."""
