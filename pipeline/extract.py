@@ -2,7 +2,8 @@
 
 Resize, preprocessing and the forward pass (its BatchNorms folded into the convolutions) run as one
 Keras model on big batches; a reader thread prefetches the next chunk from the store and a writer
-thread commits the last one, so the device step never waits on disk. Chunks are the unit of commit: a killed run resumes at the first missing one.
+thread commits the last one, so the device step never waits on disk. Chunks are the unit of commit:
+a killed run resumes at the first missing one.
 """
 import queue
 import re
