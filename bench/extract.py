@@ -62,10 +62,15 @@ def bare_forward(size, precision, batch, n, folded=False):
         model = fold_batch_norms(model)
     x = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
     model.predict_on_batch(x)
+    batches = max(1, n // batch)
+    return batches * batch / forward_seconds(model, x, batches)
+
+
+def forward_seconds(model, x, batches):
     start = time.perf_counter()
-    for _ in range(max(1, n // batch)):
+    for _ in range(batches):
         model.predict_on_batch(x)
-    return max(1, n // batch) * batch / (time.perf_counter() - start)
+    return time.perf_counter() - start
 
 
 def ours(store, size, precision, batch, **kw):
@@ -152,7 +157,6 @@ def speed(args, tmp):
                   f"relative L2 error {np.linalg.norm(b16 - f32) / np.linalg.norm(f32):.4f}", flush=True)
 
 
-
 def fold_gain(batch, size=224, rounds=4, batches=4):
     """The bare forward with and without BatchNorm folding, interleaved round by round (a noisy machine)."""
     from pipeline.backbones import build_backbone
@@ -167,10 +171,7 @@ def fold_gain(batch, size=224, rounds=4, batches=4):
             model.predict_on_batch(x)
         for _ in range(rounds):
             for name, model in models.items():
-                start = time.perf_counter()
-                for _ in range(batches):
-                    model.predict_on_batch(x)
-                seconds[name] += time.perf_counter() - start
+                seconds[name] += forward_seconds(model, x, batches)
         rate = {name: rounds * batches * batch / t for name, t in seconds.items()}
         print(f"\nbare forward at {size}, {precision}, {rounds} interleaved rounds of {batches * batch} images: Keras "
               f"{rate['keras']:.1f} img/s, BatchNorms folded {rate['folded']:.1f} img/s, "
