@@ -3,9 +3,6 @@ and a Wide ResNet from scratch. Each takes the store's uint8 images; augmentatio
 the model, so they run on the device and only while training."""
 from dataclasses import dataclass
 
-# The first layer of each backbone's last stage: what `finetune` unfreezes by default.
-LAST_STAGE = {"resnet50": "conv5_block1_1_conv", "vgg16": "block5_conv1", "mobilenet_v2": "block_16_expand"}
-
 
 @dataclass
 class Built:
@@ -61,12 +58,13 @@ def set_phase(built: Built, phase: int, unfreeze_from: str | None, backbone: str
     import keras
 
     from features.errors import UserError
+    from pipeline.backbones import get_backbone
 
     base = built.backbone
     base.trainable = phase == 2
     if phase == 1:
         return []
-    start = unfreeze_from or LAST_STAGE[backbone]
+    start = unfreeze_from or get_backbone(backbone).last_stage
     names = [l.name for l in base.layers]
     if start not in names:
         raise UserError(f"{backbone} has no layer {start!r} to unfreeze from (`cnncodes layers {backbone}` lists them)")

@@ -40,10 +40,12 @@ class FeatureConfig:
     spatial: bool = False          # also keep the (float16) maps, not only their global average
     precision: str = "fp32"
     seed: int = 0                  # initialises --weights none
+    flip_average: bool = False     # codes (and maps) averaged over the image and its mirror image
 
     def default_name(self) -> str:
         w = {"imagenet": "imagenet", "none": f"none{self.seed}"}.get(self.weights, Path(self.weights).name.split(".")[0])
-        parts = [self.backbone, self.layer or "pool", str(self.size), w, self.precision] + (["spatial"] if self.spatial else [])
+        parts = [self.backbone, self.layer or "pool", str(self.size), w, self.precision]
+        parts += (["flip"] if self.flip_average else []) + (["spatial"] if self.spatial else [])
         return re.sub(r"[^A-Za-z0-9_.-]", "_", "-".join(parts))
 
 
@@ -70,6 +72,12 @@ def build_extractor(config: FeatureConfig, image_hw: tuple):
     x = make_resize_layer(image_hw, config.size)(images)
     x = make_preprocess_layer(get_backbone(config.backbone).preprocessing)(x)
     maps = backbone(x, training=False)
+    if config.flip_average:  # test-time augmentation: the mirror image's maps, mirrored back, averaged in
+        def mirror(name):
+            return keras.layers.Lambda(lambda t: keras.ops.flip(t, axis=2), name=name)
+
+        mirrored = mirror("mirror_maps")(backbone(mirror("mirror_images")(x), training=False))
+        maps = keras.layers.Average(name="flip_average")([maps, mirrored])
     pooled = keras.layers.GlobalAveragePooling2D(dtype="float32", name="pooled")(maps)
     outputs = [pooled, maps] if config.spatial else [pooled]
     model = keras.Model(images, outputs, name="extractor")
@@ -84,6 +92,7 @@ def feature_fingerprint(store: FeatureStore, config: FeatureConfig, weights_dige
         "backbone": config.backbone, "weights": weights_digest, "layer": cut_layer, "size": config.size,
         "interpolation": "opencv-bicubic-a-0.75-rounded", "precision": config.precision,
         "preprocessing": get_backbone(config.backbone).preprocessing, "spatial": config.spatial,
+        **({"flip_average": True} if config.flip_average else {}),  # absent when off: older sets keep their fingerprint
         "versions": {"keras": keras.__version__, "backend": keras.backend.backend(), "format": FORMAT},
     })
 

@@ -14,6 +14,29 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED_TAR = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar"
+DEMO_PHOTOS = ROOT / "demo" / "cifar10-sample.zip"  # real CIFAR-10 photos committed for the demo
+
+
+@pytest.fixture(scope="session", autouse=True)
+def keras_cache(tmp_path_factory):
+    """Converted weights go to a cache of the test session's own, never the user's ~/.keras; CLI
+    subprocesses inherit it, so each checkpoint is converted once per session."""
+    previous = os.environ.get("KERAS_HOME")
+    os.environ["KERAS_HOME"] = str(tmp_path_factory.mktemp("keras_home"))
+    yield Path(os.environ["KERAS_HOME"])
+    if previous is None:
+        os.environ.pop("KERAS_HOME")
+    else:
+        os.environ["KERAS_HOME"] = previous
+
+
+def demo_photo(tmp_path: Path, member: str = "cifar10-sample/test/cat/0000.jpg") -> Path:
+    """One real photo from the demo sample, as a file."""
+    import zipfile
+
+    path = tmp_path / Path(member).name
+    path.write_bytes(zipfile.ZipFile(DEMO_PHOTOS).read(member))
+    return path
 
 
 def write_cifar_archive(path: Path, kind: str, per_batch: int = 20, seed: int = 0) -> Path:

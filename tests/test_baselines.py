@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import kill_midway, write_mixed_tree
-from classifiers.baselines import LAST_STAGE, finetune_model, set_phase
+from classifiers.baselines import finetune_model, set_phase
+from pipeline.backbones import get_backbone
 from classifiers.train import BaselineConfig, Checkpoint, build, train_baseline
 from features.store import FeatureStore
 from pipeline.ingest import IngestConfig, ingest
@@ -51,12 +52,23 @@ def test_finetune_phases_freeze_and_unfreeze_exactly_what_they_claim():
 
     trained = set_phase(built, 2, None)
     names = [l.name for l in base.layers]
-    expected = [l.name for l in base.layers[names.index(LAST_STAGE["resnet50"]):]
+    expected = [l.name for l in base.layers[names.index(get_backbone("resnet50").last_stage):]
                 if l.weights and not isinstance(l, keras.layers.BatchNormalization)]
     assert trained == expected and trained[0] == "conv5_block1_1_conv"
     frozen = {l.name for l in base.layers if l.weights} - set(trained)
     assert "conv4_block6_3_conv" in frozen and all(not base.get_layer(n).trainable for n in frozen)
     assert set_phase(built, 2, "conv4_block6_1_conv")[0] == "conv4_block6_1_conv"
+
+
+def test_finetuning_efficientnet_lite_unfreezes_its_last_two_stages_and_top():
+    import keras
+
+    built = finetune_model((16, 16, 3), 3, "efficientnet_lite0", "none", size=32)
+    trained = set_phase(built, 2, None, "efficientnet_lite0")
+    assert trained[0] == "block6a_expand_conv" and trained[-1] == "top_conv"
+    assert "block6d_dwconv" in trained and "block5c_project_conv" not in trained
+    assert not any(isinstance(built.backbone.get_layer(n), keras.layers.BatchNormalization) for n in trained)
+    assert "preprocess_lite" in [l.name for l in built.model.layers]
 
 
 def test_checkpoint_restores_weights_and_optimizer_state(colour_store, tmp_path):

@@ -24,6 +24,21 @@ def test_folded_model_equals_the_model_with_batch_norms(application):
     assert relative_error(folded.predict_on_batch(x), model.predict_on_batch(x)) < 1e-5
 
 
+def test_folded_efficientnet_lite_equals_it_with_depthwise_batch_norms_folded_too():
+    """The published ImageNet weights: trained BatchNorm statistics after every conv and depthwise conv."""
+    from keras import layers
+
+    from pipeline.backbones import build_backbone
+
+    model = build_backbone("efficientnet_lite0", "imagenet", 64)
+    folded = fold_batch_norms(model)
+    depthwise = [l for l in folded.layers if isinstance(l, layers.DepthwiseConv2D)]
+    assert len(depthwise) == 16 and all(l.use_bias for l in depthwise)
+    assert not any(isinstance(l, layers.BatchNormalization) for l in folded.layers)
+    x = np.random.default_rng(3).uniform(-1, 1, (4, 64, 64, 3)).astype("float32")
+    assert relative_error(folded.predict_on_batch(x), model.predict_on_batch(x)) < 1e-5
+
+
 def test_cut_between_a_conv_and_its_batch_norm_keeps_the_conv_output():
     import keras
 

@@ -1,6 +1,11 @@
-"""The backbone registry: which Keras application, its input preprocessing, and how to load weights."""
+"""The backbone registry: every backbone cnncodes knows, its input convention, and how it is built.
+
+Adding a backbone is one line in BACKBONES; its family module (`applications`, `efficientnet_lite`)
+builds it with `imagenet`, a weights file or no weights. What is common to all of them (seeded
+random weights, the cut at `--layer`, mixed precision, freezing) happens here.
+"""
 import difflib
-import os
+import hashlib
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,21 +18,32 @@ PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float1
 @dataclass(frozen=True)
 class Backbone:
     name: str
-    application: str       # constructor in keras.applications
-    preprocessing: str     # "caffe": BGR minus ImageNet mean; "tf": scale to -1..1
+    family: str            # the module that builds it: "applications" or "efficientnet_lite"
+    preprocessing: str     # "caffe": BGR minus ImageNet mean; "tf": to -1..1; "lite": (x - 127) / 128
+    last_stage: str        # first layer of its last stage: what `baseline finetune` unfreezes
+    native_size: int = 224  # the input side its ImageNet weights were trained at
 
 
-BACKBONES = {
-    "resnet50": Backbone("resnet50", "ResNet50", "caffe"),
-    "vgg16": Backbone("vgg16", "VGG16", "caffe"),
-    "mobilenet_v2": Backbone("mobilenet_v2", "MobileNetV2", "tf"),
-}
+BACKBONES = {b.name: b for b in [
+    Backbone("resnet50", "applications", "caffe", "conv5_block1_1_conv"),
+    Backbone("vgg16", "applications", "caffe", "block5_conv1"),
+    Backbone("mobilenet_v2", "applications", "tf", "block_16_expand"),
+    Backbone("efficientnet_lite0", "efficientnet_lite", "lite", "block6a_expand_conv", 224),
+    Backbone("efficientnet_lite1", "efficientnet_lite", "lite", "block6a_expand_conv", 240),
+    Backbone("efficientnet_lite2", "efficientnet_lite", "lite", "block6a_expand_conv", 260),
+]}
 
 
 def get_backbone(name: str) -> Backbone:
     if name not in BACKBONES:
         raise UserError(f"unknown backbone {name!r}: use one of {', '.join(BACKBONES)}")
     return BACKBONES[name]
+
+
+def family(spec: Backbone):
+    from . import applications, efficientnet_lite
+
+    return {"applications": applications, "efficientnet_lite": efficientnet_lite}[spec.family]
 
 
 @contextmanager
@@ -47,35 +63,19 @@ def dtype_policy(precision: str):
 
 def build_backbone(name: str, weights: str, size: int, layer: str | None = None, seed: int = 0,
                    precision: str = "fp32"):
-    """The frozen backbone without its classifier, cut at `layer` (default: its last layer)."""
+    """The frozen backbone without its classifier, cut at `layer` (default: its last layer).
+
+    `weights`: "imagenet" (its published ImageNet weights), "none" (seeded random initialisation) or
+    the path of a weights file (see the family module for the formats it reads).
+    """
     import keras
 
     spec = get_backbone(name)
-    make = getattr(keras.applications, spec.application)
     with dtype_policy(precision), warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        model = family(spec).build(name, size, None if weights == "none" else weights)
         if weights == "none":
-            model = make(include_top=False, weights=None, input_shape=(size, size, 3))
             seeded_initialization(model, seed)  # reproducible and resumable random features
-        elif weights == "imagenet":
-            try:
-                # Keras's own download-and-cache, checked against the file's published hash.
-                model = make(include_top=False, weights="imagenet", input_shape=(size, size, 3))
-            except Exception as e:
-                cache = os.path.join(os.environ.get("KERAS_HOME", "~/.keras"), "models")
-                raise UserError(f"ImageNet weights for {name} could not be loaded ({type(e).__name__}: "
-                                f"{str(e).splitlines()[0][:120]}): connect to the network once, put the "
-                                f"Keras weights file in {cache}, or pass --weights PATH") from None
-        else:
-            if not os.path.isfile(weights):
-                raise UserError(f"weights file {weights} not found: pass imagenet, none or the path of a Keras weights file")
-            model = make(include_top=False, weights=None, input_shape=(size, size, 3))
-            try:
-                model.load_weights(weights)
-            except Exception as e:
-                raise UserError(f"weights file {weights} does not fit {name} without its top "
-                                f"({str(e).splitlines()[0][:160]}): save it from keras.applications."
-                                f"{spec.application}(include_top=False)") from None
     model.trainable = False
     if layer is None:
         return model
@@ -95,8 +95,6 @@ def seeded_initialization(model, seed: int):
     other threads (a Dask worker's, say) draw from it too; this makes the weights depend on `seed`
     and the architecture alone, in any process.
     """
-    import hashlib
-
     for layer in model.layers:
         for var in layer.weights:
             names = [f"{var.name}_initializer"] + (["depthwise_initializer"] if var.name == "kernel" else [])
@@ -123,6 +121,8 @@ def make_preprocess_layer(mode: str):
         def call(self, x):
             if mode == "caffe":
                 return ops.flip(x, axis=-1) - ops.convert_to_tensor([103.939, 116.779, 123.68])
+            if mode == "lite":
+                return (x - 127.0) / 128.0
             return x / 127.5 - 1.0
 
     return Preprocess(name=f"preprocess_{mode}")

