@@ -23,11 +23,15 @@ install: $(VENV)/.installed
 features: install
 	$(PY) cli.py features --dataset cifar100 --store $(STORE)/cifar100 --backbone resnet50 --weights imagenet --size 224
 
-# Offline end to end: scikit-learn's digits -> ResNet50 codes (seeded random weights) -> a head and its accuracy.
+# Offline transfer learning on real photos: 3,000 CIFAR-10 photos (demo/README.md) -> EfficientNet-Lite0
+# codes with its published ImageNet weights, and with random weights (the control) -> the same head on both.
+DEMO := --dataset folder:demo/cifar10-sample.zip --store $(STORE)/demo --backbone efficientnet_lite0 --size 224 --quiet
 demo: install
-	$(PY) cli.py features --dataset digits --store $(STORE)/digits --weights none --size 32
-	$(PY) cli.py info $(STORE)/digits
-	$(PY) cli.py fit --store $(STORE)/digits --head logreg
+	$(PY) cli.py features $(DEMO) --weights imagenet
+	$(PY) cli.py features $(DEMO) --weights none
+	$(PY) cli.py fit --store $(STORE)/demo --head logreg --features efficientnet_lite0-pool-224-imagenet-fp32 --quiet
+	$(PY) cli.py fit --store $(STORE)/demo --head logreg --features efficientnet_lite0-pool-224-none0-fp32 --quiet
+	$(PY) cli.py runs --store $(STORE)/demo
 
 test: install
 	$(PY) -m pytest -q

@@ -36,11 +36,14 @@ def default_store(dataset: str) -> Path:
 @cli.command()
 @click.option("--dataset", required=True, help="cifar100, cifar10, digits or folder:PATH (directory, .tar or .zip)")
 @click.option("--store", type=click.Path(path_type=Path), help="store folder [store/<dataset>]")
-@click.option("--backbone", default="resnet50", show_default=True, help="resnet50, vgg16 or mobilenet_v2")
-@click.option("--weights", default="imagenet", show_default=True, help="imagenet, none (seeded random) or a Keras weights file")
+@click.option("--backbone", default="resnet50", show_default=True,
+              help="resnet50, vgg16, mobilenet_v2, efficientnet_lite0, efficientnet_lite1 or efficientnet_lite2")
+@click.option("--weights", default="imagenet", show_default=True,
+              help="imagenet, none (seeded random) or a weights file (Keras; a PyTorch state dict for efficientnet_lite*)")
 @click.option("--size", default=224, show_default=True, help="side the images are resized to on the device")
 @click.option("--layer", help="cut the backbone at this layer [its last]")
 @click.option("--spatial", is_flag=True, help="also store the spatial maps (float16)")
+@click.option("--flip-average", is_flag=True, help="average the codes of each image and its mirror image (2x the work)")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.option("--batch-size", default="64", show_default=True, help="images per device step, or auto (largest that fits)")
 @click.option("--chunk-size", default=512, show_default=True, help="images per committed chunk (resume granularity)")
@@ -56,8 +59,8 @@ def default_store(dataset: str) -> Path:
 @click.option("--workers", default=1, show_default=True, help="local Dask worker processes extracting shards")
 @click.option("--scheduler", help="address of a dask.distributed scheduler whose workers extract shards")
 @click.option("--quiet", is_flag=True, help="no progress bars")
-def features(dataset, store, backbone, weights, size, layer, spatial, precision, batch_size, chunk_size, limit,
-             name, seed, holdout, image_size, folds, skip_bad, data_dir, verify, workers, scheduler, quiet):
+def features(dataset, store, backbone, weights, size, layer, spatial, flip_average, precision, batch_size, chunk_size,
+             limit, name, seed, holdout, image_size, folds, skip_bad, data_dir, verify, workers, scheduler, quiet):
     """Ingest a data set into a store (once) and cache its CNN codes (once per configuration)."""
     from pipeline.extract import FeatureConfig, extract_features
     from pipeline.ingest import IngestConfig, ingest
@@ -72,7 +75,7 @@ def features(dataset, store, backbone, weights, size, layer, spatial, precision,
         raise UserError(f"--folds {folds!r} is not a comma-separated list of integers, e.g. 5,6,10") from None
     ingest(store, IngestConfig(dataset, limit, holdout, seed, image_size, skip_bad, ks),
            data_dir=data_dir, verify=verify, progress=not quiet, log=lambda m: click.echo(m, err=True))
-    config = FeatureConfig(backbone, weights, size, layer, spatial, precision, seed)
+    config = FeatureConfig(backbone, weights, size, layer, spatial, precision, seed, flip_average)
     result = extract_features(store, config, name=name, batch_size=batch_size, chunk_size=chunk_size,
                               workers=workers, scheduler=scheduler, progress=not quiet,
                               log=lambda m: click.echo(m, err=True))
@@ -206,6 +209,18 @@ def predict(run, top, images):
 
     for path, best in zip(images, predict_images(run, list(images), top=top)):
         click.echo(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in best))
+
+
+@cli.command()
+@click.option("--store", required=True, type=click.Path(path_type=Path))
+@click.option("--all", "every", is_flag=True, help="every run, not only the latest of each configuration")
+def runs(store, every):
+    """The store's fit and baseline runs as a table: head, features, weights, accuracies."""
+    from classifiers.runs import format_runs, latest_runs
+    from features.store import FeatureStore
+
+    found = latest_runs(FeatureStore.open(store).path, every=every)
+    click.echo(format_runs(found) if found else f"{store} has no runs yet: train one with `cnncodes fit`", nl=not found)
 
 
 @cli.command()

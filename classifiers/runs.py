@@ -67,3 +67,28 @@ def all_runs(store: Path) -> list[dict]:
         record["run"] = str(path.parent)
         out.append(record)
     return out
+
+
+def latest_runs(store: Path, every: bool = False) -> list[dict]:
+    """Fit and baseline runs, oldest first; unless `every`, only the latest of each configuration
+    (head, features, label, parameters), so re-running a command does not repeat a row."""
+    runs = [r for r in all_runs(store) if r.get("kind") in ("fit", "baseline")]
+    if every:
+        return runs
+    latest = {}
+    for r in sorted(runs, key=lambda r: r.get("created", "")):
+        key = json.dumps([r.get("head"), r.get("features"), r.get("label"), r.get("params")], sort_keys=True, default=str)
+        latest.pop(key, None)
+        latest[key] = r
+    return list(latest.values())
+
+
+def format_runs(runs: list[dict]) -> str:
+    """A plain-text table of runs: what was trained on which codes (and weights), and how it scored."""
+    header = ["head", "features", "weights", "label", "train acc (%)", "test acc (%)", "fit time (s)"]
+    rows = [[str(r.get("head")), str(r.get("features")), str((r.get("feature_config") or {}).get("weights", "-")),
+             str(r.get("label")), f"{100 * r.get('train_accuracy', float('nan')):.2f}", f"{100 * r['test_accuracy']:.2f}",
+             f"{r.get('fit_seconds', 0):.1f}"] for r in runs]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(header)] + [line(r) for r in rows]) + "\n"
