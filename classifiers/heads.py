@@ -25,9 +25,34 @@ def standardizer(X, axes):
     return mean.astype(np.float32), scale.astype(np.float32)
 
 
+def best_epoch(patience: int):
+    """Early stopping on validation accuracy, ties broken by validation loss, the best epoch's weights
+    restored. Accuracy, not loss: the loss keeps rising after the accuracy peaks (more so with
+    smoothed labels); the tie-break matters on small validation slices, where accuracy moves in steps."""
+    import keras
+
+    class BestEpoch(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.best, self.best_weights, self.waited = None, None, 0
+
+        def on_epoch_end(self, epoch, logs=None):
+            score = (logs["val_accuracy"], -logs["val_loss"])
+            if self.best is None or score > self.best:
+                self.best, self.best_weights, self.waited = score, self.model.get_weights(), 0
+            else:
+                self.waited += 1
+                self.model.stop_training = self.waited >= patience
+
+        def on_train_end(self, logs=None):
+            if self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+
+    return BestEpoch()
+
+
 class KerasHead(ClassifierMixin, BaseEstimator):
-    """Shared training loop of the Keras heads: standardised inputs, early stopping on a validation
-    slice of the training data, the best epoch's weights kept."""
+    """Shared training loop of the Keras heads: standardised inputs, label smoothing, early stopping on
+    the accuracy of a validation slice of the training data, the best epoch's weights kept."""
 
     def _build(self, input_shape, n_classes):
         raise NotImplementedError
@@ -44,13 +69,14 @@ class KerasHead(ClassifierMixin, BaseEstimator):
         X = (X - self.mean_) / self.scale_
         keras.utils.set_random_seed(self.random_state)
         fit, val = holdout(y, self.validation_fraction, self.random_state)
-        X_fit, X_val, y_fit, y_val = X[fit], X[val], y[fit], y[val]
+        Y = np.eye(len(self.classes_), dtype=np.float32)[y]  # one-hot: label smoothing needs it
         self.model_ = self._build(X.shape[1:], len(self.classes_))
         optimizer = keras.optimizers.get({"class_name": self.optimizer, "config": {"learning_rate": self.learning_rate}})
-        self.model_.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        stop = keras.callbacks.EarlyStopping(patience=self.patience, restore_best_weights=True, monitor="val_loss")
-        history = self.model_.fit(X_fit, y_fit, validation_data=(X_val, y_val), epochs=self.epochs,
-                                  batch_size=self.batch_size, callbacks=[stop], verbose=self.verbose)
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=self.label_smoothing)
+        self.model_.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+        history = self.model_.fit(X[fit], Y[fit], validation_data=(X[val], Y[val]), epochs=self.epochs,
+                                  batch_size=self.batch_size, callbacks=[best_epoch(self.patience)],
+                                  verbose=self.verbose)
         self.history_ = {k: [float(v) for v in vs] for k, vs in history.history.items()}
         self.n_epochs_ = len(self.history_["loss"])
         return self
@@ -64,19 +90,25 @@ class KerasHead(ClassifierMixin, BaseEstimator):
 
 
 class DenseHead(KerasHead):
-    """The reference head: Dense(1024, relu) -> Dropout(0.5) -> softmax."""
+    """The reference head, Dense(1024, relu) -> Dropout(0.5) -> softmax, with dropout on its input
+    and label smoothing: on 50,000 EfficientNet-Lite0 codes these two and a smaller step take it from
+    79.6% to 81.8% (bench/RESULTS.md). input_dropout=0, label_smoothing=0, learning_rate=1e-3 is the
+    reference's head exactly."""
 
-    def __init__(self, hidden=1024, dropout=0.5, epochs=50, learning_rate=1e-3, batch_size=256, optimizer="adam",
-                 validation_fraction=0.1, patience=5, standardize=True, random_state=0, verbose=0):
-        self.hidden, self.dropout, self.epochs, self.learning_rate = hidden, dropout, epochs, learning_rate
-        self.batch_size, self.optimizer, self.validation_fraction = batch_size, optimizer, validation_fraction
-        self.patience, self.standardize, self.random_state, self.verbose = patience, standardize, random_state, verbose
+    def __init__(self, hidden=1024, dropout=0.5, input_dropout=0.2, label_smoothing=0.1, epochs=100,
+                 learning_rate=3e-4, batch_size=256, optimizer="adam", validation_fraction=0.1, patience=10,
+                 standardize=True, random_state=0, verbose=0):
+        self.hidden, self.dropout, self.input_dropout, self.label_smoothing = hidden, dropout, input_dropout, label_smoothing
+        self.epochs, self.learning_rate, self.batch_size, self.optimizer = epochs, learning_rate, batch_size, optimizer
+        self.validation_fraction, self.patience = validation_fraction, patience
+        self.standardize, self.random_state, self.verbose = standardize, random_state, verbose
 
     def _build(self, input_shape, n_classes):
         import keras
 
         inputs = keras.Input(input_shape)
         x = keras.layers.GlobalAveragePooling2D()(inputs) if len(input_shape) == 3 else inputs
+        x = keras.layers.Dropout(self.input_dropout)(x) if self.input_dropout else x
         x = keras.layers.Dense(self.hidden, activation="relu")(x)
         x = keras.layers.Dropout(self.dropout)(x)
         return keras.Model(inputs, keras.layers.Dense(n_classes, activation="softmax")(x))
@@ -86,12 +118,11 @@ class GapHead(KerasHead):
     """Global average pooling -> softmax: on spatial maps when given them, else on pooled vectors
     (whose global average they already are, so it is the same function)."""
 
-    def __init__(self, epochs=50, learning_rate=1e-2, batch_size=256, optimizer="adam", validation_fraction=0.1,
-                 patience=5, standardize=True, random_state=0, verbose=0):
-        # a linear softmax: a larger step than the dense head's is safe and converges far sooner
-        self.epochs, self.learning_rate, self.batch_size, self.optimizer = epochs, learning_rate, batch_size, optimizer
-        self.validation_fraction, self.patience = validation_fraction, patience
-        self.standardize, self.random_state, self.verbose = standardize, random_state, verbose
+    def __init__(self, epochs=100, learning_rate=1e-3, label_smoothing=0.0, batch_size=256, optimizer="adam",
+                 validation_fraction=0.1, patience=10, standardize=True, random_state=0, verbose=0):
+        self.epochs, self.learning_rate, self.label_smoothing = epochs, learning_rate, label_smoothing
+        self.batch_size, self.optimizer, self.validation_fraction = batch_size, optimizer, validation_fraction
+        self.patience, self.standardize, self.random_state, self.verbose = patience, standardize, random_state, verbose
 
     def _build(self, input_shape, n_classes):
         import keras
@@ -102,35 +133,33 @@ class GapHead(KerasHead):
 
 
 class LogRegHead(ClassifierMixin, BaseEstimator):
-    """L2 multinomial logistic regression (the linear-probe protocol), C chosen on held-out training data."""
+    """L2 multinomial logistic regression (the linear-probe protocol), C chosen on held-out training data.
 
-    def __init__(self, Cs=(0.01, 0.1, 1.0), validation_fraction=0.1, max_iter=1000, standardize=True, random_state=0,
-                 verbose=0):
-        self.Cs, self.validation_fraction, self.max_iter = Cs, validation_fraction, max_iter
+    Every C is fitted from zero: warm starts along the C path let lbfgs stop at its first step, since
+    scikit-learn's objective (mean loss + |w|^2 / (2 C n)) barely changes its gradient when C moves.
+    """
+
+    def __init__(self, Cs=(0.001, 0.003, 0.01, 0.03, 0.1, 1.0), validation_fraction=0.1, max_iter=1000, tol=1e-4,
+                 standardize=True, random_state=0, verbose=0):
+        self.Cs, self.validation_fraction, self.max_iter, self.tol = Cs, validation_fraction, max_iter, tol
         self.standardize, self.random_state, self.verbose = standardize, random_state, verbose
 
     def _model(self, C):
         from sklearn.linear_model import LogisticRegression
 
-        return LogisticRegression(C=C, max_iter=self.max_iter, tol=1e-3, warm_start=True)
+        return LogisticRegression(C=C, max_iter=self.max_iter, tol=self.tol)
 
     def fit(self, X, y):
         X = self._prepare(np.asarray(X, dtype=np.float32), fit=True)
         self.classes_ = np.unique(y)
         fit, val = holdout(y, self.validation_fraction, self.random_state)
-        X_fit, X_val, y_fit, y_val = X[fit], X[val], y[fit], y[val]
         with tqdm(total=len(self.Cs) + 1, desc="logreg", unit="fit", disable=not self.verbose) as bar:
-            self.scores_, solutions, path = {}, {}, self._model(None)
-            for C in sorted(self.Cs):  # warm start along the regularisation path: weakly regularised fits converge
-                path.set_params(C=C).fit(X_fit, y_fit)
-                self.scores_[C] = path.score(X_val, y_val)
-                solutions[C] = (path.coef_.copy(), path.intercept_.copy())
+            self.scores_ = {}
+            for C in self.Cs:
+                self.scores_[C] = self._model(C).fit(X[fit], y[fit]).score(X[val], y[val])
                 bar.update()
             self.C_ = max(self.Cs, key=lambda C: (self.scores_[C], -C))
-            self.model_ = self._model(self.C_)
-            if len(np.unique(y_fit)) == len(self.classes_):  # the held-out fit starts the final one
-                self.model_.coef_, self.model_.intercept_ = solutions[self.C_]
-            self.model_.fit(X, y)
+            self.model_ = self._model(self.C_).fit(X, y)
             bar.update()
         return self
 

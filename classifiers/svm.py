@@ -71,7 +71,7 @@ def as_vectors(X) -> np.ndarray:
 class LinearSVM(ClassifierMixin, BaseEstimator):
     """Linear SVM, squared hinge, L2; C by stratified cross-validation over `Cs` unless given."""
 
-    def __init__(self, C=None, Cs=(0.01, 0.1, 1.0, 10.0, 100.0), cv=3, tol=1e-3, max_iter=50, standardize=True,
+    def __init__(self, C=None, Cs=(0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 100.0), cv=3, tol=1e-3, max_iter=50, standardize=True,
                  random_state=0, verbose=0):
         self.C, self.Cs, self.cv, self.tol, self.max_iter = C, Cs, cv, tol, max_iter
         self.standardize, self.random_state, self.verbose = standardize, random_state, verbose

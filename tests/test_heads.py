@@ -11,7 +11,7 @@ from classifiers.heads import DenseHead, GapHead, LogRegHead, make_head
 from classifiers.svm import LinearSVM
 from features.errors import UserError
 
-FAST = {"dense": dict(epochs=30, hidden=64, batch_size=32), "gap": dict(epochs=40, batch_size=32), "svm": dict(Cs=(0.1, 1.0)), "logreg": {}}
+FAST = {"dense": dict(epochs=30, hidden=64, batch_size=32, learning_rate=1e-3), "gap": dict(epochs=40, batch_size=32, learning_rate=1e-2), "svm": dict(Cs=(0.1, 1.0)), "logreg": {}}
 
 
 def synthetic(n=600, classes=4):
@@ -34,7 +34,7 @@ def test_gap_head_pools_spatial_maps():
     y = rng.integers(0, 3, 300)
     maps = rng.normal(size=(300, 3, 3, 6)).astype(np.float32)
     maps[np.arange(300), :, :, y] += 2.0  # class k lights up channel k everywhere
-    head = GapHead(epochs=30, batch_size=32).fit(maps[:200], y[:200])
+    head = GapHead(epochs=30, batch_size=32, learning_rate=1e-2).fit(maps[:200], y[:200])
     assert head.model_.input_shape == (None, 3, 3, 6)
     assert head.score(maps[200:], y[200:]) > 0.9
 
@@ -80,8 +80,27 @@ def test_validation_slice_smaller_than_the_class_count_works(name):
     assert len(head.classes_) == 100
 
 
+def test_logreg_scores_every_C_with_a_converged_fit():
+    """Each candidate C is its own fit from zero, and so is the final model. A warm-started path once
+    stopped lbfgs at its first step on many weak features (as CNN codes are), so large Cs all scored
+    what the previous C had, and the choice meant nothing."""
+    from sklearn.linear_model import LogisticRegression
+
+    from classifiers.heads import holdout
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 8000)
+    X = rng.normal(0, 0.08, (5, 256))[y] + rng.normal(size=(8000, 256))  # 256 weakly informative features
+    head = LogRegHead(Cs=(0.001, 0.01, 0.1, 1.0)).fit(X, y)
+    Xs = ((X - X.mean(0)) / (X.std(0) + 1e-6)).astype(np.float32)
+    fit, val = holdout(y, 0.1, 0)
+    for C in head.Cs:
+        assert head.scores_[C] == LogisticRegression(C=C, max_iter=1000).fit(Xs[fit], y[fit]).score(Xs[val], y[val])
+    final = LogisticRegression(C=head.C_, max_iter=1000).fit(Xs, y)
+    np.testing.assert_allclose(head.model_.coef_, final.coef_, rtol=1e-5, atol=1e-6)
+
+
 def test_logreg_with_a_class_only_in_the_validation_slice():
-    """The final fit is warm-started from the held-out one only when both saw every class."""
     rng = np.random.default_rng(0)
     y = np.append(np.repeat(np.arange(10), 21), 10)  # class 10 has one row, which the 10% slice takes
     X = rng.normal(size=(211, 16)) + np.eye(16)[y] * 3
