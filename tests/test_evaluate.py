@@ -40,7 +40,7 @@ def test_fit_cli_prints_one_summary_line_and_progress(store):
     assert r.returncode == 0, r.stderr
     (line,) = r.stdout.strip().splitlines()
     assert line.startswith("logreg on r50 (label): test accuracy ")
-    assert "logreg: 100%" in r.stderr and "4/4" in r.stderr  # 3 values of C, then the final fit
+    assert "logreg: 100%" in r.stderr and "7/7" in r.stderr  # 6 values of C, then the final fit
     r = run_cli("fit", "--store", store, "--head", "svm", "--param", "Cs=[0.1,1.0]")
     assert r.returncode == 0 and "svm: 100%" in r.stderr and "7/7" in r.stderr  # 3 folds x 2 C + final
     r = run_cli("fit", "--store", store, "--head", "svm", "--param", "C=0.1", "--quiet")
