@@ -1,9 +1,9 @@
 """Extraction speed against the reference method and the hardware's ceiling, in one run.
 
-    python bench/extract.py [--sizes 224,96] [--precisions fp32,bf16] [--parts speed,fold,bf16,memory,workers]
-                             [--head-size 224] [--head-limit 2000]
+    python bench/extract.py [--backbones resnet50,efficientnet_lite0] [--sizes 224,96] [--precisions fp32,bf16]
+                            [--parts speed,fold,bf16,memory,workers] [--head-size 224] [--head-limit 2000]
 
-For each size and precision, on real images from ../shared/data/cifar10-jpg.tar (digits if absent):
+For each backbone, size and precision, on real images from ../shared/data/cifar10-jpg.tar (digits if absent):
   (a) the reference method: per-image cv2.resize(INTER_CUBIC) in Python, float32 preprocess_input,
       model.predict on batches of 16 (fp32 only, as the reference ran);
   (b) `cnncodes features` end to end: stored uint8 images read, resized and run on the device,
@@ -13,7 +13,8 @@ For each size and precision, on real images from ../shared/data/cifar10-jpg.tar 
 Then: the bare forward with and without BatchNorm folding, interleaved; bf16 codes against fp32
 (relative L2 error, and a logreg head's test accuracy); peak RSS of extracting 20,000 images against
 2,000; 2 Dask workers against 1.
-ResNet50 runs with --weights none: random weights cost the same FLOPs as ImageNet's.
+ResNet50 runs with --weights none (random weights cost the same FLOPs as ImageNet's), EfficientNet-Lite0
+with its published ImageNet weights. The parts after speed use ResNet50.
 """
 import argparse
 import os
@@ -39,25 +40,37 @@ DATASET = f"folder:{SHARED}" if SHARED.exists() else "digits"
 quiet = dict(progress=False, log=lambda m: None)
 
 
-def reference_method(images, size):
-    """What the reference work did: OpenCV per image in a Python loop, predict on batches of 16."""
+def weights_of(backbone):
+    """Random weights cost the same FLOPs as ImageNet's; EfficientNet-Lite's real ones are at hand."""
+    return "imagenet" if backbone.startswith("efficientnet_lite") else "none"
+
+
+def reference_method(images, size, backbone="resnet50"):
+    """What the reference work did: OpenCV per image in a Python loop, float32 preprocessing in numpy,
+    the plain Keras model (BatchNorms unfolded) with average pooling, predict on batches of 16."""
     import cv2
     import keras
 
-    model = keras.applications.ResNet50(include_top=False, weights=None, pooling="avg", input_shape=(size, size, 3))
+    from pipeline.backbones import build_backbone, get_backbone
+
+    base = build_backbone(backbone, weights_of(backbone), size)
+    model = keras.Model(base.input, keras.layers.GlobalAveragePooling2D()(base.output))
+    mode = get_backbone(backbone).preprocessing
+    preprocess = {"caffe": keras.applications.resnet50.preprocess_input, "tf": lambda x: x / 127.5 - 1,
+                  "lite": lambda x: (x - 127) / 128}[mode]
     model.predict(np.zeros((16, size, size, 3), np.float32), verbose=0)  # warm up, as (b) and (c) are
     start = time.perf_counter()
     for lo in range(0, len(images), 16):
         batch = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_CUBIC) for im in images[lo:lo + 16]])
-        model.predict(keras.applications.resnet50.preprocess_input(batch.astype("float32")), verbose=0)
+        model.predict(preprocess(batch.astype("float32")), verbose=0)
     return len(images) / (time.perf_counter() - start)
 
 
-def bare_forward(size, precision, batch, n, folded=False):
+def bare_forward(size, precision, batch, n, folded=False, backbone="resnet50"):
     from pipeline.backbones import build_backbone
     from pipeline.fold import fold_batch_norms
 
-    model = build_backbone("resnet50", "none", size, precision=precision)
+    model = build_backbone(backbone, weights_of(backbone), size, precision=precision)
     if folded:
         model = fold_batch_norms(model)
     x = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
@@ -73,10 +86,10 @@ def forward_seconds(model, x, batches):
     return time.perf_counter() - start
 
 
-def ours(store, size, precision, batch, **kw):
+def ours(store, size, precision, batch, backbone="resnet50", **kw):
     shutil.rmtree(Path(store) / "features", ignore_errors=True)
-    result = extract_features(store, FeatureConfig(weights="none", size=size, precision=precision),
-                              batch_size=batch, **kw, **quiet)
+    config = FeatureConfig(backbone, weights_of(backbone), size=size, precision=precision)
+    result = extract_features(store, config, batch_size=batch, **kw, **quiet)
     return result.images_per_second, FeatureStore.open(store).features(result.name)
 
 
@@ -94,6 +107,7 @@ def peak_rss_mb(args):
 
 def main():
     p = argparse.ArgumentParser()
+    p.add_argument("--backbones", default="resnet50,efficientnet_lite0", help="speed part: compared in one run")
     p.add_argument("--sizes", default="224,96")
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--batch", type=int, default=64)
@@ -131,30 +145,39 @@ def main():
 
 
 def speed(args, tmp):
-    print("\n| size | precision | images | (a) reference img/s | (b) cnncodes img/s | (c) bare Keras forward img/s "
-          "| (d) bare folded forward img/s | b/a | b/c | b/d |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    print("\n| backbone | size | precision | images | (a) reference img/s | (b) cnncodes img/s "
+          "| (c) bare Keras forward img/s | (d) bare folded forward img/s | b/a | b/c | b/d |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
     codes, rates = {}, {}
     for size in map(int, args.sizes.split(",")):
         n = 512 if size >= 160 else 1024
         store = tmp / f"s{size}"
         ingest(store, IngestConfig(DATASET, limit=n // 2), **quiet)
         images = FeatureStore.open(store).images()
-        ref = reference_method(images, size)
-        for precision in args.precisions.split(","):
-            rate, codes[size, precision] = ours(store, size, precision, args.batch)
-            rates[size, precision] = rate
-            keras_ceiling = bare_forward(size, precision, args.batch, n)
-            folded_ceiling = bare_forward(size, precision, args.batch, n, folded=True)
-            a = f"{ref:.1f}" if precision == "fp32" else "-"
-            ba = f"{rate / ref:.2f}" if precision == "fp32" else f"{rate / ref:.2f} (vs fp32 a)"
-            print(f"| {size} | {precision} | {n} | {a} | {rate:.1f} | {keras_ceiling:.1f} | {folded_ceiling:.1f} | {ba} "
-                  f"| {rate / keras_ceiling:.2f} | {rate / folded_ceiling:.2f} |", flush=True)
+        for backbone in args.backbones.split(","):
+            ref = reference_method(images, size, backbone)
+            for precision in args.precisions.split(","):
+                key = backbone, size, precision
+                rate, codes[key] = ours(store, size, precision, args.batch, backbone)
+                rates[key] = rate
+                keras_ceiling = bare_forward(size, precision, args.batch, n, backbone=backbone)
+                folded_ceiling = bare_forward(size, precision, args.batch, n, folded=True, backbone=backbone)
+                a = f"{ref:.1f}" if precision == "fp32" else "-"
+                ba = f"{rate / ref:.2f}" if precision == "fp32" else f"{rate / ref:.2f} (vs fp32 a)"
+                print(f"| {backbone} | {size} | {precision} | {n} | {a} | {rate:.1f} | {keras_ceiling:.1f} "
+                      f"| {folded_ceiling:.1f} | {ba} | {rate / keras_ceiling:.2f} | {rate / folded_ceiling:.2f} |",
+                      flush=True)
+    for (backbone, size, precision), rate in rates.items():
+        if precision == "bf16" and (backbone, size, "fp32") in codes:
+            f32, b16 = codes[backbone, size, "fp32"], codes[backbone, size, "bf16"]
+            print(f"\n{backbone} at {size}: bf16 end to end {rate / rates[backbone, size, 'fp32']:.2f}x fp32; "
+                  f"pooled codes relative L2 error {np.linalg.norm(b16 - f32) / np.linalg.norm(f32):.4f}", flush=True)
+    lite, resnet = "efficientnet_lite0", "resnet50"
     for size in map(int, args.sizes.split(",")):
-        if (size, "bf16") in codes:
-            f32, b16 = codes[size, "fp32"], codes[size, "bf16"]
-            print(f"\nat {size}: bf16 end to end {rates[size, 'bf16'] / rates[size, 'fp32']:.2f}x fp32; pooled codes "
-                  f"relative L2 error {np.linalg.norm(b16 - f32) / np.linalg.norm(f32):.4f}", flush=True)
+        for precision in args.precisions.split(","):
+            if (lite, size, precision) in rates and (resnet, size, precision) in rates:
+                print(f"\nat {size} {precision}: {lite} extracts {rates[lite, size, precision] / rates[resnet, size, precision]:.2f}x "
+                      f"as many images/s as {resnet}", flush=True)
 
 
 def fold_gain(batch, size=224, rounds=4, batches=4):
