@@ -27,6 +27,12 @@ def cli():
     """Transfer learning with cached CNN codes: extract once, fit heads from the store."""
 
 
+def native_size(backbone: str) -> int:
+    from pipeline.backbones import get_backbone
+
+    return get_backbone(backbone).native_size
+
+
 def default_store(dataset: str) -> Path:
     from pipeline.sources import dataset_name
 
@@ -40,7 +46,7 @@ def default_store(dataset: str) -> Path:
               help="resnet50, vgg16, mobilenet_v2, efficientnet_lite0, efficientnet_lite1 or efficientnet_lite2")
 @click.option("--weights", default="imagenet", show_default=True,
               help="imagenet, none (seeded random) or a weights file (Keras; a PyTorch state dict for efficientnet_lite*)")
-@click.option("--size", default=224, show_default=True, help="side the images are resized to on the device")
+@click.option("--size", type=int, help="side the images are resized to on the device [the backbone's native size: 224; 240, 260 for efficientnet_lite1, 2]")
 @click.option("--layer", help="cut the backbone at this layer [its last]")
 @click.option("--spatial", is_flag=True, help="also store the spatial maps (float16)")
 @click.option("--flip-average", is_flag=True, help="average the codes of each image and its mirror image (2x the work)")
@@ -75,7 +81,8 @@ def features(dataset, store, backbone, weights, size, layer, spatial, flip_avera
         raise UserError(f"--folds {folds!r} is not a comma-separated list of integers, e.g. 5,6,10") from None
     ingest(store, IngestConfig(dataset, limit, holdout, seed, image_size, skip_bad, ks),
            data_dir=data_dir, verify=verify, progress=not quiet, log=lambda m: click.echo(m, err=True))
-    config = FeatureConfig(backbone, weights, size, layer, spatial, precision, seed, flip_average)
+    config = FeatureConfig(backbone, weights, size or native_size(backbone), layer, spatial, precision, seed,
+                           flip_average)
     result = extract_features(store, config, name=name, batch_size=batch_size, chunk_size=chunk_size,
                               workers=workers, scheduler=scheduler, progress=not quiet,
                               log=lambda m: click.echo(m, err=True))
@@ -108,12 +115,12 @@ def info(store, as_json):
 
 @cli.command()
 @click.argument("backbone")
-@click.option("--size", default=224, show_default=True)
+@click.option("--size", type=int, help="input side [the backbone's native size]")
 def layers(backbone, size):
     """List a backbone's layer names and output shapes (for --layer)."""
     from pipeline.backbones import build_backbone
 
-    for layer in build_backbone(backbone, "none", size).layers:
+    for layer in build_backbone(backbone, "none", size or native_size(backbone)).layers:
         click.echo(f"{layer.name}\t{tuple(layer.output.shape[1:])}")
 
 
@@ -248,7 +255,7 @@ def report(store, out):
 @click.option("--learning-rate", type=float, help="[cnn 1e-4, finetune 1e-4 (phase 2), wrn sgd 0.1 / adam 1e-3]")
 @click.option("--backbone", default="resnet50", show_default=True, help="finetune")
 @click.option("--weights", default="imagenet", show_default=True, help="finetune: imagenet, none or PATH")
-@click.option("--size", default=224, show_default=True, help="finetune: input side, resized on the device")
+@click.option("--size", type=int, help="finetune: input side, resized on the device [the backbone's native size]")
 @click.option("--head-epochs", default=2, show_default=True, help="finetune: phase-1 epochs, backbone frozen")
 @click.option("--unfreeze-from", help="finetune: first layer trained in phase 2 [the last stage]")
 @click.option("--depth", default=28, show_default=True, help="wrn")
@@ -260,6 +267,7 @@ def baseline(kind, store, quiet, **options):
     """Train a pixel baseline (basic CNN, fine-tuned backbone, Wide ResNet) on the store's images."""
     from classifiers.train import BaselineConfig, train_baseline
 
+    options["size"] = options["size"] or native_size(options["backbone"])
     run, r = train_baseline(store, BaselineConfig(kind=kind, **options), progress=not quiet,
                             log=lambda m: click.echo(m, err=True))
     click.echo(f"{kind} ({r['label']}): test accuracy {100 * r['test_accuracy']:.2f}%, {r['epochs']} epochs, "

@@ -12,7 +12,7 @@ from conftest import DEMO_PHOTOS, run_cli
 from features.errors import UserError
 from pipeline.backbones import build_backbone, lite_weights
 from pipeline.backbones.efficientnet_lite import efficientnet_lite
-from pipeline.backbones.torch_pickle import UnsafePickleError, load_state_dict
+from pipeline.backbones.torch_pickle import UnsafePickleError, read_state_dict
 
 STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)  # the published stage table's strides; stages start where widths change
 
@@ -106,7 +106,7 @@ def test_extractor_codes_equal_the_torch_forward_of_the_stored_photos():
 def test_state_dict_reader_equals_torch_load(tmp_path):
     torch = pytest.importorskip("torch")
     path = checkpoint("efficientnet_lite0")  # the legacy (pre-zip) format
-    ours, theirs = load_state_dict(path), torch.load(path, weights_only=True, map_location="cpu")
+    ours, theirs = read_state_dict(path), torch.load(path, weights_only=True, map_location="cpu")
     assert list(ours) == list(theirs) and len(ours) == 296
     for key, tensor in theirs.items():
         assert ours[key].dtype == tensor.numpy().dtype and np.array_equal(ours[key], tensor.numpy()), key
@@ -115,9 +115,60 @@ def test_state_dict_reader_equals_torch_load(tmp_path):
     saved = {"strided": base.view(4, 6).t(), "offset": base[5:9], "half": torch.ones(3, dtype=torch.float16),
              "count": torch.tensor(7), "mask": torch.tensor([True, False])}
     torch.save(saved, tmp_path / "zip.pth")
-    ours = load_state_dict(tmp_path / "zip.pth")
+    ours = read_state_dict(tmp_path / "zip.pth")
     for key, tensor in saved.items():
         assert ours[key].dtype == tensor.numpy().dtype and np.array_equal(ours[key], tensor.numpy()), key
+
+
+@pytest.mark.parametrize("tensor, message", [
+    (dict(offset=0, shape=(2, 2), stride=(2, 1)), None),                      # a well-formed control
+    (dict(offset=0, shape=(2, 2), stride=(-2, 1)), "malformed shape, stride or offset"),
+    (dict(offset=3, shape=(2, 2), stride=(2, 1)), "strides is incompatible"),   # reaches past the end
+    (dict(offset=0, shape=(1 << 16, 1 << 16), stride=(0, 0)), "more elements than its storage"),
+    (dict(offset=-1, shape=(2,), stride=(1,)), "malformed"),
+])
+def test_tensors_outside_their_storage_are_refused_before_anything_is_allocated(tmp_path, tensor, message):
+    from torch_files import Tensor, legacy_file
+
+    path = legacy_file(tmp_path / "t.pth", {"w": Tensor("0", 4, **tensor)}, {"0": np.arange(4.0)})
+    if message is None:
+        np.testing.assert_array_equal(read_state_dict(path)["w"], [[0, 1], [2, 3]])
+    else:
+        with pytest.raises(ValueError, match=message):
+            read_state_dict(path)
+
+
+def test_hostile_structure_is_refused_quickly_and_leaves_later_loads_intact(tmp_path):
+    import zipfile
+
+    from torch_files import Tensor, legacy_file, torch_pickle
+
+    shared = []
+    for _ in range(40):  # 2**40 paths through shared lists: copying them would never end
+        shared = [shared, shared]
+    with pytest.raises(ValueError, match="not a state dict of tensors"):
+        read_state_dict(legacy_file(tmp_path / "dag.pth", {"w": shared}, {}))
+    # BUILD on an allowed global: it may only change this load's own copy of it
+    polluter = tmp_path / "build.pth"
+    legacy_file(polluter, {"w": Tensor("0", 4, 0, (4,), (1,))}, {"0": np.arange(4.0)})
+    data = polluter.read_bytes().replace(b"ctorch\nFloatStorage\n", b"ctorch\nFloatStorage\n}X\x04\x00\x00\x00nameX\x0b\x00\x00\x00LongStoragesb", 1)
+    polluter.write_bytes(data)
+    with pytest.raises(ValueError):
+        read_state_dict(polluter)
+    legacy = legacy_file(tmp_path / "ok.pth", {"w": Tensor("0", 4, 0, (4,), (1,))}, {"0": np.arange(4.0)})
+    assert read_state_dict(legacy)["w"].dtype == np.float32
+    with zipfile.ZipFile(tmp_path / "bomb.pth", "w", zipfile.ZIP_DEFLATED) as z:  # torch.save never compresses
+        z.writestr("archive/data.pkl", torch_pickle({"w": Tensor("0", 1 << 30, 0, (4,), (1,))}))
+        z.writestr("archive/data/0", b"\0" * (1 << 24))
+    with pytest.raises(ValueError, match="compressed"):
+        read_state_dict(tmp_path / "bomb.pth")
+
+
+def test_bfloat16_checkpoints_are_read_as_float32(tmp_path):
+    torch = pytest.importorskip("torch")
+    values = torch.tensor([1.5, -2.25, 3.0e-3], dtype=torch.bfloat16)
+    torch.save({"w": values}, tmp_path / "bf16.pth")
+    np.testing.assert_array_equal(read_state_dict(tmp_path / "bf16.pth")["w"], values.float().numpy())
 
 
 class Payload:
@@ -142,7 +193,7 @@ def test_a_pickle_naming_any_other_global_is_refused_and_runs_nothing(tmp_path):
     marker = tmp_path / "pwned"
     evil = legacy_file(tmp_path / "evil.pth", {"_conv_stem.weight": Payload(marker)})
     with pytest.raises(UnsafePickleError, match=r"it names io\.open"):
-        load_state_dict(evil)
+        read_state_dict(evil)
     r = run_cli("features", "--dataset", "digits", "--limit", 4, "--store", tmp_path / "s", "--size", 32,
                 "--backbone", "efficientnet_lite0", "--weights", evil, "--quiet")
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith(f"error: refusing {evil}")
@@ -150,12 +201,12 @@ def test_a_pickle_naming_any_other_global_is_refused_and_runs_nothing(tmp_path):
     torch = pytest.importorskip("torch")  # the zip format too
     torch.save({"w": torch.ones(2), "evil": Payload(marker)}, tmp_path / "evil_zip.pth")
     with pytest.raises(UnsafePickleError):
-        load_state_dict(tmp_path / "evil_zip.pth")
+        read_state_dict(tmp_path / "evil_zip.pth")
     assert not marker.exists()
 
 
 @pytest.mark.parametrize("damage, message", [
-    ("truncated", "not a usable efficientnet_lite0 checkpoint: damaged"),
+    ("truncated", "not a usable efficientnet_lite0 checkpoint: .*truncated"),
     ("another variant", "not a usable efficientnet_lite0 checkpoint: .*has shape"),
     ("missing", "weights file .*missing.pth not found"),
 ])

@@ -28,10 +28,12 @@ def build(name: str, size: int, weights: str | None):
 
 def load_keras_weights(model, path: str, name: str, how: str):
     """A weights file saved by Keras for this architecture without its top, or one clear error."""
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise UserError(f"weights file {path} not found: pass imagenet, none or the path of a Keras weights file")
+    if not os.path.isfile(path):
+        raise UserError(f"weights file {path} is not a file: pass imagenet, none or the path of a Keras weights file")
     try:
         model.load_weights(path)
     except Exception as e:
-        raise UserError(f"weights file {path} does not fit {name} without its top "
-                        f"({str(e).splitlines()[0][:160]}): save it from {how}") from None
+        why = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:240]
+        raise UserError(f"weights file {path} does not fit {name} without its top ({why}): save it from {how}") from None

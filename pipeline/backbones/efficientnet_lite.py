@@ -6,7 +6,7 @@ column at the bottom and right), which is what the published weights were traine
 Keras's "same" does on every backend. Layer names follow keras.applications' EfficientNet
 (`block6a_expand_conv`, `top_activation`, ...), so `--layer` cuts it like the other backbones.
 
-`load_state_dict` puts a PyTorch state dict of the same network (the published checkpoints' layout:
+`assign_state_dict` puts a PyTorch state dict of the same network (the published checkpoints' layout:
 `_conv_stem`, `_bn0`, `_blocks.N._expand_conv` ..., `_conv_head`, `_bn1`, `_fc`) into the model.
 """
 import math
@@ -29,13 +29,12 @@ DENSE_INIT = {"class_name": "VarianceScaling", "config": {"scale": 1 / 3, "mode"
 
 @dataclass(frozen=True)
 class Variant:
-    width: float
-    depth: float
-    native_size: int
+    width: float   # channel multiplier
+    depth: float   # repeat multiplier (their native input sizes are in the registry)
 
 
-VARIANTS = {"efficientnet_lite0": Variant(1.0, 1.0, 224), "efficientnet_lite1": Variant(1.0, 1.1, 240),
-            "efficientnet_lite2": Variant(1.1, 1.2, 260)}
+VARIANTS = {"efficientnet_lite0": Variant(1.0, 1.0), "efficientnet_lite1": Variant(1.0, 1.1),
+            "efficientnet_lite2": Variant(1.1, 1.2)}
 
 
 def round_filters(filters: int, width: float, divisor: int = 8) -> int:
@@ -133,7 +132,7 @@ def keras_arrays(layer, state: dict, module: str) -> list[np.ndarray]:
     raise TypeError(f"no checkpoint layout for {type(layer).__name__}")
 
 
-def load_state_dict(model, state: dict, name: str):
+def assign_state_dict(model, state: dict, name: str):
     """Sets every weight of `model` (with or without its top) from the checkpoint's arrays.
 
     Raises ValueError naming the first missing or misshapen tensor: a checkpoint of another variant
@@ -168,11 +167,11 @@ def build(name: str, size: int, weights: str | None):
     import keras
 
     from .applications import load_keras_weights
-    from .lite_weights import imagenet_weights_file, load_checkpoint
+    from .lite_weights import load_checkpoint, load_imagenet
 
     if weights == "imagenet":
         full = efficientnet_lite(name, (size, size, 3), include_top=True)
-        full.load_weights(imagenet_weights_file(name))
+        load_imagenet(full, name)
         return keras.Model(full.input, full.get_layer("top_activation").output, name=name)
     model = efficientnet_lite(name, (size, size, 3))
     if weights is not None:

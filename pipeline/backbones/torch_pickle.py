@@ -3,15 +3,19 @@
 A `.pth` file is a pickle whose tensors point at raw storages. `torch.load` unpickles it with
 PyTorch's classes; here a restricted unpickler allows only what a state dict needs (the globals that
 `torch.load(weights_only=True)` allows for plain tensors: OrderedDict, the tensor-rebuild functions,
-the typed storage classes), and every other global is refused before anything is called. Both the
-legacy format (torch < 1.6, several pickles and raw storages in one stream) and the zip format
-(`archive/data.pkl` + `archive/data/<key>`) are read.
+the typed storage classes), and every other global is refused before anything is called. The file
+is hostile until proven otherwise: each load gets its own copies of the allowed objects (so a
+pickle's BUILD cannot change them for later loads), every tensor is checked to lie inside its
+storage, and nothing is allocated beyond what the file itself holds. Both the legacy format (torch
+< 1.6: several pickles and the raw storages in one stream) and the zip format (`archive/data.pkl` +
+`archive/data/<key>`, stored uncompressed by torch.save) are read.
 """
-import collections
 import io
 import pickle
+import pickletools
 import struct
 import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +23,11 @@ import numpy as np
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
-# The typed storage classes PyTorch pickles, and the numpy dtype of their elements.
+# The typed storage classes PyTorch pickles, and the numpy dtype their bytes are read as.
 STORAGE_DTYPES = {
-    "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16,
-    "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16, "CharStorage": np.int8,
-    "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "DoubleStorage": "<f8", "FloatStorage": "<f4", "HalfStorage": "<f2", "BFloat16Storage": "<u2",
+    "LongStorage": "<i8", "IntStorage": "<i4", "ShortStorage": "<i2", "CharStorage": "i1",
+    "ByteStorage": "u1", "BoolStorage": "?",
 }
 
 
@@ -31,167 +35,173 @@ class UnsafePickleError(ValueError):
     """The file names a global that a plain state dict never needs: it is refused, not called."""
 
 
-@dataclass(frozen=True)
+class NotAStateDict(ValueError):
+    """Damaged, not a PyTorch file, or not a state dict of tensors cnncodes reads."""
+
+
+@dataclass
 class StorageType:
-    dtype: type
+    name: str
 
 
 @dataclass
 class Storage:
-    dtype: type
+    dtype: np.dtype
     numel: int
+    bfloat16: bool
     data: np.ndarray | None = None   # filled in once the raw bytes are read
 
 
 @dataclass
 class TensorRef:
     """What `_rebuild_tensor_v2` describes; made into an array once its storage's bytes are read."""
-    storage: Storage
-    offset: int
-    shape: tuple
-    stride: tuple
+    storage: object
+    offset: object
+    shape: object
+    stride: object
 
     def array(self) -> np.ndarray:
-        if self.storage.data is None:
-            raise ValueError("a tensor's storage is missing from the file")
-        if not self.shape:
-            return self.storage.data[self.offset].copy()
-        flat = self.storage.data[self.offset:]
-        itemsize = flat.dtype.itemsize
-        end = self.offset + 1 + sum((n - 1) * s for n, s in zip(self.shape, self.stride))
-        if end > len(self.storage.data):
-            raise ValueError("a tensor reaches past the end of its storage")
-        view = np.lib.stride_tricks.as_strided(flat, self.shape, tuple(s * itemsize for s in self.stride))
+        storage = self.storage
+        if not (isinstance(storage, Storage) and isinstance(storage.data, np.ndarray)):
+            raise NotAStateDict("a tensor's storage is missing from the file")
+        shape, stride, offset = self.shape, self.stride, self.offset
+        if not (isinstance(shape, tuple) and isinstance(stride, tuple) and len(shape) == len(stride)
+                and all(type(v) is int and v >= 0 for v in (*shape, *stride, offset))):
+            raise NotAStateDict("a tensor has a malformed shape, stride or offset")
+        count = int(np.prod(shape, dtype=object))
+        if count > storage.numel:  # a state dict's tensor never holds more elements than its storage
+            raise NotAStateDict(f"a tensor of shape {shape} claims more elements than its storage holds")
+        itemsize = storage.data.dtype.itemsize
+        # np.ndarray checks that the strided view lies inside the buffer
+        view = np.ndarray(shape, storage.data.dtype, buffer=storage.data, offset=offset * itemsize,
+                          strides=tuple(s * itemsize for s in stride))
+        if storage.bfloat16:  # the upper half of a float32
+            return (view.astype(np.uint32) << 16).view(np.float32)
         return np.array(view)
 
 
-def rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
-    if not isinstance(storage, Storage):
-        raise UnsafePickleError("a tensor is built from something that is not a storage")
-    return TensorRef(storage, int(storage_offset), tuple(size), tuple(stride))
-
-
-def rebuild_parameter(data, requires_grad=False, backward_hooks=None):
-    return data
-
-
-ALLOWED = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor"): rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): rebuild_parameter,
-    **{("torch", name): StorageType(dtype) for name, dtype in STORAGE_DTYPES.items()},
-}
-
-
 class StateDictUnpickler(pickle.Unpickler):
-    """Only ALLOWED globals; storages become `Storage` records keyed as the file names them."""
+    """Only the globals a state dict of tensors needs, fresh for every load; storages become
+    `Storage` records keyed as the file names them."""
 
-    def __init__(self, file, storages: dict):
-        super().__init__(file)
+    def __init__(self, data: bytes, storages: dict):
+        super().__init__(io.BytesIO(data))
         self.storages = storages
 
     def find_class(self, module, name):
-        try:
-            return ALLOWED[module, name]
-        except KeyError:
-            raise UnsafePickleError(f"it names {module}.{name}, which a state dict of tensors never needs") from None
+        if module == "collections" and name == "OrderedDict":
+            return type("OrderedDict", (OrderedDict,), {})  # a subclass of its own: BUILD changes only it
+        if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
+            return lambda storage, offset, size, stride, *rest: TensorRef(storage, offset, size, stride)
+        if module == "torch._utils" and name == "_rebuild_parameter":
+            return lambda data, *rest: data
+        if module == "torch" and name in STORAGE_DTYPES:
+            return StorageType(name)
+        if module == "torch" and name.endswith("Storage"):
+            raise NotAStateDict(f"it holds {name} tensors, which cnncodes does not read")
+        raise UnsafePickleError(f"it names {module}.{name}, which a state dict of tensors never needs")
 
     def persistent_load(self, pid):
         # legacy: ('storage', type, key, location, numel, view); zip: ('storage', type, key, location, numel)
         if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"
-                and isinstance(pid[1], StorageType)):
-            raise UnsafePickleError(f"unexpected persistent id {str(pid)[:60]}")
-        storage_type, key, numel = pid[1], str(pid[2]), int(pid[4])
-        storage = self.storages.setdefault(key, Storage(storage_type.dtype, numel))
+                and isinstance(pid[1], StorageType) and pid[1].name in STORAGE_DTYPES
+                and isinstance(pid[2], str) and type(pid[4]) is int and pid[4] >= 0):
+            raise NotAStateDict(f"a malformed storage reference ({type(pid).__name__})")
         if len(pid) == 6 and pid[5] is not None:
-            raise UnsafePickleError("storage views (torch < 0.4 files) are not supported")
+            raise NotAStateDict("storage views (files of torch < 0.4) are not supported")
+        name, key, numel = pid[1].name, pid[2], pid[4]
+        storage = self.storages.setdefault(key, Storage(np.dtype(STORAGE_DTYPES[name]), numel,
+                                                        name == "BFloat16Storage"))
+        if storage.numel != numel or storage.dtype != np.dtype(STORAGE_DTYPES[name]):
+            raise NotAStateDict(f"storage {key} is described two ways")
         return storage
 
 
-def materialize(obj):
-    """The unpickled object with every TensorRef made into a numpy array."""
-    if isinstance(obj, TensorRef):
-        return obj.array()
-    if isinstance(obj, dict):
-        return type(obj)((k, materialize(v)) for k, v in obj.items())
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(materialize(v) for v in obj)
-    return obj
-
-
-def read_legacy(f) -> object:
-    if restricted_loads(read_plain_pickle(f)) != LEGACY_MAGIC:
-        raise ValueError("not a PyTorch file (wrong magic number)")
-    restricted_loads(read_plain_pickle(f))  # protocol version
-    restricted_loads(read_plain_pickle(f))  # sys info
-    storages = {}
-    result = restricted_loads(read_plain_pickle(f), storages)
-    keys = restricted_loads(read_plain_pickle(f))
-    for key in keys:
-        storage = storages[str(key)]
-        (numel,) = struct.unpack("<q", f.read(8))
-        if numel != storage.numel:
-            raise ValueError(f"storage {key} holds {numel} elements, the tensors expect {storage.numel}")
-        raw = f.read(numel * np.dtype(storage.dtype).itemsize)
-        if len(raw) != numel * np.dtype(storage.dtype).itemsize:
-            raise ValueError("the file ends inside a storage (truncated)")
-        storage.data = np.frombuffer(raw, storage.dtype)
-    return result
-
-
-def read_plain_pickle(f) -> bytes:
-    """The bytes of the next pickle in the stream, found with pickletools (nothing is executed)."""
-    import pickletools
-
-    start = f.tell()
-    for opcode, _, _ in pickletools.genops(f):
+def next_pickle(data: bytes, start: int) -> tuple[bytes, int]:
+    """The bytes of the pickle that starts at `start`, found with pickletools (nothing is executed)."""
+    stream = io.BytesIO(data)
+    stream.seek(start)
+    for opcode, _, _ in pickletools.genops(stream):
         if opcode.name == "STOP":
-            break
-    end = f.tell()
-    f.seek(start)
-    return f.read(end - start)
+            return data[start:stream.tell()], stream.tell()
+    raise NotAStateDict("a pickle without its end")
 
 
-def restricted_loads(data: bytes, storages: dict | None = None):
-    return StateDictUnpickler(io.BytesIO(data), {} if storages is None else storages).load()
+def unpickle(data: bytes, storages: dict | None = None):
+    return StateDictUnpickler(data, {} if storages is None else storages).load()
 
 
-def read_zip(path: Path) -> object:
+def read_legacy(data: bytes) -> tuple[object, dict]:
+    pos, parts = 0, []
+    for _ in range(5):  # magic number, protocol version, sys info, the object, the storage keys
+        part, pos = next_pickle(data, pos)
+        parts.append(part)
+    if unpickle(parts[0]) != LEGACY_MAGIC:
+        raise NotAStateDict("not a PyTorch file (wrong magic number)")
+    storages = {}
+    result = unpickle(parts[3], storages)
+    keys = unpickle(parts[4])
+    if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+        raise NotAStateDict("a malformed list of storages")
+    for key in keys:
+        storage = storages.get(key)
+        if storage is None or pos + 8 > len(data):
+            raise NotAStateDict(f"storage {key} is not where the file says")
+        (numel,) = struct.unpack_from("<q", data, pos)
+        size = numel * storage.dtype.itemsize
+        if numel != storage.numel or pos + 8 + size > len(data):
+            raise NotAStateDict(f"storage {key} is cut short or mislabelled (truncated file?)")
+        storage.data = np.frombuffer(data, storage.dtype, count=numel, offset=pos + 8)
+        pos += 8 + size
+    return result, storages
+
+
+def read_zip(path: Path) -> tuple[object, dict]:
     with zipfile.ZipFile(path) as z:
-        names = z.namelist()
-        pkl = next((n for n in names if n.endswith("/data.pkl") or n == "data.pkl"), None)
+        members = {i.filename: i for i in z.infolist()}
+        pkl = next((n for n in members if n.endswith("/data.pkl") or n == "data.pkl"), None)
         if pkl is None:
-            raise ValueError("a zip file without data.pkl is not a PyTorch file")
+            raise NotAStateDict("a zip file without data.pkl is not a PyTorch file")
+
+        def read(name: str) -> bytes:
+            info = members.get(name)
+            if info is None:
+                raise NotAStateDict(f"{name} is missing")
+            if info.compress_type != zipfile.ZIP_STORED:  # torch.save never compresses: no zip bombs
+                raise NotAStateDict(f"{name} is compressed, which torch.save never does")
+            return z.read(info)
+
         root = pkl[: -len("data.pkl")]
         storages = {}
-        result = restricted_loads(z.read(pkl), storages)
+        result = unpickle(read(pkl), storages)
         for key, storage in storages.items():
-            raw = z.read(f"{root}data/{key}")
-            if len(raw) < storage.numel * np.dtype(storage.dtype).itemsize:
-                raise ValueError(f"storage {key} is shorter than its tensors need")
+            raw = read(f"{root}data/{key}")
+            if len(raw) < storage.numel * storage.dtype.itemsize:
+                raise NotAStateDict(f"storage {key} is shorter than its tensors need")
             storage.data = np.frombuffer(raw, storage.dtype, count=storage.numel)
-    return result
+    return result, storages
 
 
-def load_state_dict(path) -> dict[str, np.ndarray]:
+def read_state_dict(path) -> dict[str, np.ndarray]:
     """name -> numpy array of a PyTorch state dict file (.pth / .pt), read safely.
 
-    Raises UnsafePickleError for a file that names anything but tensors and containers, ValueError
-    for one that is damaged or not a PyTorch file.
+    Accepts a flat {name: tensor} dict, or one under a "state_dict" key (training checkpoints).
+    Raises UnsafePickleError for a file that names anything but tensors and containers, NotAStateDict
+    (a ValueError) for one that is damaged, not a PyTorch file, or not a state dict.
     """
     path = Path(path)
     try:
         if zipfile.is_zipfile(path):
-            result = read_zip(path)
+            result, _ = read_zip(path)
         else:
-            with open(path, "rb") as f:
-                result = read_legacy(f)
-    except (UnsafePickleError, FileNotFoundError):
+            result, _ = read_legacy(path.read_bytes())
+        if isinstance(result, dict) and isinstance(result.get("state_dict"), dict):
+            result = result["state_dict"]
+        if not (isinstance(result, dict) and all(isinstance(k, str) and isinstance(v, TensorRef)
+                                                 for k, v in result.items())):
+            raise NotAStateDict(f"it holds a {type(result).__name__}, not a state dict of tensors")
+        return {k: v.array() for k, v in result.items()}
+    except (UnsafePickleError, NotAStateDict, OSError):
         raise
-    except (pickle.UnpicklingError, EOFError, KeyError, IndexError, struct.error, zipfile.BadZipFile,
-            UnicodeDecodeError, ValueError) as e:
-        raise ValueError(f"damaged or not a PyTorch state dict ({type(e).__name__}: {e})") from None
-    if not isinstance(result, dict):
-        raise ValueError(f"holds a {type(result).__name__}, not a state dict")
-    return {str(k): np.asarray(v) for k, v in materialize(result).items()}
+    except Exception as e:  # anything else a crafted or damaged file can raise
+        raise NotAStateDict(f"damaged or not a PyTorch state dict ({type(e).__name__}: {str(e)[:120]})") from None
