@@ -46,7 +46,9 @@ def default_store(dataset: str) -> Path:
               help="resnet50, vgg16, mobilenet_v2, efficientnet_lite0, efficientnet_lite1 or efficientnet_lite2")
 @click.option("--weights", default="imagenet", show_default=True,
               help="imagenet, none (seeded random) or a weights file (Keras; a PyTorch state dict for efficientnet_lite*)")
-@click.option("--size", type=int, help="side the images are resized to on the device [the backbone's native size: 224; 240, 260 for efficientnet_lite1, 2]")
+@click.option("--size", type=int,
+              help="side the images are resized to on the device [the backbone's native size: 224; 240, 260 for "
+                   "efficientnet_lite1, efficientnet_lite2]")
 @click.option("--layer", help="cut the backbone at this layer [its last]")
 @click.option("--spatial", is_flag=True, help="also store the spatial maps (float16)")
 @click.option("--flip-average", is_flag=True, help="average the codes of each image and its mirror image (2x the work)")

@@ -176,8 +176,8 @@ def speed(args, tmp):
     for size in map(int, args.sizes.split(",")):
         for precision in args.precisions.split(","):
             if (lite, size, precision) in rates and (resnet, size, precision) in rates:
-                print(f"\nat {size} {precision}: {lite} extracts {rates[lite, size, precision] / rates[resnet, size, precision]:.2f}x "
-                      f"as many images/s as {resnet}", flush=True)
+                ratio = rates[lite, size, precision] / rates[resnet, size, precision]
+                print(f"\nat {size} {precision}: {lite} extracts {ratio:.2f}x as many images/s as {resnet}", flush=True)
 
 
 def fold_gain(batch, size=224, rounds=4, batches=4):

@@ -151,8 +151,9 @@ def test_hostile_structure_is_refused_quickly_and_leaves_later_loads_intact(tmp_
     # BUILD on an allowed global: it may only change this load's own copy of it
     polluter = tmp_path / "build.pth"
     legacy_file(polluter, {"w": Tensor("0", 4, 0, (4,), (1,))}, {"0": np.arange(4.0)})
-    data = polluter.read_bytes().replace(b"ctorch\nFloatStorage\n", b"ctorch\nFloatStorage\n}X\x04\x00\x00\x00nameX\x0b\x00\x00\x00LongStoragesb", 1)
-    polluter.write_bytes(data)
+    build = b"}X\x04\x00\x00\x00nameX\x0b\x00\x00\x00LongStoragesb"  # {"name": "LongStorage"} BUILD
+    storage_type = b"ctorch\nFloatStorage\n"
+    polluter.write_bytes(polluter.read_bytes().replace(storage_type, storage_type + build, 1))
     with pytest.raises(ValueError):
         read_state_dict(polluter)
     legacy = legacy_file(tmp_path / "ok.pth", {"w": Tensor("0", 4, 0, (4,), (1,))}, {"0": np.arange(4.0)})
