@@ -21,8 +21,9 @@ def digest_arrays(arrays) -> str:
     return h.hexdigest()
 
 
-def file_md5(path, block=1 << 20) -> str:
-    h = hashlib.md5()
+def file_digest(path, algorithm: str = "md5", block=1 << 20) -> str:
+    """Hex digest of a file read in blocks (archives' md5, weights files' sha256)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while chunk := f.read(block):
             h.update(chunk)

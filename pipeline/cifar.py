@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from features.errors import UserError
-from features.fingerprint import file_md5
+from features.fingerprint import file_digest
 from .sources import in_memory_source
 
 
@@ -91,7 +91,7 @@ def read_archive(path: Path, archive: Archive):
 def cifar_source(name: str, data_dir=None, verify: bool = True):
     archive = ARCHIVES[name]
     path = locate_archive(archive, data_dir)
-    if verify and (md5 := file_md5(path)) != archive.md5:
+    if verify and (md5 := file_digest(path)) != archive.md5:
         raise UserError(f"{path} has md5 {md5}, not the official {archive.md5}: the file is corrupt or not the "
                         f"official archive; delete it to download it again (or pass --no-verify for a re-packed copy)")
     images, labels, names, split = read_archive(path, archive)

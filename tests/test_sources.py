@@ -9,7 +9,7 @@ import pytest
 
 from conftest import SHARED_TAR, write_cifar_archive, write_mixed_tree
 from features.errors import UserError
-from features.fingerprint import file_md5
+from features.fingerprint import file_digest
 from pipeline import cifar
 from pipeline.folders import folder_source
 from pipeline.ingest import IngestConfig, ingest
@@ -22,7 +22,7 @@ def official_md5(monkeypatch):
     """Treat the test-made archive as the official one (its md5 is the archive's own)."""
     def use(kind, path):
         a = cifar.ARCHIVES[kind]
-        monkeypatch.setitem(cifar.ARCHIVES, kind, a.__class__(**{**a.__dict__, "md5": file_md5(path)}))
+        monkeypatch.setitem(cifar.ARCHIVES, kind, a.__class__(**{**a.__dict__, "md5": file_digest(path)}))
     return use
 
 

@@ -6,7 +6,6 @@ The first use checks the checkpoint's sha256, reads it without PyTorch (`torch_p
 the converted weights as a Keras weights file in Keras's cache (`~/.keras/models`, or $KERAS_HOME),
 whose hash is checked at every later use, as Keras does for the files it downloads.
 """
-import hashlib
 import importlib.util
 import os
 import tempfile
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from features.errors import UserError
+from features.fingerprint import file_digest
 from .efficientnet_lite import efficientnet_lite, assign_state_dict
 from .torch_pickle import UnsafePickleError, read_state_dict
 
@@ -35,12 +35,8 @@ PUBLISHED = {
 }
 
 
-def file_sha256(path, block=1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
+def file_sha256(path) -> str:
+    return file_digest(path, "sha256")
 
 
 def cache_dir() -> Path:
