@@ -147,24 +147,27 @@ def test_limit_takes_a_stratified_subset_per_split_and_folds_are_stratified(tmp_
     store = ingest(tmp_path / "d", IngestConfig("digits", limit=100, folds=(5,)), **quiet)
     assert store.counts() == {"train": 100, "test": 100}
     assert np.bincount(store.labels(split="train"), minlength=10).min() >= 9
-    folds = store.folds(5, on="train")
+    folds = store.folds(5, on="train", split="all")
     assert (folds[store.rows("test")] == -1).all()
-    train_folds = folds[store.rows("train")]
+    train_folds = store.folds(5)  # lines up with the training rows
+    np.testing.assert_array_equal(train_folds, folds[store.rows("train")])
     assert np.bincount(train_folds).tolist() == [20] * 5
     for f in range(5):  # every class appears in every fold
         assert len(set(store.labels(split="train")[train_folds == f])) == 10
-    with pytest.raises(UserError, match="no 7-fold assignment"):
-        store.folds(7)
+    assert len(set(store.folds(7))) == 7  # any k, computed the first time it is asked for
+    with pytest.raises(UserError, match="cannot make 11 stratified folds over train: its smallest class"):
+        store.folds(11)
 
 
 def test_store_is_plain_h5py_readable_as_the_readme_says(tmp_path):
-    store = ingest(tmp_path / "d", IngestConfig("digits", limit=30), **quiet)
+    store = ingest(tmp_path / "d", IngestConfig("digits", limit=30, folds=(3,)), **quiet)
     with h5py.File(tmp_path / "d" / "data.h5") as f:
         assert f["images"].dtype == np.uint8 and f["images"].shape == (60, 8, 8, 3)
         assert f["split"][:].tolist() == [0] * 30 + [1] * 30
         assert json.loads(f.attrs["label_sets"]) == ["label"]
         assert [s.decode() for s in f["label_names/label"][:]] == [str(i) for i in range(10)]
-        assert f["folds/train/6"].shape == (60,)
+        assert f["folds/train/3"].shape == (60,)
+        assert all(s.decode().startswith("load_digits[") for s in f["sources"][:])
     lazy = store.images(split="test", lazy=True)
     np.testing.assert_array_equal(lazy.compute(), store.images(split="test"))
 
