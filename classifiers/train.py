@@ -131,7 +131,7 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
     if config.fold is None:
         train, test = store.split == 0, store.split == 1
     else:
-        folds = store.folds(config.k, on="train")
+        folds = store.folds(config.k, on="train", split="all")  # one entry per stored row
         if not 0 <= config.fold < config.k:
             raise UserError(f"--fold {config.fold} is outside 0..{config.k - 1}")
         train, test = (folds >= 0) & (folds != config.fold), folds == config.fold

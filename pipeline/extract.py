@@ -10,6 +10,7 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from features import schema
 from features.errors import UserError
 from features.fingerprint import digest_arrays, fingerprint
 from features.store import FeatureStore
-from features.writers import FeatureSetWriter, choose_name, writer_lock
+from features.writers import FeatureSetWriter, choose_name, discard_damaged, writer_lock
 from .backbones import build_backbone, get_backbone, make_preprocess_layer
 from .cluster import dask_client
 from .device import auto_batch_size, describe_device
@@ -166,45 +167,67 @@ def extract_features(store_dir, config: FeatureConfig, *, name: str | None = Non
     model, weights_digest = build_extractor(config, store.image_shape[:2])
     fp = feature_fingerprint(store, config, weights_digest, config.layer or "last")
     name = choose_name(store.path, name or config.default_name(), fp, explicit=name is not None)
-    with writer_lock(store.path, name):
-        done = next((s for s in store.feature_sets() if s.name == name and s.complete), None)
-        if done is not None:
-            log(f"features: {name} is complete with this fingerprint ({fp[:12]}), nothing to do")
-            return ExtractResult(name, "cached", done.n, done.seconds, done.n / max(done.seconds, 1e-9),
-                                 schema.feature_path(store.path, name))
-        pooled_dim = model.outputs[0].shape[-1]
-        spatial_shape = tuple(model.outputs[1].shape[1:]) if config.spatial else None
-        per_row = 4 * pooled_dim + (2 * int(np.prod(spatial_shape)) if spatial_shape else 0)
-        check_writable(store.path, need_bytes=2 * per_row * store.n)  # committed chunks + the final file
-        # the weights' digest is kept so `predict` can tell if a --weights file changed since
-        writer = FeatureSetWriter(store.path, name, fp, {**asdict(config), "weights_sha256": weights_digest},
-                                  store.n, pooled_dim, spatial_shape, chunk_size)
-        committed = writer.committed()
-        if committed:
-            log(f"features: resuming {name} at {sum(committed.values())}/{store.n} rows"
-                + (f" (chunk size {writer.chunk_size}, as it was started)" if writer.chunk_size != chunk_size else ""))
-        chunk_size = writer.chunk_size
-        todo = [lo for lo in range(0, store.n, chunk_size) if lo not in committed]
-        if batch_size == "auto":
-            batch_size = auto_batch_size(model, store.image_shape, log=log)
-        step = None
-        if not (workers > 1 or scheduler):
-            step = DeviceStep(model, batch_size, jit_compile, log)
-            step.warm_up(store.image_shape)
-        start = time.time()  # streaming time: model build and compilation are not counted
-        bar = tqdm(total=store.n, initial=sum(committed.values()), unit="img", desc=name, disable=not progress,
-                   smoothing=0.1)
-        with bar:
-            if workers > 1 or scheduler:
-                extract_on_dask(store, config, name, fp, todo, batch_size, chunk_size, jit_compile, workers,
-                                scheduler, bar)
-            else:
-                extract_chunks(store, step, writer, todo, chunk_size, config.spatial, bar)
-        elapsed = time.time() - start
-        writer.add_seconds(elapsed)
-        rate = sum(min(chunk_size, store.n - lo) for lo in todo) / max(elapsed, 1e-9)
-        writer.assemble({"images_per_second": round(rate, 2), "batch_size": batch_size, "chunk_size": chunk_size,
-                         "workers": scheduler or workers, "device": describe_device()})
+    with ExitStack() as held:
+        try:
+            held.enter_context(writer_lock(store.path, name))
+        except OSError as e:  # a read-only store can still answer for a set it holds complete
+            if (done := complete_set(store, name)) is not None:
+                log(f"features: {name} is complete with this fingerprint ({fp[:12]}), nothing to do")
+                return done
+            raise UserError(f"cannot write to store {store.path} ({e.strerror}): choose another --store") from None
+        return _extract_locked(store, config, model, weights_digest, fp, name, batch_size, chunk_size, jit_compile,
+                               workers, scheduler, progress, log)
+
+
+def complete_set(store: FeatureStore, name: str) -> ExtractResult | None:
+    done = next((s for s in store.feature_sets() if s.name == name and s.complete), None)
+    if done is None:
+        return None
+    return ExtractResult(name, "cached", done.n, done.seconds, done.n / max(done.seconds, 1e-9),
+                         schema.feature_path(store.path, name))
+
+
+def _extract_locked(store, config, model, weights_digest, fp, name, batch_size, chunk_size, jit_compile, workers,
+                    scheduler, progress, log) -> ExtractResult:
+    discard_damaged(store.path, name, log)  # a set that fails its checksums is rebuilt, not reused
+    done = complete_set(store, name)
+    if done is not None:
+        log(f"features: {name} is complete with this fingerprint ({fp[:12]}), nothing to do")
+        return done
+    pooled_dim = model.outputs[0].shape[-1]
+    spatial_shape = tuple(model.outputs[1].shape[1:]) if config.spatial else None
+    per_row = 4 * pooled_dim + (2 * int(np.prod(spatial_shape)) if spatial_shape else 0)
+    check_writable(store.path, need_bytes=2 * per_row * store.n)  # committed chunks + the final file
+    # the weights' digest is kept so `predict` can tell if a --weights file changed since
+    writer = FeatureSetWriter(store.path, name, fp, {**asdict(config), "weights_sha256": weights_digest},
+                              store.n, pooled_dim, spatial_shape, chunk_size)
+    writer.drop_damaged_chunks(log)
+    committed = writer.committed()
+    if committed:
+        log(f"features: resuming {name} at {sum(committed.values())}/{store.n} rows"
+            + (f" (chunk size {writer.chunk_size}, as it was started)" if writer.chunk_size != chunk_size else ""))
+    chunk_size = writer.chunk_size
+    todo = [lo for lo in range(0, store.n, chunk_size) if lo not in committed]
+    if batch_size == "auto":
+        batch_size = auto_batch_size(model, store.image_shape, log=log)
+    step = None
+    if not (workers > 1 or scheduler):
+        step = DeviceStep(model, batch_size, jit_compile, log)
+        step.warm_up(store.image_shape)
+    start = time.time()  # streaming time: model build and compilation are not counted
+    bar = tqdm(total=store.n, initial=sum(committed.values()), unit="img", desc=name, disable=not progress,
+               smoothing=0.1)
+    with bar:
+        if workers > 1 or scheduler:
+            extract_on_dask(store, config, name, fp, todo, batch_size, chunk_size, jit_compile, workers,
+                            scheduler, bar)
+        else:
+            extract_chunks(store, step, writer, todo, chunk_size, config.spatial, bar)
+    elapsed = time.time() - start
+    writer.add_seconds(elapsed)
+    rate = sum(min(chunk_size, store.n - lo) for lo in todo) / max(elapsed, 1e-9)
+    writer.assemble({"images_per_second": round(rate, 2), "batch_size": batch_size, "chunk_size": chunk_size,
+                     "workers": scheduler or workers, "device": describe_device()})
     log(f"features: {name} {'resumed and ' if committed else ''}complete, {store.n} rows, {rate:.1f} images/s")
     return ExtractResult(name, "resumed" if committed else "extracted", store.n, writer.seconds, rate,
                          schema.feature_path(store.path, name))
