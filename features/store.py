@@ -15,7 +15,7 @@ from .folds import stratified_folds
 from .lazy import dask_array
 
 # What h5py, json and numpy raise on a file that is truncated, garbled or fails its checksums.
-DAMAGE = (OSError, KeyError, ValueError, TypeError)
+DAMAGE = (OSError, EOFError, KeyError, ValueError, TypeError)
 
 
 def reason(error: Exception) -> str:

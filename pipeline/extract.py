@@ -20,6 +20,7 @@ from tqdm import tqdm
 from features import schema
 from features.errors import UserError
 from features.fingerprint import digest_arrays, fingerprint
+from features.names import check_name
 from features.store import FeatureStore
 from features.writers import FeatureSetWriter, choose_name, discard_damaged, writer_lock
 from .backbones import build_backbone, get_backbone, make_preprocess_layer
@@ -163,6 +164,8 @@ def extract_features(store_dir, config: FeatureConfig, *, name: str | None = Non
     extract on their own devices, committing into the same feature set folder (a shared file system);
     the set is assembled here once every shard is in. A lost worker's shard is retried elsewhere.
     """
+    if name is not None:
+        check_name(name)  # it becomes a file name inside the store
     store = FeatureStore.open(store_dir)
     model, weights_digest = build_extractor(config, store.image_shape[:2])
     fp = feature_fingerprint(store, config, weights_digest, config.layer or "last")

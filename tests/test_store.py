@@ -308,3 +308,20 @@ def test_a_complete_set_in_a_store_that_cannot_be_written_is_still_answered(digi
     assert result.status == "cached"
     with pytest.raises(UserError, match="cannot write to store .*Read-only"):
         extract.extract_features(digits_store, extract.FeatureConfig(weights=weights, size=32), name="other", **quiet)
+
+
+def test_the_python_api_checks_names_too(digits):
+    from pipeline.extract import FeatureConfig, extract_features
+
+    with pytest.raises(UserError, match="not a usable name"):
+        extract_features(digits.path, FeatureConfig(weights="none", size=32), name="../../elsewhere", **quiet)
+    assert not (digits.path.parent / "elsewhere.h5").exists()
+
+
+def test_a_truncated_chunk_without_a_crc_in_its_name_is_recomputed(tmp_path):
+    writer = FeatureSetWriter(tmp_path, "x", "fp", {}, 4, 3, None, chunk_size=2)
+    np.save(writer.parts / schema.chunk_file("pooled", 0, 2), np.ones((2, 3), np.float32))  # the old naming
+    writer.commit(2, np.ones((2, 3)), None)
+    old = writer.parts / schema.chunk_file("pooled", 0, 2)
+    old.write_bytes(old.read_bytes()[:-7])
+    assert writer.drop_damaged_chunks(log=lambda m: None) == [0] and sorted(writer.committed()) == [2]
