@@ -1,4 +1,5 @@
 """cnncodes: the command line. A thin click layer over pipeline/, features/ and classifiers/."""
+import errno
 import json
 import os
 import sys
@@ -12,14 +13,35 @@ from features.errors import UserError
 
 
 class Cli(click.Group):
-    """Bad input ends in one line on stderr and exit status 1, never a traceback."""
+    """Bad input ends in one line on stderr and a non-zero exit status, never a traceback."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:  # a bad option value or a missing argument: one line, not click's three
+            command = f" {e.ctx.command.name}" if e.ctx and e.ctx.command and e.ctx.command is not self else ""
+            click.echo(f"error: {e.format_message()} (see `cnncodes{command} --help`)", err=True)
+            sys.exit(2)
         except UserError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
+        except OSError as e:  # disk full, read-only or vanished files: the system's reason and the file
+            if e.errno not in FILE_SYSTEM_ERRORS:
+                raise
+            click.echo(f"error: {e.strerror}: {e.filename or ''} - free space, or choose a writable --store; "
+                       f"committed work is kept and the same command resumes", err=True)
+            sys.exit(1)
+
+
+FILE_SYSTEM_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+POSITIVE = click.IntRange(min=1)
+SIZE = click.IntRange(8, 1024)  # ImageNet CNNs take 32..~600 px; 1024 already needs 20x the memory of 224
+
+
+def checked_name(ctx, param, value):
+    from features.names import check_name
+
+    return None if value is None else check_name(value, f"--{param.name}")
 
 
 @click.group(cls=Cli)
@@ -46,7 +68,7 @@ def default_store(dataset: str) -> Path:
               help="resnet50, vgg16, mobilenet_v2, efficientnet_lite0, efficientnet_lite1 or efficientnet_lite2")
 @click.option("--weights", default="imagenet", show_default=True,
               help="imagenet, none (seeded random) or a weights file (Keras; a PyTorch state dict for efficientnet_lite*)")
-@click.option("--size", type=int,
+@click.option("--size", type=SIZE,
               help="side the images are resized to on the device [the backbone's native size: 224; 240, 260 for "
                    "efficientnet_lite1, efficientnet_lite2]")
 @click.option("--layer", help="cut the backbone at this layer [its last]")
@@ -54,23 +76,26 @@ def default_store(dataset: str) -> Path:
 @click.option("--flip-average", is_flag=True, help="average the codes of each image and its mirror image (2x the work)")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.option("--batch-size", default="64", show_default=True, help="images per device step, or auto (largest that fits)")
-@click.option("--chunk-size", default=512, show_default=True, help="images per committed chunk (resume granularity)")
-@click.option("--limit", type=int, help="a stratified subset of N images per split")
-@click.option("--name", help="feature set name [from the configuration]")
-@click.option("--seed", default=0, show_default=True, help="seeds subsets, holdout, folds and --weights none")
-@click.option("--holdout", default=0.2, show_default=True, help="test fraction for data without a test split")
-@click.option("--image-size", type=int, help="folder data: square ingest size [first image's shorter side]")
-@click.option("--folds", default="5,6,10", show_default=True, help="k values whose fold assignments are stored")
+@click.option("--chunk-size", default=512, show_default=True, type=POSITIVE,
+              help="images per committed chunk (resume granularity)")
+@click.option("--limit", type=POSITIVE, help="a stratified subset of N images per split")
+@click.option("--name", callback=checked_name, help="feature set name [from the configuration]")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="seeds subsets, holdout, folds and --weights none")
+@click.option("--holdout", default=0.2, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="test fraction for data without a test split")
+@click.option("--image-size", type=click.IntRange(1, 1024), help="folder data: square ingest size [first image's shorter side]")
+@click.option("--folds", default="", help="k values whose fold assignments ingest computes, e.g. 5,10 "
+              "[none: kfold computes any k when first asked for, and keeps it]")
 @click.option("--skip-bad", is_flag=True, help="skip unreadable images (recorded in the store) instead of stopping")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="where CIFAR archives are [$CNNCODES_DATA, ~/.keras/datasets]")
 @click.option("--verify/--no-verify", default=True, help="check CIFAR archives against the official md5")
-@click.option("--workers", default=1, show_default=True, help="local Dask worker processes extracting shards")
+@click.option("--workers", default=1, show_default=True, type=POSITIVE, help="local Dask worker processes extracting shards")
 @click.option("--scheduler", help="address of a dask.distributed scheduler whose workers extract shards")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def features(dataset, store, backbone, weights, size, layer, spatial, flip_average, precision, batch_size, chunk_size,
              limit, name, seed, holdout, image_size, folds, skip_bad, data_dir, verify, workers, scheduler, quiet):
     """Ingest a data set into a store (once) and cache its CNN codes (once per configuration)."""
-    from pipeline.extract import FeatureConfig, extract_features
     from pipeline.ingest import IngestConfig, ingest
 
     store = store or default_store(dataset)
@@ -78,11 +103,13 @@ def features(dataset, store, backbone, weights, size, layer, spatial, flip_avera
         raise UserError(f"--batch-size {batch_size!r} is neither a positive integer nor auto")
     batch_size = batch_size if batch_size == "auto" else int(batch_size)
     try:
-        ks = tuple(sorted({int(k) for k in folds.split(",")}))
+        ks = tuple(sorted({int(k) for k in folds.split(",") if k.strip()}))
     except ValueError:
         raise UserError(f"--folds {folds!r} is not a comma-separated list of integers, e.g. 5,6,10") from None
     ingest(store, IngestConfig(dataset, limit, holdout, seed, image_size, skip_bad, ks),
            data_dir=data_dir, verify=verify, progress=not quiet, log=lambda m: click.echo(m, err=True))
+    from pipeline.extract import FeatureConfig, extract_features  # the backend loads only once the data is in
+
     config = FeatureConfig(backbone, weights, size or native_size(backbone), layer, spatial, precision, seed,
                            flip_average)
     result = extract_features(store, config, name=name, batch_size=batch_size, chunk_size=chunk_size,
@@ -94,30 +121,62 @@ def features(dataset, store, backbone, weights, size, layer, spatial, flip_avera
 @cli.command()
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def info(store, as_json):
+@click.option("--check", is_flag=True, help="read every stored byte once and report each file as sound or damaged")
+def info(store, as_json, check):
     """What a store holds: data, splits, label sets, folds, feature sets."""
     from features.store import FeatureStore
 
-    s = FeatureStore.open(store).summary()
+    opened = FeatureStore.open(store)
+    s = opened.summary()
+    if check:
+        s["check"] = opened.check()
     if as_json:
         click.echo(json.dumps(s, indent=2))
-        return
-    click.echo(f"store     {s['store']}\ndataset   {s['dataset']}  ({s['source']})")
-    click.echo(f"images    {s['images']['count']} x {tuple(s['images']['shape'])} uint8, "
-               + ", ".join(f"{k} {v}" for k, v in s["splits"].items()) + (f", {s['skipped']} skipped" if s["skipped"] else ""))
-    click.echo("labels    " + ", ".join(f"{k} ({v} classes)" for k, v in s["label_sets"].items()))
-    click.echo("folds     " + ", ".join(s["folds"]))
-    click.echo(f"features  {len(s['feature_sets'])}")
+    else:
+        click.echo(format_info(s))
+    if check and any(s["check"].values()):
+        sys.exit(1)
+
+
+def format_info(s: dict) -> str:
+    lines = [f"store     {s['store']}", f"dataset   {s['dataset']}  ({s['source']})",
+             f"images    {s['images']['count']} x {tuple(s['images']['shape'])} uint8, "
+             + ", ".join(f"{k} {v}" for k, v in s["splits"].items()) + (f", {s['skipped']} skipped" if s["skipped"] else ""),
+             "labels    " + ", ".join(f"{k} ({v} classes)" for k, v in s["label_sets"].items()),
+             "folds     " + (", ".join(s["folds"]) or "none kept yet (kfold computes any k when first asked for)"),
+             "sources   " + ("recorded per row" if s["sources"] else "not recorded (store made before cnncodes recorded them)"),
+             f"features  {len(s['feature_sets'])}"]
     for f in s["feature_sets"]:
+        if f.get("damaged"):
+            lines.append(f"  {f['name']}: DAMAGED ({f['damaged']}): re-run `cnncodes features` with its options to rebuild it")
+            continue
         state = "complete" if f["complete"] else f"INCOMPLETE {f['rows']}"
-        click.echo(f"  {f['name']}: {tuple(f['shape'])} {f['dtype']}"
-                   + (f" + spatial {tuple(f['spatial_shape'])}" if f["spatial_shape"] else "")
-                   + f", {state}, {f['seconds']:.1f}s, fingerprint {f['fingerprint'][:12]}")
+        lines.append(f"  {f['name']}: {tuple(f['shape'])} {f['dtype']}"
+                     + (f" + spatial {tuple(f['spatial_shape'])}" if f["spatial_shape"] else "")
+                     + f", {state}, {f['seconds']:.1f}s, fingerprint {f['fingerprint'][:12]}")
+    if "check" in s:
+        lines.append("check")
+        for name, why in s["check"].items():
+            lines.append(f"  {name}: " + (f"DAMAGED ({why})" if why else "sound"))
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("--store", required=True, type=click.Path(path_type=Path))
+@click.option("--features", help="feature set name [the store's only complete one]")
+@click.option("--spatial", is_flag=True, help="export the spatial maps instead of the pooled codes")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="the .npz file to write")
+def export(store, features, spatial, out):
+    """Codes of both splits with every label set, split, sources and folds, as one .npz (no pickles)."""
+    from features.export import export_feature_set
+
+    path = export_feature_set(store, out, features, kind="spatial" if spatial else "pooled")
+    click.echo(f"exported to {path}")
 
 
 @cli.command()
 @click.argument("backbone")
-@click.option("--size", type=int, help="input side [the backbone's native size]")
+@click.option("--size", type=SIZE, help="input side [the backbone's native size]")
 def layers(backbone, size):
     """List a backbone's layer names and output shapes (for --layer)."""
     from pipeline.backbones import build_backbone
@@ -166,7 +225,7 @@ def head_params(head, params, epochs):
 @click.option("--features", help="feature set name [the store's only complete one]")
 @click.option("--label", help="label set [the store's first, e.g. fine]")
 @click.option("--spatial", is_flag=True, help="train on the spatial maps (gap, dense)")
-@click.option("--epochs", type=int, help="for the Keras heads (dense, gap)")
+@click.option("--epochs", type=POSITIVE, help="for the Keras heads (dense, gap)")
 @click.option("--param", "params", multiple=True, help="head parameter KEY=VALUE, repeatable")
 @click.option("--quiet", is_flag=True, help="no progress (the C grid's fits, the Keras heads' epochs)")
 def fit(store, head, features, label, spatial, epochs, params, quiet):
@@ -185,13 +244,14 @@ def fit(store, head, features, label, spatial, epochs, params, quiet):
 @click.option("--store", required=True, type=click.Path(path_type=Path))
 @click.option("--head", "heads", required=True, multiple=True,
               help="repeatable: dense, gap, svm, logreg, or a pixel baseline cnn, finetune, wrn")
-@click.option("-k", "k", default=6, show_default=True)
+@click.option("-k", "k", default=6, show_default=True, type=click.IntRange(min=2),
+              help="folds: any k up to the smallest class count, computed once and kept in the store")
 @click.option("--label", "labels", multiple=True, help="repeatable [the store's first label set]")
 @click.option("--on", type=click.Choice(["train", "all"]), default="train", show_default=True)
 @click.option("--features", help="feature set name [the store's only complete one]")
 @click.option("--scheduler", help="address of a running dask.distributed scheduler")
-@click.option("--workers", default=1, show_default=True, help="local worker processes when no --scheduler")
-@click.option("--epochs", type=int, help="for the Keras heads")
+@click.option("--workers", default=1, show_default=True, type=POSITIVE, help="local worker processes when no --scheduler")
+@click.option("--epochs", type=POSITIVE, help="for the Keras heads")
 @click.option("--param", "params", multiple=True, help="HEAD.KEY=VALUE, repeatable")
 @click.option("--quiet", is_flag=True)
 def kfold(store, heads, k, labels, on, features, scheduler, workers, epochs, params, quiet):
@@ -210,13 +270,15 @@ def kfold(store, heads, k, labels, on, features, scheduler, workers, epochs, par
 
 @cli.command()
 @click.option("--model", "run", required=True, type=click.Path(path_type=Path), help="a run folder made by fit")
-@click.option("--top", default=5, show_default=True)
+@click.option("--top", default=5, show_default=True, type=POSITIVE)
+@click.option("--trust-model", is_flag=True,
+              help="load a run saved by an older cnncodes (model.joblib: a pickle, which can run code): only runs you made yourself")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-def predict(run, top, images):
+def predict(run, top, trust_model, images):
     """Top classes with probabilities for image files."""
     from classifiers.predict import predict_images
 
-    for path, best in zip(images, predict_images(run, list(images), top=top)):
+    for path, best in zip(images, predict_images(run, list(images), top=top, trust_pickle=trust_model)):
         click.echo(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in best))
 
 
@@ -225,10 +287,13 @@ def predict(run, top, images):
 @click.option("--all", "every", is_flag=True, help="every run, not only the latest of each configuration")
 def runs(store, every):
     """The store's fit and baseline runs as a table: head, features, weights, accuracies."""
-    from classifiers.runs import format_runs, latest_runs
+    from classifiers.runs import damage_warnings, format_runs, latest_runs
     from features.store import FeatureStore
 
-    found = latest_runs(FeatureStore.open(store).path, every=every)
+    path = FeatureStore.open(store).path
+    for line in damage_warnings(path):
+        click.echo(line, err=True)
+    found = latest_runs(path, every=every)
     click.echo(format_runs(found) if found else f"{store} has no runs yet: train one with `cnncodes fit`", nl=not found)
 
 
@@ -246,29 +311,33 @@ def report(store, out):
 @click.argument("kind", type=click.Choice(["cnn", "finetune", "wrn"]))
 @click.option("--store", required=True, type=click.Path(path_type=Path))
 @click.option("--label", help="label set [the store's first]")
-@click.option("--epochs", type=int, help="[cnn 100, finetune 20, wrn 200]")
-@click.option("--fold", type=int, help="test on this fold of the stored -k split instead of the test split")
-@click.option("-k", "k", default=6, show_default=True)
-@click.option("--batch-size", default=128, show_default=True)
+@click.option("--epochs", type=POSITIVE, help="[cnn 100, finetune 20, wrn 200]")
+@click.option("--fold", type=click.IntRange(min=0), help="test on this fold of the -k split of the training rows instead "
+              "of the test split")
+@click.option("-k", "k", default=6, show_default=True, type=click.IntRange(min=2), help="with --fold")
+@click.option("--batch-size", default=128, show_default=True, type=POSITIVE)
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--patience", type=int, help="early stopping on a 10% validation slice")
-@click.option("--limit", type=int, help="train on a stratified subset of N training rows")
-@click.option("--learning-rate", type=float, help="[cnn 1e-4, finetune 1e-4 (phase 2), wrn sgd 0.1 / adam 1e-3]")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--patience", type=POSITIVE, help="early stopping on a 10% validation slice")
+@click.option("--limit", type=POSITIVE, help="train on a stratified subset of N training rows")
+@click.option("--learning-rate", type=click.FloatRange(0, min_open=True), help="[cnn 1e-4, finetune 1e-4 (phase 2), wrn sgd 0.1 / adam 1e-3]")
 @click.option("--backbone", default="resnet50", show_default=True, help="finetune")
 @click.option("--weights", default="imagenet", show_default=True, help="finetune: imagenet, none or PATH")
-@click.option("--size", type=int, help="finetune: input side, resized on the device [the backbone's native size]")
-@click.option("--head-epochs", default=2, show_default=True, help="finetune: phase-1 epochs, backbone frozen")
+@click.option("--size", type=SIZE, help="finetune: input side, resized on the device [the backbone's native size]")
+@click.option("--head-epochs", default=2, show_default=True, type=click.IntRange(min=0),
+              help="finetune: phase-1 epochs, backbone frozen")
 @click.option("--unfreeze-from", help="finetune: first layer trained in phase 2 [the last stage]")
-@click.option("--depth", default=28, show_default=True, help="wrn")
-@click.option("--width", default=10, show_default=True, help="wrn")
-@click.option("--dropout", default=0.0, show_default=True, help="wrn")
+@click.option("--depth", default=28, show_default=True, type=click.IntRange(min=10), help="wrn: 6n+4 (16, 22, 28, 40)")
+@click.option("--width", default=10, show_default=True, type=POSITIVE, help="wrn")
+@click.option("--dropout", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="wrn")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True, help="wrn")
 @click.option("--quiet", is_flag=True)
 def baseline(kind, store, quiet, **options):
     """Train a pixel baseline (basic CNN, fine-tuned backbone, Wide ResNet) on the store's images."""
     from classifiers.train import BaselineConfig, train_baseline
 
+    if kind == "wrn" and (options["depth"] - 4) % 6:
+        raise UserError(f"--depth {options['depth']}: a Wide ResNet's depth is 6n+4, e.g. 16, 22, 28 or 40")
     options["size"] = options["size"] or native_size(options["backbone"])
     run, r = train_baseline(store, BaselineConfig(kind=kind, **options), progress=not quiet,
                             log=lambda m: click.echo(m, err=True))

@@ -1,6 +1,6 @@
 """`cnncodes fit`: one head on a feature set's training split, evaluated on the test split."""
+import shutil
 import time
-
 
 from features.errors import UserError
 from features.store import FeatureStore
@@ -25,18 +25,23 @@ def fit_head(store_dir, head: str, *, features: str | None = None, label: str | 
     model = make_head(head, **(params or {}))
     X, y = load_xy(store, info.name, label, "train", spatial)
     X_test, y_test = load_xy(store, info.name, label, "test", spatial)
-    start = time.time()
-    model.fit(X, y)
-    seconds = time.time() - start
-    names = store.class_names(label)
-    record = {
-        "kind": "fit", "head": head, "label": label, "features": info.name, "fingerprint": info.fingerprint,
-        "feature_config": info.config, "image_shape": list(store.image_shape), "class_names": names,
-        "params": model.get_params(), "fit_seconds": round(seconds, 3),
-        "train_accuracy": float(model.score(X, y)),
-        **classification_record(y_test, model.predict(X_test), len(names)),
-        "history": getattr(model, "history_", None), "epochs": getattr(model, "n_epochs_", None),
-        "chosen": {k: getattr(model, k) for k in ("C_", "cv_scores_", "scores_") if hasattr(model, k)},
-    }
-    run = save_run(new_run_dir(store.path, "fit", head, label), record, model)
+    run = new_run_dir(store.path, "fit", head, label)  # before training: a read-only store fails now, not after
+    try:
+        start = time.time()
+        model.fit(X, y)
+        seconds = time.time() - start
+        names = store.class_names(label)
+        record = {
+            "kind": "fit", "head": head, "label": label, "features": info.name, "fingerprint": info.fingerprint,
+            "feature_config": info.config, "image_shape": list(store.image_shape), "class_names": names,
+            "params": model.get_params(), "spatial": spatial, "fit_seconds": round(seconds, 3),
+            "train_accuracy": float(model.score(X, y)),
+            **classification_record(y_test, model.predict(X_test), len(names)),
+            "history": getattr(model, "history_", None), "epochs": getattr(model, "n_epochs_", None),
+            "chosen": {k: getattr(model, k) for k in ("C_", "cv_scores_", "scores_") if hasattr(model, k)},
+        }
+        save_run(run, record, model)
+    except BaseException:  # an interrupted or failed fit leaves no half-written run behind
+        shutil.rmtree(run, ignore_errors=True)
+        raise
     return run, record

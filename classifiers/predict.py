@@ -17,13 +17,36 @@ def scores(model, X) -> np.ndarray:
     return z / z.sum(axis=1, keepdims=True)
 
 
-def predict_images(run, paths: list, top: int = 5, batch_size: int = 32) -> list[list[tuple[str, float]]]:
+FIT_KEYS = {"feature_config": dict, "image_shape": list, "params": dict}  # what predict needs beyond any run's
+
+
+def load_fitted_head(run, trust_pickle: bool = False):
+    """(record, head) of a run made by `cnncodes fit`, or one UserError saying what is wrong with it."""
+    record, model = load_run(run, trust_pickle=trust_pickle)
+    if model is None or record.get("kind") != "fit":
+        raise UserError(f"{run} holds no fitted head: give a run made by `cnncodes fit`")
+    missing = [k for k, kind in FIT_KEYS.items() if not isinstance(record.get(k), kind)]
+    if missing:
+        raise UserError(f"{run}/record.json lacks {', '.join(missing)}: the run is damaged or was not made by "
+                        f"`cnncodes fit`; fit the head again")
+    shape = record["image_shape"]
+    if not (len(shape) == 3 and all(isinstance(n, int) and n > 0 for n in shape)):
+        raise UserError(f"{run}/record.json has image_shape {shape!r}, not (side, side, 3): fit the head again")
+    classes = np.asarray(getattr(model, "classes_", []))
+    if classes.dtype.kind not in "iu" or not ((0 <= classes) & (classes < len(record["class_names"]))).all():
+        raise UserError(f"{run}: the head's classes do not match the record's {len(record['class_names'])} "
+                        f"class names: fit the head again")
+    return record, model
+
+
+def predict_images(run, paths: list, top: int = 5, batch_size: int = 32,
+                   trust_pickle: bool = False) -> list[list[tuple[str, float]]]:
+    """Top classes with probabilities per image. `trust_pickle` loads a head saved by an older
+    cnncodes as a pickle (model.joblib), which can run code: only for runs the user made."""
     from pipeline.extract import DeviceStep, FeatureConfig, build_extractor
     from pipeline.images import decode_rgb, fit_square
 
-    record, model = load_run(run)
-    if model is None or record.get("kind") != "fit":
-        raise UserError(f"{run} holds no fitted head: give a run made by `cnncodes fit`")
+    record, model = load_fitted_head(run, trust_pickle)
     side = record["image_shape"][0]
     images = []
     for p in map(Path, paths):
@@ -34,14 +57,19 @@ def predict_images(run, paths: list, top: int = 5, batch_size: int = 32) -> list
             raise UserError(f"{p} is not a readable image (JPEG, PNG or BMP)")
         images.append(fit_square(img, side))  # the same ingest rule the store's images went through
     names = {f.name for f in fields(FeatureConfig)}
-    config = FeatureConfig(**{k: v for k, v in record["feature_config"].items() if k in names})
+    try:
+        config = FeatureConfig(**{k: v for k, v in record["feature_config"].items() if k in names})
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{run}/record.json has a feature_config cnncodes cannot use ({e}): "
+                        f"fit the head again") from None
     extractor, digest = build_extractor(config, (side, side))
     recorded = record["feature_config"].get("weights_sha256")
     if recorded is not None and digest != recorded:
         raise UserError(f"the backbone weights ({config.weights}) are not those the head's features were "
                         f"extracted with: restore them, or re-extract the features and fit again")
     outs = DeviceStep(extractor, batch_size)(np.stack(images))
-    X = outs[1] if record["params"].get("spatial") else outs[0]
+    spatial = record.get("spatial", record["params"].get("spatial"))  # runs before "spatial" was recorded: pooled
+    X = outs[1] if spatial else outs[0]
     probs = scores(model, X)
     classes = np.asarray(model.classes_)
     out = []

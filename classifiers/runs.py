@@ -1,24 +1,38 @@
 """Run records: every fit, k-fold and baseline leaves its numbers in store/runs/ for `report`."""
+import itertools
 import json
 import os
+import re
 import time
 from pathlib import Path
 
-import joblib
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
 from features import schema
 from features.errors import UserError
+from features.store import reason
+from .persist import has_model, load_model, save_model
+
+LEGACY_MODEL = "model.joblib"  # older cnncodes pickled heads: loaded only when the user trusts the run
 
 
 def new_run_dir(store: Path, kind: str, head: str, label: str) -> Path:
-    base = Path(store) / schema.RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{head}-{label}"
-    run, i = base, 1
-    while run.exists():
-        run, i = base.with_name(f"{base.name}-{i}"), i + 1
-    run.mkdir(parents=True)
-    return run
+    """A fresh folder under STORE/runs/, made before any work, so a store that cannot be written to
+    fails at once. Names come from data (label sets), so unsafe characters become '_'."""
+    runs = Path(store) / schema.RUNS_DIR
+    name = "-".join(re.sub(r"[^A-Za-z0-9_.+=-]", "_", part)[:60] for part in (kind, head, label))
+    base = runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+    for i in itertools.count():
+        run = base.with_name(f"{base.name}-{i}") if i else base
+        try:
+            run.mkdir(parents=True)
+            return run
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise UserError(f"cannot create a run folder in {runs} ({e.strerror}): make it writable, "
+                            f"or copy the store somewhere writable") from None
 
 
 def write_json(path: Path, obj):
@@ -44,29 +58,136 @@ def classification_record(y_true, y_pred, n_classes: int) -> dict:
 
 
 def save_run(run: Path, record: dict, model=None) -> Path:
+    """The model first, the record last: a run folder with a record.json is complete."""
     if model is not None:
-        joblib.dump(model, run / "model.joblib")
+        save_model(model, run)
     write_json(run / "record.json", {**record, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return run
 
 
-def load_run(run) -> tuple[dict, object]:
+def load_run(run, trust_pickle: bool = False) -> tuple[dict, object]:
+    """(record, fitted head or None). A head saved as a pickle by an older cnncodes loads only when
+    the user says they trust it: unpickling a file runs whatever code it names."""
     run = Path(run)
-    if not (run / "record.json").exists():
+    if not (run / "record.json").is_file():
         raise UserError(f"{run} is not a run folder (no record.json): give a folder under STORE/runs/")
-    record = json.loads((run / "record.json").read_text())
-    model = joblib.load(run / "model.joblib") if (run / "model.joblib").exists() else None
-    return record, model
+    record, problem = read_record(run / "record.json")
+    if problem:
+        raise UserError(f"{run} is damaged ({problem}): re-run the command that made it")
+    if has_model(run):
+        return record, load_model(run)
+    if (run / LEGACY_MODEL).exists():
+        if not trust_pickle:
+            raise UserError(f"{run / LEGACY_MODEL} was saved by an older cnncodes as a pickle, which can run code: "
+                            f"re-fit it, or pass --trust-model if you made it yourself")
+        import joblib
+
+        return record, joblib.load(run / LEGACY_MODEL)
+    return record, None
+
+
+# -- reading every run, a damaged one never hiding the others ------------------------------------------------
+RECORD_KEYS = ("kind", "head", "label", "test_accuracy", "class_names", "confusion", "test_predictions")
+TABLE_KEYS = ("k", "on", "features", "rows", "wall_seconds")
+ROW_KEYS = ("head", "label", "folds", "mean", "std", "seconds")
+
+
+def read_record(path: Path) -> tuple[dict | None, str | None]:
+    """(record, None), or (None, why it cannot be used)."""
+    return _read_json(Path(path), record_problem)
+
+
+def _read_json(path: Path, problem) -> tuple[dict | None, str | None]:
+    try:
+        found = json.loads(path.read_bytes())
+    except (OSError, ValueError) as e:  # ValueError: invalid JSON, or bytes that are not UTF-8
+        return None, f"{path.name} cannot be read: {reason(e)}"
+    why = problem(found)
+    return (None, f"{path.name} {why}") if why else (found, None)
+
+
+def record_problem(record) -> str | None:
+    """What makes a run record unusable by `runs`, `report` and `predict`, or None."""
+    if not isinstance(record, dict):
+        return "is not a JSON object"
+    missing = [k for k in RECORD_KEYS if k not in record]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    names, confusion, predictions = record["class_names"], record["confusion"], record["test_predictions"]
+    if not _number(record["test_accuracy"]):
+        return "has a test_accuracy that is not a number"
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        return "has class_names that are not a list of names"
+    if not (isinstance(confusion, list) and len(confusion) == len(names)
+            and all(isinstance(row, list) and len(row) == len(names) and all(map(_count, row)) for row in confusion)):
+        return f"has a confusion matrix that is not {len(names)} x {len(names)} counts"
+    if not (isinstance(predictions, list) and all(_count(p) and p < len(names) for p in predictions)):
+        return "has test_predictions that are not class indices"
+    for key in ("train_accuracy", "fit_seconds"):
+        if record.get(key) is not None and not _number(record[key]):
+            return f"has a {key} that is not a number"
+    history = record.get("history")
+    if history is not None and not (isinstance(history, dict) and all(
+            isinstance(v, list) and all(map(_number, v)) for v in history.values())):
+        return "has a history that is not lists of numbers"
+    return None
+
+
+def table_problem(table) -> str | None:
+    """What makes a k-fold table.json unusable by `report`, or None."""
+    if not isinstance(table, dict):
+        return "is not a JSON object"
+    missing = [k for k in TABLE_KEYS if k not in table]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    if not (_count(table["k"]) and isinstance(table["rows"], list)):
+        return "has no whole-number k or no list of rows"
+    for row in table["rows"]:
+        if not (isinstance(row, dict) and all(k in row for k in ROW_KEYS) and isinstance(row["folds"], list)
+                and all(map(_number, row["folds"] + [row["mean"], row["std"]]))):
+            return f"has a row without {', '.join(ROW_KEYS)}"
+    return None
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _scan(store: Path, pattern: str, problem) -> tuple[list[dict], list[tuple[Path, str]]]:
+    root = Path(store) / schema.RUNS_DIR
+    good, damaged = [], []
+    for path in sorted(root.glob(pattern)) if root.exists() else []:
+        found, why = _read_json(path, problem)
+        if why:
+            damaged.append((path.parent, why))
+        else:
+            good.append({**found, "run": str(path.parent)})
+    return good, damaged
 
 
 def all_runs(store: Path) -> list[dict]:
-    root = Path(store) / schema.RUNS_DIR
-    out = []
-    for path in sorted(root.glob("*/record.json")) if root.exists() else []:
-        record = json.loads(path.read_text())
-        record["run"] = str(path.parent)
-        out.append(record)
-    return out
+    """Every fit and baseline run whose record can be used; damaged ones are in `damaged_runs`."""
+    return _scan(store, "*/record.json", record_problem)[0]
+
+
+def kfold_tables(store: Path) -> list[dict]:
+    """Every k-fold table that can be used, oldest name first; damaged ones are in `damaged_runs`."""
+    return _scan(store, "kfold-*/table.json", table_problem)[0]
+
+
+def damaged_runs(store: Path) -> list[tuple[Path, str]]:
+    """(run folder, why) for each run record or k-fold table that cannot be read or lacks what it must hold."""
+    return _scan(store, "*/record.json", record_problem)[1] + _scan(store, "kfold-*/table.json", table_problem)[1]
+
+
+def damage_warnings(store: Path) -> list[str]:
+    """One line per damaged run, for commands that list runs: they name it and go on with the rest."""
+    return [f"warning: skipped {folder}: {why}; delete it, or re-run the command that made it"
+            for folder, why in damaged_runs(store)]
 
 
 def latest_runs(store: Path, every: bool = False) -> list[dict]:
@@ -87,8 +208,13 @@ def format_runs(runs: list[dict]) -> str:
     """A plain-text table of runs: what was trained on which codes (and weights), and how it scored."""
     header = ["head", "features", "weights", "label", "train acc (%)", "test acc (%)", "fit time (s)"]
     rows = [[str(r.get("head")), str(r.get("features")), str((r.get("feature_config") or {}).get("weights", "-")),
-             str(r.get("label")), f"{100 * r.get('train_accuracy', float('nan')):.2f}", f"{100 * r['test_accuracy']:.2f}",
-             f"{r.get('fit_seconds', 0):.1f}"] for r in runs]
+             str(r.get("label")), f"{100 * number_or(r.get('train_accuracy'), float('nan')):.2f}",
+             f"{100 * r['test_accuracy']:.2f}", f"{number_or(r.get('fit_seconds'), 0):.1f}"] for r in runs]
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
     line = lambda cells: "  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     return "\n".join([line(header)] + [line(r) for r in rows]) + "\n"
+
+
+def number_or(value, default):
+    """A record's optional number (which may be absent or null), else the default."""
+    return value if _number(value) else default

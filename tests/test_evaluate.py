@@ -25,7 +25,8 @@ def store(digits_store, tmp_path_factory):
 
 def test_fit_saves_head_and_full_run_record(store):
     run, record = fit_head(store, "svm", params={"Cs": (0.1, 1.0)})
-    assert (run / "model.joblib").exists()
+    assert (run / "model.json").exists() and (run / "model.npz").exists()  # arrays + JSON: nothing to unpickle
+    assert not (run / "model.joblib").exists()
     saved = json.loads((run / "record.json").read_text())
     assert saved["test_accuracy"] == record["test_accuracy"] > 0.9
     assert saved["fingerprint"] == FeatureStore.open(store).feature_set("r50").fingerprint
@@ -133,11 +134,11 @@ def test_kfold_never_reuses_folds_of_other_features_under_the_same_name(tmp_path
     from pipeline.ingest import IngestConfig, ingest
 
     quiet = dict(progress=False, log=lambda m: None)
-    store = ingest(tmp_path / "d", IngestConfig("digits", limit=30), **quiet).path
+    store = ingest(tmp_path / "d", IngestConfig("digits", limit=30), **quiet).path  # 3 rows a class: k <= 3
     params = {"logreg": {"Cs": [0.1]}}
     extract_features(store, FeatureConfig(weights="none", size=32, seed=0), name="codes", **quiet)
-    assert kfold_scores(store, ["logreg"], k=5, params=params, progress=False)["tasks_run"] == 5
-    assert kfold_scores(store, ["logreg"], k=5, params=params, progress=False)["tasks_run"] == 0
+    assert kfold_scores(store, ["logreg"], k=3, params=params, progress=False)["tasks_run"] == 3
+    assert kfold_scores(store, ["logreg"], k=3, params=params, progress=False)["tasks_run"] == 0
     (store / "features" / "codes.h5").unlink()
     extract_features(store, FeatureConfig(weights="none", size=32, seed=1), name="codes", **quiet)
-    assert kfold_scores(store, ["logreg"], k=5, params=params, progress=False)["tasks_run"] == 5
+    assert kfold_scores(store, ["logreg"], k=3, params=params, progress=False)["tasks_run"] == 3

@@ -1,0 +1,298 @@
+"""Runs as a system of record (issue 12): heads saved without pickles, damaged runs skipped and named,
+a report that escapes every name from data, fit refusing a read-only store before it trains."""
+import json
+import os
+import pickle
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import run_cli, write_mixed_tree
+from classifiers import report
+from classifiers.fit import fit_head
+from classifiers.heads import LogRegHead, make_head
+from classifiers.persist import load_model, save_model
+from classifiers.predict import predict_images
+from classifiers.report import build_report
+from classifiers.runs import (all_runs, classification_record, damage_warnings, damaged_runs, format_runs,
+                              kfold_tables, latest_runs, load_run, save_run)
+from features.errors import UserError
+from features.store import FeatureStore
+
+SCRIPT = "<script>alert(1)</script>"
+IMG = '"><img src=x onerror=alert(1)>'
+MATH = r"$\frac{$"  # mathtext that does not parse: matplotlib raises on it unless drawn as plain text
+HOSTILE = (SCRIPT, IMG, MATH)
+
+
+# -- 1. heads load without unpickling ------------------------------------------------------------------------
+def tiny_data(spatial=False, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(60) % 3
+    X = rng.normal(size=(60, 2, 2, 6) if spatial else (60, 6)).astype(np.float32)
+    X[np.arange(60), ..., y] += 2.0  # learnable: class k is bright in channel k
+    return X, y
+
+
+@pytest.mark.parametrize("head, params, spatial", [
+    ("logreg", {"Cs": (0.1, 1.0)}, False),
+    ("svm", {"Cs": (0.1, 1.0)}, False),
+    ("dense", {"epochs": 2, "hidden": 8}, False),
+    ("gap", {"epochs": 2}, True),
+])
+def test_saved_head_predicts_exactly_as_the_fitted_one(tmp_path, head, params, spatial):
+    X, y = tiny_data(spatial)
+    model = make_head(head, **params).fit(X, y)
+    save_model(model, tmp_path)
+    with np.load(tmp_path / "model.npz", allow_pickle=False) as npz:  # plain arrays only
+        assert "classes_" in npz.files
+    loaded = load_model(tmp_path)
+    assert type(loaded) is type(model) and loaded.get_params() == model.get_params()
+    assert np.array_equal(loaded.predict(X), model.predict(X))
+    scores = "decision_function" if head == "svm" else "predict_proba"
+    assert np.array_equal(getattr(loaded, scores)(X), getattr(model, scores)(X))
+    if head == "logreg":  # the wrapped scikit-learn estimator is rebuilt from its arrays
+        assert type(loaded.model_).__name__ == "LogisticRegression"
+        assert np.array_equal(loaded.model_.coef_, model.model_.coef_) and loaded.C_ == model.C_
+        assert loaded.scores_ == model.scores_  # C values stay numbers, not JSON's string keys
+    if head in ("dense", "gap"):
+        assert (tmp_path / "model.keras").exists() and loaded.history_ == model.history_
+
+
+@pytest.fixture
+def saved_logreg(tmp_path):
+    X, y = tiny_data()
+    save_model(make_head("logreg", Cs=(0.1,)).fit(X, y), tmp_path)
+    return tmp_path
+
+
+def test_a_model_npz_holding_an_object_array_is_refused(saved_logreg):
+    with np.load(saved_logreg / "model.npz") as npz:
+        arrays = dict(npz)
+    arrays["classes_"] = np.array([0, "x", None], dtype=object)  # loadable only by unpickling
+    np.savez(saved_logreg / "model.npz", **arrays)
+    with pytest.raises(UserError, match="model.npz holds something other than plain arrays.*refused"):
+        load_model(saved_logreg)
+
+
+@pytest.mark.parametrize("where", ["head", "nested estimator"])
+def test_a_class_name_outside_the_allow_list_is_refused(saved_logreg, where):
+    description = json.loads((saved_logreg / "model.json").read_text())
+    target = description if where == "head" else description["fitted"]["model_"]["estimator"]
+    target["class"] = "Popen"
+    (saved_logreg / "model.json").write_text(json.dumps(description))
+    with pytest.raises(UserError, match="names the class 'Popen', which cnncodes does not load"):
+        load_model(saved_logreg)
+
+
+def test_a_keras_network_with_code_in_it_is_refused(tmp_path):
+    import keras
+
+    X, y = tiny_data()
+    save_model(make_head("gap", epochs=1).fit(X, y), tmp_path)
+    inputs = keras.Input((6,))
+    keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs)).save(tmp_path / "model.keras")
+    with pytest.raises(UserError, match="cannot be loaded in Keras's safe mode"):
+        load_model(tmp_path)
+
+
+class Payload:
+    """What a planted model.joblib can do when unpickled: here, create a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def fake_fit_record(n_classes=3, n_test=6) -> dict:
+    y = np.arange(n_test) % n_classes
+    return {"kind": "fit", "head": "logreg", "label": "label", "features": "codes", "params": {},
+            "feature_config": {"weights": "none"}, "image_shape": [32, 32, 3],
+            "class_names": [f"c{i}" for i in range(n_classes)], **classification_record(y, y, n_classes)}
+
+
+def test_a_planted_model_joblib_is_refused_before_it_is_unpickled(tmp_path):
+    run, marker = tmp_path / "runs" / "planted", tmp_path / "marker"
+    run.mkdir(parents=True)
+    save_run(run, fake_fit_record())
+    (run / "model.joblib").write_bytes(pickle.dumps(Payload(marker)))
+    for load in (lambda: load_run(run), lambda: predict_images(run, [tmp_path / "x.png"])):
+        with pytest.raises(UserError, match="saved by an older cnncodes as a pickle, which can run code: "
+                                            "re-fit it, or pass --trust-model"):
+            load()
+    assert not marker.exists()
+    load_run(run, trust_pickle=True)  # the user vouches for it: the legacy path still loads (and runs it)
+    assert marker.exists()
+
+
+def test_predict_cli_refuses_a_planted_pickle_in_one_line(tmp_path):
+    run, marker = tmp_path / "run", tmp_path / "marker"
+    run.mkdir()
+    save_run(run, fake_fit_record())
+    (run / "model.joblib").write_bytes(pickle.dumps(Payload(marker)))
+    r = run_cli("predict", "--model", run, tmp_path / "x.png")
+    assert r.returncode == 1 and not marker.exists()
+    assert r.stderr.strip().count("\n") == 0 and "--trust-model" in r.stderr
+
+
+# -- 2. one damaged run never takes the others down -------------------------------------------------------------
+def write_runs(root):
+    """One good fit run and five damaged ones, as a crash, a disk error or a hand edit leaves them."""
+    good = root / "runs" / "20260101-000000-fit-logreg-label"
+    good.mkdir(parents=True)
+    save_run(good, {**fake_fit_record(), "train_accuracy": None})  # optional numbers may be null
+    damaged = {
+        "truncated": json.dumps(fake_fit_record())[:100],
+        "not-json": "\x00\xff garbage",
+        "no-accuracy": json.dumps({k: v for k, v in fake_fit_record().items() if k != "test_accuracy"}),
+        "a-list": "[1, 2]",
+        "bad-prediction": json.dumps({**fake_fit_record(), "test_predictions": [0, 1, 7, 0, 1, 2]}),
+    }
+    for name, text in damaged.items():
+        (root / "runs" / name).mkdir()
+        (root / "runs" / name / "record.json").write_text(text)
+    table = root / "runs" / "kfold-codes-k5-train"
+    table.mkdir()
+    (table / "table.json").write_text('{"kind": "kfold", "k": 5, "rows": [')
+    return good, damaged
+
+
+def test_damaged_run_records_and_kfold_tables_are_skipped_and_named(tmp_path):
+    good, damaged = write_runs(tmp_path)
+    assert [r["run"] for r in all_runs(tmp_path)] == [str(good)]
+    assert [r["run"] for r in latest_runs(tmp_path)] == [str(good)]
+    assert "logreg" in format_runs(all_runs(tmp_path)) and kfold_tables(tmp_path) == []
+    why = {folder.name: reason for folder, reason in damaged_runs(tmp_path)}
+    assert set(why) == set(damaged) | {"kfold-codes-k5-train"}
+    assert why["no-accuracy"] == "record.json lacks test_accuracy"
+    assert why["truncated"].startswith("record.json cannot be read")
+    assert "not class indices" in why["bad-prediction"]
+    assert why["kfold-codes-k5-train"].startswith("table.json cannot be read")
+    warnings = damage_warnings(tmp_path)
+    assert len(warnings) == 6 and all(w.startswith("warning: skipped ") for w in warnings)
+    with pytest.raises(UserError, match=r"no-accuracy is damaged \(record.json lacks test_accuracy\)"):
+        load_run(tmp_path / "runs" / "no-accuracy")
+
+
+# -- 3. the report: names from data escaped and drawn as plain text; sources; misclassified images -------------
+@pytest.fixture(scope="module")
+def hostile_store(tmp_path_factory):
+    """A folder data set whose root and class folders carry HTML and mathtext, with tiny random codes, and
+    a second label set named `<script>...`, as a hand-edited or foreign data.h5 could have."""
+    from pipeline.extract import FeatureConfig, extract_features
+    from pipeline.ingest import IngestConfig, ingest
+
+    base = tmp_path_factory.mktemp("hostile")
+    root = write_mixed_tree(base / "<svg onload=alert(1)>", classes=(IMG, MATH, "<b>bee"), per_class=6)
+    quiet = dict(progress=False, log=lambda m: None)
+    store = ingest(base / "store", IngestConfig(f"folder:{root}"), **quiet).path
+    extract_features(store, FeatureConfig(weights="none", size=32), name="codes", **quiet)
+    with h5py.File(store / "data.h5", "r+") as f:
+        f.create_dataset(f"labels/{SCRIPT}", data=f["labels/label"][:])
+        f.create_dataset(f"label_names/{SCRIPT}", data=np.array([SCRIPT, "x", "y"], dtype=object),
+                         dtype=h5py.string_dtype())
+        f.attrs["label_sets"] = json.dumps(["label", SCRIPT])
+    for label in ("label", SCRIPT):
+        fit_head(store, "logreg", label=label, params={"Cs": [0.1]})
+    return store
+
+
+def copy_of(store, tmp_path):
+    shutil.copytree(store, tmp_path / "store")
+    return tmp_path / "store"
+
+
+def test_report_escapes_every_name_from_data_and_draws_them_as_plain_text(hostile_store, tmp_path):
+    store = copy_of(hostile_store, tmp_path)
+    assert {r["label"] for r in all_runs(store)} == {"label", SCRIPT}
+    assert all("<" not in r["run"] for r in all_runs(store))  # run folders are named safely
+    page = build_report(store, tmp_path / "out")  # a class named $\frac{$ used to crash matplotlib
+    text = page.read_text(encoding="utf-8")
+    for name in (SCRIPT, IMG, "<svg onload=alert(1)>", "<b>bee"):
+        assert name not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;" in text
+    assert "<script" not in text and "<img src=x" not in text and "<svg" not in text
+    assert text.count("data:image/png;base64,") == 3  # 2 confusion matrices, samples
+    assert (tmp_path / "out" / "samples.png").exists()
+
+
+def test_report_lists_the_misclassified_test_images_with_their_sources(hostile_store, tmp_path, monkeypatch):
+    store = copy_of(hostile_store, tmp_path)
+    s = FeatureStore.open(store)
+    (run,) = [r for r in all_runs(store) if r["label"] == "label"]
+    truth, sources = s.labels("label", split="test"), s.sources(split="test")
+    wrong = np.flatnonzero(np.array(run["test_predictions"]) != truth)
+    assert 2 <= len(wrong) < len(truth), "the tiny random-weight codes should get some test images wrong"
+    text = build_report(store).read_text(encoding="utf-8")
+    assert f"{len(wrong)} of {len(truth)} test images" in text
+    first = wrong[0]
+    row = [sources[first], run["class_names"][truth[first]], run["class_names"][run["test_predictions"][first]]]
+    assert "<tr>" + "".join(f"<td>{report.esc(c)}</td>" for c in row) + "</tr>" in text
+    monkeypatch.setattr(report, "MISCLASSIFIED_ROWS", 1)  # long lists are cut, and say so
+    text = build_report(store).read_text(encoding="utf-8")
+    assert f"{len(wrong)} of {len(truth)} test images; the first 1 listed" in text
+    assert report.esc(sources[wrong[1]]) not in text.split("Misclassified")[1].split("</table>")[0]
+
+
+def test_report_on_a_store_made_before_sources_says_so(hostile_store, tmp_path):
+    store = copy_of(hostile_store, tmp_path)
+    with h5py.File(store / "data.h5", "r+") as f:
+        del f["sources"]
+    assert FeatureStore.open(store).sources(split="test") is None
+    text = build_report(store).read_text(encoding="utf-8")
+    assert "sources not recorded (store made before cnncodes recorded them)" in text
+    assert "Misclassified test images" in text
+
+
+def test_report_names_damaged_runs_and_shows_the_rest(hostile_store, tmp_path):
+    store = copy_of(hostile_store, tmp_path)
+    write_runs(store)
+    text = build_report(store).read_text(encoding="utf-8")
+    damaged = text.split("<h2>Damaged runs</h2>")[1].split("</ul>")[0]
+    assert "<li>no-accuracy: record.json lacks test_accuracy</li>" in damaged
+    assert "kfold-codes-k5-train: table.json cannot be read" in damaged and damaged.count("<li>") == 6
+    for r in all_runs(store):
+        assert f"<h2>{report.esc(os.path.basename(r['run']))}</h2>" in text
+
+
+# -- 4, 5. fit on a read-only store; predict on what is not a fitted run ------------------------------------------
+def test_fit_on_a_read_only_store_fails_before_training(hostile_store, tmp_path, monkeypatch):
+    if os.geteuid() == 0:
+        pytest.skip("root ignores file permissions")
+    store = copy_of(hostile_store, tmp_path)
+    runs = store / "runs"
+    monkeypatch.setattr(LogRegHead, "fit", lambda *a: pytest.fail("trained before checking the store"))
+    runs.chmod(0o555)
+    try:
+        with pytest.raises(UserError, match=f"cannot create a run folder in {runs} .*make it writable"):
+            fit_head(store, "logreg")
+    finally:
+        runs.chmod(0o755)
+    assert len(list(runs.iterdir())) == 2  # nothing half-made
+
+
+def test_predict_on_what_is_not_a_fitted_run_is_one_clear_error(hostile_store, tmp_path):
+    store = copy_of(hostile_store, tmp_path)
+    (run,) = [r for r in all_runs(store) if r["label"] == "label"]
+    run = store / "runs" / os.path.basename(run["run"])
+    image = tmp_path / "x.png"
+    with pytest.raises(UserError, match="is not a run folder"):
+        predict_images(store, [image])
+    record = json.loads((run / "record.json").read_text())
+    for edit, message in [
+        ({k: v for k, v in record.items() if k != "feature_config"}, "lacks feature_config"),
+        ({**record, "kind": "baseline"}, "holds no fitted head"),
+        ({**record, "image_shape": "big"}, "lacks image_shape"),
+        ({**record, "class_names": ["only one"]}, "confusion matrix that is not 1 x 1"),
+    ]:
+        (run / "record.json").write_text(json.dumps(edit))
+        with pytest.raises(UserError, match=message):
+            predict_images(run, [image])
+    (run / "record.json").write_text(json.dumps(record))
+    (run / "model.json").write_text("{")
+    with pytest.raises(UserError, match="model.json cannot be read"):
+        predict_images(run, [image])
