@@ -19,10 +19,48 @@ def holdout(y, fraction, seed):
     return np.flatnonzero(~val), np.flatnonzero(val)
 
 
+def layer_seeds(random_state):
+    """An endless stream of seeds drawn from random_state: one for each random layer or initializer."""
+    rng = np.random.default_rng(random_state)
+    while True:
+        yield int(rng.integers(2**31 - 1))
+
+
 def standardizer(X, axes):
     mean = X.mean(axis=axes, keepdims=True)
     scale = X.std(axis=axes, keepdims=True) + 1e-6
     return mean.astype(np.float32), scale.astype(np.float32)
+
+
+def seeded_batches(X, y, batch_size: int, seed: int):
+    """(batches, callback): shuffled training batches whose order is drawn from (seed, epoch) alone.
+
+    Keras's own shuffle draws from process-wide random state, which other threads share and which a
+    resumed fit starts over (it replayed the first epoch's order). The callback tells the batches which
+    epoch begins. Fit with shuffle=False, or Keras shuffles the batches again with Python's `random`."""
+    import keras
+
+    class SeededBatches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.start_epoch(0)
+
+        def start_epoch(self, epoch):
+            self.order = np.random.default_rng(None if seed is None else [seed, epoch]).permutation(len(y))
+
+        def __len__(self):
+            return -(-len(y) // batch_size)
+
+        def __getitem__(self, i):
+            rows = self.order[i * batch_size:(i + 1) * batch_size]
+            return X[rows], y[rows]
+
+    class FollowEpochs(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            batches.start_epoch(epoch)
+
+    batches = SeededBatches()
+    return batches, FollowEpochs()
 
 
 def best_epoch(patience: int):
@@ -54,12 +92,15 @@ class KerasHead(ClassifierMixin, BaseEstimator):
     """Shared training loop of the Keras heads: standardised inputs, label smoothing, early stopping on
     the accuracy of a validation slice of the training data, the best epoch's weights kept."""
 
-    def _build(self, input_shape, n_classes):
+    def _build(self, input_shape, n_classes, seeds):
+        """The network; `seeds` yields one seed per random layer or initializer."""
         raise NotImplementedError
 
     def fit(self, X, y):
         import keras
 
+        if self.epochs < 1:
+            raise UserError(f"epochs must be at least 1, not {self.epochs}")
         X = np.asarray(X, dtype=np.float32)
         self.encoder_ = LabelEncoder().fit(y)
         self.classes_ = self.encoder_.classes_
@@ -67,16 +108,17 @@ class KerasHead(ClassifierMixin, BaseEstimator):
         axes = tuple(range(X.ndim - 1))  # per channel, over samples and positions
         self.mean_, self.scale_ = standardizer(X, axes) if self.standardize else (0.0, 1.0)
         X = (X - self.mean_) / self.scale_
-        keras.utils.set_random_seed(self.random_state)
         fit, val = holdout(y, self.validation_fraction, self.random_state)
         Y = np.eye(len(self.classes_), dtype=np.float32)[y]  # one-hot: label smoothing needs it
-        self.model_ = self._build(X.shape[1:], len(self.classes_))
+        # Every random draw (initial weights, dropout, batch order) comes from random_state, none from
+        # process-wide state, which other threads (a Dask worker's heartbeat) draw from too.
+        self.model_ = self._build(X.shape[1:], len(self.classes_), layer_seeds(self.random_state))
         optimizer = keras.optimizers.get({"class_name": self.optimizer, "config": {"learning_rate": self.learning_rate}})
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=self.label_smoothing)
         self.model_.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
-        history = self.model_.fit(X[fit], Y[fit], validation_data=(X[val], Y[val]), epochs=self.epochs,
-                                  batch_size=self.batch_size, callbacks=[best_epoch(self.patience)],
-                                  verbose=self.verbose)
+        batches, follow = seeded_batches(X[fit], Y[fit], self.batch_size, self.random_state)
+        history = self.model_.fit(batches, validation_data=(X[val], Y[val]), epochs=self.epochs, shuffle=False,
+                                  callbacks=[follow, best_epoch(self.patience)], verbose=self.verbose)
         self.history_ = {k: [float(v) for v in vs] for k, vs in history.history.items()}
         self.n_epochs_ = len(self.history_["loss"])
         return self
@@ -104,15 +146,17 @@ class DenseHead(KerasHead):
         self.validation_fraction, self.patience = validation_fraction, patience
         self.standardize, self.random_state, self.verbose = standardize, random_state, verbose
 
-    def _build(self, input_shape, n_classes):
+    def _build(self, input_shape, n_classes, seeds):
         import keras
+        from keras.initializers import GlorotUniform
 
         inputs = keras.Input(input_shape)
         x = keras.layers.GlobalAveragePooling2D()(inputs) if len(input_shape) == 3 else inputs
-        x = keras.layers.Dropout(self.input_dropout)(x) if self.input_dropout else x
-        x = keras.layers.Dense(self.hidden, activation="relu")(x)
-        x = keras.layers.Dropout(self.dropout)(x)
-        return keras.Model(inputs, keras.layers.Dense(n_classes, activation="softmax")(x))
+        x = keras.layers.Dropout(self.input_dropout, seed=next(seeds))(x) if self.input_dropout else x
+        x = keras.layers.Dense(self.hidden, activation="relu", kernel_initializer=GlorotUniform(next(seeds)))(x)
+        x = keras.layers.Dropout(self.dropout, seed=next(seeds))(x)
+        outputs = keras.layers.Dense(n_classes, activation="softmax", kernel_initializer=GlorotUniform(next(seeds)))(x)
+        return keras.Model(inputs, outputs)
 
 
 class GapHead(KerasHead):
@@ -125,12 +169,14 @@ class GapHead(KerasHead):
         self.batch_size, self.optimizer, self.validation_fraction = batch_size, optimizer, validation_fraction
         self.patience, self.standardize, self.random_state, self.verbose = patience, standardize, random_state, verbose
 
-    def _build(self, input_shape, n_classes):
+    def _build(self, input_shape, n_classes, seeds):
         import keras
 
         inputs = keras.Input(input_shape)
         x = keras.layers.GlobalAveragePooling2D()(inputs) if len(input_shape) == 3 else inputs
-        return keras.Model(inputs, keras.layers.Dense(n_classes, activation="softmax")(x))
+        initializer = keras.initializers.GlorotUniform(next(seeds))
+        outputs = keras.layers.Dense(n_classes, activation="softmax", kernel_initializer=initializer)(x)
+        return keras.Model(inputs, outputs)
 
 
 class LogRegHead(ClassifierMixin, BaseEstimator):

@@ -57,10 +57,21 @@ def task_key(head, label, fold, params, basis: str) -> str:
     return f"{head}-{label}-fold{fold}-{digest}"
 
 
+def finished_fold(path: Path) -> dict | None:
+    """A fold's saved result, or None when it is missing or unreadable: a damaged file is computed again."""
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) and "accuracy" in result else None
+
+
 def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *, k: int = 6, on: str = "train",
                  features: str | None = None, params: dict | None = None, scheduler: str | None = None,
                  workers: int = 1, progress: bool = True) -> dict:
     """Runs what is missing, then returns (and saves) the table: one row per head and label."""
+    if k < 2:
+        raise UserError(f"-k must be at least 2, not {k}: each fold is scored by a model trained on the others")
     store = FeatureStore.open(store_dir)
     info = store.feature_set(features) if any(h not in BASELINES for h in heads) else None  # pixels need none
     source = info.name if info else "pixels"
@@ -75,7 +86,8 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
     def done_file(h, l, f):
         return run / "folds" / f"{task_key(h, l, f, params.get(h, {}), basis)}.json"
 
-    todo = [(h, l, f) for h in heads for l in labels for f in range(k) if not done_file(h, l, f).exists()]
+    results = {(h, l, f): finished_fold(done_file(h, l, f)) for h in heads for l in labels for f in range(k)}
+    todo = [task for task, result in results.items() if result is None]
     if any(h in BASELINES for h in heads) and on != "train":
         raise UserError("pixel baselines use the stored folds over the training split: use --on train")
     start = time.time()
@@ -92,18 +104,17 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
 
             for future in tqdm(as_completed(futures), total=len(futures), desc="kfold", unit="fold", disable=not progress):
                 h, l, f = futures[future]
-                result = {"head": h, "label": l, "fold": f, "params": params.get(h, {}), **future.result()}
-                write_json(done_file(h, l, f), result)
+                results[h, l, f] = {"head": h, "label": l, "fold": f, "params": params.get(h, {}), **future.result()}
+                write_json(done_file(h, l, f), results[h, l, f])
     wall = time.time() - start
 
     rows = []
     for h in heads:
         for l in labels:
-            results = [json.loads(done_file(h, l, f).read_text()) for f in range(k)]
-            acc = np.array([r["accuracy"] for r in results])
+            folds_done = [results[h, l, f] for f in range(k)]
+            acc = np.array([r["accuracy"] for r in folds_done])
             rows.append({"head": h, "label": l, "folds": acc.round(4).tolist(), "mean": float(acc.mean()),
-                         "std": float(acc.std(ddof=1)) if k > 1 else 0.0,
-                         "seconds": round(sum(r["seconds"] for r in results), 2)})
+                         "std": float(acc.std(ddof=1)), "seconds": round(sum(r["seconds"] for r in folds_done), 2)})
     table = {"kind": "kfold", "features": source, "fingerprint": info.fingerprint if info else None, "k": k, "on": on,
              "rows": rows, "wall_seconds": round(wall, 2), "tasks_run": len(todo), "workers": scheduler or workers}
     write_json(run / "table.json", table)

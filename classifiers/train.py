@@ -1,12 +1,15 @@
 """`cnncodes baseline`: trains a pixel baseline on the store's images, split and folds.
 
-Every epoch ends in a checkpoint (weights, optimizer state, history) written atomically, so a
-killed run resumes at the next epoch. The run record has the same shape as `fit`'s, so `report`
-shows baselines beside the heads.
+Every epoch ends in a checkpoint (weights, optimizer state, the random layers' seeds, history)
+written atomically, and every random draw comes from the run's seed and the epoch, so a killed run
+resumes at the next epoch and ends as an uninterrupted one would. The run record has the same shape
+as `fit`'s, so `report` shows baselines beside the heads.
 """
+import hashlib
 import json
 import os
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -56,32 +59,76 @@ class BaselineConfig:
         return f"baseline-{self.kind}-{label}-{where}-s{self.seed}"
 
 
-def build(config: BaselineConfig, image_shape, n_classes, phase: int):
-    """The model, its optimizer and loss compiled for `phase` (finetune has 2, the others 1)."""
-    import keras
-
+def build(config: BaselineConfig, image_shape, n_classes):
+    """The model, every random draw in it (initial weights, dropout and augmentation seeds) made from
+    config.seed alone."""
     from pipeline.backbones import dtype_policy
     from . import baselines
 
-    keras.utils.set_random_seed(config.seed)
     with dtype_policy(config.precision):
         if config.kind == "cnn":
             built = baselines.basic_cnn(image_shape, n_classes)
-            optimizer = keras.optimizers.RMSprop(learning_rate=config.learning_rate or 1e-4)
         elif config.kind == "finetune":
             built = baselines.finetune_model(image_shape, n_classes, config.backbone, config.weights, config.size,
                                              config.seed)
-            baselines.set_phase(built, phase, config.unfreeze_from, config.backbone)
-            optimizer = (keras.optimizers.Adam(1e-3) if phase == 1 else
-                         keras.optimizers.SGD(learning_rate=config.learning_rate or 1e-4, momentum=0.9))
         elif config.kind == "wrn":
             built = baselines.wide_resnet(image_shape, n_classes, config.depth, config.width, config.dropout)
-            optimizer = (keras.optimizers.Adam(config.learning_rate or 1e-3) if config.optimizer == "adam" else
-                         keras.optimizers.SGD(learning_rate=config.learning_rate or 0.1, momentum=0.9, nesterov=True))
         else:
             raise UserError(f"unknown baseline {config.kind!r}: use cnn, finetune or wrn")
-    built.model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    seed_new_layers(built, config.seed)
     return built
+
+
+def compile_phase(built, config: BaselineConfig, phase: int):
+    """Makes `phase`'s layers trainable (finetune has 2 phases, the others 1) and compiles a fresh optimizer."""
+    import keras
+
+    from . import baselines
+
+    if config.kind == "finetune":
+        baselines.set_phase(built, phase, config.unfreeze_from, config.backbone)
+        optimizer = (keras.optimizers.Adam(1e-3) if phase == 1 else
+                     keras.optimizers.SGD(learning_rate=config.learning_rate or 1e-4, momentum=0.9))
+    elif config.kind == "wrn":
+        optimizer = (keras.optimizers.Adam(config.learning_rate or 1e-3) if config.optimizer == "adam" else
+                     keras.optimizers.SGD(learning_rate=config.learning_rate or 0.1, momentum=0.9, nesterov=True))
+    else:
+        optimizer = keras.optimizers.RMSprop(learning_rate=config.learning_rate or 1e-4)
+    built.model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+
+def derived_seed(seed: int, *where) -> int:
+    """A seed of its own for each place in the model, the same in every process."""
+    return int(hashlib.sha256("/".join(map(str, (seed, *where))).encode()).hexdigest()[:8], 16) % (2**31 - 1)
+
+
+def seed_states(model) -> list:
+    """The random layers' seed states: model variables that are not weights, and not saved with them."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def seed_new_layers(built, seed: int):
+    """Re-draws the new layers' weights from their own initializers, and every seed state, from
+    (seed, position in the model).
+
+    Keras seeds unseeded layers from Python's process-wide `random` when it makes them, and a Dask
+    worker's heartbeat draws from it on another thread (dask.sizeof), so a baseline trained as a k-fold
+    task started from weights that depended on timing. Positions, not names: Keras numbers layer names
+    by what was built before in the process. The backbone is left as build_backbone made it."""
+    for i, layer in enumerate(built.model.layers):
+        if layer is built.backbone:
+            continue
+        for j, var in enumerate(layer.weights):
+            init = getattr(layer, f"{var.name}_initializer", None)
+            if init is None:
+                raise RuntimeError(f"no initializer found for {var.path}")
+            config = init.get_config()
+            if "seed" in config:
+                init = init.__class__.from_config({**config, "seed": derived_seed(seed, i, j)})
+            var.assign(init(var.shape, dtype=var.dtype))
+    for i, state in enumerate(seed_states(built.model)):
+        state.assign(np.array([derived_seed(seed, "rng", i), 0], dtype=state.dtype))
 
 
 def wrn_schedule(config: BaselineConfig):
@@ -92,42 +139,106 @@ def wrn_schedule(config: BaselineConfig):
 
 
 class Checkpoint:
-    """weights + optimizer variables + state.json per epoch; each file replaced atomically."""
+    """Everything training goes on from, in one file per epoch: the weights, the optimizer's variables
+    (its step counter included), the random layers' seed states and, under early stopping, the best
+    epoch's weights. state.json names the file and is replaced only once the file is complete, so a kill
+    at any moment leaves a state and a checkpoint that belong together."""
 
     def __init__(self, folder: Path):
         self.folder = folder
         self.state_file = folder / "state.json"
 
     def state(self) -> dict | None:
-        return json.loads(self.state_file.read_text()) if self.state_file.exists() else None
+        if not self.state_file.exists():
+            return None
+        try:
+            return json.loads(self.state_file.read_text())
+        except ValueError:
+            raise self.damaged(self.state_file) from None
 
-    def save(self, model, state: dict):
-        import keras
+    def save(self, model, state: dict, best_weights: list | None = None):
+        name = f"checkpoint-{state['epoch']}.npz"
+        parts = {"weights": model.weights, "optimizer": model.optimizer.variables, "seeds": seed_states(model),
+                 "best": best_weights or []}
+        arrays = {f"{part}.{i}": np.asarray(v) for part, values in parts.items() for i, v in enumerate(values)}
+        with open(self.folder / f".{name}.tmp", "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(self.folder / f".{name}.tmp", self.folder / name)
+        state["checkpoint"] = name
+        write_json(self.state_file, state)
+        for old in self.folder.glob("checkpoint-*.npz"):
+            if old.name != name:
+                old.unlink()
 
-        tmp = self.folder / ".ckpt.weights.h5"
-        model.save_weights(tmp)
-        os.replace(tmp, self.folder / "checkpoint.weights.h5")
-        arrays = [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]
-        with open(self.folder / ".optimizer.npz", "wb") as f:
-            np.savez(f, *arrays)
-        os.replace(self.folder / ".optimizer.npz", self.folder / "optimizer.npz")
-        write_json(self.state_file, state)  # last: the state names only files already in place
+    def restore(self, model) -> list | None:
+        """Weights and seed states; returns the best epoch's weights when early stopping kept them."""
+        saved = self._load()
+        self._assign(model.weights, saved, "weights")
+        self._assign(seed_states(model), saved, "seeds")
+        return self._part(saved, "best") or None
 
-    def restore(self, model):
-        model.load_weights(self.folder / "checkpoint.weights.h5")
+    def restore_optimizer(self, model):
         model.optimizer.build(model.trainable_variables)
-        saved = np.load(self.folder / "optimizer.npz")
-        for v, key in zip(model.optimizer.variables, sorted(saved.files, key=lambda k: int(k.split("_")[1]))):
-            v.assign(saved[key])
+        self._assign(model.optimizer.variables, self._load(), "optimizer")
+
+    def _load(self):
+        name = (self.state() or {}).get("checkpoint")
+        if name is None or not (self.folder / name).exists():
+            raise self.damaged(self.folder / (name or "checkpoint-*.npz"))
+        try:
+            with np.load(self.folder / name) as saved:
+                return dict(saved)
+        except (OSError, ValueError, zipfile.BadZipFile):
+            raise self.damaged(self.folder / name) from None
+
+    def damaged(self, path) -> UserError:
+        return UserError(f"{path} is damaged or missing: delete {self.folder} to train this run from the start")
+
+    @staticmethod
+    def _part(saved: dict, part: str) -> list:
+        return [saved[f"{part}.{i}"] for i in range(sum(k.startswith(f"{part}.") for k in saved))]
+
+    def _assign(self, variables, saved: dict, part: str):
+        values = self._part(saved, part)
+        if [tuple(v.shape) for v in variables] != [a.shape for a in values]:
+            raise UserError(f"the checkpoint in {self.folder} does not fit this model: delete {self.folder} "
+                            "to train this run from the start")
+        for v, a in zip(variables, values):
+            v.assign(a)
 
 
-def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, log=print):
-    import keras
+@dataclass
+class BestEpoch:
+    """Early stopping on validation loss whose memory (the best epoch so far and its weights) goes into
+    the checkpoint, so a resumed run stops where an uninterrupted one would."""
+    patience: int
+    record: dict | None = None     # {"epoch": epochs done at the best, "val_loss"}
+    weights: list | None = None
 
-    store = FeatureStore.open(store_dir)
-    label = config.label or store.primary_label
-    names = store.class_names(label)
-    images, labels = store.images(), store.labels(label)
+    def should_stop(self, epochs_done: int, val_loss: float, model) -> bool:
+        if self.record is None or val_loss < self.record["val_loss"]:
+            self.record, self.weights = {"epoch": epochs_done, "val_loss": val_loss}, model.get_weights()
+            return False
+        return epochs_done - self.record["epoch"] >= self.patience
+
+
+def resume_settings(config: dict) -> dict:
+    """The settings a run's checkpoints depend on. --epochs may change (a longer run goes on where a
+    shorter one ended), unless the learning-rate schedule is spread over the epochs (wrn with sgd)."""
+    settings = json.loads(json.dumps(config))
+    if settings["kind"] == "wrn" and settings["optimizer"] == "sgd":
+        settings["epochs"] = settings["epochs"] or DEFAULT_EPOCHS["wrn"]
+    else:
+        settings.pop("epochs")
+    return settings
+
+
+def phase_done(state: dict, phase: int, until: int) -> bool:
+    return state["epoch"] >= until or state["phase"] > phase or (state["phase"] == phase and state["stopped"])
+
+
+def train_rows(store, config: BaselineConfig, labels):
+    """(training rows, test mask): the store's split, or the stored folds when config.fold is set."""
     if config.fold is None:
         train, test = store.split == 0, store.split == 1
     else:
@@ -138,57 +249,61 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
     train_idx = np.flatnonzero(train)
     if config.limit:  # stored rows are grouped by class: take a stratified subset, not the first rows
         train_idx = train_idx[stratified_subset(labels[train_idx], config.limit, config.seed)]
+    return train_idx, test
+
+
+def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, log=print):
+    """Trains the run `config` describes, or resumes it, or goes on with it for more epochs; returns
+    (run folder, record)."""
+    if config.total_epochs < 1:
+        raise UserError(f"--epochs must be at least 1, not {config.total_epochs}")
+    store = FeatureStore.open(store_dir)
+    label = config.label or store.primary_label
+    names = store.class_names(label)
+    images, labels = store.images(), store.labels(label)
+    train_idx, test = train_rows(store, config, labels)
     X, y, X_test, y_test = images[train_idx], labels[train_idx], images[test], labels[test]
 
     run = Path(store.path) / schema.RUNS_DIR / config.run_name(label)
     run.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpoint(run)
-    state = ckpt.state() or {"epoch": 0, "history": {}, "seconds": 0.0, "config": asdict(config)}
-    if state["config"] != json.loads(json.dumps(asdict(config))):
+    fresh = {"epoch": 0, "phase": 1, "stopped": False, "best": None, "history": {}, "seconds": 0.0}
+    state = {**fresh, **(ckpt.state() or {"config": asdict(config)})}
+    if resume_settings(state["config"]) != resume_settings(asdict(config)):
         raise UserError(f"{run} holds a run with other settings: delete it or change --seed")
-    if state.get("done"):
+    if state["epoch"] > config.total_epochs:
+        raise UserError(f"{run} has trained {state['epoch']} epochs already: give --epochs {state['epoch']} or more")
+    phases = [(1, min(config.head_epochs, config.total_epochs)), (2, config.total_epochs)] \
+        if config.kind == "finetune" else [(1, config.total_epochs)]
+    if state.get("done") and all(phase_done(state, p, until) for p, until in phases):
         log(f"baseline: {run.name} already finished")
         return run, json.loads((run / "record.json").read_text())
     if state["epoch"]:
         log(f"baseline: resuming {run.name} after epoch {state['epoch']}/{config.total_epochs}")
+    state.update(config=asdict(config), done=False)
 
-    phases = [(1, min(config.head_epochs, config.total_epochs)), (2, config.total_epochs)] \
-        if config.kind == "finetune" else [(1, config.total_epochs)]
     validation = {}
     if config.patience:  # a seeded stratified 10% of the training rows, which are grouped by class
         val = np.zeros(len(y), bool)
         val[stratified_subset(y, max(1, len(y) // 10), config.seed)] = True
         X, y, validation = X[~val], y[~val], {"validation_data": (X[val], y[val])}
-    built = None
+    built = build(config, store.image_shape, len(names))
+    best = ckpt.restore(built.model) if state["epoch"] else None
     for phase, until in phases:
-        if state["epoch"] >= until:
+        if phase_done(state, phase, until):
             continue
-        built = build(config, store.image_shape, len(names), phase)
-        if state["epoch"] and state.get("phase", 1) == phase:
-            ckpt.restore(built.model)
-        elif state["epoch"]:  # the first epoch of phase 2: carry phase 1's weights, a fresh optimizer
-            built.model.load_weights(run / "checkpoint.weights.h5")
+        compile_phase(built, config, phase)
+        if state["phase"] == phase and state["epoch"]:  # resumed inside this phase: its optimizer goes on
+            ckpt.restore_optimizer(built.model)
+        else:  # a phase begins from the best weights of the one before, with a fresh optimizer and patience
+            if best is not None:
+                built.model.set_weights(best)
+            state.update(phase=phase, stopped=False, best=None)
+            best = None
+        best = train_phase(built.model, config, until, state, ckpt, best, X, y, validation, progress)
+    if best is not None:  # early stopping keeps the best epoch's weights
+        built.model.set_weights(best)
 
-        class Save(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self.start = time.time()
-
-            def on_epoch_end(self, epoch, logs=None):
-                for k, v in (logs or {}).items():
-                    state["history"].setdefault(k, []).append(float(v))
-                state.update(epoch=epoch + 1, phase=phase, seconds=state["seconds"] + time.time() - self.start)
-                ckpt.save(self.model, state)
-
-        callbacks = [Save()]
-        if config.kind == "wrn" and config.optimizer == "sgd":
-            callbacks.append(keras.callbacks.LearningRateScheduler(wrn_schedule(config)))
-        if config.patience:
-            callbacks.append(keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True))
-        built.model.fit(X, y, batch_size=config.batch_size, epochs=until, initial_epoch=state["epoch"],
-                        callbacks=callbacks, verbose=2 if progress else 0, **validation)
-    if built is None:  # every epoch was done before a kill that came just before the record
-        built = build(config, store.image_shape, len(names), phases[-1][0])
-        ckpt.restore(built.model)
     predictions = built.model.predict(X_test, batch_size=256, verbose=0).argmax(1)
     record = {
         "kind": "baseline", "head": config.kind, "label": label, "features": f"pixels {store.image_shape[0]}px",
@@ -200,5 +315,37 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
     }
     built.model.save_weights(run / "model.weights.h5")
     save_run(run, record)
-    ckpt.save(built.model, {**state, "done": True})
+    write_json(ckpt.state_file, {**state, "done": True})
     return run, record
+
+
+def train_phase(model, config: BaselineConfig, until: int, state: dict, ckpt: Checkpoint, best: list | None,
+                X, y, validation: dict, progress: bool) -> list | None:
+    """Trains from state["epoch"] to `until`, checkpointing every epoch; returns the best epoch's weights
+    under early stopping. Batches are drawn from (seed, epoch), so a resumed epoch sees the same ones."""
+    import keras
+
+    from .heads import seeded_batches
+
+    stopper = BestEpoch(config.patience, state["best"], best) if config.patience else None
+
+    class EndOfEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            for k, v in (logs or {}).items():
+                state["history"].setdefault(k, []).append(float(v))
+            state.update(epoch=epoch + 1, seconds=state["seconds"] + time.time() - self.start)
+            if stopper:
+                state["stopped"] = stopper.should_stop(epoch + 1, logs["val_loss"], self.model)
+                state["best"], self.model.stop_training = stopper.record, state["stopped"]
+            ckpt.save(self.model, state, stopper and stopper.weights)
+
+    batches, follow_epochs = seeded_batches(X, y, config.batch_size, config.seed)
+    callbacks = [follow_epochs, EndOfEpoch()]
+    if config.kind == "wrn" and config.optimizer == "sgd":
+        callbacks.append(keras.callbacks.LearningRateScheduler(wrn_schedule(config)))
+    model.fit(batches, epochs=until, initial_epoch=state["epoch"], shuffle=False, callbacks=callbacks,
+              verbose=2 if progress else 0, **validation)
+    return stopper.weights if stopper else None

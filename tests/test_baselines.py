@@ -7,7 +7,7 @@ import pytest
 from conftest import kill_midway, write_mixed_tree
 from classifiers.baselines import finetune_model, set_phase
 from pipeline.backbones import get_backbone
-from classifiers.train import BaselineConfig, Checkpoint, build, train_baseline
+from classifiers.train import BaselineConfig, Checkpoint, build, compile_phase, seed_states, train_baseline
 from features.store import FeatureStore
 from pipeline.ingest import IngestConfig, ingest
 
@@ -71,46 +71,72 @@ def test_finetuning_efficientnet_lite_unfreezes_its_last_two_stages_and_top():
     assert "preprocess_lite" in [l.name for l in built.model.layers]
 
 
-def test_checkpoint_restores_weights_and_optimizer_state(colour_store, tmp_path):
+def test_checkpoint_restores_weights_optimizer_state_and_seed_states(colour_store, tmp_path):
+    """Keras's save_weights keeps no seed states, and loading an optimizer that is not built yet skipped
+    its variables ("Skipping variable loading for optimizer")."""
+    import warnings
+
     store = FeatureStore.open(colour_store)
     config = BaselineConfig("cnn", batch_size=16)
-    a = build(config, store.image_shape, 3, 1).model
-    a.fit(store.images(), store.labels(), epochs=1, batch_size=16, verbose=0)
-    Checkpoint(tmp_path).save(a, {"epoch": 1})
-    b = build(BaselineConfig("cnn", batch_size=16, seed=9), store.image_shape, 3, 1).model
-    Checkpoint(tmp_path).restore(b)
-    for x, y in zip(a.get_weights() + a.optimizer.variables, b.get_weights() + b.optimizer.variables):
+    a = build(config, store.image_shape, 3)
+    compile_phase(a, config, 1)
+    a.model.fit(store.images(), store.labels(), epochs=1, batch_size=16, verbose=0)
+    Checkpoint(tmp_path).save(a.model, {"epoch": 1})
+    b = build(BaselineConfig("cnn", batch_size=16, seed=9), store.image_shape, 3)
+    compile_phase(b, config, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Checkpoint(tmp_path).restore(b.model)
+        Checkpoint(tmp_path).restore_optimizer(b.model)
+    assert int(b.model.optimizer.iterations.numpy()) == 8  # 120 images in batches of 16
+    mine, restored = [a.model.weights, a.model.optimizer.variables, seed_states(a.model)], \
+        [b.model.weights, b.model.optimizer.variables, seed_states(b.model)]
+    assert len(seed_states(a.model)) == 5  # translation, flip, 3 dropouts
+    for x, y in zip(sum(mine, []), sum(restored, [])):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_killed_baseline_resumes_from_its_last_checkpoint(colour_store, tmp_path):
+def test_killed_baseline_resumes_from_its_last_checkpoint_to_the_uninterrupted_result(colour_store, tmp_path):
+    """Killed in its own process, resumed in this one: the same test predictions as a run never killed."""
     import shutil
 
-    store = tmp_path / "store"
-    shutil.copytree(colour_store, store, ignore=shutil.ignore_patterns("runs"))
+    store, clean = tmp_path / "store", tmp_path / "clean"
+    for copy in (store, clean):
+        shutil.copytree(colour_store, copy, ignore=shutil.ignore_patterns("runs"))
     state = store / "runs" / "baseline-cnn-label-test-s0" / "state.json"
-    kill_midway(["baseline", "cnn", "--store", store, "--epochs", 40, "--batch-size", 8, "--quiet"],
+    kill_midway(["baseline", "cnn", "--store", store, "--epochs", 20, "--batch-size", 8, "--quiet"],
                 lambda: state.exists() and json.loads(state.read_text())["epoch"] >= 2)
     killed_at = json.loads(state.read_text())["epoch"]
-    assert 2 <= killed_at < 40, "the run was not killed midway"
+    assert 2 <= killed_at < 20, "the run was not killed midway"
     said = []
-    _, record = train_baseline(store, BaselineConfig("cnn", epochs=40, batch_size=8), progress=False, log=said.append)
-    assert said == [f"baseline: resuming baseline-cnn-label-test-s0 after epoch {killed_at}/40"]
-    assert record["epochs"] == 40 and len(record["history"]["loss"]) == 40
+    config = BaselineConfig("cnn", epochs=20, batch_size=8)
+    _, record = train_baseline(store, config, progress=False, log=said.append)
+    assert said == [f"baseline: resuming baseline-cnn-label-test-s0 after epoch {killed_at}/20"]
+    assert record["epochs"] == 20 and len(record["history"]["loss"]) == 20
+    _, uninterrupted = train_baseline(clean, config, **quiet)
+    assert record["history"] == uninterrupted["history"]
+    assert record["test_predictions"] == uninterrupted["test_predictions"]
 
 
 def test_limit_and_validation_slice_are_stratified_though_rows_are_grouped_by_class(colour_store, monkeypatch):
     """Stored training rows are sorted by class: 'the first N rows' would hold one class only."""
     import keras
 
+    from classifiers import heads
+
     seen = {}
-    fit = keras.Model.fit
+    fit, batches = keras.Model.fit, heads.seeded_batches
 
-    def spy(self, X, y, **kw):
-        seen["train"], seen["val"] = np.bincount(y, minlength=3), np.bincount(kw["validation_data"][1], minlength=3)
-        return fit(self, X, y, **kw)
+    def spy_fit(self, x, **kw):
+        seen["val"] = np.bincount(kw["validation_data"][1], minlength=3)
+        return fit(self, x, **kw)
 
-    monkeypatch.setattr(keras.Model, "fit", spy)
+    def spy_batches(X, y, *args):
+        seen["train"] = np.bincount(y, minlength=3)
+        return batches(X, y, *args)
+
+    monkeypatch.setattr(keras.Model, "fit", spy_fit)
+    monkeypatch.setattr(heads, "seeded_batches", spy_batches)
     train_baseline(colour_store, BaselineConfig("cnn", epochs=1, batch_size=16, limit=30, patience=2, seed=1), **quiet)
     assert seen["train"].tolist() == [9, 9, 9] and seen["val"].tolist() == [1, 1, 1]
 

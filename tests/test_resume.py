@@ -1,0 +1,188 @@
+"""Crash anywhere, the same result: a killed baseline or k-fold run, resumed, ends exactly where an
+uninterrupted run with the same seed ends."""
+import json
+import random
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import kill_midway, write_mixed_tree
+from classifiers.kfold import kfold_scores
+from classifiers.train import BaselineConfig, Checkpoint, build, seed_states, train_baseline
+from features.errors import UserError
+from pipeline.ingest import IngestConfig, ingest
+
+quiet = dict(progress=False, log=lambda m: None)
+CNN = BaselineConfig("cnn", epochs=4, batch_size=16, learning_rate=1e-3)
+DENSE = {"dense": {"epochs": 12, "patience": 12, "hidden": 32, "batch_size": 16}}  # about a second a fold
+
+
+@pytest.fixture(scope="module")
+def colour_store(tmp_path_factory):
+    """3 classes told apart by colour, 16x16 pixels, with random-weight EfficientNet-Lite0 codes."""
+    from pipeline.extract import FeatureConfig, extract_features
+
+    root = tmp_path_factory.mktemp("resume")
+    tree = write_mixed_tree(root / "tree", per_class=20)
+    store = ingest(root / "store", IngestConfig(f"folder:{tree}", image_size=16), **quiet).path
+    extract_features(store, FeatureConfig("efficientnet_lite0", weights="none", size=32), name="codes", **quiet)
+    return store
+
+
+@pytest.fixture
+def fresh_store(colour_store, tmp_path):
+    """A copy without the runs other tests left."""
+    def copy(name="store"):
+        return shutil.copytree(colour_store, tmp_path / name, ignore=shutil.ignore_patterns("runs"))
+    return copy
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_after_epoch(monkeypatch, epoch: int):
+    """The run dies right after its checkpoint of `epoch` is in place, as a SIGKILL then would leave it."""
+    save = Checkpoint.save
+
+    def save_then_die(self, model, state, best_weights=None):
+        save(self, model, state, best_weights)
+        if state["epoch"] == epoch:
+            raise Killed
+
+    monkeypatch.setattr(Checkpoint, "save", save_then_die)
+
+
+def assert_same_run(a, b):
+    """Same history and test predictions, and the same final weights, optimizer and seed states."""
+    (run_a, record_a), (run_b, record_b) = a, b
+    assert record_a["history"] == record_b["history"] and record_a["test_predictions"] == record_b["test_predictions"]
+    saved_a, saved_b = (np.load(r / json.loads((r / "state.json").read_text())["checkpoint"]) for r in (run_a, run_b))
+    assert saved_a.files == saved_b.files and any(f.startswith("optimizer.") for f in saved_a.files)
+    for key in saved_a.files:
+        np.testing.assert_array_equal(saved_a[key], saved_b[key], err_msg=key)
+
+
+# early stopping: the best epoch is the 3rd, the kill comes after the 4th, the stop after the 5th
+EARLY_STOPPING = BaselineConfig("cnn", epochs=6, batch_size=16, patience=2, seed=3, learning_rate=3e-3)
+
+
+@pytest.mark.parametrize("config, kill_at", [(CNN, 2), (EARLY_STOPPING, 4)], ids=["cnn", "cnn-early-stopping"])
+def test_killed_baseline_resumes_to_the_uninterrupted_result(fresh_store, monkeypatch, recwarn, config, kill_at):
+    """Before: the seed states of the augmentation and dropout layers started over, Keras reshuffled
+    from its global state, the optimizer's variables were skipped with a warning, and early stopping
+    forgot its best epoch."""
+    uninterrupted = train_baseline(fresh_store("a"), config, **quiet)
+    if config.patience:
+        assert uninterrupted[1]["epochs"] == 5, "the run no longer stops early: choose other settings"
+    store = fresh_store("b")
+    kill_after_epoch(monkeypatch, kill_at)
+    with pytest.raises(Killed):
+        train_baseline(store, config, **quiet)
+    monkeypatch.undo()
+    said = []
+    resumed = train_baseline(store, config, progress=False, log=said.append)
+    assert said == [f"baseline: resuming {config.run_name('label')} after epoch {kill_at}/{config.epochs}"]
+    assert_same_run(uninterrupted, resumed)
+    assert not [w for w in recwarn if "Skipping variable loading" in str(w.message)]
+
+
+def test_a_longer_run_goes_on_where_a_shorter_one_ended(fresh_store):
+    store = fresh_store()
+    first = train_baseline(store, BaselineConfig("cnn", epochs=2, batch_size=16, learning_rate=1e-3), **quiet)
+    assert first[1]["epochs"] == 2
+    assert_same_run(train_baseline(fresh_store("other"), CNN, **quiet), train_baseline(store, CNN, **quiet))
+    with pytest.raises(UserError, match="has trained 4 epochs already: give --epochs 4 or more"):
+        train_baseline(store, BaselineConfig("cnn", epochs=3, batch_size=16, learning_rate=1e-3), **quiet)
+    with pytest.raises(UserError, match="holds a run with other settings"):
+        train_baseline(store, BaselineConfig("cnn", epochs=4, batch_size=8, learning_rate=1e-3), **quiet)
+
+
+@pytest.mark.parametrize("damaged", ["state.json", "checkpoint-1.npz"])
+def test_a_damaged_checkpoint_is_one_clear_line(fresh_store, damaged):
+    from dataclasses import asdict
+
+    run = fresh_store() / "runs" / CNN.run_name("label")
+    run.mkdir(parents=True)
+    (run / "state.json").write_text(json.dumps({"epoch": 1, "config": asdict(CNN), "checkpoint": "checkpoint-1.npz"}))
+    (run / "checkpoint-1.npz").write_bytes(b"PK\x03\x04 half a zip")
+    (run / damaged).write_bytes((run / damaged).read_bytes()[:20])
+    with pytest.raises(UserError, match=f"{damaged} is damaged or missing: delete .* to train this run from the start"):
+        train_baseline(run.parents[1], CNN, **quiet)
+
+
+def test_finetune_killed_at_the_phase_boundary_resumes_to_the_uninterrupted_result(fresh_store, monkeypatch):
+    """Phase 2 starts from phase 1's weights and seed states with a fresh optimizer, resumed or not."""
+    config = BaselineConfig("finetune", epochs=2, head_epochs=1, batch_size=16, backbone="efficientnet_lite0",
+                            weights="none", size=32)
+    uninterrupted = train_baseline(fresh_store("a"), config, **quiet)
+    store = fresh_store("b")
+    kill_after_epoch(monkeypatch, 1)
+    with pytest.raises(Killed):
+        train_baseline(store, config, **quiet)
+    monkeypatch.undo()
+    assert_same_run(uninterrupted, train_baseline(store, config, **quiet))
+
+
+def test_a_baseline_starts_from_its_seed_alone(colour_store, monkeypatch):
+    """Keras seeds unseeded layers from Python's global `random`, which a Dask worker's heartbeat draws
+    from on another thread: here every layer made draws from it first, as that thread might."""
+    import keras
+
+    def start(seed):
+        built = build(BaselineConfig("cnn", seed=seed), (16, 16, 3), 3)
+        return [np.asarray(v) for v in built.model.weights + seed_states(built.model)]
+
+    clean = start(0)
+    make = keras.layers.Layer.__init__
+
+    def draw_first(self, *args, **kwargs):
+        random.random()
+        make(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.layers.Layer, "__init__", draw_first)
+    for a, b in zip(clean, start(0), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(clean[0], start(1)[0])
+
+
+def scores(table):
+    return [(r["head"], r["folds"], r["mean"], r["std"]) for r in table["rows"]]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_kfold(colour_store, tmp_path_factory):
+    """(store with its finished folds, table) of an uninterrupted dense k-fold run."""
+    store = shutil.copytree(colour_store, tmp_path_factory.mktemp("kfold") / "store",
+                            ignore=shutil.ignore_patterns("runs"))
+    return store, kfold_scores(store, ["dense"], k=4, params=DENSE, progress=False)
+
+
+def test_kfold_resumed_after_lost_and_damaged_folds_gives_the_same_table(uninterrupted_kfold, tmp_path):
+    """Before: a dense fold computed in another process, or after other folds, came out different;
+    and a damaged fold file stopped every later run."""
+    store = shutil.copytree(uninterrupted_kfold[0], tmp_path / "store")
+    folds = sorted((store / "runs").glob("kfold-*/folds/*.json"))
+    folds[0].unlink()
+    folds[2].write_text('{"accuracy": 0.5, "sec')  # half a file
+    resumed = kfold_scores(store, ["dense"], k=4, params=DENSE, progress=False)
+    assert resumed["tasks_run"] == 2 and scores(resumed) == scores(uninterrupted_kfold[1])
+
+
+def test_kfold_killed_from_the_command_line_resumes_to_the_same_table(fresh_store, uninterrupted_kfold):
+    store = fresh_store()
+    folds = store / "runs" / "kfold-codes-k4-train" / "folds"
+    params = [f"--param=dense.{k}={v}" for k, v in DENSE["dense"].items()]
+    kill_midway(["kfold", "--store", store, "--head", "dense", "-k", 4, *params, "--quiet"],
+                lambda: folds.exists() and any(folds.glob("*.json")))
+    done = len(list(folds.glob("*.json")))
+    assert 1 <= done < 4, "kfold was not killed midway"
+    resumed = kfold_scores(store, ["dense"], k=4, params=DENSE, progress=False)
+    assert resumed["tasks_run"] == 4 - done and scores(resumed) == scores(uninterrupted_kfold[1])
+
+
+@pytest.mark.parametrize("k", [1, 0, -3])
+def test_kfold_needs_at_least_two_folds(colour_store, k):
+    with pytest.raises(UserError, match="-k must be at least 2"):
+        kfold_scores(colour_store, ["logreg"], k=k, progress=False)
