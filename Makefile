@@ -1,42 +1,43 @@
-# Every target creates or reuses the virtual environment it needs.
+# Every target creates or reuses the virtual environment it needs: `demo` and `features` only what
+# cnncodes needs to run; `test` adds the test extras (pytest, PyTorch and JAX for the backend tests).
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+CLI    := $(VENV)/bin/cnncodes
 PYTHON ?= python3
-TORCH  ?= torch==2.13.0
-JAX    ?= jax[cpu]==0.10.2
 STORE  ?= store
-export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 .PHONY: install features demo test bench clean
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed-run: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
-	# the PyTorch and JAX backends (what the GPU machines run), for the tests that check extraction there
-	$(PY) -m pip install -q "$(TORCH)" "$(JAX)"
+	$(PY) -m pip install -q -e .
 	touch $@
 
-install: $(VENV)/.installed
+$(VENV)/.installed-test: $(VENV)/.installed-run
+	$(PY) -m pip install -q -e ".[test,torch,jax]"
+	touch $@
+
+install: $(VENV)/.installed-run
 
 # CIFAR-100, ResNet50 with ImageNet weights at 224: the reference configuration (needs the network once).
 features: install
-	$(PY) cli.py features --dataset cifar100 --store $(STORE)/cifar100 --backbone resnet50 --weights imagenet --size 224
+	$(CLI) features --dataset cifar100 --store $(STORE)/cifar100 --backbone resnet50 --weights imagenet --size 224
 
 # Offline transfer learning on real photos: 3,000 CIFAR-10 photos (demo/README.md) -> EfficientNet-Lite0
 # codes with its published ImageNet weights, and with random weights (the control) -> the same head on both.
 DEMO := --dataset folder:demo/cifar10-sample.zip --store $(STORE)/demo --backbone efficientnet_lite0 --size 224 --quiet
 demo: install
-	$(PY) cli.py features $(DEMO) --weights imagenet
-	$(PY) cli.py features $(DEMO) --weights none
-	$(PY) cli.py fit --store $(STORE)/demo --head logreg --features efficientnet_lite0-pool-224-imagenet-fp32 --quiet
-	$(PY) cli.py fit --store $(STORE)/demo --head logreg --features efficientnet_lite0-pool-224-none0-fp32 --quiet
-	$(PY) cli.py runs --store $(STORE)/demo
+	$(CLI) features $(DEMO) --weights imagenet
+	$(CLI) features $(DEMO) --weights none
+	$(CLI) fit --store $(STORE)/demo --head logreg --features efficientnet_lite0-pool-224-imagenet-fp32 --quiet
+	$(CLI) fit --store $(STORE)/demo --head logreg --features efficientnet_lite0-pool-224-none0-fp32 --quiet
+	$(CLI) runs --store $(STORE)/demo
 
-test: install
+test: $(VENV)/.installed-test
 	$(PY) -m pytest -q
 
-bench: install
+bench: $(VENV)/.installed-test
 	$(PY) bench/extract.py
 
 clean:

@@ -9,13 +9,16 @@ import click
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow start-up chatter is not for users
 
-from features.errors import UserError
+from cnncodes.features.errors import UserError
 
 
 class Cli(click.Group):
     """Bad input ends in one line on stderr and a non-zero exit status, never a traceback."""
 
     def invoke(self, ctx):
+        from cnncodes.pipeline.console import filter_native_stderr
+
+        filter_native_stderr()  # the backend's C++ start-up lines never reach the console
         try:
             return super().invoke(ctx)
         except click.UsageError as e:  # a bad option value or a missing argument: one line, not click's three
@@ -39,7 +42,7 @@ SIZE = click.IntRange(8, 1024)  # ImageNet CNNs take 32..~600 px; 1024 already n
 
 
 def checked_name(ctx, param, value):
-    from features.names import check_name
+    from cnncodes.features.names import check_name
 
     return None if value is None else check_name(value, f"--{param.name}")
 
@@ -50,13 +53,13 @@ def cli():
 
 
 def native_size(backbone: str) -> int:
-    from pipeline.backbones import get_backbone
+    from cnncodes.pipeline.backbones import get_backbone
 
     return get_backbone(backbone).native_size
 
 
 def default_store(dataset: str) -> Path:
-    from pipeline.sources import dataset_name
+    from cnncodes.pipeline.sources import dataset_name
 
     return Path("store") / dataset_name(dataset)
 
@@ -96,7 +99,7 @@ def default_store(dataset: str) -> Path:
 def features(dataset, store, backbone, weights, size, layer, spatial, flip_average, precision, batch_size, chunk_size,
              limit, name, seed, holdout, image_size, folds, skip_bad, data_dir, verify, workers, scheduler, quiet):
     """Ingest a data set into a store (once) and cache its CNN codes (once per configuration)."""
-    from pipeline.ingest import IngestConfig, ingest
+    from cnncodes.pipeline.ingest import IngestConfig, ingest
 
     store = store or default_store(dataset)
     if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
@@ -108,7 +111,7 @@ def features(dataset, store, backbone, weights, size, layer, spatial, flip_avera
         raise UserError(f"--folds {folds!r} is not a comma-separated list of integers, e.g. 5,6,10") from None
     ingest(store, IngestConfig(dataset, limit, holdout, seed, image_size, skip_bad, ks),
            data_dir=data_dir, verify=verify, progress=not quiet, log=lambda m: click.echo(m, err=True))
-    from pipeline.extract import FeatureConfig, extract_features  # the backend loads only once the data is in
+    from cnncodes.pipeline.extract import FeatureConfig, extract_features  # the backend loads only once the data is in
 
     config = FeatureConfig(backbone, weights, size or native_size(backbone), layer, spatial, precision, seed,
                            flip_average)
@@ -124,7 +127,7 @@ def features(dataset, store, backbone, weights, size, layer, spatial, flip_avera
 @click.option("--check", is_flag=True, help="read every stored byte once and report each file as sound or damaged")
 def info(store, as_json, check):
     """What a store holds: data, splits, label sets, folds, feature sets."""
-    from features.store import FeatureStore
+    from cnncodes.features.store import FeatureStore
 
     opened = FeatureStore.open(store)
     s = opened.summary()
@@ -168,7 +171,7 @@ def format_info(s: dict) -> str:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="the .npz file to write")
 def export(store, features, spatial, out):
     """Codes of both splits with every label set, split, sources and folds, as one .npz (no pickles)."""
-    from features.export import export_feature_set
+    from cnncodes.features.export import export_feature_set
 
     path = export_feature_set(store, out, features, kind="spatial" if spatial else "pooled")
     click.echo(f"exported to {path}")
@@ -179,7 +182,7 @@ def export(store, features, spatial, out):
 @click.option("--size", type=SIZE, help="input side [the backbone's native size]")
 def layers(backbone, size):
     """List a backbone's layer names and output shapes (for --layer)."""
-    from pipeline.backbones import build_backbone
+    from cnncodes.pipeline.backbones import build_backbone
 
     for layer in build_backbone(backbone, "none", size or native_size(backbone)).layers:
         click.echo(f"{layer.name}\t{tuple(layer.output.shape[1:])}")
@@ -202,9 +205,9 @@ def parse_params(pairs) -> dict:
 def head_params(head, params, epochs):
     from dataclasses import fields
 
-    from classifiers.heads import HEADS
-    from classifiers.kfold import BASELINES
-    from classifiers.train import BaselineConfig
+    from cnncodes.classifiers.heads import HEADS
+    from cnncodes.classifiers.kfold import BASELINES
+    from cnncodes.classifiers.train import BaselineConfig
 
     if head not in HEADS and head not in BASELINES:
         raise UserError(f"unknown head {head!r}: use one of {', '.join(HEADS)} (or, in kfold, {', '.join(BASELINES)})")
@@ -230,7 +233,7 @@ def head_params(head, params, epochs):
 @click.option("--quiet", is_flag=True, help="no progress (the C grid's fits, the Keras heads' epochs)")
 def fit(store, head, features, label, spatial, epochs, params, quiet):
     """Train a head on the training split's codes, test it, save it and its run record."""
-    from classifiers.fit import fit_head
+    from cnncodes.classifiers.fit import fit_head
 
     params = head_params(head, parse_params(params), epochs)
     if not quiet:
@@ -256,7 +259,7 @@ def fit(store, head, features, label, spatial, epochs, params, quiet):
 @click.option("--quiet", is_flag=True)
 def kfold(store, heads, k, labels, on, features, scheduler, workers, epochs, params, quiet):
     """k-fold evaluation over the stored folds, every (head, label, fold) a Dask task."""
-    from classifiers.kfold import format_table, kfold_scores
+    from cnncodes.classifiers.kfold import format_table, kfold_scores
 
     per_head = {}
     for key, value in parse_params(params).items():
@@ -276,7 +279,7 @@ def kfold(store, heads, k, labels, on, features, scheduler, workers, epochs, par
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 def predict(run, top, trust_model, images):
     """Top classes with probabilities for image files."""
-    from classifiers.predict import predict_images
+    from cnncodes.classifiers.predict import predict_images
 
     for path, best in zip(images, predict_images(run, list(images), top=top, trust_pickle=trust_model)):
         click.echo(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in best))
@@ -287,8 +290,8 @@ def predict(run, top, trust_model, images):
 @click.option("--all", "every", is_flag=True, help="every run, not only the latest of each configuration")
 def runs(store, every):
     """The store's fit and baseline runs as a table: head, features, weights, accuracies."""
-    from classifiers.runs import damage_warnings, format_runs, latest_runs
-    from features.store import FeatureStore
+    from cnncodes.classifiers.runs import damage_warnings, format_runs, latest_runs
+    from cnncodes.features.store import FeatureStore
 
     path = FeatureStore.open(store).path
     for line in damage_warnings(path):
@@ -302,7 +305,7 @@ def runs(store, every):
 @click.option("--out", type=click.Path(path_type=Path), help="folder [STORE/report]")
 def report(store, out):
     """One HTML page over every run in the store: tables, curves, confusion matrices, samples."""
-    from classifiers.report import build_report
+    from cnncodes.classifiers.report import build_report
 
     click.echo(build_report(store, out))
 
@@ -334,7 +337,7 @@ def report(store, out):
 @click.option("--quiet", is_flag=True)
 def baseline(kind, store, quiet, **options):
     """Train a pixel baseline (basic CNN, fine-tuned backbone, Wide ResNet) on the store's images."""
-    from classifiers.train import BaselineConfig, train_baseline
+    from cnncodes.classifiers.train import BaselineConfig, train_baseline
 
     if kind == "wrn" and (options["depth"] - 4) % 6:
         raise UserError(f"--depth {options['depth']}: a Wide ResNet's depth is 6n+4, e.g. 16, 22, 28 or 40")

@@ -16,9 +16,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
-from classifiers.train import BaselineConfig, build  # noqa: E402
-from features.store import FeatureStore  # noqa: E402
-from pipeline.ingest import IngestConfig, ingest  # noqa: E402
+from cnncodes.classifiers.train import BaselineConfig, build  # noqa: E402
+from cnncodes.features.store import FeatureStore  # noqa: E402
+from cnncodes.pipeline.ingest import IngestConfig, ingest  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar"
 
@@ -48,7 +48,7 @@ def main():
     args = p.parse_args()
     import keras  # noqa: F401
 
-    from pipeline.device import describe_device
+    from cnncodes.pipeline.device import describe_device
     if not Path(args.store, "data.h5").exists():
         ingest(args.store, IngestConfig(f"folder:{SHARED}"), progress=False, log=print)
     full = FeatureStore.open(args.store).counts()["train"]

@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from bench.conditions import conditions  # noqa: E402
-from features.store import FeatureStore  # noqa: E402
-from pipeline.extract import FeatureConfig, extract_features  # noqa: E402
-from pipeline.ingest import IngestConfig, ingest  # noqa: E402
+from cnncodes.features.store import FeatureStore  # noqa: E402
+from cnncodes.pipeline.extract import FeatureConfig, extract_features  # noqa: E402
+from cnncodes.pipeline.ingest import IngestConfig, ingest  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar"
 DATASET = f"folder:{SHARED}" if SHARED.exists() else "digits"
@@ -51,7 +51,7 @@ def reference_method(images, size, backbone="resnet50"):
     import cv2
     import keras
 
-    from pipeline.backbones import build_backbone, get_backbone
+    from cnncodes.pipeline.backbones import build_backbone, get_backbone
 
     base = build_backbone(backbone, weights_of(backbone), size)
     model = keras.Model(base.input, keras.layers.GlobalAveragePooling2D()(base.output))
@@ -67,8 +67,8 @@ def reference_method(images, size, backbone="resnet50"):
 
 
 def bare_forward(size, precision, batch, n, folded=False, backbone="resnet50"):
-    from pipeline.backbones import build_backbone
-    from pipeline.fold import fold_batch_norms
+    from cnncodes.pipeline.backbones import build_backbone
+    from cnncodes.pipeline.fold import fold_batch_norms
 
     model = build_backbone(backbone, weights_of(backbone), size, precision=precision)
     if folded:
@@ -117,7 +117,7 @@ def main():
     args = p.parse_args()
     import keras  # noqa: F401  (so conditions() reports its version and backend)
 
-    from pipeline.device import describe_device
+    from cnncodes.pipeline.device import describe_device
     print(conditions({"device": describe_device(), "data": DATASET, "batch": args.batch}), flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="cnncodes-bench-"))
     parts = args.parts.split(",")
@@ -182,8 +182,8 @@ def speed(args, tmp):
 
 def fold_gain(batch, size=224, rounds=4, batches=4):
     """The bare forward with and without BatchNorm folding, interleaved round by round (a noisy machine)."""
-    from pipeline.backbones import build_backbone
-    from pipeline.fold import fold_batch_norms
+    from cnncodes.pipeline.backbones import build_backbone
+    from cnncodes.pipeline.fold import fold_batch_norms
 
     x = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
     for precision in ("fp32", "bf16"):
@@ -203,7 +203,7 @@ def fold_gain(batch, size=224, rounds=4, batches=4):
 
 def bf16_head(tmp, size, limit):
     """A logreg head on fp32 against bf16 codes of `limit` training and (up to) `limit` test images."""
-    from classifiers.fit import fit_head
+    from cnncodes.classifiers.fit import fit_head
 
     store = tmp / "heads"
     ingest(store, IngestConfig(DATASET, limit=limit), **quiet)

@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.conditions import conditions  # noqa: E402
-from classifiers.svm import LinearSVM  # noqa: E402
+from cnncodes.classifiers.svm import LinearSVM  # noqa: E402
 
 
 def compare(name, X, y, Xt, yt, C):
@@ -45,7 +45,7 @@ def main():
     print("\n| features | shape | C | ours % | LinearSVC % | diff | ours s | LinearSVC s | speed-up |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     if Path(args.store, "data.h5").exists():
-        from features.store import FeatureStore
+        from cnncodes.features.store import FeatureStore
         s = FeatureStore.open(args.store)
         name = s.feature_set(args.features).name
         X, y = s.features(name, "train"), s.labels(split="train")

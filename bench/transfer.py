@@ -21,13 +21,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
-from classifiers.fit import fit_head  # noqa: E402
-from classifiers.heads import HEADS  # noqa: E402
-from classifiers.kfold import kfold_scores  # noqa: E402
-from classifiers.runs import latest_runs  # noqa: E402
-from features.store import FeatureStore  # noqa: E402
-from pipeline.extract import FeatureConfig, extract_features  # noqa: E402
-from pipeline.ingest import IngestConfig, ingest  # noqa: E402
+from cnncodes.classifiers.fit import fit_head  # noqa: E402
+from cnncodes.classifiers.heads import HEADS  # noqa: E402
+from cnncodes.classifiers.kfold import kfold_scores  # noqa: E402
+from cnncodes.classifiers.runs import latest_runs  # noqa: E402
+from cnncodes.features.store import FeatureStore  # noqa: E402
+from cnncodes.pipeline.extract import FeatureConfig, extract_features  # noqa: E402
+from cnncodes.pipeline.ingest import IngestConfig, ingest  # noqa: E402
 
 DATASET = "folder:../shared/data/cifar10-jpg.tar"  # spelled as the README's commands spell it, from ROOT
 SETS = {

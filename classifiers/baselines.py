@@ -37,8 +37,8 @@ def finetune_model(image_shape, n_classes, backbone="resnet50", weights="imagene
     import keras
     from keras import layers
 
-    from pipeline.backbones import build_backbone, get_backbone, make_preprocess_layer
-    from pipeline.resize import make_resize_layer
+    from cnncodes.pipeline.backbones import build_backbone, get_backbone, make_preprocess_layer
+    from cnncodes.pipeline.resize import make_resize_layer
 
     base = build_backbone(backbone, weights, size, seed=seed)
     inputs = keras.Input(image_shape, dtype="uint8")
@@ -57,8 +57,8 @@ def set_phase(built: Built, phase: int, unfreeze_from: str | None, backbone: str
     on are trainable, BatchNorm layers excepted. Returns the backbone layers left trainable."""
     import keras
 
-    from features.errors import UserError
-    from pipeline.backbones import get_backbone
+    from cnncodes.features.errors import UserError
+    from cnncodes.pipeline.backbones import get_backbone
 
     base = built.backbone
     base.trainable = phase == 2

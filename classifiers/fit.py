@@ -2,8 +2,8 @@
 import shutil
 import time
 
-from features.errors import UserError
-from features.store import FeatureStore
+from cnncodes.features.errors import UserError
+from cnncodes.features.store import FeatureStore
 from .heads import make_head
 from .runs import classification_record, new_run_dir, save_run
 

@@ -6,8 +6,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
 from tqdm import tqdm
 
-from features.errors import UserError
-from features.folds import stratified_subset
+from cnncodes.features.errors import UserError
+from cnncodes.features.folds import stratified_subset
 from .svm import LinearSVM, as_vectors
 
 

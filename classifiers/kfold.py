@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from features import schema
-from features.errors import UserError
-from features.store import FeatureStore
-from pipeline.cluster import dask_client
+from cnncodes.features import schema
+from cnncodes.features.errors import UserError
+from cnncodes.features.store import FeatureStore
+from cnncodes.pipeline.cluster import dask_client
 from .runs import write_json
 
 
@@ -26,7 +26,7 @@ def run_fold(X, y, folds, fold: int, head: str, params: dict) -> dict:
     """
     from threadpoolctl import threadpool_limits
 
-    from classifiers.heads import make_head
+    from cnncodes.classifiers.heads import make_head
 
     train, test = (folds >= 0) & (folds != fold), folds == fold
     start = time.time()
@@ -42,7 +42,7 @@ BASELINES = ("cnn", "finetune", "wrn")
 def run_baseline_fold(store_dir: str, label: str, fold: int, k: int, kind: str, params: dict) -> dict:
     """A pixel baseline as a fold task: it reads the store's images itself and trains with checkpoints,
     so a killed k-fold run also resumes inside a fold."""
-    from classifiers.train import BaselineConfig, train_baseline
+    from cnncodes.classifiers.train import BaselineConfig, train_baseline
 
     start = time.time()
     _, record = train_baseline(store_dir, BaselineConfig(kind, label=label, fold=fold, k=k, **params),

@@ -17,8 +17,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import LabelEncoder
 
-from features.errors import UserError
-from features.store import reason
+from cnncodes.features.errors import UserError
+from cnncodes.features.store import reason
 from .heads import HEADS
 
 FORMAT = "cnncodes-head/1"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features.errors import UserError
+from cnncodes.features.errors import UserError
 from .runs import load_run
 
 
@@ -43,8 +43,8 @@ def predict_images(run, paths: list, top: int = 5, batch_size: int = 32,
                    trust_pickle: bool = False) -> list[list[tuple[str, float]]]:
     """Top classes with probabilities per image. `trust_pickle` loads a head saved by an older
     cnncodes as a pickle (model.joblib), which can run code: only for runs the user made."""
-    from pipeline.extract import DeviceStep, FeatureConfig, build_extractor
-    from pipeline.images import decode_rgb, fit_square
+    from cnncodes.pipeline.extract import DeviceStep, FeatureConfig, build_extractor
+    from cnncodes.pipeline.images import decode_rgb, fit_square
 
     record, model = load_fitted_head(run, trust_pickle)
     side = record["image_shape"][0]

@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from features.store import FeatureStore
+from cnncodes.features.store import FeatureStore
 from .runs import all_runs, damaged_runs, kfold_tables, number_or
 
 MISCLASSIFIED_ROWS = 50  # per run: the page stays readable on 10,000 test images

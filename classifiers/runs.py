@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
-from features import schema
-from features.errors import UserError
-from features.store import reason
+from cnncodes.features import schema
+from cnncodes.features.errors import UserError
+from cnncodes.features.store import reason
 from .persist import has_model, load_model, save_model
 
 LEGACY_MODEL = "model.joblib"  # older cnncodes pickled heads: loaded only when the user trusts the run

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from features import schema
-from features.errors import UserError
-from features.folds import stratified_subset
-from features.store import FeatureStore
+from cnncodes.features import schema
+from cnncodes.features.errors import UserError
+from cnncodes.features.folds import stratified_subset
+from cnncodes.features.store import FeatureStore
 from .runs import classification_record, save_run, write_json
 
 DEFAULT_EPOCHS = {"cnn": 100, "finetune": 20, "wrn": 200}
@@ -62,7 +62,7 @@ class BaselineConfig:
 def build(config: BaselineConfig, image_shape, n_classes):
     """The model, every random draw in it (initial weights, dropout and augmentation seeds) made from
     config.seed alone."""
-    from pipeline.backbones import dtype_policy
+    from cnncodes.pipeline.backbones import dtype_policy
     from . import baselines
 
     with dtype_policy(config.precision):

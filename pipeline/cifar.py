@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from features.errors import UserError
-from features.fingerprint import file_digest
+from cnncodes.features.errors import UserError
+from cnncodes.features.fingerprint import file_digest
 from .safe_pickle import ForbiddenGlobal, load_data
 from .source import in_memory_source
 

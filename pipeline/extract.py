@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from features import schema
-from features.errors import UserError
-from features.fingerprint import digest_arrays, fingerprint
-from features.names import check_name
-from features.store import FeatureStore
-from features.writers import FeatureSetWriter, choose_name, discard_damaged, writer_lock
+from cnncodes.features import schema
+from cnncodes.features.errors import UserError
+from cnncodes.features.fingerprint import digest_arrays, fingerprint
+from cnncodes.features.names import check_name
+from cnncodes.features.store import FeatureStore
+from cnncodes.features.writers import FeatureSetWriter, choose_name, discard_damaged, writer_lock
 from .backbones import build_backbone, get_backbone, make_preprocess_layer
 from .cluster import dask_client
 from .device import auto_batch_size, describe_device

@@ -12,7 +12,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from features.errors import UserError
+from cnncodes.features.errors import UserError
 from .source import utf8_name
 
 # No image under the pixel limit needs more bytes than this; a bigger file is not read into memory.

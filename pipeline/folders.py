@@ -5,7 +5,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from features.errors import UserError
+from cnncodes.features.errors import UserError
 from .file_trees import UnreadableFile, open_files
 from .images import IMAGE_EXTENSIONS, BadImage, decode_image, fit_square
 from .source import Source, utf8_name

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from features import schema
-from features.errors import UserError
-from features.folds import stratified_folds, stratified_holdout, stratified_subset
-from features.store import FeatureStore
-from features.writers import DataFileWriter, store_lock
+from cnncodes.features import schema
+from cnncodes.features.errors import UserError
+from cnncodes.features.folds import stratified_folds, stratified_holdout, stratified_subset
+from cnncodes.features.store import FeatureStore
+from cnncodes.features.writers import DataFileWriter, store_lock
 from .sources import open_source
 
 

@@ -2,7 +2,7 @@
 one is a new file and one line here."""
 from pathlib import Path
 
-from features.errors import UserError
+from cnncodes.features.errors import UserError
 from .cifar import cifar_source
 from .digits import digits_source
 from .folders import folder_source

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # the checkout; the code itself is imported as the installed cnncodes
 SHARED_TAR = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar"
 DEMO_PHOTOS = ROOT / "demo" / "cifar10-sample.zip"  # real CIFAR-10 photos committed for the demo
 
@@ -129,8 +128,8 @@ def set_trained_batch_norm_statistics(model, seed=0):
 @pytest.fixture(scope="session")
 def digits_store(tmp_path_factory, resnet_weights) -> Path:
     """All 1,797 digits with ResNet50 codes at 32x32 from the saved weights: shared by read-only tests."""
-    from pipeline.extract import FeatureConfig, extract_features
-    from pipeline.ingest import IngestConfig, ingest
+    from cnncodes.pipeline.extract import FeatureConfig, extract_features
+    from cnncodes.pipeline.ingest import IngestConfig, ingest
 
     store = tmp_path_factory.mktemp("stores") / "digits"
     ingest(store, IngestConfig("digits"), progress=False, log=lambda m: None)
@@ -143,7 +142,7 @@ def run_cli(*args, env=None, **kw):
     """The CLI as a user runs it, in a subprocess."""
     import subprocess
 
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cnncodes", *map(str, args)], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, cwd=kw.pop("cwd", ROOT), **kw)
 
 
@@ -153,7 +152,7 @@ def kill_midway(args, ready, timeout=120):
     import subprocess
     import time
 
-    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *map(str, args)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "cnncodes", *map(str, args)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + timeout
     while not ready() and time.time() < deadline and proc.poll() is None:

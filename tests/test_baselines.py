@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from conftest import kill_midway, write_mixed_tree
-from classifiers.baselines import finetune_model, set_phase
-from pipeline.backbones import get_backbone
-from classifiers.train import BaselineConfig, Checkpoint, build, compile_phase, seed_states, train_baseline
-from features.store import FeatureStore
-from pipeline.ingest import IngestConfig, ingest
+from cnncodes.classifiers.baselines import finetune_model, set_phase
+from cnncodes.pipeline.backbones import get_backbone
+from cnncodes.classifiers.train import BaselineConfig, Checkpoint, build, compile_phase, seed_states, train_baseline
+from cnncodes.features.store import FeatureStore
+from cnncodes.pipeline.ingest import IngestConfig, ingest
 
 quiet = dict(progress=False, log=lambda m: None)
 
@@ -122,7 +122,7 @@ def test_limit_and_validation_slice_are_stratified_though_rows_are_grouped_by_cl
     """Stored training rows are sorted by class: 'the first N rows' would hold one class only."""
     import keras
 
-    from classifiers import heads
+    from cnncodes.classifiers import heads
 
     seen = {}
     fit, batches = keras.Model.fit, heads.seeded_batches
@@ -142,7 +142,7 @@ def test_limit_and_validation_slice_are_stratified_though_rows_are_grouped_by_cl
 
 
 def test_kfold_runs_a_pixel_baseline_on_the_stored_folds(colour_store):
-    from classifiers.kfold import kfold_scores
+    from cnncodes.classifiers.kfold import kfold_scores
 
     table = kfold_scores(colour_store, ["cnn"], k=5, params={"cnn": {"epochs": 1, "batch_size": 16}}, progress=False)
     (row,) = table["rows"]

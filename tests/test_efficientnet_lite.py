@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import DEMO_PHOTOS, run_cli
-from features.errors import UserError
-from pipeline.backbones import build_backbone, lite_weights
-from pipeline.backbones.efficientnet_lite import efficientnet_lite
-from pipeline.backbones.torch_pickle import UnsafePickleError, read_state_dict
+from cnncodes.features.errors import UserError
+from cnncodes.pipeline.backbones import build_backbone, lite_weights
+from cnncodes.pipeline.backbones.efficientnet_lite import efficientnet_lite
+from cnncodes.pipeline.backbones.torch_pickle import UnsafePickleError, read_state_dict
 
 STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)  # the published stage table's strides; stages start where widths change
 
@@ -93,7 +93,7 @@ def test_extractor_codes_equal_the_torch_forward_of_the_stored_photos():
     """uint8 photos in; (x - 127) / 128, the forward with its BatchNorms folded and the pooling on the
     device: the same codes as the independent forward."""
     torch = pytest.importorskip("torch")
-    from pipeline.extract import FeatureConfig, build_extractor
+    from cnncodes.pipeline.extract import FeatureConfig, build_extractor
 
     state = torch.load(checkpoint("efficientnet_lite0"), weights_only=True, map_location="cpu")
     images = np.clip(np.round(photos(96, n=3) * 128 + 127), 0, 255).astype(np.uint8)
@@ -273,15 +273,15 @@ def test_a_user_checkpoint_loads_and_layers_cut_it_like_the_others(tmp_path):
 @pytest.fixture(scope="module")
 def photo_store(tmp_path_factory):
     """40 training and 40 test photos of the demo sample, ingested at their 32x32."""
-    from pipeline.ingest import IngestConfig, ingest
+    from cnncodes.pipeline.ingest import IngestConfig, ingest
 
     return ingest(tmp_path_factory.mktemp("photos") / "store", IngestConfig(f"folder:{DEMO_PHOTOS}", limit=40),
                   progress=False, log=lambda m: None).path
 
 
 def extract(store, **config):
-    from features.store import FeatureStore
-    from pipeline.extract import FeatureConfig, extract_features
+    from cnncodes.features.store import FeatureStore
+    from cnncodes.pipeline.extract import FeatureConfig, extract_features
 
     result = extract_features(store, FeatureConfig("efficientnet_lite0", **config), progress=False, log=lambda m: None)
     return result.name, FeatureStore.open(store).features(result.name)
@@ -297,7 +297,7 @@ def test_bf16_codes_are_close_to_fp32(photo_store):
 
 
 def test_flip_averaged_codes_are_the_mean_over_the_image_and_its_mirror():
-    from pipeline.extract import FeatureConfig, build_extractor
+    from cnncodes.pipeline.extract import FeatureConfig, build_extractor
 
     images = np.clip(np.round(photos(32, n=4) * 128 + 127), 0, 255).astype(np.uint8)
     plain, _ = build_extractor(FeatureConfig("efficientnet_lite0", "imagenet", 64, spatial=True), (32, 32))
@@ -320,7 +320,7 @@ def test_other_backends_give_the_same_imagenet_codes(tmp_path, photo_store, back
     r = run_cli("features", "--dataset", f"folder:{DEMO_PHOTOS}", "--limit", 40, "--store", store, "--size", 64,
                 "--backbone", "efficientnet_lite0", "--weights", "imagenet", "--quiet", env={"KERAS_BACKEND": backend})
     assert r.returncode == 0, r.stderr
-    from features.store import FeatureStore
+    from cnncodes.features.store import FeatureStore
 
     codes = FeatureStore.open(store).features(name)
     assert np.linalg.norm(codes - tf_codes) / np.linalg.norm(tf_codes) < 1e-4

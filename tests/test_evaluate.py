@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from conftest import kill_midway, run_cli
-from classifiers.fit import fit_head
-from classifiers.kfold import kfold_scores
-from classifiers.predict import predict_images
-from classifiers.report import build_report
-from features.errors import UserError
-from features.store import FeatureStore
+from cnncodes.classifiers.fit import fit_head
+from cnncodes.classifiers.kfold import kfold_scores
+from cnncodes.classifiers.predict import predict_images
+from cnncodes.classifiers.report import build_report
+from cnncodes.features.errors import UserError
+from cnncodes.features.store import FeatureStore
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +130,8 @@ def test_report_shows_every_run(store):
 
 
 def test_kfold_never_reuses_folds_of_other_features_under_the_same_name(tmp_path):
-    from pipeline.extract import FeatureConfig, extract_features
-    from pipeline.ingest import IngestConfig, ingest
+    from cnncodes.pipeline.extract import FeatureConfig, extract_features
+    from cnncodes.pipeline.ingest import IngestConfig, ingest
 
     quiet = dict(progress=False, log=lambda m: None)
     store = ingest(tmp_path / "d", IngestConfig("digits", limit=30), **quiet).path  # 3 rows a class: k <= 3

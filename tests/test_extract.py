@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from conftest import kill_midway, run_cli
-from features import schema
-from features.errors import UserError
-from features.store import FeatureStore
-from features.writers import FeatureSetWriter
-from pipeline.extract import FeatureConfig, extract_features
-from pipeline.ingest import IngestConfig, ingest
+from cnncodes.features import schema
+from cnncodes.features.errors import UserError
+from cnncodes.features.store import FeatureStore
+from cnncodes.features.writers import FeatureSetWriter
+from cnncodes.pipeline.extract import FeatureConfig, extract_features
+from cnncodes.pipeline.ingest import IngestConfig, ingest
 
 quiet = dict(progress=False, log=lambda m: None)
 
@@ -25,7 +25,7 @@ def small_store(path, limit=10):
 def test_device_resize_is_opencv_bicubic(src, dst):
     import keras
 
-    from pipeline.resize import make_resize_layer
+    from cnncodes.pipeline.resize import make_resize_layer
 
     images = np.random.default_rng(0).integers(0, 256, (3, *src, 3), dtype=np.uint8)
     ours = keras.ops.convert_to_numpy(make_resize_layer(src, dst)(images))
@@ -298,7 +298,7 @@ def test_bf16_codes_are_close_to_fp32_and_stored_as_float32(tmp_path, digits_sto
 
 
 def test_auto_batch_size_on_cpu_is_the_cpu_batch(tmp_path):
-    from pipeline.device import CPU_BATCH
+    from cnncodes.pipeline.device import CPU_BATCH
 
     store = small_store(tmp_path / "d")
     result = extract_features(store, FeatureConfig(weights="none", size=32), batch_size="auto", **quiet)
@@ -310,7 +310,7 @@ def test_auto_batch_size_on_an_accelerator_is_the_largest_batch_that_ran(monkeyp
     """The doubling probe, with a device that runs out of memory above 256 images."""
     import keras
 
-    from pipeline import device
+    from cnncodes.pipeline import device
 
     class Device:
         def __init__(self, error):
@@ -337,8 +337,8 @@ def test_seeded_random_weights_ignore_other_threads_drawing_random_numbers(backb
     import random
     import threading
 
-    from features.fingerprint import digest_arrays
-    from pipeline.backbones import build_backbone
+    from cnncodes.features.fingerprint import digest_arrays
+    from cnncodes.pipeline.backbones import build_backbone
 
     quiet_build = digest_arrays(build_backbone(backbone, "none", 32, seed=3).get_weights())
     stop = threading.Event()
@@ -394,7 +394,7 @@ def test_step_that_does_not_compile_falls_back_and_says_so_once():
     """TensorFlow's XLA has no bicubic resize: a jit-compiled step with one runs uncompiled instead."""
     import keras
 
-    from pipeline.extract import DeviceStep
+    from cnncodes.pipeline.extract import DeviceStep
 
     if keras.backend.backend() != "tensorflow":
         pytest.skip("the XLA gap is TensorFlow's")
@@ -413,7 +413,7 @@ def test_step_that_does_not_compile_falls_back_and_says_so_once():
 def test_layers_command_lists_names_and_shapes_for_layer():
     from click.testing import CliRunner
 
-    from cli import cli
+    from cnncodes.cli import cli
 
     result = CliRunner().invoke(cli, ["layers", "vgg16", "--size", "32"])
     assert result.exit_code == 0

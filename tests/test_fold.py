@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import set_trained_batch_norm_statistics
-from pipeline.fold import fold_batch_norms
+from cnncodes.pipeline.fold import fold_batch_norms
 
 
 def relative_error(a, b):
@@ -28,7 +28,7 @@ def test_folded_efficientnet_lite_equals_it_with_depthwise_batch_norms_folded_to
     """The published ImageNet weights: trained BatchNorm statistics after every conv and depthwise conv."""
     from keras import layers
 
-    from pipeline.backbones import build_backbone
+    from cnncodes.pipeline.backbones import build_backbone
 
     model = build_backbone("efficientnet_lite0", "imagenet", 64)
     folded = fold_batch_norms(model)
@@ -42,7 +42,7 @@ def test_folded_efficientnet_lite_equals_it_with_depthwise_batch_norms_folded_to
 def test_cut_between_a_conv_and_its_batch_norm_keeps_the_conv_output():
     import keras
 
-    from pipeline.backbones import build_backbone
+    from cnncodes.pipeline.backbones import build_backbone
 
     x = np.random.default_rng(2).normal(0, 50, (2, 32, 32, 3)).astype("float32")
     for layer in ("conv2_block1_1_conv", "conv2_block1_1_bn"):

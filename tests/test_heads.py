@@ -7,9 +7,9 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.svm import LinearSVC
 from sklearn.preprocessing import StandardScaler
 
-from classifiers.heads import DenseHead, GapHead, LogRegHead, make_head
-from classifiers.svm import LinearSVM
-from features.errors import UserError
+from cnncodes.classifiers.heads import DenseHead, GapHead, LogRegHead, make_head
+from cnncodes.classifiers.svm import LinearSVM
+from cnncodes.features.errors import UserError
 
 FAST = {"dense": dict(epochs=30, hidden=64, batch_size=32, learning_rate=1e-3), "gap": dict(epochs=40, batch_size=32, learning_rate=1e-2), "svm": dict(Cs=(0.1, 1.0)), "logreg": {}}
 
@@ -86,7 +86,7 @@ def test_logreg_scores_every_C_with_a_converged_fit():
     what the previous C had, and the choice meant nothing."""
     from sklearn.linear_model import LogisticRegression
 
-    from classifiers.heads import holdout
+    from cnncodes.classifiers.heads import holdout
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 5, 8000)

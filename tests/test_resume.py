@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import kill_midway, write_mixed_tree
-from classifiers.kfold import kfold_scores
-from classifiers.train import BaselineConfig, Checkpoint, build, seed_states, train_baseline
-from features.errors import UserError
-from pipeline.ingest import IngestConfig, ingest
+from cnncodes.classifiers.kfold import kfold_scores
+from cnncodes.classifiers.train import BaselineConfig, Checkpoint, build, seed_states, train_baseline
+from cnncodes.features.errors import UserError
+from cnncodes.pipeline.ingest import IngestConfig, ingest
 
 quiet = dict(progress=False, log=lambda m: None)
 CNN = BaselineConfig("cnn", epochs=4, batch_size=16, learning_rate=1e-3)
@@ -21,7 +21,7 @@ DENSE = {"dense": {"epochs": 12, "patience": 12, "hidden": 32, "batch_size": 16}
 @pytest.fixture(scope="module")
 def colour_store(tmp_path_factory):
     """3 classes told apart by colour, 16x16 pixels, with random-weight EfficientNet-Lite0 codes."""
-    from pipeline.extract import FeatureConfig, extract_features
+    from cnncodes.pipeline.extract import FeatureConfig, extract_features
 
     root = tmp_path_factory.mktemp("resume")
     tree = write_mixed_tree(root / "tree", per_class=20)

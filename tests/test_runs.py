@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, write_mixed_tree
-from classifiers import report
-from classifiers.fit import fit_head
-from classifiers.heads import LogRegHead, make_head
-from classifiers.persist import load_model, save_model
-from classifiers.predict import predict_images
-from classifiers.report import build_report
-from classifiers.runs import (all_runs, classification_record, damage_warnings, damaged_runs, format_runs,
+from cnncodes.classifiers import report
+from cnncodes.classifiers.fit import fit_head
+from cnncodes.classifiers.heads import LogRegHead, make_head
+from cnncodes.classifiers.persist import load_model, save_model
+from cnncodes.classifiers.predict import predict_images
+from cnncodes.classifiers.report import build_report
+from cnncodes.classifiers.runs import (all_runs, classification_record, damage_warnings, damaged_runs, format_runs,
                               kfold_tables, latest_runs, load_run, save_run)
-from features.errors import UserError
-from features.store import FeatureStore
+from cnncodes.features.errors import UserError
+from cnncodes.features.store import FeatureStore
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = '"><img src=x onerror=alert(1)>'
@@ -183,8 +183,8 @@ def test_damaged_run_records_and_kfold_tables_are_skipped_and_named(tmp_path):
 def hostile_store(tmp_path_factory):
     """A folder data set whose root and class folders carry HTML and mathtext, with tiny random codes, and
     a second label set named `<script>...`, as a hand-edited or foreign data.h5 could have."""
-    from pipeline.extract import FeatureConfig, extract_features
-    from pipeline.ingest import IngestConfig, ingest
+    from cnncodes.pipeline.extract import FeatureConfig, extract_features
+    from cnncodes.pipeline.ingest import IngestConfig, ingest
 
     base = tmp_path_factory.mktemp("hostile")
     root = write_mixed_tree(base / "<svg onload=alert(1)>", classes=(IMG, MATH, "<b>bee"), per_class=6)

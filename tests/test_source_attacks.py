@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 
 from conftest import DEMO_PHOTOS, ROOT, write_cifar_archive, write_image, write_mixed_tree
-from features.errors import UserError
-from features.fingerprint import file_digest
-from pipeline import cifar, file_trees, images
-from pipeline.digits import digits_source
-from pipeline.folders import folder_source
-from pipeline.image_headers import PNG_SIGNATURE, image_size
-from pipeline.ingest import IngestConfig, ingest
+from cnncodes.features.errors import UserError
+from cnncodes.features.fingerprint import file_digest
+from cnncodes.pipeline import cifar, file_trees, images
+from cnncodes.pipeline.digits import digits_source
+from cnncodes.pipeline.folders import folder_source
+from cnncodes.pipeline.image_headers import PNG_SIGNATURE, image_size
+from cnncodes.pipeline.ingest import IngestConfig, ingest
 
 quiet = dict(progress=False, log=lambda m: None)
 
@@ -94,9 +94,9 @@ def test_sources_import_only_downward_and_the_registry_reexports_the_contract():
     for module in ("source", "cifar", "folders", "digits", "file_trees", "images", "image_headers", "safe_pickle"):
         tree = ast.parse((ROOT / "pipeline" / f"{module}.py").read_text())
         imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-        assert not imported & {"sources", "pipeline.sources"}, f"pipeline/{module}.py imports the registry"
-    from pipeline.sources import Source, dataset_name, in_memory_source, open_source  # noqa: F401
-    from pipeline.source import Source as contract
+        assert not imported & {"sources", "cnncodes.pipeline.sources"}, f"pipeline/{module}.py imports the registry"
+    from cnncodes.pipeline.sources import Source, dataset_name, in_memory_source, open_source  # noqa: F401
+    from cnncodes.pipeline.source import Source as contract
     assert Source is contract
 
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_TAR, write_cifar_archive, write_mixed_tree
-from features.errors import UserError
-from features.fingerprint import file_digest
-from pipeline import cifar
-from pipeline.folders import folder_source
-from pipeline.ingest import IngestConfig, ingest
+from cnncodes.features.errors import UserError
+from cnncodes.features.fingerprint import file_digest
+from cnncodes.pipeline import cifar
+from cnncodes.pipeline.folders import folder_source
+from cnncodes.pipeline.ingest import IngestConfig, ingest
 
 quiet = dict(progress=False, log=lambda m: None)
 
@@ -113,7 +113,7 @@ def test_single_tree_is_split_by_seeded_stratified_holdout(tmp_path):
 
 
 def test_ingest_size_defaults_to_first_image_shorter_side_centre_square(tmp_path):
-    from pipeline.images import fit_square
+    from cnncodes.pipeline.images import fit_square
 
     wide = np.zeros((10, 30, 3), np.uint8)
     wide[:, 10:20] = 255

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, write_mixed_tree
-from features import schema
-from features.errors import DamagedError, UserError
-from features.export import export_feature_set
-from features.store import FeatureStore
-from features.writers import DataFileWriter, FeatureSetWriter, store_lock
-from pipeline.ingest import IngestConfig, human_bytes, ingest
+from cnncodes.features import schema
+from cnncodes.features.errors import DamagedError, UserError
+from cnncodes.features.export import export_feature_set
+from cnncodes.features.store import FeatureStore
+from cnncodes.features.writers import DataFileWriter, FeatureSetWriter, store_lock
+from cnncodes.pipeline.ingest import IngestConfig, human_bytes, ingest
 
 quiet = dict(progress=False, log=lambda m: None)
 
@@ -70,7 +70,7 @@ def test_a_damaged_saved_assignment_is_recomputed_not_trusted(digits):
 
 
 def test_kfold_with_a_k_chosen_after_ingest(digits_store):
-    from classifiers.kfold import kfold_scores
+    from cnncodes.classifiers.kfold import kfold_scores
 
     store = digits_store.parent / "copy"
     shutil.copytree(digits_store, store)
@@ -105,8 +105,8 @@ def test_a_store_made_before_sources_still_opens_and_says_so(digits):
 # -- corruption caught ------------------------------------------------------------------------------
 
 def test_a_flipped_byte_in_codes_stops_fit_and_features_rebuilds_the_set(digits_store):
-    from classifiers.fit import fit_head
-    from pipeline.extract import FeatureConfig, extract_features
+    from cnncodes.classifiers.fit import fit_head
+    from cnncodes.pipeline.extract import FeatureConfig, extract_features
 
     store = digits_store.parent / "flipped"
     shutil.copytree(digits_store, store)
@@ -152,7 +152,7 @@ def test_a_damaged_set_never_hides_the_others(digits_store):
 
 
 def test_a_damaged_chunk_is_recomputed_on_resume(tmp_path, digits_store):
-    from pipeline.extract import FeatureConfig, extract_features
+    from cnncodes.pipeline.extract import FeatureConfig, extract_features
 
     store = tmp_path / "s"
     ingest(store, IngestConfig("digits", limit=60), **quiet)
@@ -255,7 +255,7 @@ def test_folds_that_cannot_be_made_are_refused_at_ingest(tmp_path):
 
 
 def test_fit_on_a_store_without_feature_sets_says_to_run_features(digits):
-    from classifiers.fit import fit_head
+    from cnncodes.classifiers.fit import fit_head
 
     with pytest.raises(UserError, match="no feature sets yet: run `cnncodes features"):
         fit_head(digits.path, "logreg")
@@ -264,7 +264,7 @@ def test_fit_on_a_store_without_feature_sets_says_to_run_features(digits):
 # -- export --------------------------------------------------------------------------------------------
 
 def test_export_round_trips_without_pickles_in_bounded_slices(digits_store, tmp_path, monkeypatch):
-    import features.export as export
+    import cnncodes.features.export as export
 
     monkeypatch.setattr(export, "ROWS_PER_SLICE", 100)  # many slices: the streaming path, not one write
     store = FeatureStore.open(digits_store)
@@ -297,7 +297,7 @@ def test_a_full_disk_during_ingest_is_one_line_and_leaves_nothing(tmp_path, monk
 def test_a_complete_set_in_a_store_that_cannot_be_written_is_still_answered(digits_store, monkeypatch):
     import errno
 
-    import pipeline.extract as extract
+    import cnncodes.pipeline.extract as extract
 
     def read_only(store, name):
         raise OSError(errno.EROFS, "Read-only file system", str(store))
@@ -311,7 +311,7 @@ def test_a_complete_set_in_a_store_that_cannot_be_written_is_still_answered(digi
 
 
 def test_the_python_api_checks_names_too(digits):
-    from pipeline.extract import FeatureConfig, extract_features
+    from cnncodes.pipeline.extract import FeatureConfig, extract_features
 
     with pytest.raises(UserError, match="not a usable name"):
         extract_features(digits.path, FeatureConfig(weights="none", size=32), name="../../elsewhere", **quiet)

@@ -1,7 +1,7 @@
 """Backbones from keras.applications: their ImageNet weights come through Keras's own download-and-cache."""
 import os
 
-from features.errors import UserError
+from cnncodes.features.errors import UserError
 
 CONSTRUCTORS = {"resnet50": "ResNet50", "vgg16": "VGG16", "mobilenet_v2": "MobileNetV2"}
 

@@ -12,8 +12,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from features.errors import UserError
-from features.fingerprint import file_digest
+from cnncodes.features.errors import UserError
+from cnncodes.features.fingerprint import file_digest
 from .efficientnet_lite import efficientnet_lite, assign_state_dict
 from .torch_pickle import UnsafePickleError, read_state_dict
 
