@@ -2,10 +2,15 @@
 import shutil
 import time
 
+import numpy as np
+
 from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureStore
 from .heads import make_head
+from .params import resolve_params
 from .runs import classification_record, new_run_dir, save_run
+
+CHECK_ROWS = 4096  # rows per finiteness pass: memory stays flat on spatial maps
 
 
 def load_xy(store: FeatureStore, features: str | None, label: str | None, split: str, spatial: bool):
@@ -13,18 +18,34 @@ def load_xy(store: FeatureStore, features: str | None, label: str | None, split:
     return store.features(features, split=split, kind=kind), store.labels(label, split=split)
 
 
+def check_finite(info, *arrays):
+    """Codes with NaN or inf are an error, never a model: one line naming the feature set, the count and,
+    for fp16 sets (whose range large activations overflow), the precision to extract with instead."""
+    bad = sum(int(np.count_nonzero(~np.isfinite(X[i:i + CHECK_ROWS]))) for X in arrays
+              for i in range(0, len(X), CHECK_ROWS))
+    if bad:
+        total = sum(X.size for X in arrays)
+        fix = ("fp16 overflows on large activations: extract it again with --precision bf16 (or fp32)"
+               if info.config.get("precision") == "fp16" else "extract it again, and check the backbone's weights")
+        raise UserError(f"feature set {info.name} has {bad} non-finite values (NaN or inf) among its {total} "
+                        f"codes: no head can learn from them; {fix}")
+
+
 def fit_head(store_dir, head: str, *, features: str | None = None, label: str | None = None, spatial: bool = False,
-             params: dict | None = None):
-    """Trains, tests, saves the head and its run record; returns (run folder, record)."""
+             params: dict | None = None, epochs: int | None = None):
+    """Trains, tests, saves the head and its run record; returns (run folder, record).
+    `params` as resolve_params reads them: KEY or HEAD.KEY."""
+    params = resolve_params([head], params or {}, epochs)[head]
     store = FeatureStore.open(store_dir)
     info = store.feature_set(features)
     label = label or store.primary_label
     if spatial and info.spatial_shape is None:
         raise UserError(f"head {head} asked for spatial maps but feature set {info.name} has none: "
                         f"extract with --spatial, or drop --spatial")
-    model = make_head(head, **(params or {}))
+    model = make_head(head, **params)
     X, y = load_xy(store, info.name, label, "train", spatial)
     X_test, y_test = load_xy(store, info.name, label, "test", spatial)
+    check_finite(info, X, X_test)
     run = new_run_dir(store.path, "fit", head, label)  # before training: a read-only store fails now, not after
     try:
         start = time.time()
@@ -38,10 +59,17 @@ def fit_head(store_dir, head: str, *, features: str | None = None, label: str | 
             "train_accuracy": float(model.score(X, y)),
             **classification_record(y_test, model.predict(X_test), len(names)),
             "history": getattr(model, "history_", None), "epochs": getattr(model, "n_epochs_", None),
-            "chosen": {k: getattr(model, k) for k in ("C_", "cv_scores_", "scores_") if hasattr(model, k)},
+            "validation_accuracy": model.validation_score_, "chosen": model.chosen_params_,
+            "validation_scores": grid_scores(model),
         }
         save_run(run, record, model)
     except BaseException:  # an interrupted or failed fit leaves no half-written run behind
         shutil.rmtree(run, ignore_errors=True)
         raise
     return run, record
+
+
+def grid_scores(model) -> list | None:
+    """[[C, score], ...] of a linear head's C grid (cross-validated for svm, on the holdout for logreg)."""
+    scores = getattr(model, "cv_scores_", None) or getattr(model, "scores_", None)
+    return [[C, score] for C, score in scores.items()] if scores else None

@@ -3,20 +3,11 @@ state in trailing-underscore attributes, fit returns self. So clone, cross_val_s
 GridSearchCV work on them."""
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.preprocessing import LabelEncoder
 from tqdm import tqdm
 
 from cnncodes.features.errors import UserError
-from cnncodes.features.folds import stratified_subset
-from .svm import LinearSVM, as_vectors
-
-
-def holdout(y, fraction, seed):
-    """(fit rows, validation rows): a seeded stratified slice that works for any class count,
-    even when the slice is smaller than the number of classes."""
-    val = np.zeros(len(y), bool)
-    val[stratified_subset(np.asarray(y), max(1, int(round(fraction * len(y)))), seed)] = True
-    return np.flatnonzero(~val), np.flatnonzero(val)
+from .inputs import as_vectors, fit_standardizer, holdout, new_data, standardize, training_data
+from .svm import LinearSVM
 
 
 def layer_seeds(random_state):
@@ -24,12 +15,6 @@ def layer_seeds(random_state):
     rng = np.random.default_rng(random_state)
     while True:
         yield int(rng.integers(2**31 - 1))
-
-
-def standardizer(X, axes):
-    mean = X.mean(axis=axes, keepdims=True)
-    scale = X.std(axis=axes, keepdims=True) + 1e-6
-    return mean.astype(np.float32), scale.astype(np.float32)
 
 
 def seeded_batches(X, y, batch_size: int, seed: int):
@@ -71,12 +56,12 @@ def best_epoch(patience: int):
 
     class BestEpoch(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            self.best, self.best_weights, self.waited = None, None, 0
+            self.best, self.best_epoch, self.best_weights, self.waited = None, None, None, 0
 
         def on_epoch_end(self, epoch, logs=None):
             score = (logs["val_accuracy"], -logs["val_loss"])
             if self.best is None or score > self.best:
-                self.best, self.best_weights, self.waited = score, self.model.get_weights(), 0
+                self.best, self.best_epoch, self.best_weights, self.waited = score, epoch, self.model.get_weights(), 0
             else:
                 self.waited += 1
                 self.model.stop_training = self.waited >= patience
@@ -101,13 +86,9 @@ class KerasHead(ClassifierMixin, BaseEstimator):
 
         if self.epochs < 1:
             raise UserError(f"epochs must be at least 1, not {self.epochs}")
-        X = np.asarray(X, dtype=np.float32)
-        self.encoder_ = LabelEncoder().fit(y)
-        self.classes_ = self.encoder_.classes_
-        y = self.encoder_.transform(y)
-        axes = tuple(range(X.ndim - 1))  # per channel, over samples and positions
-        self.mean_, self.scale_ = standardizer(X, axes) if self.standardize else (0.0, 1.0)
-        X = (X - self.mean_) / self.scale_
+        X, y = training_data(self, X, y)
+        self.scaler_ = fit_standardizer(X) if self.standardize else None  # per channel, over samples and positions
+        X = standardize(self.scaler_, X)
         fit, val = holdout(y, self.validation_fraction, self.random_state)
         Y = np.eye(len(self.classes_), dtype=np.float32)[y]  # one-hot: label smoothing needs it
         # Every random draw (initial weights, dropout, batch order) comes from random_state, none from
@@ -117,18 +98,23 @@ class KerasHead(ClassifierMixin, BaseEstimator):
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=self.label_smoothing)
         self.model_.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
         batches, follow = seeded_batches(X[fit], Y[fit], self.batch_size, self.random_state)
+        best = best_epoch(self.patience)
         history = self.model_.fit(batches, validation_data=(X[val], Y[val]), epochs=self.epochs, shuffle=False,
-                                  callbacks=[follow, best_epoch(self.patience)], verbose=self.verbose)
+                                  callbacks=[follow, best], verbose=self.verbose)
         self.history_ = {k: [float(v) for v in vs] for k, vs in history.history.items()}
         self.n_epochs_ = len(self.history_["loss"])
+        self.validation_score_ = float(best.best[0])
+        self.chosen_params_ = {"best_epoch": best.best_epoch + 1, "epochs_trained": self.n_epochs_,
+                               "learning_rate": self.learning_rate, "batch_size": self.batch_size}
         return self
 
     def predict_proba(self, X):
-        X = (np.asarray(X, dtype=np.float32) - self.mean_) / self.scale_
-        return self.model_.predict(X, batch_size=1024, verbose=0)
+        X = new_data(self, X)  # checks fitted first
+        return self.model_.predict(standardize(self.scaler_, X), batch_size=1024, verbose=0)
 
     def predict(self, X):
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        best = self.predict_proba(X).argmax(axis=1)
+        return self.classes_[best]
 
 
 class DenseHead(KerasHead):
@@ -197,30 +183,45 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
         return LogisticRegression(C=C, max_iter=self.max_iter, tol=self.tol)
 
     def fit(self, X, y):
-        X = self._prepare(np.asarray(X, dtype=np.float32), fit=True)
-        self.classes_ = np.unique(y)
+        X, y = training_data(self, X, y)
+        X = as_vectors(X)
+        self.scaler_ = fit_standardizer(X) if self.standardize else None
+        X = standardize(self.scaler_, X)
         fit, val = holdout(y, self.validation_fraction, self.random_state)
         with tqdm(total=len(self.Cs) + 1, desc="logreg", unit="fit", disable=not self.verbose) as bar:
             self.scores_ = {}
             for C in self.Cs:
-                self.scores_[C] = self._model(C).fit(X[fit], y[fit]).score(X[val], y[val])
+                self.scores_[C] = self._score_on_holdout(C, X, y, fit, val)
                 bar.update()
             self.C_ = max(self.Cs, key=lambda C: (self.scores_[C], -C))
             self.model_ = self._model(self.C_).fit(X, y)
             bar.update()
+        self.n_iter_ = self.model_.n_iter_
+        self.validation_score_ = self.scores_[self.C_]
+        self.chosen_params_ = {"C": self.C_}
         return self
 
-    def _prepare(self, X, fit=False):
-        X = as_vectors(X)
-        if fit:
-            self.mean_, self.scale_ = standardizer(X, (0,)) if self.standardize else (0.0, 1.0)
-        return (X - self.mean_) / self.scale_
+    def _score_on_holdout(self, C, X, y, fit, val) -> float:
+        if len(np.unique(y[fit])) < 2:  # tiny data: the slice left one class to learn from, which says nothing
+            return float(np.mean(y[val] == y[fit][0])) if len(fit) else 0.0
+        return float(self._model(C).fit(X[fit], y[fit]).score(X[val], y[val]))
+
+    def _codes(self, X):
+        X = as_vectors(new_data(self, X))  # checks fitted first
+        return standardize(self.scaler_, X)
+
+    def decision_function(self, X):
+        """(n,) for two classes (positive: classes_[1]), else (n, n_classes)."""
+        codes = self._codes(X)
+        return self.model_.decision_function(codes)
 
     def predict_proba(self, X):
-        return self.model_.predict_proba(self._prepare(np.asarray(X, dtype=np.float32)))
+        codes = self._codes(X)
+        return self.model_.predict_proba(codes)
 
     def predict(self, X):
-        return self.model_.predict(self._prepare(np.asarray(X, dtype=np.float32)))
+        codes = self._codes(X)
+        return self.classes_[self.model_.predict(codes)]
 
 
 HEADS = {"dense": DenseHead, "gap": GapHead, "svm": LinearSVM, "logreg": LogRegHead}

@@ -15,6 +15,8 @@ from cnncodes.features import schema
 from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureStore
 from cnncodes.pipeline.cluster import dask_client
+from .fit import check_finite
+from .params import BASELINES, resolve_params
 from .runs import write_json
 
 
@@ -33,10 +35,8 @@ def run_fold(X, y, folds, fold: int, head: str, params: dict) -> dict:
     with threadpool_limits(limits=1):
         model = make_head(head, **params).fit(X[train], y[train])
         accuracy = float(model.score(X[test], y[test]))
-    return {"accuracy": accuracy, "seconds": time.time() - start, "epochs": getattr(model, "n_epochs_", None)}
-
-
-BASELINES = ("cnn", "finetune", "wrn")
+    return {"accuracy": accuracy, "seconds": time.time() - start, "epochs": getattr(model, "n_epochs_", None),
+            "validation_accuracy": model.validation_score_, "chosen": model.chosen_params_}
 
 
 def run_baseline_fold(store_dir: str, label: str, fold: int, k: int, kind: str, params: dict) -> dict:
@@ -67,9 +67,11 @@ def finished_fold(path: Path) -> dict | None:
 
 
 def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *, k: int = 6, on: str = "train",
-                 features: str | None = None, params: dict | None = None, scheduler: str | None = None,
-                 workers: int = 1, progress: bool = True) -> dict:
-    """Runs what is missing, then returns (and saves) the table: one row per head and label."""
+                 features: str | None = None, params: dict | None = None, epochs: int | None = None,
+                 scheduler: str | None = None, workers: int = 1, progress: bool = True) -> dict:
+    """Runs what is missing, then returns (and saves) the table: one row per head and label.
+    `params` as resolve_params reads them: KEY (every head that takes it), HEAD.KEY, or {HEAD: {KEY: value}}."""
+    params = resolve_params(heads, params or {}, epochs)
     if k < 2:
         raise UserError(f"-k must be at least 2, not {k}: each fold is scored by a model trained on the others")
     store = FeatureStore.open(store_dir)
@@ -80,7 +82,6 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
     folds = store.folds(k, on=on, split=split)
     run = Path(store.path) / schema.RUNS_DIR / f"kfold-{source}-k{k}-{on}"
     (run / "folds").mkdir(parents=True, exist_ok=True)
-    params = params or {}
     basis = info.fingerprint if info else str(store.attrs["content_sha256"])
 
     def done_file(h, l, f):
@@ -92,8 +93,11 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
         raise UserError("pixel baselines use the stored folds over the training split: use --on train")
     start = time.time()
     if todo:
+        codes = store.features(info.name, split=split) if info else None
+        if codes is not None:
+            check_finite(info, codes)
         with dask_client(scheduler, workers) as client:
-            X = client.scatter(store.features(info.name, split=split), broadcast=True) if info else None
+            X = client.scatter(codes, broadcast=True) if info else None
             F = client.scatter(folds, broadcast=True)
             Y = {l: client.scatter(store.labels(l, split=split), broadcast=True) for l in {l for _, l, _ in todo}}
             futures = {(client.submit(run_baseline_fold, str(store.path), l, f, k, h, params.get(h, {}), pure=False)
@@ -119,7 +123,7 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
              "rows": rows, "wall_seconds": round(wall, 2), "tasks_run": len(todo), "workers": scheduler or workers}
     write_json(run / "table.json", table)
     (run / "table.md").write_text(format_table(table))
-    return table
+    return {**table, "path": str(run / "table.md")}
 
 
 def format_table(table: dict) -> str:

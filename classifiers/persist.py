@@ -15,16 +15,16 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import LabelEncoder
+from sklearn.preprocessing import StandardScaler
 
 from cnncodes.features.errors import UserError
 from cnncodes.features.store import reason
 from .heads import HEADS
 
-FORMAT = "cnncodes-head/1"
+FORMAT = "cnncodes-head/2"  # 2: heads standardise through a StandardScaler; two-class SVMs are one problem
 MODEL_FILE, ARRAYS_FILE = "model.json", "model.npz"
 HEAD_CLASSES = {cls.__name__: cls for cls in HEADS.values()}
-ESTIMATORS = {cls.__name__: cls for cls in (LogisticRegression, LabelEncoder)}  # what heads wrap
+ESTIMATORS = {cls.__name__: cls for cls in (LogisticRegression, StandardScaler)}  # what heads wrap
 
 
 def has_model(folder) -> bool:
@@ -94,8 +94,11 @@ def load_model(folder):
         description = json.loads((folder / MODEL_FILE).read_bytes())
     except (OSError, ValueError) as e:
         raise UserError(f"{folder / MODEL_FILE} cannot be read ({reason(e)}): {refit}") from None
-    if not isinstance(description, dict) or description.get("format") != FORMAT:
+    if not isinstance(description, dict) or not str(description.get("format", "")).startswith("cnncodes-head/"):
         raise UserError(f"{folder / MODEL_FILE} is not a cnncodes head of format {FORMAT}: {refit}")
+    if description["format"] != FORMAT:
+        raise UserError(f"{folder / MODEL_FILE} holds a head saved by another cnncodes ({description['format']}; "
+                        f"this one reads {FORMAT}): {refit}")
     arrays = _load_arrays(folder / ARRAYS_FILE, refit)
     try:
         return _rebuild(description, HEAD_CLASSES, arrays, folder)

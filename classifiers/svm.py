@@ -1,119 +1,205 @@
 """Linear SVM (one-vs-rest, L2-regularised squared hinge, as LinearSVC) solved for all classes at once.
 
-The squared hinge is piecewise quadratic, so a generalised Newton method converges in a few steps.
-Each step solves H s = -g by conjugate gradients where H v = v + 2C X^T (D * (X v)), D marking the
-margin violators: for all K classes that is two (n x d) @ (d x K) matrix products, which BLAS runs
-at full speed, instead of K separate coordinate-descent passes.
+The squared hinge is piecewise quadratic, so a generalised Newton method converges in a few steps. The
+Newton system is H s = -g with H = I + 2C X^T D X, D marking the margin violators.
+- More rows than features: conjugate gradients, for all K classes at once (two (n x d) @ (d x K)
+  products per iteration, which BLAS runs at full speed, instead of K coordinate-descent passes),
+  preconditioned by I + 2C (share of violators) X^T X through the eigenbasis of X^T X, computed once
+  per design matrix: the codes' correlated features make H ill-conditioned, which cost 3x the iterations.
+- No more rows than features (small data sets, wide codes): the exact Newton point from the rows' Gram
+  matrix (Woodbury: w = X_D^T (I / 2C + X_D X_D^T)^-1 y_D), where truncated conjugate gradients stalled.
+Two classes are one problem, as in LinearSVC.
+
+It stops as liblinear's primal Newton solver (LinearSVC with n_samples > n_features) does, per class:
+|g| <= tol * max(min(#pos, #neg), 1) / n * |g at w = 0|.
 """
+import warnings
+
 import numpy as np
+import scipy.linalg
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import StratifiedKFold
 from tqdm import tqdm
 
+from .inputs import as_vectors, fit_standardizer, new_data, standardize, training_data
 
-def squared_hinge_ovr(X, Y, C, W=None, tol=1e-3, max_iter=50, cg_iter=50):
-    """argmin_W sum_k 0.5 |w_k|^2 + C sum_i max(0, 1 - Y_ik x_i.w_k)^2 for X (n x d), Y in {-1, 1}^(n x K)."""
+
+def newton_basis(X) -> dict:
+    """What makes Newton steps cheap on the design X, computed once for every C fitted on it: the rows'
+    Gram matrix when there are no more rows than features, else the eigenbasis of X^T X."""
+    if len(X) <= X.shape[1]:
+        return {"gram": X.astype(np.float64) @ X.T.astype(np.float64)}
+    eigenvalues, eigenvectors = np.linalg.eigh((X.T @ X).astype(np.float64))
+    return {"eigenvalues": eigenvalues.astype(np.float32), "eigenvectors": eigenvectors.astype(np.float32)}
+
+
+def squared_hinge_ovr(X, Y, C, W=None, tol=1e-4, max_iter=50, cg_iter=50, basis=None):
+    """(W, Newton steps taken, converged) for argmin_W sum_k 0.5 |w_k|^2 + C sum_i max(0, 1 - Y_ik x_i.w_k)^2,
+    X (n x d), Y in {-1, 1}^(n x K); `basis` is newton_basis(X), computed here when not given."""
+    basis = newton_basis(X) if basis is None else basis
     W = np.zeros((X.shape[1], Y.shape[1]), np.float32) if W is None else W.copy()
-    g0 = np.linalg.norm(2 * C * (X.T @ Y), axis=0)  # gradient norm at W = 0, per class
-    for _ in range(max_iter):
+    positives = (Y > 0).sum(0)
+    relative = tol * np.maximum(np.minimum(positives, len(Y) - positives), 1) / len(Y)
+    enough = relative * np.linalg.norm(2 * C * (X.T @ Y), axis=0)  # liblinear's rule, per class
+    for step in range(max_iter + 1):
         Z = X @ W
         M = np.maximum(0, 1 - Y * Z)
         G = W - 2 * C * (X.T @ (Y * M))
-        todo = np.flatnonzero(np.linalg.norm(G, axis=0) > tol * g0)
-        if len(todo) == 0:
-            break
-        D = (M[:, todo] > 0).astype(np.float32)
-        S = conjugate_gradients(lambda V: V + 2 * C * (X.T @ (D * (X @ V))), -G[:, todo], cg_iter)
+        norms = np.linalg.norm(G, axis=0)
+        if not np.isfinite(norms).all():  # NaN compares as "small enough": it must never read as converged
+            raise FloatingPointError(f"LinearSVM: the solver's gradient became non-finite at C={C}; "
+                                     f"the inputs are too large for float32: standardize them")
+        todo = np.flatnonzero(norms > enough)
+        if len(todo) == 0 or step == max_iter:
+            return W, step, len(todo) == 0
+        violators = M[:, todo] > 0
+        if "gram" in basis:
+            S = newton_points(X, basis["gram"], Y[:, todo], violators, C) - W[:, todo]
+        else:
+            D = violators.astype(np.float32)
+            S = conjugate_gradients(lambda V: V + 2 * C * (X.T @ (D * (X @ V))), -G[:, todo], cg_iter,
+                                    covariance_preconditioner(basis, C, violators.mean(0)))
         W[:, todo] += line_search(W[:, todo], S, G[:, todo], Z[:, todo], X @ S, Y[:, todo], C) * S
-    return W
 
 
-def conjugate_gradients(hvp, B, max_iter, rtol=0.1):
-    """Solves H x = b for every column of B at once (inexact: relative residual rtol, as TRON does)."""
+def newton_points(X, gram, Y, violators, C):
+    """Per class, the minimiser of the quadratic that the current margin violators define, from a
+    Cholesky solve in row space. Classes whose violators are every row share one factorisation."""
+    points = np.zeros((X.shape[1], Y.shape[1]), np.float32)
+    everyone = violators.all(0)
+    groups = ([np.flatnonzero(everyone)] if everyone.any() else []) + [[k] for k in np.flatnonzero(~everyone)]
+    for classes in groups:
+        rows = np.flatnonzero(violators[:, classes[0]])
+        if len(rows) == 0:
+            continue  # no violator: the minimiser is w = 0
+        system = gram[np.ix_(rows, rows)] + np.eye(len(rows)) / (2 * C)
+        beta = scipy.linalg.solve(system, Y[np.ix_(rows, classes)].astype(np.float64), assume_a="pos")
+        points[:, classes] = X[rows].T @ beta.astype(np.float32)
+    return points
+
+
+def covariance_preconditioner(basis, C, violating_share):
+    """R -> (I + 2C s_k X^T X)^-1 r_k per class k, s_k its share of violating rows: H with the violators
+    replaced by an even share of every row, inverted in the eigenbasis of X^T X."""
+    V = basis["eigenvectors"]
+    inverse = 1 / (1 + 2 * C * basis["eigenvalues"][:, None] * violating_share[None, :].astype(np.float32))
+    return lambda R: V @ (inverse * (V.T @ R))
+
+
+def conjugate_gradients(hvp, B, max_iter, precondition, rtol=0.1):
+    """Solves H x = b for every column of B at once, preconditioned (inexact: relative residual rtol, as
+    TRON does)."""
     Xs = np.zeros_like(B)
-    R, P = B.copy(), B.copy()
-    rs = (R * R).sum(0)
-    stop = rtol ** 2 * rs
+    R = B.copy()
+    P = precondition(R)
+    rz = (R * P).sum(0)
+    stop = rtol ** 2 * (R * R).sum(0)
     for _ in range(max_iter):
         HP = hvp(P)
-        alpha = rs / np.maximum((P * HP).sum(0), 1e-30)
+        alpha = rz / np.maximum((P * HP).sum(0), 1e-30)
         Xs += alpha * P
         R -= alpha * HP
-        rs_new = (R * R).sum(0)
-        if (rs_new <= stop).all():
+        if ((R * R).sum(0) <= stop).all():
             break
-        P = R + (rs_new / np.maximum(rs, 1e-30)) * P
-        rs = rs_new
+        Z = precondition(R)
+        rz_new = (R * Z).sum(0)
+        P = Z + (rz_new / np.maximum(rz, 1e-30)) * P
+        rz = rz_new
     return Xs
 
 
 def line_search(W, S, G, Z, XS, Y, C, shrink=0.5, tries=20):
-    """Per-class backtracking (Armijo) step sizes; the objective along S costs no matrix product."""
+    """Per-class backtracking (Armijo) step sizes; the objective along S costs no matrix product. In float64:
+    near the optimum (and at small C) float32 cannot tell the objective's decrease from rounding, which
+    stalled the solver short of liblinear's tolerance."""
+    W, S, G, Z, XS, Y = (np.asarray(a, np.float64) for a in (W, S, G, Z, XS, Y))
+
     def objective(step):
         return 0.5 * ((W + step * S) ** 2).sum(0) + C * (np.maximum(0, 1 - Y * (Z + step * XS)) ** 2).sum(0)
 
-    f0, slope = objective(np.zeros(W.shape[1], np.float32)), (G * S).sum(0)
-    step = np.ones(W.shape[1], np.float32)
+    f0, slope = objective(np.zeros(W.shape[1])), (G * S).sum(0)
+    step = np.ones(W.shape[1])
     for _ in range(tries):
         ok = objective(step) <= f0 + 1e-2 * step * slope
         if ok.all():
             break
         step = np.where(ok, step, step * shrink)
-    return step
-
-
-def as_vectors(X) -> np.ndarray:
-    """float32 rows; spatial maps (n, h, w, c) are averaged to their pooled vectors (n, c)."""
-    X = np.asarray(X, dtype=np.float32)
-    return X.mean(axis=tuple(range(1, X.ndim - 1))) if X.ndim > 2 else X
+    return step.astype(np.float32)
 
 
 class LinearSVM(ClassifierMixin, BaseEstimator):
-    """Linear SVM, squared hinge, L2; C by stratified cross-validation over `Cs` unless given."""
+    """Linear SVM, squared hinge, L2, on standardised inputs; C by stratified cross-validation over `Cs`
+    unless given. `tol` and the stopping rule are LinearSVC's; `max_iter` counts Newton steps."""
 
-    def __init__(self, C=None, Cs=(0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 100.0), cv=3, tol=1e-3, max_iter=50, standardize=True,
-                 random_state=0, verbose=0):
+    def __init__(self, C=None, Cs=(0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 100.0), cv=3, tol=1e-4, max_iter=50,
+                 standardize=True, random_state=0, verbose=0):
         self.C, self.Cs, self.cv, self.tol, self.max_iter = C, Cs, cv, tol, max_iter
         self.standardize, self.random_state, self.verbose = standardize, random_state, verbose
 
-    def _design(self, X):
-        X = (as_vectors(X) - self.mean_) / self.scale_
-        return np.hstack([X, np.ones((len(X), 1), np.float32)])  # bias column, regularised as LinearSVC's
-
-    def _targets(self, y):
-        return np.where(y[:, None] == self.classes_[None, :], 1.0, -1.0).astype(np.float32)
-
     def fit(self, X, y):
-        y = np.asarray(y)
-        self.classes_ = np.unique(y)
-        X2 = as_vectors(X)
-        self.mean_, self.scale_ = ((X2.mean(0), X2.std(0) + 1e-6) if self.standardize else (0.0, 1.0))
-        A, Y = self._design(X2), self._targets(y)
+        X, y = training_data(self, X, y)
+        X = as_vectors(X)
+        self.scaler_ = fit_standardizer(X) if self.standardize else None
+        A, Y = self._design(X), self._targets(y)
+        unconverged = set()  # the Cs whose fits max_iter ended: one warning names them all
         fits = 1 + (self.cv * len(self.Cs) if self.C is None else 0)
         with tqdm(total=fits, desc="svm", unit="fit", disable=not self.verbose) as bar:
             if self.C is None:
-                self.cv_scores_ = self._cross_validate(A, Y, y, bar)
+                self.cv_scores_ = self._cross_validate(A, Y, y, unconverged, bar)
                 self.C_ = max(self.Cs, key=lambda C: (self.cv_scores_[C], -C))
             else:
                 self.C_ = self.C
-            W = squared_hinge_ovr(A, Y, self.C_, tol=self.tol, max_iter=self.max_iter)
+            W, self.n_iter_ = self._solve(A, Y, self.C_, None, unconverged)
             bar.update()
         self.coef_, self.intercept_ = W[:-1].T, W[-1]
+        self.validation_score_ = self.cv_scores_[self.C_] if self.C is None else None  # nothing held out
+        self.chosen_params_ = {"C": self.C_}
+        if unconverged:
+            Cs = ", ".join(f"{C:g}" for C in sorted(unconverged))
+            warnings.warn(f"LinearSVM: the solver reached max_iter={self.max_iter} Newton steps before converging "
+                          f"(C={Cs}): raise max_iter, or leave those Cs out", ConvergenceWarning, stacklevel=2)
         return self
 
-    def _cross_validate(self, A, Y, y, bar):
+    def _design(self, X):
+        X = standardize(self.scaler_, X)
+        return np.hstack([X, np.ones((len(X), 1), np.float32)])  # bias column, regularised as LinearSVC's
+
+    def _targets(self, y):
+        """+1/-1 per class; two classes are one problem, positive for classes_[1] (LinearSVC's convention)."""
+        if len(self.classes_) == 2:
+            return np.where(y == 1, 1.0, -1.0).astype(np.float32)[:, None]
+        return np.where(y[:, None] == np.arange(len(self.classes_)), 1.0, -1.0).astype(np.float32)
+
+    def _solve(self, A, Y, C, W, unconverged: set, basis=None):
+        W, steps, converged = squared_hinge_ovr(A, Y, C, W, tol=self.tol, max_iter=self.max_iter, basis=basis)
+        if not converged:
+            unconverged.add(C)
+        return W, steps
+
+    def _cross_validate(self, A, Y, y, unconverged, bar):
         scores = {C: [] for C in self.Cs}
         folds = StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state)
         for train, test in folds.split(A, y):
-            W = None
+            A_train, Y_train = A[train], Y[train]
+            W, basis = None, newton_basis(A_train)
             for C in sorted(self.Cs):  # warm start along the regularisation path
-                W = squared_hinge_ovr(A[train], Y[train], C, W, tol=self.tol, max_iter=self.max_iter)
-                scores[C].append(float((self.classes_[(A[test] @ W).argmax(1)] == y[test]).mean()))
+                W, _ = self._solve(A_train, Y_train, C, W, unconverged, basis)
+                scores[C].append(float((self._classify(A[test] @ W) == y[test]).mean()))
                 bar.update()
         return {C: float(np.mean(s)) for C, s in scores.items()}
 
+    @staticmethod
+    def _classify(scores):
+        """Class codes from decision scores: the sign for one problem, the best class for several."""
+        return (scores[:, 0] > 0).astype(int) if scores.shape[1] == 1 else scores.argmax(axis=1)
+
     def decision_function(self, X):
-        return self._design(X)[:, :-1] @ self.coef_.T + self.intercept_
+        """(n,) for two classes (positive: classes_[1]), else (n, n_classes)."""
+        X = as_vectors(new_data(self, X))
+        scores = standardize(self.scaler_, X) @ self.coef_.T + self.intercept_
+        return scores[:, 0] if len(self.classes_) == 2 else scores
 
     def predict(self, X):
-        return self.classes_[self.decision_function(X).argmax(axis=1)]
+        scores = self.decision_function(X)
+        return self.classes_[self._classify(scores[:, None] if scores.ndim == 1 else scores)]

@@ -59,6 +59,18 @@ def test_svm_matches_liblinear_linearsvc():
     assert abs(ours.score(Xt, yt) - ref.score(scaler.transform(Xt), yt)) <= 0.01
 
 
+def test_svm_matches_liblinear_on_real_codes_with_more_features_than_rows(digits_store):
+    """ResNet50 codes of the digits, 2,048 features, 400 rows: the row-space Newton steps against liblinear
+    on the same standardised codes."""
+    from cnncodes.features.store import FeatureStore
+
+    store = FeatureStore.open(digits_store)
+    X, y = store.features("r50", split="train")[:400], store.labels(split="train")[:400]
+    ours = LinearSVM(C=0.05).fit(X, y)
+    ref = LinearSVC(C=0.05, tol=1e-5, max_iter=20000).fit(ours.scaler_.transform(X), y)
+    assert np.linalg.norm(ours.coef_ - ref.coef_) / np.linalg.norm(ref.coef_) < 1e-3
+
+
 def test_svm_chooses_C_by_cross_validation():
     X, y, _, _ = synthetic(400)
     svm = LinearSVM(Cs=(0.001, 1.0), cv=3).fit(X, y)
@@ -131,3 +143,203 @@ def test_keras_head_depends_on_its_data_and_random_state_alone(name, monkeypatch
     random.seed(1)
     np.testing.assert_array_equal(make_head(name, **params).fit(X, y).predict_proba(Xt), clean)
     assert not np.array_equal(make_head(name, **params, random_state=1).fit(X, y).predict_proba(Xt), clean)
+
+
+# -- issue 14: heads that are estimators in full, and honest ----------------------------------------------------
+def nearly_dead_channel(seed=0):
+    """Two blobs in 8 features plus a ReLU channel that barely fires in training (std about 4e-6) and
+    reads 0.5 on every test row, as a new image can make it."""
+    X, y = make_blobs(800, 8, centers=2, cluster_std=2.0, random_state=seed)
+    rng = np.random.default_rng(seed)
+    dead = np.where(rng.random(800) < 0.01, 4e-5, 0.0)
+    X = np.column_stack([X, dead]).astype(np.float32)
+    X_test = X[500:].copy()
+    X_test[:, -1] = 0.5
+    return X[:500], y[:500], X_test, y[500:]
+
+
+@pytest.mark.parametrize("name", ["svm", "logreg", "dense"])
+def test_a_nearly_dead_channel_does_not_swamp_the_others(name):
+    """Dividing by the channel's own std (+1e-6) made 0.5 into 1e5 and sank such a test from 0.995 to 0.496."""
+    X, y, X_test, y_test = nearly_dead_channel()
+    head = make_head(name, **{**FAST[name], "epochs": 10} if name == "dense" else FAST[name]).fit(X, y)
+    assert head.scaler_.scale_[-1] == 1.0  # negligible spread: a constant, as StandardScaler treats those
+    assert head.score(X_test, y_test) > 0.95
+
+
+@pytest.mark.parametrize("name", ["dense", "gap", "svm", "logreg"])
+def test_non_finite_input_is_an_error_never_a_model(name):
+    """LinearSVM given one NaN in 500x8 values stopped "converged" with zero weights and predicted one class."""
+    X, y, _, _ = synthetic(500)
+    X = X[:, :8].copy()
+    X[3, 2] = np.nan
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        make_head(name, **FAST[name]).fit(X, y)
+    X[3, 2] = np.inf
+    with pytest.raises(ValueError, match="Input X contains infinity"):
+        make_head(name, **FAST[name]).fit(X, y)
+
+
+def test_a_nan_gradient_never_counts_as_converged():
+    from cnncodes.classifiers.svm import squared_hinge_ovr
+
+    X, y, _, _ = synthetic(40)  # 20 rows, 20 features
+    A = X[:20].astype(np.float32)
+    A[0, 0] = np.nan
+    Y = np.where(y[:20, None] == np.arange(4), 1.0, -1.0).astype(np.float32)
+    with pytest.raises(FloatingPointError, match="gradient became non-finite"):
+        squared_hinge_ovr(A, Y, 1.0)
+
+
+def test_svm_reports_its_iterations_and_a_stop_at_max_iter():
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, y, _, _ = synthetic(400)
+    svm = LinearSVM(C=1.0).fit(X, y)
+    assert 1 <= svm.n_iter_ < svm.max_iter
+    with pytest.warns(ConvergenceWarning, match="max_iter=1 Newton steps.*C=1"):
+        assert LinearSVM(C=1.0, max_iter=1).fit(X, y).n_iter_ == 1
+
+
+def test_svm_stops_no_later_than_liblinear_would():
+    """liblinear's primal rule (LinearSVC, tol=1e-4): |g| <= tol * min(#pos, #neg) / n * |g(0)|, per class,
+    here checked in float64 at the weights the float32 solver returns."""
+    X, y, _, _ = synthetic(1200, classes=5)
+    C = 0.5
+    svm = LinearSVM(C=C).fit(X, y)
+    A = np.column_stack([svm.scaler_.transform(X), np.ones(len(X))])
+    W = np.vstack([svm.coef_.T, svm.intercept_]).astype(np.float64)
+    Y = np.where(y[:, None] == svm.classes_, 1.0, -1.0)
+    gradient = W - 2 * C * A.T @ (Y * np.maximum(0, 1 - Y * (A @ W)))
+    positives = (Y > 0).sum(0)
+    liblinear = 1e-4 * np.minimum(positives, len(y) - positives) / len(y) * np.linalg.norm(2 * C * A.T @ Y, axis=0)
+    assert (np.linalg.norm(gradient, axis=0) <= 1.5 * liblinear).all()  # 1.5: float32 rounding of W itself
+
+
+@pytest.mark.parametrize("head", [LinearSVM(C=0.5), LinearSVM(Cs=(0.1, 1.0)), LogRegHead(Cs=(0.1, 1.0))])
+def test_two_classes_are_one_problem_with_decision_scores_of_shape_n(head):
+    X, y = make_blobs(200, 6, centers=2, random_state=0)
+    labels = np.array(["no", "yes"])[y]
+    head.fit(X, list(labels))  # a plain list of strings
+    scores = head.decision_function(X)
+    assert scores.shape == (200,)
+    assert (head.coef_ if isinstance(head, LinearSVM) else head.model_.coef_).shape == (1, 6)
+    assert (head.predict(X) == np.where(scores > 0, "yes", "no")).all()
+    assert head.score(X, labels) > 0.95
+
+
+@pytest.mark.parametrize("name", ["dense", "gap", "svm", "logreg"])
+def test_every_head_says_what_it_chose_and_how_it_scored_on_its_own_holdout(name):
+    X, y, _, _ = synthetic(300)
+    head = make_head(name, **FAST[name]).fit(X, y)
+    assert 0.5 < head.validation_score_ <= 1.0
+    if name in ("svm", "logreg"):
+        assert head.chosen_params_ == {"C": head.C_}
+        scores = head.cv_scores_ if name == "svm" else head.scores_
+        assert head.validation_score_ == scores[head.C_]
+    else:
+        chosen = head.chosen_params_
+        assert chosen["epochs_trained"] == head.n_epochs_ and 1 <= chosen["best_epoch"] <= head.n_epochs_
+        assert head.validation_score_ == head.history_["val_accuracy"][chosen["best_epoch"] - 1]
+        assert chosen["learning_rate"] == head.learning_rate and chosen["batch_size"] == head.batch_size
+
+
+def test_svm_with_a_given_C_holds_nothing_out():
+    X, y, _, _ = synthetic(300)
+    svm = LinearSVM(C=0.1).fit(X, y)
+    assert svm.validation_score_ is None and svm.chosen_params_ == {"C": 0.1}
+
+
+# -- parameters mean what they say, for Python callers too -------------------------------------------------------
+def test_a_bare_parameter_goes_to_every_requested_head_that_takes_it():
+    from cnncodes.classifiers.params import resolve_params
+
+    assert resolve_params(["svm", "logreg"], {"tol": 1e-3}) == {"svm": {"tol": 1e-3}, "logreg": {"tol": 1e-3}}
+    assert resolve_params(["dense", "svm"], {"C": 0.5}) == {"dense": {}, "svm": {"C": 0.5}}  # was dropped
+    assert resolve_params(["svm", "dense"], {"tol": 1e-3, "svm.tol": 1e-5}) == {"svm": {"tol": 1e-5}, "dense": {}}
+
+
+def test_epochs_go_only_to_the_heads_that_train_for_epochs():
+    from cnncodes.classifiers.params import resolve_params
+
+    # was refused: "head svm has no parameter 'epochs'"
+    assert resolve_params(["dense", "svm", "cnn"], {}, epochs=5) == {"dense": {"epochs": 5}, "svm": {}, "cnn": {"epochs": 5}}
+    assert resolve_params(["gap"], {"gap.epochs": 9}, epochs=5) == {"gap": {"epochs": 9}}
+    with pytest.raises(UserError, match="--epochs: no requested head \\(svm, logreg\\) takes 'epochs'; dense, gap"):
+        resolve_params(["svm", "logreg"], {}, epochs=5)
+
+
+def test_a_per_head_parameter_answer_can_be_given_again():
+    from cnncodes.classifiers.params import resolve_params
+
+    resolved = resolve_params(["svm", "wrn"], {"svm.Cs": [1.0], "wrn.depth": 16})
+    assert resolved == {"svm": {"Cs": [1.0]}, "wrn": {"depth": 16}} and resolve_params(["svm", "wrn"], resolved) == resolved
+
+
+@pytest.mark.parametrize("heads, params, message", [
+    (["dense", "gap"], {"C": 0.5}, "--param C: no requested head \\(dense, gap\\) takes 'C'; svm takes it"),
+    (["dense"], {"svm.Cs": [1]}, "--param svm.Cs is for head svm, which is not requested \\(heads: dense\\): add --head svm"),
+    (["dense"], {"svm": {"Cs": [1]}}, "--param svm.Cs is for head svm, which is not requested"),
+    (["svm"], {"svm.epochs": 3}, "head svm has no parameter 'epochs': it takes C, Cs, cv"),
+    (["svm"], {"nope": 1}, "--param nope: head svm has no parameter 'nope': it takes C, Cs, cv"),
+    (["svm", "dense"], {"nope": 1}, "--param nope: no requested head \\(svm, dense\\) takes 'nope'; no head takes it"),
+    (["knn"], {}, "unknown head 'knn': use one of dense, gap, svm, logreg \\(or, in kfold, cnn, finetune, wrn\\)"),
+    (["svm"], {"knn.k": 3}, "unknown head 'knn'"),
+    (["cnn"], {"cnn.fold": 2}, "head cnn has no parameter 'fold'"),
+])
+def test_a_parameter_no_head_takes_is_one_clear_error(heads, params, message):
+    from cnncodes.classifiers.params import resolve_params
+
+    with pytest.raises(UserError, match=message):
+        resolve_params(heads, params)
+
+
+def test_the_python_api_reads_parameters_as_the_command_line_does(tmp_path):
+    from cnncodes.classifiers.fit import fit_head
+    from cnncodes.classifiers.kfold import kfold_scores
+
+    # Checked before the store is even opened: no store is needed to hear about a bad parameter.
+    with pytest.raises(UserError, match="--param C: no requested head \\(dense, gap\\) takes 'C'"):
+        kfold_scores(tmp_path / "no-store", ["dense", "gap"], params={"C": 0.5})
+    with pytest.raises(UserError, match="--param epochs: head svm has no parameter 'epochs': it takes C, Cs"):
+        fit_head(tmp_path / "no-store", "svm", params={"epochs": 3})
+
+
+# -- non-finite codes stop fit and kfold with one line -----------------------------------------------------------
+@pytest.fixture
+def store_with_nan_codes(digits_store, tmp_path):
+    import shutil
+
+    import h5py
+
+    store = shutil.copytree(digits_store, tmp_path / "digits", ignore=shutil.ignore_patterns("runs"))
+    with h5py.File(store / "features" / "r50.h5", "r+") as f:  # h5py keeps the Fletcher-32 checksums valid
+        codes = f["pooled"]
+        codes[5, :3] = np.nan
+        codes[9, 0] = np.inf
+    return store
+
+
+def test_nan_codes_stop_fit_and_kfold_with_one_line(store_with_nan_codes):
+    from cnncodes.classifiers.fit import fit_head
+    from cnncodes.classifiers.kfold import kfold_scores
+
+    message = "feature set r50 has 4 non-finite values \\(NaN or inf\\) among its .* codes: no head can learn"
+    with pytest.raises(UserError, match=message):
+        fit_head(store_with_nan_codes, "logreg")
+    with pytest.raises(UserError, match="feature set r50 has [1-4] non-finite values"):  # the training split's
+        kfold_scores(store_with_nan_codes, ["logreg"], k=3, progress=False)
+    assert not list((store_with_nan_codes / "runs").glob("*fit-logreg*"))  # no run left behind
+
+
+def test_nan_codes_of_an_fp16_set_suggest_another_precision():
+    from types import SimpleNamespace
+
+    from cnncodes.classifiers.fit import check_finite
+
+    info = SimpleNamespace(name="r50-fp16", config={"precision": "fp16"})
+    codes = np.ones((10, 4), np.float32)
+    check_finite(info, codes)  # finite: nothing to say
+    codes[2, 1] = np.inf
+    with pytest.raises(UserError, match="r50-fp16 has 1 non-finite.*extract it again with --precision bf16 \\(or fp32\\)"):
+        check_finite(info, codes)
