@@ -1,20 +1,36 @@
-"""`cnncodes report`: one self-contained HTML page (PNGs embedded and written beside it) over every run.
+"""`cnncodes report`: one self-contained HTML page (PNGs embedded, and written beside it) over the
+store's runs, grouped by configuration and ranked without the test set (see `ranking`).
 
-Every string from data (data set, label sets, classes, runs, features, sources) is HTML-escaped, and
-drawn in figures as plain text, never as mathtext: a class named `$x$` is a name, not a formula.
+Every string from data (data set, label sets, classes, runs, features, parameters, sources) is
+HTML-escaped here, and drawn in figures as plain text (see `report_figures`).
 """
 import base64
 import html
 import io
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
 from cnncodes.features.store import FeatureStore
+from .ranking import (Configuration, configurations, cross_validated_text, is_run, percent, setting_text,
+                      settings_text)
+from .report_figures import class_name, confusion_figure, curves_figure, sample_figure
 from .runs import all_runs, damaged_runs, kfold_tables, number_or
 
 MISCLASSIFIED_ROWS = 50  # per run: the page stays readable on 10,000 test images
 NO_SOURCES = "sources not recorded (store made before cnncodes recorded them)"
+RUNS_EXPLAINED = (
+    "One row per configuration (head, features, label set, parameters), with the numbers of its latest run "
+    "and how many runs it has; the earlier runs are listed in its section below. Rows are ranked by validation "
+    "accuracy (each head's own holdout at the hyperparameters it chose) or, for a run without one, by the k-fold "
+    "mean of the same head, features and label set; runs with neither come last, newest first. Test accuracy "
+    "is shown beside and never ranks or picks anything: choosing on the test set would overstate it. Settings: "
+    "the parameters that tell a configuration from others of its head (all of them are in its section); chosen: "
+    "the hyperparameters the head picked on its own holdout. k-fold tables do not record a head's parameters, so "
+    "a k-fold mean is the head's on these features, possibly with other settings.")
+RUNS_HEADER = ["#", "ranked by", "head", "features", "label set", "settings", "chosen", "runs",
+               "validation accuracy (%)", "k-fold mean ± std (%)", "train accuracy (%)", "test accuracy (%)",
+               "fit time (s)"]
 
 
 def esc(value) -> str:
@@ -22,10 +38,11 @@ def esc(value) -> str:
 
 
 def _png(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     path.write_bytes(buf.getvalue())
-    import matplotlib.pyplot as plt
     plt.close(fig)
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}" alt="{esc(path.name)}">'
 
@@ -36,27 +53,45 @@ def _table(header, rows) -> str:
     return f"<table><tr>{th}</tr>{trs}</table>"
 
 
-def short_source(source: str, width: int = 24) -> str:
-    """The file name part of a source (`cat/0001.jpg` -> `0001.jpg`), cut to fit under a thumbnail."""
-    name = PurePosixPath(source).name or source
-    return name if len(name) <= width else name[:width - 1] + "…"
+def run_name(run: dict) -> str:
+    return Path(str(run.get("run", ""))).name
 
 
-def comparison_rows(runs, label_sets):
-    """The reference work's table: one row per method and features, a column per label set."""
-    best = {}
-    for r in runs:
-        key = (r.get("head"), r.get("features"))
-        cell = best.setdefault(key, {"epochs": r.get("epochs"), "seconds": 0.0})
-        cell[r["label"]] = max(cell.get(r["label"], 0.0), r["test_accuracy"])
-        cell["seconds"] += number_or(r.get("fit_seconds"), 0.0)
-    rows = []
-    for (head, feats), cell in sorted(best.items(), key=lambda kv: -max(kv[1].get(l, 0) for l in label_sets)):
-        rows.append([head, feats] + [f"{100 * cell[l]:.2f}" if l in cell else "" for l in label_sets]
-                    + [cell["epochs"] or "", f"{cell['seconds']:.1f}"])
-    return rows
+# -- the tables ------------------------------------------------------------------------------------------------
+def runs_rows(groups: list[Configuration]) -> list[list]:
+    """The runs table: each configuration's latest run, in ranking order."""
+    return [[i, c.ranked_by, r.get("head"), r.get("features"), r.get("label"), settings_text(c.settings) or "–",
+             settings_text(r.get("chosen")) or "–", len(c.runs), percent(r.get("validation_accuracy")),
+             cross_validated_text(c.cross_validated), percent(r.get("train_accuracy")), percent(r["test_accuracy"]),
+             f"{number_or(r.get('fit_seconds'), 0):.1f}"]
+            for i, c in enumerate(groups, 1) for r in [c.latest]]
 
 
+def runs_section(groups: list[Configuration]) -> list[str]:
+    if not groups:
+        return ["<h2>Runs</h2><p>No runs yet: `cnncodes fit` or `cnncodes baseline` makes one.</p>"]
+    return ["<h2>Runs</h2>", f"<p>{esc(RUNS_EXPLAINED)}</p>", _table(RUNS_HEADER, runs_rows(groups))]
+
+
+def kfold_section(tables: list[dict], fold_records: int) -> list[str]:
+    if not tables:
+        return []
+    parts = ["<h2>k-fold cross-validation accuracy (%)</h2>",
+             "<p>Each head is trained on all folds but one and scored on that one; mean ± standard deviation over "
+             "the folds. These are not runs on the test split and are not in the runs table."
+             + (f" The {fold_records} per-fold baseline runs in the store belong to these tables." if fold_records
+                else "") + "</p>"]
+    for t in tables:
+        parts.append(f"<h3>{esc(t['k'])}-fold on {esc(t['on'])}, features {esc(t['features'])}</h3>"
+                     f"<p>wall time {esc(t['wall_seconds'])} s</p>")
+        header = ["head", "label set"] + [f"fold {i}" for i in range(t["k"])] + ["mean ± std (%)", "fit time (s)"]
+        parts.append(_table(header, [[r["head"], r["label"]] + [percent(a) for a in r["folds"]]
+                                     + [f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}", r["seconds"]]
+                                     for r in t["rows"]]))
+    return parts
+
+
+# -- one section per configuration -------------------------------------------------------------------------------
 class HeldOutTest:
     """The store's test images, labels and sources, read once; which runs' predictions line up with them."""
 
@@ -72,8 +107,7 @@ class HeldOutTest:
 
     def aligned(self, run: dict) -> bool:
         """A run predicted this store's test split (not a fold of the training split, not other data)."""
-        on_fold = run.get("kind") == "baseline" and (run.get("params") or {}).get("fold") is not None
-        return not on_fold and len(run["test_predictions"]) == self.n and self.truth(run["label"]) is not None
+        return is_run(run) and len(run["test_predictions"]) == self.n and self.truth(run["label"]) is not None
 
 
 def misclassified(run: dict, test: HeldOutTest) -> str:
@@ -89,67 +123,65 @@ def misclassified(run: dict, test: HeldOutTest) -> str:
         return head
     if test.sources is None:
         return head + f"<p>{esc(NO_SOURCES)}.</p>"
-    rows = [[test.sources[i], _name(names, truth[i]), _name(names, predicted[i])] for i in shown]
+    rows = [[test.sources[i], class_name(names, truth[i]), class_name(names, predicted[i])] for i in shown]
     return head + _table(["source", "true class", "predicted class"], rows)
 
 
-def _name(names, index) -> str:
-    return names[index] if 0 <= index < len(names) else f"class {index}"
+def every_run(c: Configuration) -> str:
+    """All runs of a configuration, newest first, collapsed: repeats are shown, never picked from."""
+    rows = [[run_name(r), r.get("created", "–"), percent(r.get("validation_accuracy")),
+             percent(r.get("train_accuracy")), percent(r["test_accuracy"]), f"{number_or(r.get('fit_seconds'), 0):.1f}"]
+            for r in reversed(c.runs)]
+    return (f"<details><summary>All {len(c.runs)} runs of this configuration</summary>"
+            + _table(["run", "created", "validation accuracy (%)", "train accuracy (%)", "test accuracy (%)",
+                      "fit time (s)"], rows) + "</details>")
 
 
-def plain_labels(ax):
-    """Tick labels drawn as given: a `$` in a class name is a character, not the start of mathtext."""
-    for text in ax.get_xticklabels() + ax.get_yticklabels():
-        text.set_parse_math(False)
+def scores_sentence(c: Configuration) -> str:
+    r = c.latest
+
+    def pct(key):
+        shown = percent(r.get(key), "")
+        return f"{shown}%" if shown else "not recorded"
+    scores = [f"validation accuracy {pct('validation_accuracy')}"]
+    if c.cross_validated:
+        scores.append(f"k-fold mean ± std (%) {cross_validated_text(c.cross_validated)}")
+    return ", ".join(scores + [f"train accuracy {pct('train_accuracy')}", f"test accuracy {pct('test_accuracy')}",
+                               f"fit time {number_or(r.get('fit_seconds'), 0):.1f} s"])
 
 
-def run_section(r: dict, out: Path, test: HeldOutTest, plt) -> list[str]:
-    name = Path(r["run"]).name
-    train = number_or(r.get("train_accuracy"), float("nan"))
-    parts = [f"<h2>{esc(name)}</h2><p>{esc(r.get('head'))} on {esc(r.get('features'))}, label {esc(r['label'])}: "
-             f"test {100 * r['test_accuracy']:.2f}%, train {100 * train:.2f}%, "
-             f"{number_or(r.get('fit_seconds'), 0):.1f} s</p>"]
-    if r.get("history"):
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3))
-        for ax, key in zip(axes, ("loss", "accuracy")):
-            for k in (key, f"val_{key}"):
-                if k in r["history"]:
-                    ax.plot(r["history"][k], label=k)
-            ax.set_xlabel("epoch"), ax.legend()
-        parts.append(_png(fig, out / f"{name}-curves.png"))
-    cm = np.array(r["confusion"])
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), cmap="Blues")
-    ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_title("confusion (row-normalised)")
-    if len(cm) <= 20:
-        ax.set_xticks(range(len(cm)), r["class_names"], rotation=90, fontsize=7)
-        ax.set_yticks(range(len(cm)), r["class_names"], fontsize=7)
-        plain_labels(ax)
-    parts.append(_png(fig, out / f"{name}-confusion.png"))
+def configuration_section(number: int, c: Configuration, out: Path, test: HeldOutTest, plt) -> list[str]:
+    r, name = c.latest, run_name(c.latest)
+    params = r.get("params") if isinstance(r.get("params"), dict) else {}
+    parts = [f"<h2>#{number} {esc(r.get('head'))} on {esc(r.get('features'))}, label set {esc(r.get('label'))}</h2>",
+             f"<p>Latest run {esc(name)} ({esc(r.get('created', 'time not recorded'))}), one of {len(c.runs)}: "
+             f"{esc(scores_sentence(c))}.</p>",
+             f"<p>Chosen hyperparameters: {esc(settings_text(r.get('chosen')) or 'none recorded')}.</p>",
+             "<details><summary>Parameters</summary>"
+             + _table(["parameter", "value"], [[k, setting_text(v)] for k, v in params.items()])
+             + "</details>"]
+    if len(c.runs) > 1:
+        parts.append(every_run(c))
+    if isinstance(r.get("history"), dict) and r["history"]:
+        parts.append(_png(curves_figure(r["history"], plt), out / f"{name}-curves.png"))
+    parts.append(_png(confusion_figure(r["confusion"], r["class_names"], plt), out / f"{name}-confusion.png"))
     parts.append(misclassified(r, test))
     return parts
 
 
-def sample_grid(best: dict, out: Path, test: HeldOutTest, plt) -> list[str]:
-    """24 test images with predicted (true) class and, where recorded, each one's source under it."""
-    images, truth, names = test.store.images(split="test"), test.truth(best["label"]), best["class_names"]
-    pick = np.random.default_rng(0).choice(len(images), min(24, len(images)), replace=False)
-    fig, axes = plt.subplots(3, 8, figsize=(12, 6))
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, i in zip(axes.flat, pick):
-        pred, true = best["test_predictions"][i], truth[i]
-        ax.imshow(images[i])
-        ax.set_title(f"{_name(names, pred)}\n({_name(names, true)})", fontsize=7, parse_math=False,
-                     color="green" if pred == true else "red")
-        if test.sources is not None:
-            ax.text(0.5, -0.08, short_source(test.sources[i]), transform=ax.transAxes, ha="center", va="top",
-                    fontsize=6, parse_math=False)
+def sample_section(groups: list[Configuration], out: Path, test: HeldOutTest, plt) -> list[str]:
+    """Test images as the first run in the table (the best ranked) predicted them."""
+    shown = next((c.latest for c in groups if test.aligned(c.latest)), None)
+    if shown is None:
+        return []
+    fig = sample_figure(test.store.images(split="test"), shown["test_predictions"], test.truth(shown["label"]),
+                        shown["class_names"], test.sources, plt)
     caption = "" if test.sources is not None else f"<p>{esc(NO_SOURCES)}.</p>"
-    return [f"<h2>Sample test images: predicted (true), best run {esc(Path(best['run']).name)}</h2>", caption,
-            _png(fig, out / "samples.png")]
+    return [f"<h2>Sample test images: ✓ right (green) or ✗ wrong (red), predicted (true) class, "
+            f"run {esc(run_name(shown))}</h2>", caption, _png(fig, out / "samples.png")]
 
 
+# -- the page ------------------------------------------------------------------------------------------------------
 def build_report(store_dir, out_dir=None) -> Path:
     import matplotlib
     matplotlib.use("Agg")
@@ -158,37 +190,23 @@ def build_report(store_dir, out_dir=None) -> Path:
     store = FeatureStore.open(store_dir)
     out = Path(out_dir or store.path / "report")
     out.mkdir(parents=True, exist_ok=True)
-    runs, tables, damaged = all_runs(store.path), kfold_tables(store.path), damaged_runs(store.path)
-    test = HeldOutTest(store)
+    records, tables, damaged = all_runs(store.path), kfold_tables(store.path), damaged_runs(store.path)
+    groups, test = configurations(records, tables), HeldOutTest(store)
+    fold_records = sum(r.get("kind") == "baseline" and not is_run(r) for r in records)
     parts = [f"<h1>cnncodes report: {esc(store.dataset)}</h1>",
              f"<p>{store.n} images ({', '.join(f'{esc(k)} {v}' for k, v in store.counts().items())}), "
              f"label sets {', '.join(map(esc, store.label_sets))}.</p>"]
     if damaged:
         parts.append("<h2>Damaged runs</h2><p>Left out of this page; delete them, or re-run what made them.</p><ul>"
                      + "".join(f"<li>{esc(folder.name)}: {esc(why)}</li>" for folder, why in damaged) + "</ul>")
-
-    parts.append("<h2>Test accuracy (%)</h2>")
-    parts.append(_table(["method", "features"] + store.label_sets + ["epochs", "time (s)"],
-                        comparison_rows(runs, store.label_sets)) if runs else "<p>No runs yet.</p>")
-
-    if tables:
-        parts.append("<h2>k-fold cross-validation (%)</h2>")
-        for t in tables:
-            parts.append(f"<p>{esc(t['k'])}-fold on {esc(t['on'])}, features {esc(t['features'])}, "
-                         f"wall {esc(t['wall_seconds'])} s</p>")
-            parts.append(_table(["head", "label"] + [f"fold {i}" for i in range(t["k"])] + ["mean ± std", "time (s)"],
-                                [[r["head"], r["label"]] + [f"{100 * a:.2f}" for a in r["folds"]]
-                                 + [f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}", r["seconds"]] for r in t["rows"]]))
-
+    parts += runs_section(groups) + kfold_section(tables, fold_records)
     with matplotlib.rc_context({"text.usetex": False}):  # TeX would read names as markup
-        for r in runs:
-            parts += run_section(r, out, test, plt)
-        shown = [r for r in runs if test.aligned(r)]
-        if shown:
-            parts += sample_grid(max(shown, key=lambda r: r["test_accuracy"]), out, test, plt)
+        for number, c in enumerate(groups, 1):
+            parts += configuration_section(number, c, out, test, plt)
+        parts += sample_section(groups, out, test, plt)
 
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 8px}")
+             "td,th{border:1px solid #ccc;padding:3px 8px}details{margin:6px 0}")
     page = out / "index.html"
     page.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>cnncodes report</title>"
                     f"<style>{style}</style></head><body>{''.join(parts)}</body></html>", encoding="utf-8")

@@ -13,6 +13,8 @@ from cnncodes.features import schema
 from cnncodes.features.errors import UserError
 from cnncodes.features.store import reason
 from .persist import has_model, load_model, save_model
+from .ranking import (Configuration, configurations, cross_validated_text, percent, ranked_runs,
+                      settings_text)
 
 LEGACY_MODEL = "model.joblib"  # older cnncodes pickled heads: loaded only when the user trusts the run
 
@@ -191,28 +193,41 @@ def damage_warnings(store: Path) -> list[str]:
 
 
 def latest_runs(store: Path, every: bool = False) -> list[dict]:
-    """Fit and baseline runs, oldest first; unless `every`, only the latest of each configuration
-    (head, features, label, parameters), so re-running a command does not repeat a row."""
-    runs = [r for r in all_runs(store) if r.get("kind") in ("fit", "baseline")]
-    if every:
-        return runs
-    latest = {}
-    for r in sorted(runs, key=lambda r: r.get("created", "")):
-        key = json.dumps([r.get("head"), r.get("features"), r.get("label"), r.get("params")], sort_keys=True, default=str)
-        latest.pop(key, None)
-        latest[key] = r
-    return list(latest.values())
+    """Fit and baseline runs on the test split (not a k-fold's per-fold baselines), in ranking order
+    (validation accuracy, else the k-fold mean, never test accuracy): the latest of each configuration
+    (head, features, label set, parameters), or with `every` all its runs, newest first. Each carries
+    `configuration_runs`, the number of runs of its configuration."""
+    return ranked_runs(all_runs(store), kfold_tables(store), every=every)
 
 
-def format_runs(runs: list[dict]) -> str:
-    """A plain-text table of runs: what was trained on which codes (and weights), and how it scored."""
-    header = ["head", "features", "weights", "label", "train acc (%)", "test acc (%)", "fit time (s)"]
-    rows = [[str(r.get("head")), str(r.get("features")), str((r.get("feature_config") or {}).get("weights", "-")),
-             str(r.get("label")), f"{100 * number_or(r.get('train_accuracy'), float('nan')):.2f}",
-             f"{100 * r['test_accuracy']:.2f}", f"{number_or(r.get('fit_seconds'), 0):.1f}"] for r in runs]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
-    line = lambda cells: "  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-    return "\n".join([line(header)] + [line(r) for r in rows]) + "\n"
+# train and test accuracy right after the label set, where scripts that read this table find them (make demo's test)
+RUNS_HEADER = ["head", "features", "weights", "label set", "train accuracy (%)", "test accuracy (%)",
+               "validation accuracy (%)", "k-fold mean ± std (%)", "runs", "fit time (s)", "settings"]
+TEXT_COLUMNS = {0, 1, 2, 3, 10}  # left-aligned; numbers are right-aligned
+
+
+def format_runs(runs: list[dict], tables: list[dict] | None = None) -> str:
+    """A plain-text table of the given runs (per-fold baselines left out), ranked as `latest_runs`
+    ranks them: what was trained on which codes (and weights), how it scored on validation (or k-fold)
+    and, beside, on the test split. `tables`: the k-fold tables, by default those of the runs' store."""
+    if tables is None:
+        tables = kfold_tables(Path(runs[0]["run"]).parent.parent) if runs and "run" in runs[0] else []
+    rows = [run_row(r, c) for c in configurations(runs, tables) for r in reversed(c.runs)]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(RUNS_HEADER)]
+
+    def line(cells):
+        padded = [c.ljust(w) if i in TEXT_COLUMNS else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        return "  ".join(padded).rstrip()
+    return "\n".join([line(RUNS_HEADER)] + [line(r) for r in rows]) + "\n"
+
+
+def run_row(r: dict, group: Configuration) -> list[str]:
+    count = r.get("configuration_runs") or len(group.runs)  # latest_runs counts what it left out
+    extraction = r.get("feature_config") if isinstance(r.get("feature_config"), dict) else {}
+    return [str(r.get("head")), str(r.get("features")), str(extraction.get("weights", "-")), str(r.get("label")),
+            percent(r.get("train_accuracy"), "-"), percent(r["test_accuracy"], "-"),
+            percent(r.get("validation_accuracy"), "-"), cross_validated_text(group.cross_validated, "-"), str(count),
+            f"{number_or(r.get('fit_seconds'), 0):.1f}", settings_text(group.settings) or "-"]
 
 
 def number_or(value, default):

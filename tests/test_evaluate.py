@@ -1,6 +1,7 @@
 """fit, kfold (local and on a 2-process LocalCluster, resumed after a kill), predict and report."""
 import json
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -31,7 +32,7 @@ def test_fit_saves_head_and_full_run_record(store):
     assert saved["test_accuracy"] == record["test_accuracy"] > 0.9
     assert saved["fingerprint"] == FeatureStore.open(store).feature_set("r50").fingerprint
     assert len(saved["per_class_accuracy"]) == 10 and np.array(saved["confusion"]).sum() == 359
-    assert saved["params"]["Cs"] == [0.1, 1.0] and saved["chosen"]["C_"] in (0.1, 1.0)
+    assert saved["params"]["Cs"] == [0.1, 1.0] and saved["chosen"]["C"] in (0.1, 1.0)
     _, dense = fit_head(store, "dense", params={"epochs": 3, "hidden": 32})
     assert dense["epochs"] == len(dense["history"]["val_loss"]) == 3
 
@@ -39,8 +40,9 @@ def test_fit_saves_head_and_full_run_record(store):
 def test_fit_cli_prints_one_summary_line_and_progress(store):
     r = run_cli("fit", "--store", store, "--head", "logreg")
     assert r.returncode == 0, r.stderr
-    (line,) = r.stdout.strip().splitlines()
-    assert line.startswith("logreg on r50 (label): test accuracy ")
+    summary, saved = r.stdout.strip().splitlines()
+    assert summary.startswith("logreg on r50 (label): test accuracy ") and "; chose C " in summary
+    assert saved.startswith("saved to ") and Path(saved.split("saved to ")[1]).is_dir()
     assert "logreg: 100%" in r.stderr and "7/7" in r.stderr  # 6 values of C, then the final fit
     r = run_cli("fit", "--store", store, "--head", "svm", "--param", "Cs=[0.1,1.0]")
     assert r.returncode == 0 and "svm: 100%" in r.stderr and "7/7" in r.stderr  # 3 folds x 2 C + final
@@ -123,8 +125,10 @@ def test_report_shows_every_run(store):
     kfold_scores(store, ["logreg"], k=5, params={"logreg": {"Cs": [0.1]}}, progress=False)
     page = build_report(store)
     text = page.read_text()
-    assert "<h2>Test accuracy (%)</h2>" in text and "k-fold cross-validation" in text
-    assert text.count("data:image/png;base64,") >= 3 and (page.parent / "samples.png").exists()
+    assert "<h2>Runs</h2>" in text and "<th>test accuracy (%)</th>" in text and "k-fold cross-validation" in text
+    runs_table = text.split("<h2>Runs</h2>")[1].split("</table>")[0]
+    assert "(5-fold on train)" in runs_table  # the k-fold mean beside the fit run of the same head and features
+    assert text.count("data:image/png;base64,") >= 2 and (page.parent / "samples.png").exists()  # confusion, samples
     for run in (store / "runs").glob("*-fit-*"):
         assert run.name in text
 

@@ -59,6 +59,17 @@ def test_saved_head_predicts_exactly_as_the_fitted_one(tmp_path, head, params, s
         assert loaded.scores_ == model.scores_  # C values stay numbers, not JSON's string keys
     if head in ("dense", "gap"):
         assert (tmp_path / "model.keras").exists() and loaded.history_ == model.history_
+    assert type(loaded.scaler_).__name__ == "StandardScaler"  # the standardisation, rebuilt from its arrays
+    assert np.array_equal(loaded.scaler_.scale_, model.scaler_.scale_) and loaded.n_features_in_ == model.n_features_in_
+    assert loaded.validation_score_ == model.validation_score_ and loaded.chosen_params_ == model.chosen_params_
+
+
+def test_a_head_saved_in_an_older_format_is_refused_with_the_fix(saved_logreg):
+    description = json.loads((saved_logreg / "model.json").read_text())
+    description["format"] = "cnncodes-head/1"  # standardised by hand, two-class SVMs as two problems
+    (saved_logreg / "model.json").write_text(json.dumps(description))
+    with pytest.raises(UserError, match="a head saved by another cnncodes \\(cnncodes-head/1.*re-fit the head"):
+        load_model(saved_logreg)
 
 
 @pytest.fixture
@@ -134,6 +145,7 @@ def test_predict_cli_refuses_a_planted_pickle_in_one_line(tmp_path):
     run.mkdir()
     save_run(run, fake_fit_record())
     (run / "model.joblib").write_bytes(pickle.dumps(Payload(marker)))
+    (tmp_path / "x.png").write_bytes(b"")  # the run is refused before any image is read
     r = run_cli("predict", "--model", run, tmp_path / "x.png")
     assert r.returncode == 1 and not marker.exists()
     assert r.stderr.strip().count("\n") == 0 and "--trust-model" in r.stderr
@@ -256,7 +268,7 @@ def test_report_names_damaged_runs_and_shows_the_rest(hostile_store, tmp_path):
     assert "<li>no-accuracy: record.json lacks test_accuracy</li>" in damaged
     assert "kfold-codes-k5-train: table.json cannot be read" in damaged and damaged.count("<li>") == 6
     for r in all_runs(store):
-        assert f"<h2>{report.esc(os.path.basename(r['run']))}</h2>" in text
+        assert f"Latest run {report.esc(os.path.basename(r['run']))} " in text
 
 
 # -- 4, 5. fit on a read-only store; predict on what is not a fitted run ------------------------------------------
