@@ -2,7 +2,7 @@
 # cnncodes needs to run; `test` adds the test extras (pytest, PyTorch and JAX for the backend tests).
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-CLI    := $(VENV)/bin/cnncodes
+CLI     = $(PY) -m cnncodes
 PYTHON ?= python3
 STORE  ?= store
 

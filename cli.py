@@ -41,13 +41,62 @@ POSITIVE = click.IntRange(min=1)
 SIZE = click.IntRange(8, 1024)  # ImageNet CNNs take 32..~600 px; 1024 already needs 20x the memory of 224
 
 
+def store_option(required: bool = True, help: str = "the store folder"):
+    """Every command names its store the same way: --store, or $CNNCODES_STORE."""
+    return click.option("--store", envvar="CNNCODES_STORE", show_envvar=True, required=required,
+                        type=click.Path(path_type=Path), help=help)
+
+
+def choice(*values):
+    return click.Choice(values, case_sensitive=False)
+
+
+class LazyChoice(click.Choice):
+    """A case-insensitive choice whose values come from a registry, imported only when an option is
+    parsed or its help shown (so `cnncodes --help` and other commands stay fast)."""
+
+    def __init__(self, load):
+        self.load, self.case_sensitive = load, False
+
+    @property
+    def choices(self):
+        return tuple(self.load())
+
+
+def head_choice(with_baselines: bool):
+    def load():
+        from cnncodes.classifiers.heads import HEADS
+
+        return [*HEADS, *(("cnn", "finetune", "wrn") if with_baselines else ())]
+
+    return LazyChoice(load)
+
+
+def backbone_choice():
+    def load():
+        from cnncodes.pipeline.backbones import BACKBONES
+
+        return list(BACKBONES)
+
+    return LazyChoice(load)
+
+
+PRECISION = choice("fp32", "bf16", "fp16")
+
+
+def keras_verbosity() -> int:
+    """Keras's live progress bar on a terminal; one plain line an epoch in a log file (no control codes)."""
+    return 1 if sys.stdout.isatty() else 2
+
+
 def checked_name(ctx, param, value):
     from cnncodes.features.names import check_name
 
     return None if value is None else check_name(value, f"--{param.name}")
 
 
-@click.group(cls=Cli)
+@click.group(cls=Cli, context_settings={"show_default": True, "help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cnncodes")
 def cli():
     """Transfer learning with cached CNN codes: extract once, fit heads from the store."""
 
@@ -66,26 +115,25 @@ def default_store(dataset: str) -> Path:
 
 @cli.command()
 @click.option("--dataset", required=True, help="cifar100, cifar10, digits or folder:PATH (directory, .tar or .zip)")
-@click.option("--store", type=click.Path(path_type=Path), help="store folder [store/<dataset>]")
-@click.option("--backbone", default="resnet50", show_default=True,
-              help="resnet50, vgg16, mobilenet_v2, efficientnet_lite0, efficientnet_lite1 or efficientnet_lite2")
-@click.option("--weights", default="imagenet", show_default=True,
+@store_option(required=False, help="store folder [store/<dataset>]")
+@click.option("--backbone", default="resnet50", type=backbone_choice(), help="the frozen ImageNet CNN")
+@click.option("--weights", default="imagenet",
               help="imagenet, none (seeded random) or a weights file (Keras; a PyTorch state dict for efficientnet_lite*)")
 @click.option("--size", type=SIZE,
               help="side the images are resized to on the device [the backbone's native size: 224; 240, 260 for "
                    "efficientnet_lite1, efficientnet_lite2]")
-@click.option("--layer", help="cut the backbone at this layer [its last]")
+@click.option("--layer", help="cut the backbone at this layer (`cnncodes layers BACKBONE` lists them) [its last]")
 @click.option("--spatial", is_flag=True, help="also store the spatial maps (float16)")
 @click.option("--flip-average", is_flag=True, help="average the codes of each image and its mirror image (2x the work)")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
-@click.option("--batch-size", default="64", show_default=True, help="images per device step, or auto (largest that fits)")
-@click.option("--chunk-size", default=512, show_default=True, type=POSITIVE,
+@click.option("--precision", type=PRECISION, default="fp32", help="arithmetic of the forward pass (codes are stored as float32)")
+@click.option("--batch-size", default="64", help="images per device step, or auto (largest that fits)")
+@click.option("--chunk-size", default=512, type=POSITIVE,
               help="images per committed chunk (resume granularity)")
 @click.option("--limit", type=POSITIVE, help="a stratified subset of N images per split")
 @click.option("--name", callback=checked_name, help="feature set name [from the configuration]")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+@click.option("--seed", default=0, type=click.IntRange(min=0),
               help="seeds subsets, holdout, folds and --weights none")
-@click.option("--holdout", default=0.2, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--holdout", default=0.2, type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="test fraction for data without a test split")
 @click.option("--image-size", type=click.IntRange(1, 1024), help="folder data: square ingest size [first image's shorter side]")
 @click.option("--folds", default="", help="k values whose fold assignments ingest computes, e.g. 5,10 "
@@ -93,7 +141,7 @@ def default_store(dataset: str) -> Path:
 @click.option("--skip-bad", is_flag=True, help="skip unreadable images (recorded in the store) instead of stopping")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="where CIFAR archives are [$CNNCODES_DATA, ~/.keras/datasets]")
 @click.option("--verify/--no-verify", default=True, help="check CIFAR archives against the official md5")
-@click.option("--workers", default=1, show_default=True, type=POSITIVE, help="local Dask worker processes extracting shards")
+@click.option("--workers", default=1, type=POSITIVE, help="local Dask worker processes extracting shards")
 @click.option("--scheduler", help="address of a dask.distributed scheduler whose workers extract shards")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def features(dataset, store, backbone, weights, size, layer, spatial, flip_average, precision, batch_size, chunk_size,
@@ -109,9 +157,13 @@ def features(dataset, store, backbone, weights, size, layer, spatial, flip_avera
         ks = tuple(sorted({int(k) for k in folds.split(",") if k.strip()}))
     except ValueError:
         raise UserError(f"--folds {folds!r} is not a comma-separated list of integers, e.g. 5,6,10") from None
+    if layer is not None:  # checked before any ingest; needs the network built (no weights)
+        from cnncodes.pipeline.backbones import check_layer
+
+        check_layer(backbone, layer)
     ingest(store, IngestConfig(dataset, limit, holdout, seed, image_size, skip_bad, ks),
            data_dir=data_dir, verify=verify, progress=not quiet, log=lambda m: click.echo(m, err=True))
-    from cnncodes.pipeline.extract import FeatureConfig, extract_features  # the backend loads only once the data is in
+    from cnncodes.pipeline.extract import FeatureConfig, extract_features  # loads no backend when there is nothing to do
 
     config = FeatureConfig(backbone, weights, size or native_size(backbone), layer, spatial, precision, seed,
                            flip_average)
@@ -122,13 +174,17 @@ def features(dataset, store, backbone, weights, size, layer, spatial, flip_avera
 
 
 @cli.command()
-@click.argument("store", type=click.Path(path_type=Path))
+@store_option(required=False)
+@click.argument("store_argument", metavar="[STORE]", required=False, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("--check", is_flag=True, help="read every stored byte once and report each file as sound or damaged")
-def info(store, as_json, check):
+def info(store, store_argument, as_json, check):
     """What a store holds: data, splits, label sets, folds, feature sets."""
     from cnncodes.features.store import FeatureStore
 
+    store = store_argument or store  # `info STORE` as before, or --store like every other command
+    if store is None:
+        raise UserError("which store? give --store DIR (or set CNNCODES_STORE)")
     opened = FeatureStore.open(store)
     s = opened.summary()
     if check:
@@ -165,7 +221,7 @@ def format_info(s: dict) -> str:
 
 
 @cli.command()
-@click.option("--store", required=True, type=click.Path(path_type=Path))
+@store_option()
 @click.option("--features", help="feature set name [the store's only complete one]")
 @click.option("--spatial", is_flag=True, help="export the spatial maps instead of the pooled codes")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="the .npz file to write")
@@ -178,7 +234,7 @@ def export(store, features, spatial, out):
 
 
 @cli.command()
-@click.argument("backbone")
+@click.argument("backbone", type=backbone_choice())
 @click.option("--size", type=SIZE, help="input side [the backbone's native size]")
 def layers(backbone, size):
     """List a backbone's layer names and output shapes (for --layer)."""
@@ -202,91 +258,81 @@ def parse_params(pairs) -> dict:
     return out
 
 
-def head_params(head, params, epochs):
-    from dataclasses import fields
-
-    from cnncodes.classifiers.heads import HEADS
-    from cnncodes.classifiers.kfold import BASELINES
-    from cnncodes.classifiers.train import BaselineConfig
-
-    if head not in HEADS and head not in BASELINES:
-        raise UserError(f"unknown head {head!r}: use one of {', '.join(HEADS)} (or, in kfold, {', '.join(BASELINES)})")
-    params = dict(params)
-    if epochs is not None:
-        params["epochs"] = epochs
-    valid = (HEADS[head]().get_params() if head in HEADS else
-             {f.name for f in fields(BaselineConfig)} - {"kind", "label", "fold", "k", "extra"})
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise UserError(f"head {head} has no parameter {unknown[0]!r}: it takes {', '.join(sorted(valid))}")
-    return params
-
-
 @cli.command()
-@click.option("--store", required=True, type=click.Path(path_type=Path))
-@click.option("--head", required=True, help="dense, gap, svm or logreg")
+@store_option()
+@click.option("--head", required=True, type=head_choice(False), help="the head trained on the codes")
 @click.option("--features", help="feature set name [the store's only complete one]")
 @click.option("--label", help="label set [the store's first, e.g. fine]")
 @click.option("--spatial", is_flag=True, help="train on the spatial maps (gap, dense)")
-@click.option("--epochs", type=POSITIVE, help="for the Keras heads (dense, gap)")
-@click.option("--param", "params", multiple=True, help="head parameter KEY=VALUE, repeatable")
+@click.option("--epochs", type=POSITIVE, help="for the Keras heads (dense, gap) [their default]")
+@click.option("--param", "params", multiple=True, help="head parameter KEY=VALUE (a JSON value), repeatable")
 @click.option("--quiet", is_flag=True, help="no progress (the C grid's fits, the Keras heads' epochs)")
 def fit(store, head, features, label, spatial, epochs, params, quiet):
     """Train a head on the training split's codes, test it, save it and its run record."""
     from cnncodes.classifiers.fit import fit_head
+    from cnncodes.classifiers.params import resolve_params
 
-    params = head_params(head, parse_params(params), epochs)
+    params = resolve_params([head], parse_params(params), epochs)[head]
     if not quiet:
-        params.setdefault("verbose", 1)
+        params.setdefault("verbose", keras_verbosity())
     run, r = fit_head(store, head, features=features, label=label, spatial=spatial, params=params)
+    chosen = ", ".join(f"{k} {v}" for k, v in (r.get("chosen") or {}).items())
+    validation = r.get("validation_accuracy")
     click.echo(f"{head} on {r['features']} ({r['label']}): test accuracy {100 * r['test_accuracy']:.2f}%, "
-               f"train {100 * r['train_accuracy']:.2f}%, {r['fit_seconds']:.1f} s -> {run}")
+               f"train {100 * r['train_accuracy']:.2f}%"
+               + (f", validation {100 * validation:.2f}%" if validation is not None else "")
+               + (f"; chose {chosen}" if chosen else "") + f"; {r['fit_seconds']:.1f} s")
+    click.echo(f"saved to {run}")
 
 
 @cli.command()
-@click.option("--store", required=True, type=click.Path(path_type=Path))
-@click.option("--head", "heads", required=True, multiple=True,
-              help="repeatable: dense, gap, svm, logreg, or a pixel baseline cnn, finetune, wrn")
-@click.option("-k", "k", default=6, show_default=True, type=click.IntRange(min=2),
+@store_option()
+@click.option("--head", "heads", required=True, multiple=True, type=head_choice(True),
+              help="repeatable: a head on the codes, or a pixel baseline (cnn, finetune, wrn)")
+@click.option("-k", "k", default=6, type=click.IntRange(min=2),
               help="folds: any k up to the smallest class count, computed once and kept in the store")
 @click.option("--label", "labels", multiple=True, help="repeatable [the store's first label set]")
-@click.option("--on", type=click.Choice(["train", "all"]), default="train", show_default=True)
+@click.option("--on", type=choice("train", "all"), default="train", help="rows the folds cover")
 @click.option("--features", help="feature set name [the store's only complete one]")
-@click.option("--scheduler", help="address of a running dask.distributed scheduler")
-@click.option("--workers", default=1, show_default=True, type=POSITIVE, help="local worker processes when no --scheduler")
-@click.option("--epochs", type=POSITIVE, help="for the Keras heads")
-@click.option("--param", "params", multiple=True, help="HEAD.KEY=VALUE, repeatable")
-@click.option("--quiet", is_flag=True)
+@click.option("--scheduler", help="address of a running dask.distributed scheduler [a local cluster]")
+@click.option("--workers", default=1, type=POSITIVE, help="local worker processes when no --scheduler")
+@click.option("--epochs", type=POSITIVE, help="for the heads that train in epochs [their default]")
+@click.option("--param", "params", multiple=True,
+              help="KEY=VALUE for every requested head that has KEY, or HEAD.KEY=VALUE for one; repeatable")
+@click.option("--quiet", is_flag=True, help="no progress bar")
 def kfold(store, heads, k, labels, on, features, scheduler, workers, epochs, params, quiet):
-    """k-fold evaluation over the stored folds, every (head, label, fold) a Dask task."""
+    """k-fold evaluation over the store's folds, every (head, label, fold) a Dask task."""
     from cnncodes.classifiers.kfold import format_table, kfold_scores
+    from cnncodes.classifiers.params import resolve_params
 
-    per_head = {}
-    for key, value in parse_params(params).items():
-        h, _, name = key.partition(".")
-        per_head.setdefault(h, {})[name] = value
-    table = kfold_scores(store, list(heads), list(labels) or None, k=k, on=on, features=features,
-                         params={h: head_params(h, per_head.get(h, {}), epochs) for h in heads},
+    heads = list(dict.fromkeys(heads))
+    table = kfold_scores(store, heads, list(labels) or None, k=k, on=on, features=features,
+                         params=resolve_params(heads, parse_params(params), epochs),
                          scheduler=scheduler, workers=workers, progress=not quiet)
     click.echo(format_table(table) + f"wall time {table['wall_seconds']} s, {table['tasks_run']} tasks run")
+    if table.get("path"):
+        click.echo(f"saved to {table['path']}")
 
 
 @cli.command()
-@click.option("--model", "run", required=True, type=click.Path(path_type=Path), help="a run folder made by fit")
-@click.option("--top", default=5, show_default=True, type=POSITIVE)
+@click.option("--model", "run", required=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="a run folder made by fit")
+@click.option("--top", default=5, type=POSITIVE, help="classes shown per image")
 @click.option("--trust-model", is_flag=True,
               help="load a run saved by an older cnncodes (model.joblib: a pickle, which can run code): only runs you made yourself")
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False))
 def predict(run, top, trust_model, images):
-    """Top classes with probabilities for image files."""
-    from cnncodes.classifiers.predict import predict_images
+    """Top classes for image files: probabilities, or an SVM's decision scores (labelled as such)."""
+    from cnncodes.classifiers.predict import predict_scored
 
-    for path, best in zip(images, predict_images(run, list(images), top=top, trust_pickle=trust_model)):
+    kind, answers = predict_scored(run, list(images), top=top, trust_pickle=trust_model)
+    click.echo(f"top {top} classes by {kind}" + (" (margins, not probabilities)" if kind != "probability" else ""))
+    for path, best in zip(images, answers):
         click.echo(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in best))
 
 
 @cli.command()
-@click.option("--store", required=True, type=click.Path(path_type=Path))
+@store_option()
 @click.option("--all", "every", is_flag=True, help="every run, not only the latest of each configuration")
 def runs(store, every):
     """The store's fit and baseline runs as a table: head, features, weights, accuracies."""
@@ -301,40 +347,40 @@ def runs(store, every):
 
 
 @cli.command()
-@click.option("--store", required=True, type=click.Path(path_type=Path))
+@store_option()
 @click.option("--out", type=click.Path(path_type=Path), help="folder [STORE/report]")
 def report(store, out):
     """One HTML page over every run in the store: tables, curves, confusion matrices, samples."""
     from cnncodes.classifiers.report import build_report
 
-    click.echo(build_report(store, out))
+    click.echo(f"report written to {build_report(store, out)}")
 
 
 @cli.command()
-@click.argument("kind", type=click.Choice(["cnn", "finetune", "wrn"]))
-@click.option("--store", required=True, type=click.Path(path_type=Path))
+@click.argument("kind", type=choice("cnn", "finetune", "wrn"))
+@store_option()
 @click.option("--label", help="label set [the store's first]")
 @click.option("--epochs", type=POSITIVE, help="[cnn 100, finetune 20, wrn 200]")
 @click.option("--fold", type=click.IntRange(min=0), help="test on this fold of the -k split of the training rows instead "
               "of the test split")
-@click.option("-k", "k", default=6, show_default=True, type=click.IntRange(min=2), help="with --fold")
-@click.option("--batch-size", default=128, show_default=True, type=POSITIVE)
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("-k", "k", default=6, type=click.IntRange(min=2), help="with --fold")
+@click.option("--batch-size", default=128, type=POSITIVE, help="images per training step")
+@click.option("--precision", type=PRECISION, default="fp32", help="arithmetic of training (mixed precision for bf16, fp16)")
+@click.option("--seed", default=0, type=click.IntRange(min=0), help="weights, augmentation and batch order")
 @click.option("--patience", type=POSITIVE, help="early stopping on a 10% validation slice")
 @click.option("--limit", type=POSITIVE, help="train on a stratified subset of N training rows")
 @click.option("--learning-rate", type=click.FloatRange(0, min_open=True), help="[cnn 1e-4, finetune 1e-4 (phase 2), wrn sgd 0.1 / adam 1e-3]")
-@click.option("--backbone", default="resnet50", show_default=True, help="finetune")
-@click.option("--weights", default="imagenet", show_default=True, help="finetune: imagenet, none or PATH")
+@click.option("--backbone", default="resnet50", type=backbone_choice(), help="finetune")
+@click.option("--weights", default="imagenet", help="finetune: imagenet, none or PATH")
 @click.option("--size", type=SIZE, help="finetune: input side, resized on the device [the backbone's native size]")
-@click.option("--head-epochs", default=2, show_default=True, type=click.IntRange(min=0),
+@click.option("--head-epochs", default=2, type=click.IntRange(min=0),
               help="finetune: phase-1 epochs, backbone frozen")
 @click.option("--unfreeze-from", help="finetune: first layer trained in phase 2 [the last stage]")
-@click.option("--depth", default=28, show_default=True, type=click.IntRange(min=10), help="wrn: 6n+4 (16, 22, 28, 40)")
-@click.option("--width", default=10, show_default=True, type=POSITIVE, help="wrn")
-@click.option("--dropout", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="wrn")
-@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True, help="wrn")
-@click.option("--quiet", is_flag=True)
+@click.option("--depth", default=28, type=click.IntRange(min=10), help="wrn: 6n+4 (16, 22, 28, 40)")
+@click.option("--width", default=10, type=POSITIVE, help="wrn")
+@click.option("--dropout", default=0.0, type=click.FloatRange(0, 1, max_open=True), help="wrn")
+@click.option("--optimizer", type=choice("sgd", "adam"), default="sgd", help="wrn")
+@click.option("--quiet", is_flag=True, help="no per-epoch lines")
 def baseline(kind, store, quiet, **options):
     """Train a pixel baseline (basic CNN, fine-tuned backbone, Wide ResNet) on the store's images."""
     from cnncodes.classifiers.train import BaselineConfig, train_baseline
@@ -344,8 +390,14 @@ def baseline(kind, store, quiet, **options):
     options["size"] = options["size"] or native_size(options["backbone"])
     run, r = train_baseline(store, BaselineConfig(kind=kind, **options), progress=not quiet,
                             log=lambda m: click.echo(m, err=True))
-    click.echo(f"{kind} ({r['label']}): test accuracy {100 * r['test_accuracy']:.2f}%, {r['epochs']} epochs, "
-               f"{r['seconds_per_epoch']:.1f} s/epoch -> {run}")
+    chosen = ", ".join(f"{k} {v}" for k, v in (r.get("chosen") or {}).items())
+    validation = r.get("validation_accuracy")
+    click.echo(f"{kind} ({r['label']}): test accuracy {100 * r['test_accuracy']:.2f}%, "
+               f"train {100 * r['train_accuracy']:.2f}%"
+               + (f", validation {100 * validation:.2f}%" if validation is not None else "")
+               + (f"; {chosen}" if chosen else f"; {r['epochs']} epochs")
+               + f"; {r['seconds_per_epoch']:.1f} s/epoch")
+    click.echo(f"saved to {run}")
 
 
 if __name__ == "__main__":

@@ -9,12 +9,16 @@ from .runs import load_run
 
 
 def scores(model, X) -> np.ndarray:
-    """Class probabilities; a softmax of the margins for heads without predict_proba (the SVM)."""
+    """Class probabilities for heads that have them; the decision scores (margins) of those that do
+    not (the SVM), which are not probabilities and are never shown as such."""
     if hasattr(model, "predict_proba"):
         return model.predict_proba(X)
-    z = model.decision_function(X)
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
+    z = np.asarray(model.decision_function(X))
+    return np.column_stack([-z, z]) if z.ndim == 1 else z  # two classes: one margin, for the second
+
+
+def score_kind(model) -> str:
+    return "probability" if hasattr(model, "predict_proba") else "decision score"
 
 
 FIT_KEYS = {"feature_config": dict, "image_shape": list, "params": dict}  # what predict needs beyond any run's
@@ -41,8 +45,15 @@ def load_fitted_head(run, trust_pickle: bool = False):
 
 def predict_images(run, paths: list, top: int = 5, batch_size: int = 32,
                    trust_pickle: bool = False) -> list[list[tuple[str, float]]]:
-    """Top classes with probabilities per image. `trust_pickle` loads a head saved by an older
-    cnncodes as a pickle (model.joblib), which can run code: only for runs the user made."""
+    """Top classes per image with their scores (see `predict_scored`)."""
+    return predict_scored(run, paths, top, batch_size, trust_pickle)[1]
+
+
+def predict_scored(run, paths: list, top: int = 5, batch_size: int = 32,
+                   trust_pickle: bool = False) -> tuple[str, list[list[tuple[str, float]]]]:
+    """(what the scores are: "probability" or "decision score", top classes with their scores per
+    image). `trust_pickle` loads a head saved by an older cnncodes as a pickle (model.joblib), which
+    can run code: only for runs the user made."""
     from cnncodes.pipeline.extract import DeviceStep, FeatureConfig, build_extractor
     from cnncodes.pipeline.images import decode_rgb, fit_square
 
@@ -76,4 +87,4 @@ def predict_images(run, paths: list, top: int = 5, batch_size: int = 32,
     for p in probs:
         best = np.argsort(-p)[:top]
         out.append([(record["class_names"][int(classes[i])], float(p[i])) for i in best])
-    return out
+    return score_kind(model), out

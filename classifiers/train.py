@@ -54,9 +54,30 @@ class BaselineConfig:
     def total_epochs(self) -> int:
         return self.epochs or DEFAULT_EPOCHS[self.kind]
 
+    @property
+    def final_learning_rate(self) -> float:
+        """The rate of the last (or only) phase: the given one, or the kind's default."""
+        if self.learning_rate:
+            return self.learning_rate
+        return {"cnn": 1e-4, "finetune": 1e-4, "wrn": 1e-3 if self.optimizer == "adam" else 0.1}[self.kind]
+
     def run_name(self, label: str) -> str:
-        where = f"fold{self.fold}of{self.k}" if self.fold is not None else "test"
-        return f"baseline-{self.kind}-{label}-{where}-s{self.seed}"
+        """`baseline-<kind>-<label>-<hash of the settings its checkpoints depend on>`; run folders are this
+        name after a time stamp, like fit's. The same settings find their run again (to resume it, or to
+        go on for more epochs); other settings make a run of their own."""
+        key = json.dumps([resume_settings(asdict(self)), label], sort_keys=True)
+        return f"baseline-{self.kind}-{label}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+def run_folder(store: Path, config: BaselineConfig, label: str) -> Path:
+    """The latest run folder with these settings, or a new one."""
+    runs = Path(store) / schema.RUNS_DIR
+    existing = sorted(runs.glob(f"*-{config.run_name(label)}")) if runs.exists() else []
+    if existing:
+        return existing[-1]
+    run = runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{config.run_name(label)}"
+    run.mkdir(parents=True, exist_ok=True)
+    return run
 
 
 def build(config: BaselineConfig, image_shape, n_classes):
@@ -264,13 +285,12 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
     train_idx, test = train_rows(store, config, labels)
     X, y, X_test, y_test = images[train_idx], labels[train_idx], images[test], labels[test]
 
-    run = Path(store.path) / schema.RUNS_DIR / config.run_name(label)
-    run.mkdir(parents=True, exist_ok=True)
+    run = run_folder(store.path, config, label)
     ckpt = Checkpoint(run)
     fresh = {"epoch": 0, "phase": 1, "stopped": False, "best": None, "history": {}, "seconds": 0.0}
     state = {**fresh, **(ckpt.state() or {"config": asdict(config)})}
     if resume_settings(state["config"]) != resume_settings(asdict(config)):
-        raise UserError(f"{run} holds a run with other settings: delete it or change --seed")
+        raise UserError(f"{run} holds a run with other settings: delete it and run the same command again")
     if state["epoch"] > config.total_epochs:
         raise UserError(f"{run} has trained {state['epoch']} epochs already: give --epochs {state['epoch']} or more")
     phases = [(1, min(config.head_epochs, config.total_epochs)), (2, config.total_epochs)] \
@@ -311,12 +331,22 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
         "params": asdict(config), "fit_seconds": round(state["seconds"], 2), "epochs": state["epoch"],
         "seconds_per_epoch": round(state["seconds"] / max(state["epoch"], 1), 2), "history": state["history"],
         "train_accuracy": float(state["history"].get("accuracy", [float("nan")])[-1]),
+        "validation_accuracy": validation_accuracy(state["history"]),
+        "chosen": {"epochs": state["epoch"], "learning_rate": config.final_learning_rate,
+                   "batch_size": config.batch_size},
         **classification_record(y_test, predictions, len(names)),
     }
     built.model.save_weights(run / "model.weights.h5")
     save_run(run, record)
     write_json(ckpt.state_file, {**state, "done": True})
     return run, record
+
+
+def validation_accuracy(history: dict) -> float | None:
+    """Accuracy on the validation slice at the epoch early stopping kept (lowest validation loss)."""
+    if not history.get("val_loss"):
+        return None
+    return float(history["val_accuracy"][int(np.argmin(history["val_loss"]))])
 
 
 def train_phase(model, config: BaselineConfig, until: int, state: dict, ckpt: Checkpoint, best: list | None,

@@ -19,9 +19,9 @@ from tqdm import tqdm
 
 from cnncodes.features import schema
 from cnncodes.features.errors import UserError
-from cnncodes.features.fingerprint import digest_arrays, fingerprint
+from cnncodes.features.fingerprint import digest_arrays, file_digest, fingerprint
 from cnncodes.features.names import check_name
-from cnncodes.features.store import FeatureStore
+from cnncodes.features.store import DAMAGE, FeatureStore, read_everything
 from cnncodes.features.writers import FeatureSetWriter, choose_name, discard_damaged, writer_lock
 from .backbones import build_backbone, get_backbone, make_preprocess_layer
 from .cluster import dask_client
@@ -155,6 +155,51 @@ def prefetch(items, depth: int = 2):
         yield item
 
 
+def setup_identity(config: FeatureConfig) -> dict:
+    """What besides the configuration decides the codes and can be known without loading the backend:
+    kept with a feature set, so a rerun can tell it is done in about a second."""
+    from importlib.metadata import version
+
+    identity = {"keras_version": version("keras"), "backend": configured_backend()}
+    if Path(config.weights).is_file():
+        identity["weights_file_sha256"] = file_digest(config.weights, "sha256")
+    return identity
+
+
+def configured_backend() -> str:
+    """The backend Keras will load, read as Keras reads it: $KERAS_BACKEND, then keras.json."""
+    import json
+    import os
+
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    try:
+        return json.loads((home / "keras.json").read_text()).get("backend", "tensorflow")
+    except (OSError, ValueError):
+        return "tensorflow"
+
+
+def already_extracted(store: FeatureStore, config: FeatureConfig, name: str | None) -> ExtractResult | None:
+    """A complete, sound set made with this configuration and setup, found without loading the backend
+    (the full fingerprint needs the built model). None when unsure: the caller then checks properly."""
+    wanted = {**asdict(config), **setup_identity(config)}
+    base = name or config.default_name()
+    for info in store.feature_sets():
+        if not info.complete or not (info.name == base or (name is None and info.name.startswith(base + "-"))):
+            continue
+        stored = {k: v for k, v in info.config.items() if k != "weights_sha256"}
+        if stored != wanted:
+            continue
+        path = schema.feature_path(store.path, info.name)
+        try:
+            read_everything(path)
+        except DAMAGE:
+            return None
+        return ExtractResult(info.name, "cached", info.n, info.seconds, info.n / max(info.seconds, 1e-9), path)
+    return None
+
+
 def extract_features(store_dir, config: FeatureConfig, *, name: str | None = None, batch_size: int | str = 64,
                      chunk_size: int = 512, jit_compile="auto", workers: int = 1, scheduler: str | None = None,
                      progress: bool = True, log=print) -> ExtractResult:
@@ -167,6 +212,9 @@ def extract_features(store_dir, config: FeatureConfig, *, name: str | None = Non
     if name is not None:
         check_name(name)  # it becomes a file name inside the store
     store = FeatureStore.open(store_dir)
+    if (done := already_extracted(store, config, name)) is not None:
+        log(f"features: {done.name} is complete with this configuration, nothing to do")
+        return done
     model, weights_digest = build_extractor(config, store.image_shape[:2])
     fp = feature_fingerprint(store, config, weights_digest, config.layer or "last")
     name = choose_name(store.path, name or config.default_name(), fp, explicit=name is not None)
@@ -202,7 +250,8 @@ def _extract_locked(store, config, model, weights_digest, fp, name, batch_size, 
     per_row = 4 * pooled_dim + (2 * int(np.prod(spatial_shape)) if spatial_shape else 0)
     check_writable(store.path, need_bytes=2 * per_row * store.n)  # committed chunks + the final file
     # the weights' digest is kept so `predict` can tell if a --weights file changed since
-    writer = FeatureSetWriter(store.path, name, fp, {**asdict(config), "weights_sha256": weights_digest},
+    writer = FeatureSetWriter(store.path, name, fp, {**asdict(config), "weights_sha256": weights_digest,
+                                                     **setup_identity(config)},
                               store.n, pooled_dim, spatial_shape, chunk_size)
     writer.drop_damaged_chunks(log)
     committed = writer.committed()

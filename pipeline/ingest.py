@@ -139,7 +139,10 @@ def _write(store, source, config, wanted, progress, log):
     kept, skipped = [], []
     start = time.time()
     try:
-        with tqdm(total=len(rows), unit="img", desc=f"ingest {source.name}", disable=not progress) as bar:
+        # a rate for decoding files; an in-memory copy's would be a meaningless million images/s
+        bar_format = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}]" if source.in_memory else None
+        with tqdm(total=len(rows), unit="img", desc=f"ingest {source.name}", disable=not progress,
+                  bar_format=bar_format) as bar:
             for lo in range(0, len(rows), 512):
                 batch = rows[lo:lo + 512]
                 images, bad = source.read(batch)

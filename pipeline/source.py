@@ -21,6 +21,7 @@ class Source:
     # Why sample i came back bad from `read`, e.g. "larger than the 50-megapixel limit (30000x30000)".
     bad_reason: Callable[[int], str] = lambda i: "not a readable image"
     close: Callable[[], None] = lambda: None
+    in_memory: bool = False  # already decoded in memory: ingest copies them, and shows no images/s rate
 
 
 def utf8_name(name: str) -> str:
@@ -35,4 +36,4 @@ def utf8_name(name: str) -> str:
 def in_memory_source(name, images, labels, class_names, split, description, origin) -> Source:
     return Source(name=name, labels=labels, class_names=class_names, split=split,
                   read=lambda idx: (images[idx], []), sample_names=lambda i: f"{name}[{i}]",
-                  origin=origin, description=description)
+                  origin=origin, description=description, in_memory=True)

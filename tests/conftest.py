@@ -16,6 +16,13 @@ SHARED_TAR = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar"
 DEMO_PHOTOS = ROOT / "demo" / "cifar10-sample.zip"  # real CIFAR-10 photos committed for the demo
 
 
+@pytest.fixture(autouse=True)
+def no_user_settings(monkeypatch):
+    """A user's own $CNNCODES_DATA or $CNNCODES_STORE must not change what a test sees."""
+    monkeypatch.delenv("CNNCODES_DATA", raising=False)
+    monkeypatch.delenv("CNNCODES_STORE", raising=False)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def keras_cache(tmp_path_factory):
     """Converted weights go to a cache of the test session's own, never the user's ~/.keras; CLI

@@ -103,15 +103,19 @@ def test_killed_baseline_resumes_from_its_last_checkpoint_to_the_uninterrupted_r
     store, clean = tmp_path / "store", tmp_path / "clean"
     for copy in (store, clean):
         shutil.copytree(colour_store, copy, ignore=shutil.ignore_patterns("runs"))
-    state = store / "runs" / "baseline-cnn-label-test-s0" / "state.json"
+    config = BaselineConfig("cnn", epochs=20, batch_size=8)
+
+    def state():
+        found = list((store / "runs").glob(f"*-{config.run_name('label')}/state.json"))
+        return found[0] if found else None
+
     kill_midway(["baseline", "cnn", "--store", store, "--epochs", 20, "--batch-size", 8, "--quiet"],
-                lambda: state.exists() and json.loads(state.read_text())["epoch"] >= 2)
-    killed_at = json.loads(state.read_text())["epoch"]
+                lambda: state() is not None and json.loads(state().read_text()).get("epoch", 0) >= 2)
+    killed_at = json.loads(state().read_text())["epoch"]
     assert 2 <= killed_at < 20, "the run was not killed midway"
     said = []
-    config = BaselineConfig("cnn", epochs=20, batch_size=8)
     _, record = train_baseline(store, config, progress=False, log=said.append)
-    assert said == [f"baseline: resuming baseline-cnn-label-test-s0 after epoch {killed_at}/20"]
+    assert said == [f"baseline: resuming {state().parent.name} after epoch {killed_at}/20"]
     assert record["epochs"] == 20 and len(record["history"]["loss"]) == 20
     _, uninterrupted = train_baseline(clean, config, **quiet)
     assert record["history"] == uninterrupted["history"]
@@ -147,6 +151,8 @@ def test_kfold_runs_a_pixel_baseline_on_the_stored_folds(colour_store):
     table = kfold_scores(colour_store, ["cnn"], k=5, params={"cnn": {"epochs": 1, "batch_size": 16}}, progress=False)
     (row,) = table["rows"]
     assert row["head"] == "cnn" and len(row["folds"]) == 5
-    record = json.loads((colour_store / "runs" / "baseline-cnn-label-fold2of5-s0" / "record.json").read_text())
+    fold2 = BaselineConfig("cnn", epochs=1, batch_size=16, fold=2, k=5).run_name("label")
+    (run,) = (colour_store / "runs").glob(f"*-{fold2}")
+    record = json.loads((run / "record.json").read_text())
     assert row["folds"][2] == round(record["test_accuracy"], 4)
     assert np.array(record["confusion"]).sum() == (FeatureStore.open(colour_store).folds(5) == 2).sum()

@@ -25,11 +25,12 @@ def test_imagenet_codes_of_real_photos_work_with_fit_kfold_report_and_predict(tm
     assert name in fitted and accuracy > 50  # 100 photos a class; chance is 10%
     table = ok(run_cli("kfold", "--store", store, "--head", "logreg", "-k", 5, "--quiet"))
     assert f"features {name}" in table and len(re.findall(r"\| logreg \| label \|", table)) == 1
-    page = ok(run_cli("report", "--store", store)).strip()
+    page = re.search(r"report written to (\S+)", ok(run_cli("report", "--store", store))).group(1)
     assert name in open(page).read()
-    run = re.search(r"-> (\S+)", fitted).group(1)
+    run = re.search(r"saved to (\S+)", fitted).group(1)
     predicted = ok(run_cli("predict", "--model", run, demo_photo(tmp_path, "cifar10-sample/train/ship/0199.jpg")))
-    best = predicted.split(": ", 1)[1].split(",")
+    assert predicted.startswith("top 5 classes by probability")
+    best = predicted.splitlines()[1].split(": ", 1)[1].split(",")
     assert len(best) == 5 and best[0].split()[0] in {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
                                                      "horse", "ship", "truck"}
 
@@ -40,7 +41,7 @@ def test_make_demo_shows_imagenet_codes_far_above_random_ones(tmp_path):
         pytest.skip("make is not installed")
     venv = tmp_path / "venv"  # already installed: this interpreter runs the demo
     venv.mkdir()
-    (venv / ".installed").touch()
+    (venv / ".installed-run").touch()
     r = subprocess.run(["make", "-s", "demo", f"VENV={venv}", f"PY={sys.executable}", f"STORE={tmp_path / 'store'}"],
                        cwd=ROOT, capture_output=True, text=True)
     out = ok(r)

@@ -248,9 +248,11 @@ def extract_killing_a_worker(store, weights, allowed_failures=3):
         coordinator = threading.Thread(target=run)
         coordinator.start()
         deadline = time.time() + 240
-        while not list(parts.glob("pooled-*.npy")) and time.time() < deadline:
-            time.sleep(0.05)
-        busy = [address for address, keys in client.processing().items() if keys]
+        busy = []
+        while not (list(parts.glob("pooled-*.npy")) and busy) and time.time() < deadline:
+            time.sleep(0.05)  # wait for observable progress: a committed chunk and a worker holding a shard
+            busy = [address for address, keys in client.processing().items() if keys and address in pids]
+        assert busy, "no worker was busy with a shard"
         os.kill(pids[busy[0]], signal.SIGKILL)  # a worker in the middle of a shard
         committed = len(list(parts.glob("pooled-*.npy")))
         coordinator.join(timeout=300)

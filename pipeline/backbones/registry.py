@@ -79,13 +79,25 @@ def build_backbone(name: str, weights: str, size: int, layer: str | None = None,
     model.trainable = False
     if layer is None:
         return model
+    return keras.Model(model.input, named_layer(model, name, layer).output, name=f"{name}_{layer}")
+
+
+def named_layer(model, backbone: str, layer: str):
     try:
-        output = model.get_layer(layer).output
+        return model.get_layer(layer)
     except ValueError:
         names = [l.name for l in model.layers]
         close = difflib.get_close_matches(layer, names, n=3) or names[-3:]
-        raise UserError(f"{name} has no layer {layer!r}: try {', '.join(close)} (`cnncodes layers {name}` lists all)") from None
-    return keras.Model(model.input, output, name=f"{name}_{layer}")
+        raise UserError(f"{backbone} has no layer {layer!r}: try {', '.join(close)} "
+                        f"(`cnncodes layers {backbone}` lists all)") from None
+
+
+def check_layer(backbone: str, layer: str):
+    """Stops before any work when `layer` is not in the backbone (builds it without weights, at 32)."""
+    spec = get_backbone(backbone)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        named_layer(family(spec).build(backbone, 32, None), backbone, layer)
 
 
 def seeded_initialization(model, seed: int):

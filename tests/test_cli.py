@@ -1,0 +1,136 @@
+"""The command line as a newcomer meets it: quiet, fast where there is nothing to do, consistent."""
+import os
+import shutil
+import subprocess
+import sys
+
+import h5py
+import pytest
+
+from conftest import ROOT, run_cli
+from cnncodes.features.errors import UserError
+from cnncodes.features.store import FeatureStore
+
+BACKEND_NOISE = ("oneDNN", "absl::InitializeLog", "cpu_feature_guard", "rebuild TensorFlow")
+
+
+@pytest.fixture
+def store(digits_store, tmp_path):
+    return shutil.copytree(digits_store, tmp_path / "store")
+
+
+def loads_backend(*args, cwd=None) -> tuple[int, bool, str]:
+    """Runs `cnncodes ARGS` in a fresh interpreter: (exit code, whether Keras or TensorFlow was imported, output)."""
+    probe = ("import sys\nfrom click.testing import CliRunner\nfrom cnncodes.cli import cli\n"
+             "r = CliRunner().invoke(cli, sys.argv[1:])\n"
+             "print(r.output)\nprint('BACKEND', 'keras' in sys.modules or 'tensorflow' in sys.modules, r.exit_code)")
+    out = subprocess.run([sys.executable, "-c", probe, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                         env={**os.environ})
+    last = out.stdout.strip().splitlines()[-1].split()
+    return int(last[2]), last[1] == "True", out.stdout
+
+
+def test_commands_with_nothing_to_do_never_load_the_backend(store, resnet_weights):
+    code, backend, _ = loads_backend("info", "--store", store)
+    assert code == 0 and not backend
+    code, backend, output = loads_backend("features", "--dataset", "digits", "--store", store, "--weights",
+                                          resnet_weights, "--size", 32, "--name", "r50", "--quiet")
+    assert code == 0 and "cached" in output and not backend
+    for args in (["fit", "--store", store, "--head", "svm", "--epochs", 0],
+                 ["features", "--dataset", "digits", "--size", 0],
+                 ["kfold", "--store", store, "--head", "nosuch"]):
+        code, backend, _ = loads_backend(*args)
+        assert code == 2 and not backend, args
+
+
+def test_no_backend_start_up_lines_on_the_console(store):
+    for args in (["layers", "efficientnet_lite0", "--size", 32],
+                 ["fit", "--store", store, "--head", "logreg", "--param", "Cs=[1.0]", "--quiet"]):
+        result = run_cli(*args)
+        assert result.returncode == 0, result.stderr
+        assert not [line for line in result.stderr.splitlines() if any(n in line for n in BACKEND_NOISE)], result.stderr
+
+
+def test_the_filter_covers_child_processes_and_passes_everything_else():
+    """Dask workers write to the descriptor they inherit: their lines go through the same filter."""
+    child = ("import os\nos.write(2, b'WARNING: All log messages before absl::InitializeLog() is called are written to "
+             "STDERR\\nI0000 00:00:1795534654.618488   29958 port.cc:153] oneDNN custom operations are on.\\n"
+             "a real error\\n')")
+    parent = ("import subprocess, sys\nfrom cnncodes.pipeline.console import filter_native_stderr\n"
+              "filter_native_stderr()\nsubprocess.run([sys.executable, '-c', sys.argv[1]])\n"
+              "print('python stderr', file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", parent, child], capture_output=True, text=True)
+    assert result.stderr.splitlines() == ["a real error", "python stderr"]
+
+
+def test_keras_progress_in_a_log_file_is_plain_lines(store):
+    result = run_cli("fit", "--store", store, "--head", "dense", "--epochs", 2)
+    assert result.returncode == 0, result.stderr
+    assert "Epoch 1/2" in result.stdout + result.stderr
+    for text in (result.stdout, result.stderr):
+        assert "\x1b" not in text and "\r" not in text and "\b" not in text
+    assert "saved to " in result.stdout and "validation" in result.stdout
+
+
+def test_every_option_is_documented_and_choices_ignore_case():
+    from cnncodes.cli import cli
+
+    for name, command in cli.commands.items():
+        for param in command.params:
+            if param.param_type_name == "option" and param.name != "help":
+                assert param.help, f"{name} {param.opts} has no help"
+    result = run_cli("fit", "--store", "nowhere", "--head", "SVM")
+    assert "no store at nowhere" in result.stderr  # SVM was accepted as svm; the store is what is missing
+
+
+def test_the_store_can_come_from_the_environment(store):
+    result = run_cli("info", env={"CNNCODES_STORE": str(store)})
+    assert result.returncode == 0 and f"store     {store}" in result.stdout
+    assert run_cli("info", "--store", store).stdout == result.stdout == run_cli("info", store).stdout
+
+
+def test_predict_labels_an_svms_decision_scores(store, tmp_path):
+    import cv2
+
+    from cnncodes.classifiers.fit import fit_head
+
+    run, _ = fit_head(store, "svm", params={"Cs": [1.0]})
+    image = tmp_path / "digit.png"
+    cv2.imwrite(str(image), FeatureStore.open(store).images(split="test")[0])
+    result = run_cli("predict", "--model", run, "--top", 3, image)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "top 3 classes by decision score (margins, not probabilities)"
+    fit_run, _ = fit_head(store, "logreg", params={"Cs": [1.0]})
+    assert run_cli("predict", "--model", fit_run, image).stdout.startswith("top 5 classes by probability")
+    missing = run_cli("predict", "--model", fit_run, tmp_path / "missing.png")
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_an_in_memory_data_set_shows_no_images_per_second(tmp_path, capsys):
+    from cnncodes.pipeline.ingest import IngestConfig, ingest
+
+    ingest(tmp_path / "d", IngestConfig("digits", limit=30), progress=True, log=lambda m: None)
+    err = capsys.readouterr().err
+    assert "ingest digits" in err and "img/s" not in err and "it/s" not in err
+
+
+def test_a_store_from_a_newer_cnncodes_is_refused(store):
+    with h5py.File(store / "data.h5", "r+") as f:
+        f.attrs["schema_version"] = 99
+    with pytest.raises(UserError, match="written by a newer cnncodes .*upgrade cnncodes"):
+        FeatureStore.open(store)
+
+
+def test_a_plain_install_is_one_cnncodes_package(tmp_path):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(ROOT)], check=True, capture_output=True)
+    names = {p.name for p in target.iterdir()}
+    assert "cnncodes" in names and not names & {"features", "pipeline", "classifiers", "cli.py", "cli"}
+    probe = "import cnncodes, cnncodes.cli, cnncodes.features.store, cnncodes.pipeline.backbones; print(cnncodes.__file__)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(target)})
+    assert out.returncode == 0 and out.stdout.strip() == str(target / "cnncodes" / "__init__.py"), out.stderr
+    help_text = subprocess.run([sys.executable, "-m", "cnncodes", "--help"], capture_output=True, text=True,
+                               cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)})
+    assert help_text.stdout.startswith("Usage: cnncodes")
