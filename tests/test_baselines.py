@@ -151,7 +151,7 @@ def test_kfold_runs_a_pixel_baseline_on_the_stored_folds(colour_store):
     table = kfold_scores(colour_store, ["cnn"], k=5, params={"cnn": {"epochs": 1, "batch_size": 16}}, progress=False)
     (row,) = table["rows"]
     assert row["head"] == "cnn" and len(row["folds"]) == 5
-    fold2 = BaselineConfig("cnn", epochs=1, batch_size=16, fold=2, k=5).run_name("label")
+    fold2 = BaselineConfig("cnn", label="label", epochs=1, batch_size=16, fold=2, k=5).run_name("label")
     (run,) = (colour_store / "runs").glob(f"*-{fold2}")
     record = json.loads((run / "record.json").read_text())
     assert row["folds"][2] == round(record["test_accuracy"], 4)
