@@ -134,3 +134,22 @@ def test_a_plain_install_is_one_cnncodes_package(tmp_path):
     help_text = subprocess.run([sys.executable, "-m", "cnncodes", "--help"], capture_output=True, text=True,
                                cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)})
     assert help_text.stdout.startswith("Usage: cnncodes")
+
+
+def test_predict_works_for_a_head_fitted_on_spatial_maps(tmp_path, resnet_weights):
+    import cv2
+
+    from cnncodes.classifiers.fit import fit_head
+    from cnncodes.classifiers.predict import predict_images
+    from cnncodes.pipeline.extract import FeatureConfig, extract_features
+    from cnncodes.pipeline.ingest import IngestConfig, ingest
+
+    store = ingest(tmp_path / "s", IngestConfig("digits", limit=30), progress=False, log=lambda m: None).path
+    extract_features(store, FeatureConfig(weights=str(resnet_weights), size=64, spatial=True), name="maps",
+                     progress=False, log=lambda m: None)
+    run, record = fit_head(store, "gap", features="maps", spatial=True, params={"epochs": 2})
+    assert record["spatial"] is True
+    image = tmp_path / "digit.png"
+    cv2.imwrite(str(image), FeatureStore.open(store).images(split="test")[0])
+    (best,) = predict_images(run, [image], top=3)
+    assert len(best) == 3 and best[0][0] == record["class_names"][record["test_predictions"][0]]
