@@ -11,6 +11,6 @@ def digits_source() -> Source:
     d = load_digits()
     grey = np.round(d.images * (255 / 16)).astype(np.uint8)
     images = np.repeat(grey[..., None], 3, axis=-1)
-    return in_memory_source("digits", images, {"label": d.target.astype(np.int64)},
-                            {"label": [str(i) for i in range(10)]}, None, "sklearn.datasets.load_digits",
+    return in_memory_source("digits", images, {"digit": d.target.astype(np.int64)},
+                            {"digit": [str(i) for i in range(10)]}, None, "sklearn.datasets.load_digits",
                             origin=lambda i: f"load_digits[{i}]")

@@ -93,7 +93,7 @@ def tree_source(root: Path, reader, image_size: int | None) -> Source:
         pool.shutdown()
         reader.close()
 
-    return Source(name=f"folder:{utf8_name(root.name)}", labels={"label": labels}, class_names={"label": class_names},
+    return Source(name=f"folder:{utf8_name(root.name)}", labels={"class": labels}, class_names={"class": class_names},
                   split=split, read=read, sample_names=lambda i: f"{shown}/{utf8_name(paths[i])}",
                   origin=lambda i: utf8_name(paths[i]), description=utf8_name(str(root.resolve())),
                   skipped_members=reader.skipped, bad_reason=bad_reason, close=close)

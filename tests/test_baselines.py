@@ -106,7 +106,7 @@ def test_killed_baseline_resumes_from_its_last_checkpoint_to_the_uninterrupted_r
     config = BaselineConfig("cnn", epochs=20, batch_size=8)
 
     def state():
-        found = list((store / "runs").glob(f"*-{config.run_name('label')}/state.json"))
+        found = list((store / "runs").glob(f"*-{config.run_name('class')}/state.json"))
         return found[0] if found else None
 
     kill_midway(["baseline", "cnn", "--store", store, "--epochs", 20, "--batch-size", 8, "--quiet"],
@@ -151,7 +151,7 @@ def test_kfold_runs_a_pixel_baseline_on_the_stored_folds(colour_store):
     table = kfold_scores(colour_store, ["cnn"], k=5, params={"cnn": {"epochs": 1, "batch_size": 16}}, progress=False)
     (row,) = table["rows"]
     assert row["head"] == "cnn" and len(row["folds"]) == 5
-    fold2 = BaselineConfig("cnn", label="label", epochs=1, batch_size=16, fold=2, k=5).run_name("label")
+    fold2 = BaselineConfig("cnn", label="class", epochs=1, batch_size=16, fold=2, k=5).run_name("class")
     (run,) = (colour_store / "runs").glob(f"*-{fold2}")
     record = json.loads((run / "record.json").read_text())
     assert row["folds"][2] == round(record["test_accuracy"], 4)

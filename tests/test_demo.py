@@ -24,7 +24,7 @@ def test_imagenet_codes_of_real_photos_work_with_fit_kfold_report_and_predict(tm
     accuracy = float(re.search(r"test accuracy ([\d.]+)%", fitted).group(1))
     assert name in fitted and accuracy > 50  # 100 photos a class; chance is 10%
     table = ok(run_cli("kfold", "--store", store, "--head", "logreg", "-k", 5, "--quiet"))
-    assert f"features {name}" in table and len(re.findall(r"\| logreg \| label \|", table)) == 1
+    assert f"features {name}" in table and len(re.findall(r"\| logreg \| class \|", table)) == 1
     page = re.search(r"report written to (\S+)", ok(run_cli("report", "--store", store))).group(1)
     assert name in open(page).read()
     run = re.search(r"saved to (\S+)", fitted).group(1)
@@ -46,6 +46,6 @@ def test_make_demo_shows_imagenet_codes_far_above_random_ones(tmp_path):
                        cwd=ROOT, capture_output=True, text=True)
     out = ok(r)
     rows = {m.group(1): float(m.group(2)) for m in
-            re.finditer(r"^logreg\s+\S+\s+(imagenet|none)\s+label\s+[\d.]+\s+([\d.]+)", out, re.M)}
+            re.finditer(r"^logreg\s+\S+\s+(imagenet|none)\s+class\s+[\d.]+\s+([\d.]+)", out, re.M)}
     assert set(rows) == {"imagenet", "none"}, out
     assert rows["imagenet"] > 65 and rows["imagenet"] - rows["none"] > 30, out

@@ -41,7 +41,7 @@ def test_fit_cli_prints_one_summary_line_and_progress(store):
     r = run_cli("fit", "--store", store, "--head", "logreg")
     assert r.returncode == 0, r.stderr
     summary, saved = r.stdout.strip().splitlines()
-    assert summary.startswith("logreg on r50 (label): test accuracy ") and "; chose C " in summary
+    assert summary.startswith("logreg on r50 (digit): test accuracy ") and "; chose C " in summary
     assert saved.startswith("saved to ") and Path(saved.split("saved to ")[1]).is_dir()
     assert "logreg: 100%" in r.stderr and "7/7" in r.stderr  # 6 values of C, then the final fit
     r = run_cli("fit", "--store", store, "--head", "svm", "--param", "Cs=[0.1,1.0]")

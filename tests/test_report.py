@@ -38,12 +38,12 @@ def write_record(store, folder, *, test=0.9, created="2026-01-01T00:00:00", rows
     """A run record as `fit` writes it, predicting the test split with accuracy `test` (or `rows`
     predictions of a fold, for a per-fold baseline)."""
     s = FeatureStore.open(store)
-    truth = s.labels("label", split="test")[:rows] if rows else s.labels("label", split="test")
+    truth = s.labels("digit", split="test")[:rows] if rows else s.labels("digit", split="test")
     predicted = truth.copy()
     wrong = round((1 - test) * len(truth))
     predicted[:wrong] = (truth[:wrong] + 1) % 10
-    record = {"kind": "fit", "head": "logreg", "label": "label", "features": "r50", "fingerprint": "f1",
-              "class_names": s.class_names("label"), "params": {"Cs": [0.1, 1.0]}, "fit_seconds": 1.5,
+    record = {"kind": "fit", "head": "logreg", "label": "digit", "features": "r50", "fingerprint": "f1",
+              "class_names": s.class_names("digit"), "params": {"Cs": [0.1, 1.0]}, "fit_seconds": 1.5,
               "train_accuracy": 0.99, "created": created, **classification_record(truth, predicted, 10), **fields}
     run = store / "runs" / folder
     run.mkdir(parents=True)
@@ -60,7 +60,7 @@ def write_kfold_table(store, features, rows, k=3):
     folder = store / "runs" / f"kfold-{features}-k{k}-train"
     folder.mkdir(parents=True)
     table = {"kind": "kfold", "features": features, "fingerprint": None, "k": k, "on": "train", "wall_seconds": 9.0,
-             "rows": [{"head": head, "label": "label", "folds": [mean] * k, "mean": mean, "std": 0.01, "seconds": 3.0}
+             "rows": [{"head": head, "label": "digit", "folds": [mean] * k, "mean": mean, "std": 0.01, "seconds": 3.0}
                       for head, mean in rows]}
     (folder / "table.json").write_text(json.dumps(table))
 
@@ -71,7 +71,7 @@ def runs_table(page) -> str:
 
 
 def test_report_after_a_baseline_kfold_shows_its_table_not_its_fold_records_as_runs(store):
-    folds = [write_record(store, f"2026010{f}-000000-baseline-cnn-label-abc{f}", kind="baseline", head="cnn",
+    folds = [write_record(store, f"2026010{f}-000000-baseline-cnn-digit-abc{f}", kind="baseline", head="cnn",
                           features="pixels 8px", rows=200, params={"kind": "cnn", "fold": f, "k": 3})
              for f in range(3)]
     write_kfold_table(store, "pixels", [("cnn", 0.87)])
@@ -81,14 +81,14 @@ def test_report_after_a_baseline_kfold_shows_its_table_not_its_fold_records_as_r
     assert "87.00 ± 1.00" in text and "The 3 per-fold baseline runs in the store belong to these tables" in text
     assert not any(f.name in text for f in folds)
 
-    fit = write_record(store, "20260105-000000-fit-logreg-label")  # with a run, the samples are of it
+    fit = write_record(store, "20260105-000000-fit-logreg-digit")  # with a run, the samples are of it
     text = build_report(store).read_text(encoding="utf-8")
     assert fit.name in text and not any(f.name in text for f in folds) and "Sample test images" in text
 
 
 def test_repeated_runs_of_one_configuration_show_the_latest_not_the_best(store):
-    older = write_record(store, "20260101-000000-fit-logreg-label", test=0.95, created="2026-01-01T00:00:00")
-    newer = write_record(store, "20260102-000000-fit-logreg-label", test=0.80, created="2026-01-02T00:00:00")
+    older = write_record(store, "20260101-000000-fit-logreg-digit", test=0.95, created="2026-01-01T00:00:00")
+    newer = write_record(store, "20260102-000000-fit-logreg-digit", test=0.80, created="2026-01-02T00:00:00")
     (latest,) = latest_runs(store)
     assert latest["run"] == str(newer) and latest["configuration_runs"] == 2
     assert [r["run"] for r in latest_runs(store, every=True)] == [str(newer), str(older)]

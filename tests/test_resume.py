@@ -83,7 +83,7 @@ def test_killed_baseline_resumes_to_the_uninterrupted_result(fresh_store, monkey
     monkeypatch.undo()
     said = []
     resumed = train_baseline(store, config, progress=False, log=said.append)
-    (run,) = (store / "runs").glob(f"*-{config.run_name('label')}")
+    (run,) = (store / "runs").glob(f"*-{config.run_name('class')}")
     assert said == [f"baseline: resuming {run.name} after epoch {kill_at}/{config.epochs}"]
     assert_same_run(uninterrupted, resumed)
     assert not [w for w in recwarn if "Skipping variable loading" in str(w.message)]
@@ -104,7 +104,7 @@ def test_a_longer_run_goes_on_where_a_shorter_one_ended(fresh_store):
 def test_a_damaged_checkpoint_is_one_clear_line(fresh_store, damaged):
     from dataclasses import asdict
 
-    run = fresh_store() / "runs" / f"20260101-000000-{CNN.run_name('label')}"
+    run = fresh_store() / "runs" / f"20260101-000000-{CNN.run_name('class')}"
     run.mkdir(parents=True)
     (run / "state.json").write_text(json.dumps({"epoch": 1, "config": asdict(CNN), "checkpoint": "checkpoint-1.npz"}))
     (run / "checkpoint-1.npz").write_bytes(b"PK\x03\x04 half a zip")

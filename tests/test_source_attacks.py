@@ -26,7 +26,7 @@ quiet = dict(progress=False, log=lambda m: None)
 
 
 def read_all(source):
-    images_, bad = source.read(np.arange(len(source.labels["label"])))
+    images_, bad = source.read(np.arange(len(next(iter(source.labels.values())))))
     return images_, bad
 
 
@@ -51,14 +51,14 @@ def test_folder_origin_is_the_path_inside_the_tree_or_archive_as_stored(tmp_path
     for i, origin in enumerate(origins):  # each origin names its row's own file and class
         split, cls = origin.removeprefix(prefix).split("/")[:2]
         assert split == ("train", "test")[source.split[i]]
-        assert cls == source.class_names["label"][source.labels["label"][i]]
+        assert cls == source.class_names["class"][source.labels["class"][i]]
         assert source.sample_names(i) == f"{path}/{origin}"
     source.close()
 
 
 def test_demo_zip_origin_keeps_the_archive_member_path(tmp_path):
     source = folder_source(str(DEMO_PHOTOS), image_size=32)
-    origins = {source.origin(i) for i in range(len(source.labels["label"]))}
+    origins = {source.origin(i) for i in range(len(source.labels["class"]))}
     assert "cifar10-sample/test/cat/0000.jpg" in origins and len(origins) == 3000
     source.close()
 
@@ -295,10 +295,10 @@ def test_non_utf8_tar_member_names_are_escaped(tmp_path):
     with tarfile.open(path) as tar:
         assert any(b"caf\xe9" in os.fsencode(m.name) for m in tar.getmembers())
     source = folder_source(str(path), image_size=16)
-    assert source.class_names["label"] == ["ant", "bee", "caf\\xe9"]
+    assert source.class_names["class"] == ["ant", "bee", "caf\\xe9"]
     assert source.origin(4) == "animals/train/caf\\xe9/000.jpg"
     assert read_all(source)[1] == []
-    for text in (source.origin(4), source.sample_names(4), *source.class_names["label"]):
+    for text in (source.origin(4), source.sample_names(4), *source.class_names["class"]):
         text.encode("utf-8")  # what the store writes
     source.close()
 
@@ -370,8 +370,8 @@ def test_symlinked_class_folder_is_followed_and_link_loops_are_not(tmp_path):
     (tree / "train" / "ant" / "up").symlink_to(tree / "train", target_is_directory=True)  # a loop
     (tree / "test" / "bee" / "root").symlink_to(tree, target_is_directory=True)  # another
     source = folder_source(str(tree), image_size=16)
-    assert source.class_names["label"] == ["ant", "bee", "cat"]
-    assert np.bincount(source.labels["label"]).tolist() == [4, 4, 6]
+    assert source.class_names["class"] == ["ant", "bee", "cat"]
+    assert np.bincount(source.labels["class"]).tolist() == [4, 4, 6]
     assert source.origin(4) == "train/cat/000.jpg"
     assert read_all(source)[1] == []
 
@@ -407,7 +407,7 @@ def test_members_outside_the_root_are_skipped_unread_and_named(tmp_path, packing
     original = reader.read
     monkeypatch.setattr(reader, "read", lambda self, name: read_names.append(name) or original(self, name))
     source = folder_source(str(path), image_size=16)
-    assert source.class_names["label"] == ["ant", "bee", "cat"]  # not a class named "/"
+    assert source.class_names["class"] == ["ant", "bee", "cat"]  # not a class named "/"
     assert sorted(source.skipped_members) == sorted(outside)
     n = 12 if split_folders else 6
     assert read_all(source)[1] == [] and len(read_names) == n

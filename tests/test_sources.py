@@ -91,12 +91,12 @@ def test_folder_tree_with_mixed_formats_and_sizes(tmp_path, packing):
             for f in sorted(tree.rglob("*")):
                 z.write(f, f.relative_to(tree).as_posix())
     source = folder_source(str(path), image_size=24)
-    assert source.class_names == {"label": ["ant", "bee", "cat"]}
+    assert source.class_names == {"class": ["ant", "bee", "cat"]}
     assert source.split.tolist() == [0] * 18 + [1] * 18
     images, bad = source.read(np.arange(36))
     assert images.shape == (36, 24, 24, 3) and images.dtype == np.uint8 and bad == []
     # grey, RGBA and 16-bit files all became RGB 8-bit; class k is bright in channel k
-    labels = source.labels["label"]
+    labels = source.labels["class"]
     for k in range(3):
         means = images[labels == k].reshape(-1, 3).mean(0)
         assert means[min(k, 2)] == means.max()
@@ -164,8 +164,8 @@ def test_store_is_plain_h5py_readable_as_the_readme_says(tmp_path):
     with h5py.File(tmp_path / "d" / "data.h5") as f:
         assert f["images"].dtype == np.uint8 and f["images"].shape == (60, 8, 8, 3)
         assert f["split"][:].tolist() == [0] * 30 + [1] * 30
-        assert json.loads(f.attrs["label_sets"]) == ["label"]
-        assert [s.decode() for s in f["label_names/label"][:]] == [str(i) for i in range(10)]
+        assert json.loads(f.attrs["label_sets"]) == ["digit"]
+        assert [s.decode() for s in f["label_names/digit"][:]] == [str(i) for i in range(10)]
         assert f["folds/train/3"].shape == (60,)
         assert all(s.decode().startswith("load_digits[") for s in f["sources"][:])
     lazy = store.images(split="test", lazy=True)

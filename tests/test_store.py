@@ -210,7 +210,7 @@ def test_a_data_file_that_does_not_hold_what_was_written_is_not_published(tmp_pa
 
 def test_every_numeric_dataset_carries_checksums(digits_store):
     with h5py.File(schema.data_path(digits_store)) as f:
-        for key in ("images", "labels/label", "split", "sources"):
+        for key in ("images", "labels/digit", "split", "sources"):
             assert f[key].fletcher32, key
     with h5py.File(schema.feature_path(digits_store, "r50")) as f:
         assert f["pooled"].fletcher32
@@ -272,11 +272,11 @@ def test_export_round_trips_without_pickles_in_bounded_slices(digits_store, tmp_
     out = export_feature_set(digits_store, tmp_path / "out" / "codes.npz", "r50")
     with np.load(out, allow_pickle=False) as z:
         np.testing.assert_array_equal(z["codes"], store.features("r50"))
-        np.testing.assert_array_equal(z["labels_label"], store.labels())
+        np.testing.assert_array_equal(z["labels_digit"], store.labels())
         np.testing.assert_array_equal(z["split"], store.split)
         assert z["sources"].tolist() == store.sources().tolist() and str(z["sources"][0]).startswith("load_digits[")
         np.testing.assert_array_equal(z["folds_train_k3"], store.folds(3, split="all"))
-        assert z["class_names_label"].tolist() == store.class_names() and z["feature_set"][0] == "r50"
+        assert z["class_names_digit"].tolist() == store.class_names() and z["feature_set"][0] == "r50"
     assert [p.name for p in out.parent.iterdir()] == ["codes.npz"]  # no temporary file left
     result = run_cli("export", "--store", digits_store, "--out", tmp_path / "cli.npz")
     assert result.returncode == 0 and "exported to" in result.stdout and (tmp_path / "cli.npz").exists()
