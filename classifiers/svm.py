@@ -17,9 +17,11 @@ import warnings
 
 import numpy as np
 import scipy.linalg
-from sklearn.base import BaseEstimator, ClassifierMixin
+from scipy.special import expit
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import StratifiedKFold
+from sklearn.utils.metaestimators import available_if
 from tqdm import tqdm
 
 from .inputs import as_vectors, fit_standardizer, new_data, standardize, training_data
@@ -130,12 +132,16 @@ def line_search(W, S, G, Z, XS, Y, C, shrink=0.5, tries=20):
 
 class LinearSVM(ClassifierMixin, BaseEstimator):
     """Linear SVM, squared hinge, L2, on standardised inputs; C by stratified cross-validation over `Cs`
-    unless given. `tol` and the stopping rule are LinearSVC's; `max_iter` counts Newton steps."""
+    unless given. `tol` and the stopping rule are LinearSVC's; `max_iter` counts Newton steps.
+    `probability=True` adds predict_proba: Platt scaling as SVC(probability=True) has it, by scikit-learn's
+    CalibratedClassifierCV (sigmoid per class, fitted on out-of-fold decision scores at the chosen C;
+    `cv` more fits). Without it the SVM has decision scores only, which are not probabilities."""
 
     def __init__(self, C=None, Cs=(0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 100.0), cv=3, tol=1e-4, max_iter=50,
-                 standardize=True, random_state=0, verbose=0):
+                 standardize=True, probability=False, random_state=0, verbose=0):
         self.C, self.Cs, self.cv, self.tol, self.max_iter = C, Cs, cv, tol, max_iter
-        self.standardize, self.random_state, self.verbose = standardize, random_state, verbose
+        self.standardize, self.probability = standardize, probability
+        self.random_state, self.verbose = random_state, verbose
 
     def fit(self, X, y):
         X, y = training_data(self, X, y)
@@ -159,7 +165,24 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
             Cs = ", ".join(f"{C:g}" for C in sorted(unconverged))
             warnings.warn(f"LinearSVM: the solver reached max_iter={self.max_iter} Newton steps before converging "
                           f"(C={Cs}): raise max_iter, or leave those Cs out", ConvergenceWarning, stacklevel=2)
+        if self.probability:
+            self.sigmoid_a_, self.sigmoid_b_ = self._platt_scaling(X, y)
         return self
+
+    def _platt_scaling(self, X, y):
+        """(a, b) per one-vs-rest problem: P(class k | x) ~ 1 / (1 + exp(a_k score_k(x) + b_k)), fitted by
+        scikit-learn's CalibratedClassifierCV on decision scores of rows each fold's SVM did not see.
+        Only the sigmoids are kept (plain numbers, saved without pickles); the SVM is the one fitted above."""
+        from sklearn.calibration import CalibratedClassifierCV
+
+        fixed = clone(self).set_params(C=self.C_, probability=False, verbose=0)
+        folds = StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # said once already, for this C
+            (calibrated,) = CalibratedClassifierCV(fixed, method="sigmoid", cv=folds, ensemble=False) \
+                .fit(X, y).calibrated_classifiers_
+        return (np.array([c.a_ for c in calibrated.calibrators], np.float64),
+                np.array([c.b_ for c in calibrated.calibrators], np.float64))
 
     def _design(self, X):
         X = standardize(self.scaler_, X)
@@ -203,3 +226,14 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
     def predict(self, X):
         scores = self.decision_function(X)
         return self.classes_[self._classify(scores[:, None] if scores.ndim == 1 else scores)]
+
+    @available_if(lambda self: self.probability)
+    def predict_proba(self, X):
+        """Calibrated class probabilities (only with probability=True), computed as CalibratedClassifierCV
+        computes them: each class's sigmoid of its score, normalised over the classes."""
+        scores = self.decision_function(X)
+        p = expit(-(self.sigmoid_a_ * (scores[:, None] if scores.ndim == 1 else scores) + self.sigmoid_b_))
+        if len(self.classes_) == 2:
+            return np.column_stack([1 - p[:, 0], p[:, 0]])
+        total = p.sum(axis=1, keepdims=True)
+        return np.divide(p, total, out=np.full_like(p, 1 / p.shape[1]), where=total != 0)

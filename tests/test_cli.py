@@ -43,6 +43,19 @@ def test_commands_with_nothing_to_do_never_load_the_backend(store, resnet_weight
         assert code == 2 and not backend, args
 
 
+def test_reading_commands_never_load_the_backend(store, tmp_path):
+    """report, runs and export read what is stored: answering them never starts TensorFlow."""
+    from cnncodes.classifiers.fit import fit_head
+
+    fit_head(store, "logreg", params={"Cs": [1.0]})
+    for args, says in ((["report", "--store", store, "--out", tmp_path / "report"], "report written to "),
+                       (["runs", "--store", store], "logreg"),
+                       (["export", "--store", store, "--out", tmp_path / "codes.npz"], "exported to ")):
+        code, backend, output = loads_backend(*args)
+        assert code == 0 and not backend and says in output, (args, output)
+    assert list((tmp_path / "report").glob("*.html")) and (tmp_path / "codes.npz").exists()
+
+
 def test_no_backend_start_up_lines_on_the_console(store):
     for args in (["layers", "efficientnet_lite0", "--size", 32],
                  ["fit", "--store", store, "--head", "logreg", "--param", "Cs=[1.0]", "--quiet"]):
@@ -89,7 +102,7 @@ def test_the_store_can_come_from_the_environment(store):
     assert run_cli("info", "--store", store).stdout == result.stdout == run_cli("info", store).stdout
 
 
-def test_predict_labels_an_svms_decision_scores(store, tmp_path):
+def test_predict_labels_an_svms_decision_scores_and_its_calibrated_probabilities(store, tmp_path):
     import cv2
 
     from cnncodes.classifiers.fit import fit_head
@@ -100,7 +113,7 @@ def test_predict_labels_an_svms_decision_scores(store, tmp_path):
     result = run_cli("predict", "--model", run, "--top", 3, image)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "top 3 classes by decision score (margins, not probabilities)"
-    fit_run, _ = fit_head(store, "logreg", params={"Cs": [1.0]})
+    fit_run, _ = fit_head(store, "svm", params={"Cs": [1.0], "probability": True})  # calibrated: probabilities
     assert run_cli("predict", "--model", fit_run, image).stdout.startswith("top 5 classes by probability")
     missing = run_cli("predict", "--model", fit_run, tmp_path / "missing.png")
     assert missing.returncode == 2 and "does not exist" in missing.stderr

@@ -10,7 +10,17 @@ from cnncodes.classifiers.heads import DenseHead, GapHead, LogRegHead
 from cnncodes.classifiers.svm import LinearSVM
 
 
-@parametrize_with_checks([LinearSVM(), LogRegHead()])
+def calibration_ranks_differently(estimator) -> dict:
+    """The one check a calibrated SVM fails, as scikit-learn's SVC(probability=True) does: it asks that
+    predict agree with the argmax of both decision_function and predict_proba, and the per-class sigmoids
+    fitted on held-out scores may rank a few rows differently from the raw scores that predict uses."""
+    if getattr(estimator, "probability", False):
+        return {"check_classifiers_train": "Platt-scaled probabilities may disagree with the SVM's own argmax"}
+    return {}
+
+
+@parametrize_with_checks([LinearSVM(), LinearSVM(probability=True), LogRegHead()],
+                         expected_failed_checks=calibration_ranks_differently, xfail_strict=True)
 def test_linear_head_passes_every_estimator_check(estimator, check):
     check(estimator)
 

@@ -244,6 +244,26 @@ def test_every_head_says_what_it_chose_and_how_it_scored_on_its_own_holdout(name
         assert chosen["learning_rate"] == head.learning_rate and chosen["batch_size"] == head.batch_size
 
 
+@pytest.mark.parametrize("classes", [2, 5])
+def test_svm_probabilities_when_asked_are_scikit_learns_platt_calibration(classes):
+    """probability=True gives exactly what CalibratedClassifierCV(sigmoid, the same folds, ensemble=False)
+    gives on an SVM with the chosen C; without it the SVM has no predict_proba to be mistaken for one."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.model_selection import StratifiedKFold
+
+    X, y, X_test, _ = synthetic(400, classes=classes)
+    labels = np.array(list("abcde"))[:classes]
+    svm = LinearSVM(Cs=(0.01, 1.0), probability=True).fit(X, labels[y])
+    reference = CalibratedClassifierCV(LinearSVM(C=svm.C_), method="sigmoid", ensemble=False,
+                                       cv=StratifiedKFold(3, shuffle=True, random_state=0)).fit(X, labels[y])
+    p = svm.predict_proba(X_test)
+    np.testing.assert_allclose(p, reference.predict_proba(X_test), rtol=1e-6, atol=1e-9)
+    assert p.shape == (len(X_test), classes) and np.allclose(p.sum(1), 1) and (svm.sigmoid_a_ < 0).all()
+    assert (labels[p.argmax(1)] == svm.predict(X_test)).mean() > 0.9  # calibration keeps the ranking, mostly
+    plain = LinearSVM(C=svm.C_).fit(X, labels[y])
+    assert not hasattr(plain, "predict_proba") and np.array_equal(plain.coef_, svm.coef_)
+
+
 def test_svm_with_a_given_C_holds_nothing_out():
     X, y, _, _ = synthetic(300)
     svm = LinearSVM(C=0.1).fit(X, y)

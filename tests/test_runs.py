@@ -39,6 +39,7 @@ def tiny_data(spatial=False, seed=0):
 @pytest.mark.parametrize("head, params, spatial", [
     ("logreg", {"Cs": (0.1, 1.0)}, False),
     ("svm", {"Cs": (0.1, 1.0)}, False),
+    ("svm", {"Cs": (0.1, 1.0), "probability": True}, False),
     ("dense", {"epochs": 2, "hidden": 8}, False),
     ("gap", {"epochs": 2}, True),
 ])
@@ -53,6 +54,9 @@ def test_saved_head_predicts_exactly_as_the_fitted_one(tmp_path, head, params, s
     assert np.array_equal(loaded.predict(X), model.predict(X))
     scores = "decision_function" if head == "svm" else "predict_proba"
     assert np.array_equal(getattr(loaded, scores)(X), getattr(model, scores)(X))
+    assert hasattr(loaded, "predict_proba") == hasattr(model, "predict_proba")
+    if params.get("probability"):  # a calibrated SVM's sigmoids come back too
+        assert np.array_equal(loaded.predict_proba(X), model.predict_proba(X))
     if head == "logreg":  # the wrapped scikit-learn estimator is rebuilt from its arrays
         assert type(loaded.model_).__name__ == "LogisticRegression"
         assert np.array_equal(loaded.model_.coef_, model.model_.coef_) and loaded.C_ == model.C_
@@ -204,11 +208,11 @@ def hostile_store(tmp_path_factory):
     store = ingest(base / "store", IngestConfig(f"folder:{root}"), **quiet).path
     extract_features(store, FeatureConfig(weights="none", size=32), name="codes", **quiet)
     with h5py.File(store / "data.h5", "r+") as f:
-        f.create_dataset(f"labels/{SCRIPT}", data=f["labels/label"][:])
+        f.create_dataset(f"labels/{SCRIPT}", data=f["labels/class"][:])
         f.create_dataset(f"label_names/{SCRIPT}", data=np.array([SCRIPT, "x", "y"], dtype=object),
                          dtype=h5py.string_dtype())
-        f.attrs["label_sets"] = json.dumps(["label", SCRIPT])
-    for label in ("label", SCRIPT):
+        f.attrs["label_sets"] = json.dumps(["class", SCRIPT])
+    for label in ("class", SCRIPT):
         fit_head(store, "logreg", label=label, params={"Cs": [0.1]})
     return store
 
@@ -220,7 +224,7 @@ def copy_of(store, tmp_path):
 
 def test_report_escapes_every_name_from_data_and_draws_them_as_plain_text(hostile_store, tmp_path):
     store = copy_of(hostile_store, tmp_path)
-    assert {r["label"] for r in all_runs(store)} == {"label", SCRIPT}
+    assert {r["label"] for r in all_runs(store)} == {"class", SCRIPT}
     assert all("<" not in r["run"] for r in all_runs(store))  # run folders are named safely
     page = build_report(store, tmp_path / "out")  # a class named $\frac{$ used to crash matplotlib
     text = page.read_text(encoding="utf-8")
@@ -235,8 +239,8 @@ def test_report_escapes_every_name_from_data_and_draws_them_as_plain_text(hostil
 def test_report_lists_the_misclassified_test_images_with_their_sources(hostile_store, tmp_path, monkeypatch):
     store = copy_of(hostile_store, tmp_path)
     s = FeatureStore.open(store)
-    (run,) = [r for r in all_runs(store) if r["label"] == "label"]
-    truth, sources = s.labels("label", split="test"), s.sources(split="test")
+    (run,) = [r for r in all_runs(store) if r["label"] == "class"]
+    truth, sources = s.labels("class", split="test"), s.sources(split="test")
     wrong = np.flatnonzero(np.array(run["test_predictions"]) != truth)
     assert 2 <= len(wrong) < len(truth), "the tiny random-weight codes should get some test images wrong"
     text = build_report(store).read_text(encoding="utf-8")
@@ -289,7 +293,7 @@ def test_fit_on_a_read_only_store_fails_before_training(hostile_store, tmp_path,
 
 def test_predict_on_what_is_not_a_fitted_run_is_one_clear_error(hostile_store, tmp_path):
     store = copy_of(hostile_store, tmp_path)
-    (run,) = [r for r in all_runs(store) if r["label"] == "label"]
+    (run,) = [r for r in all_runs(store) if r["label"] == "class"]
     run = store / "runs" / os.path.basename(run["run"])
     image = tmp_path / "x.png"
     with pytest.raises(UserError, match="is not a run folder"):
