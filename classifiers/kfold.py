@@ -128,7 +128,7 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
 
 def format_table(table: dict) -> str:
     k = table["k"]
-    head = "| head | label | " + " | ".join(f"fold {i}" for i in range(k)) + " | mean ± std | time (s) |"
+    head = "| head | label set | " + " | ".join(f"fold {i} (%)" for i in range(k)) + " | mean ± std (%) | fit time (s) |"
     lines = [f"{k}-fold on {table['on']}, features {table['features']}", "", head, "|" + " --- |" * (k + 4)]
     for r in table["rows"]:
         folds = " | ".join(f"{100 * a:.2f}" for a in r["folds"])

@@ -84,7 +84,7 @@ def kfold_section(tables: list[dict], fold_records: int) -> list[str]:
     for t in tables:
         parts.append(f"<h3>{esc(t['k'])}-fold on {esc(t['on'])}, features {esc(t['features'])}</h3>"
                      f"<p>wall time {esc(t['wall_seconds'])} s</p>")
-        header = ["head", "label set"] + [f"fold {i}" for i in range(t["k"])] + ["mean ± std (%)", "fit time (s)"]
+        header = ["head", "label set"] + [f"fold {i} (%)" for i in range(t["k"])] + ["mean ± std (%)", "fit time (s)"]
         parts.append(_table(header, [[r["head"], r["label"]] + [percent(a) for a in r["folds"]]
                                      + [f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}", r["seconds"]]
                                      for r in t["rows"]]))

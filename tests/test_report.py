@@ -78,6 +78,7 @@ def test_report_after_a_baseline_kfold_shows_its_table_not_its_fold_records_as_r
     assert latest_runs(store) == [] and format_runs(all_runs(store)).count("\n") == 1  # the header alone
     text = build_report(store).read_text(encoding="utf-8")
     assert "No runs yet" in text and "3-fold on train, features pixels" in text
+    assert "<th>fold 0 (%)</th>" in text and "<th>mean ± std (%)</th>" in text
     assert "87.00 ± 1.00" in text and "The 3 per-fold baseline runs in the store belong to these tables" in text
     assert not any(f.name in text for f in folds)
 
