@@ -6,6 +6,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from cnncodes.features.folds import stratified_subset
+from .params import check_values
 
 # A feature whose spread is below this fraction of the features' mean spread counts as constant. A nearly
 # dead ReLU channel (train std 4e-6) divided by its own std turned a test activation of 0.5 into 1e5,
@@ -16,7 +17,9 @@ CHUNK_ROWS = 65536  # rows per standardisation pass: memory stays flat on spatia
 
 def training_data(head, X, y):
     """(X as float32, y as class codes 0..K-1): validated as scikit-learn does, which also refuses NaN and
-    inf; spatial maps (n, h, w, c) are allowed. Sets n_features_in_ and classes_."""
+    inf; spatial maps (n, h, w, c) are allowed. Sets n_features_in_ and classes_. The head's parameters
+    are checked first, by the rules the command line uses."""
+    check_values(type(head).__name__, head.get_params())
     X, y = validate_data(head, X, y, allow_nd=True, dtype=np.float32)
     check_classification_targets(y)
     encoder = LabelEncoder().fit(y)

@@ -1,7 +1,9 @@
 """Head parameters as a user gives them (`--param KEY=VALUE`, `--param HEAD.KEY=VALUE`, `--epochs`), checked
 and sent to the heads they belong to: the CLI and the Python API (fit_head, kfold_scores) share this one
 reading, so a parameter is never dropped or refused in one and not the other."""
-from cnncodes.features.errors import UserError
+import numbers
+
+from cnncodes.features.errors import BadParameter, UserError
 
 BASELINES = ("cnn", "finetune", "wrn")  # pixel baselines: heads of kfold too
 NOT_BASELINE_PARAMS = {"kind", "label", "fold", "k", "extra"}  # set by kfold itself, or not an option
@@ -20,6 +22,68 @@ def head_parameters(head: str) -> set[str]:
 
         return {f.name for f in fields(BaselineConfig)} - NOT_BASELINE_PARAMS
     raise UserError(f"unknown head {head!r}: use one of {', '.join(HEADS)} (or, in kfold, {', '.join(BASELINES)})")
+
+
+# -- what each parameter's value may be: one rule per name, as the names mean the same in every head --------
+def _number(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _integer(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+POSITIVE_NUMBER = ("a positive number", lambda x: _number(x) and x > 0)
+FRACTION = ("a number from 0 to below 1", lambda x: _number(x) and 0 <= x < 1)
+OPEN_FRACTION = ("a number between 0 and 1", lambda x: _number(x) and 0 < x < 1)
+COUNT = ("a whole number of at least 1", lambda x: _integer(x) and x >= 1)
+NATURAL = ("a whole number of at least 0", lambda x: _integer(x) and x >= 0)
+SWITCH = ("true or false", lambda x: isinstance(x, bool))
+
+
+def _or_null(rule):
+    text, ok = rule
+    return f"{text}, or null", lambda x: x is None or ok(x)
+
+
+def _one_of(*names):
+    return f"one of {', '.join(names)}", lambda x: x in names
+
+
+VALUE_RULES = {
+    "C": _or_null(POSITIVE_NUMBER),
+    "Cs": ("a non-empty list of positive numbers, e.g. [0.1,1]",
+           lambda x: isinstance(x, (list, tuple)) and len(x) > 0 and all(POSITIVE_NUMBER[1](c) for c in x)),
+    "cv": ("a whole number of at least 2", lambda x: _integer(x) and x >= 2),
+    "tol": POSITIVE_NUMBER, "learning_rate": POSITIVE_NUMBER,
+    "max_iter": COUNT, "hidden": COUNT, "epochs": COUNT, "batch_size": COUNT, "limit": COUNT,
+    "width": COUNT, "size": ("a whole number from 8 to 1024", lambda x: _integer(x) and 8 <= x <= 1024),
+    "depth": ("a whole number 6n+4 of at least 10, e.g. 28", lambda x: _integer(x) and x >= 10 and (x - 4) % 6 == 0),
+    "patience": COUNT, "head_epochs": NATURAL, "seed": NATURAL, "random_state": _or_null(NATURAL),
+    "verbose": ("true, false or a whole number of at least 0", lambda x: isinstance(x, bool) or NATURAL[1](x)),
+    "dropout": FRACTION, "input_dropout": FRACTION, "label_smoothing": FRACTION,
+    "validation_fraction": OPEN_FRACTION,
+    "standardize": SWITCH, "probability": SWITCH,
+    "optimizer": _one_of("adam", "sgd"), "precision": _one_of("fp32", "bf16", "fp16"),
+    "backbone": ("a backbone name", lambda x: isinstance(x, str) and x != ""),
+    "weights": ("imagenet, none or a weights file", lambda x: isinstance(x, str) and x != ""),
+    "unfreeze_from": ("a layer name", lambda x: isinstance(x, str) and x != ""),
+}
+BASELINE_DEFAULTS = {"epochs", "patience", "limit", "learning_rate", "unfreeze_from"}  # null: the kind's default, or off
+
+
+def check_value(head: str, name: str, value):
+    """One error when `value` is not what parameter `name` takes (a name without a rule takes anything)."""
+    text, ok = VALUE_RULES.get(name, ("", lambda x: True))
+    if head in BASELINES and name in BASELINE_DEFAULTS:
+        text, ok = _or_null((text, ok))
+    if not ok(value):
+        raise BadParameter(f"head {head}: {name} takes {text}, not {value!r}")
+
+
+def check_values(head: str, params: dict):
+    for name, value in params.items():
+        check_value(head, name, value)
 
 
 def resolve_params(heads: list[str], params: dict, epochs: int | None = None) -> dict[str, dict]:
@@ -49,6 +113,8 @@ def resolve_params(heads: list[str], params: dict, epochs: int | None = None) ->
         if name not in takes[head]:
             raise UserError(f"head {head} has no parameter {name!r}: it takes {', '.join(sorted(takes[head]))}")
         resolved[head][name] = value
+    for head, given in resolved.items():
+        check_values(head, given)
     return resolved
 
 

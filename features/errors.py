@@ -4,3 +4,8 @@ class UserError(Exception):
 
 class DamagedError(UserError):
     """A stored file that fails its checksums or cannot be parsed: named, with how to rebuild it."""
+
+
+class BadParameter(UserError, ValueError):
+    """A head's parameter with a value it cannot take: one line on the command line, and the ValueError
+    scikit-learn callers expect from an estimator's fit."""

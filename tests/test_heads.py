@@ -314,6 +314,46 @@ def test_a_parameter_no_head_takes_is_one_clear_error(heads, params, message):
         resolve_params(heads, params)
 
 
+@pytest.mark.parametrize("head, name, value, takes", [
+    ("svm", "C", "abc", "a positive number, or null"), ("svm", "C", -1, "a positive number"),
+    ("svm", "cv", 1, "a whole number of at least 2"), ("svm", "Cs", [], "a non-empty list of positive numbers"),
+    ("logreg", "Cs", 5, "a non-empty list"), ("logreg", "max_iter", -1, "a whole number of at least 1"),
+    ("dense", "hidden", 0, "a whole number of at least 1"), ("dense", "batch_size", 2.5, "a whole number"),
+    ("svm", "probability", "False", "true or false"), ("svm", "probability", "maybe", "true or false"),
+    ("dense", "optimizer", "adagrad", "one of adam, sgd"), ("dense", "dropout", 1, "a number from 0 to below 1"),
+    ("dense", "patience", None, "a whole number of at least 1"), ("wrn", "depth", 27, "a whole number 6n\\+4"),
+    ("cnn", "precision", "fp64", "one of fp32, bf16, fp16"),
+])
+def test_a_parameter_value_a_head_cannot_take_is_one_clear_error_before_any_work(head, name, value, takes):
+    """Was a 30-50 line traceback from deep in the solver, or (a string for a switch) silently taken as true."""
+    from cnncodes.classifiers.heads import HEADS
+    from cnncodes.classifiers.params import resolve_params
+
+    message = f"head {head}: {name} takes {takes}.*, not {value!r}".replace("[", "\\[").replace("]", "\\]")
+    with pytest.raises(UserError, match=message):
+        resolve_params([head], {name: value})
+    if head in HEADS:  # a Python caller's estimator says the same, as the ValueError scikit-learn expects
+        X, y, _, _ = synthetic(60)
+        with pytest.raises(ValueError, match=f"{name} takes {takes}"):
+            HEADS[head](**{name: value}).fit(X, y)
+
+
+def test_every_parameter_has_a_rule_its_defaults_keep():
+    from cnncodes.classifiers.heads import HEADS
+    from cnncodes.classifiers.params import BASELINES, VALUE_RULES, check_values, head_parameters, resolve_params
+    from cnncodes.classifiers.train import BaselineConfig
+
+    for head in (*HEADS, *BASELINES):
+        assert head_parameters(head) <= set(VALUE_RULES), head
+    for head, cls in HEADS.items():
+        check_values(head, cls().get_params())
+    for kind in BASELINES:
+        config = BaselineConfig(kind)
+        check_values(kind, {name: getattr(config, name) for name in head_parameters(kind)})
+    nulls = {"epochs": None, "patience": None}  # a baseline's null: its kind's default, or off
+    assert resolve_params(["cnn"], nulls) == {"cnn": nulls}
+
+
 def test_the_python_api_reads_parameters_as_the_command_line_does(tmp_path):
     from cnncodes.classifiers.fit import fit_head
     from cnncodes.classifiers.kfold import kfold_scores
