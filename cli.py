@@ -1,6 +1,7 @@
 """cnncodes: the command line. A thin click layer over pipeline/, features/ and classifiers/."""
 import errno
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ class Cli(click.Group):
         from cnncodes.pipeline.console import filter_native_stderr
 
         filter_native_stderr()  # the backend's C++ start-up lines never reach the console
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)  # nor its Python warnings (tf.function retracing)
         try:
             return super().invoke(ctx)
         except click.UsageError as e:  # a bad option value or a missing argument: one line, not click's three
@@ -28,15 +30,17 @@ class Cli(click.Group):
         except UserError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
-        except OSError as e:  # disk full, read-only or vanished files: the system's reason and the file
-            if e.errno not in FILE_SYSTEM_ERRORS:
+        except OSError as e:  # disk full, read-only, missing or vanished files: the system's reason and the file
+            if e.errno not in FILE_SYSTEM_ERRORS or not e.strerror:
                 raise
-            click.echo(f"error: {e.strerror}: {e.filename or ''} - free space, or choose a writable --store; "
-                       f"committed work is kept and the same command resumes", err=True)
+            fix = ("check the path, or choose another" if e.errno in PATH_ERRORS else
+                   "free space, or choose a writable --store; committed work is kept and the same command resumes")
+            click.echo(f"error: {e.strerror}: {e.filename or ''} - {fix}", err=True)
             sys.exit(1)
 
 
-FILE_SYSTEM_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+PATH_ERRORS = {errno.ENOENT, errno.EEXIST, errno.EISDIR, errno.ENOTDIR}
+FILE_SYSTEM_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM} | PATH_ERRORS
 POSITIVE = click.IntRange(min=1)
 SIZE = click.IntRange(8, 1024)  # ImageNet CNNs take 32..~600 px; 1024 already needs 20x the memory of 224
 
@@ -108,9 +112,9 @@ def native_size(backbone: str) -> int:
 
 
 def default_store(dataset: str) -> Path:
-    from cnncodes.pipeline.sources import dataset_name
+    from cnncodes.pipeline.sources import canonical_dataset, dataset_name
 
-    return Path("store") / dataset_name(dataset)
+    return Path("store") / dataset_name(canonical_dataset(dataset))
 
 
 @cli.command()
@@ -129,7 +133,7 @@ def default_store(dataset: str) -> Path:
 @click.option("--batch-size", default="64", help="images per device step, or auto (largest that fits)")
 @click.option("--chunk-size", default=512, type=POSITIVE,
               help="images per committed chunk (resume granularity)")
-@click.option("--limit", type=POSITIVE, help="a stratified subset of N images per split")
+@click.option("--limit", type=POSITIVE, help="a stratified subset of N images per split [every image]")
 @click.option("--name", callback=checked_name, help="feature set name [from the configuration]")
 @click.option("--seed", default=0, type=click.IntRange(min=0),
               help="seeds subsets, holdout, folds and --weights none")
@@ -142,13 +146,18 @@ def default_store(dataset: str) -> Path:
 @click.option("--data-dir", type=click.Path(path_type=Path), help="where CIFAR archives are [$CNNCODES_DATA, ~/.keras/datasets]")
 @click.option("--verify/--no-verify", default=True, help="check CIFAR archives against the official md5")
 @click.option("--workers", default=1, type=POSITIVE, help="local Dask worker processes extracting shards")
-@click.option("--scheduler", help="address of a dask.distributed scheduler whose workers extract shards")
+@click.option("--scheduler", help="address of a dask.distributed scheduler whose workers extract shards [none: "
+              "this machine]")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def features(dataset, store, backbone, weights, size, layer, spatial, flip_average, precision, batch_size, chunk_size,
              limit, name, seed, holdout, image_size, folds, skip_bad, data_dir, verify, workers, scheduler, quiet):
     """Ingest a data set into a store (once) and cache its CNN codes (once per configuration)."""
     from cnncodes.pipeline.ingest import IngestConfig, ingest
 
+    from cnncodes.pipeline.backbones import checked_weights
+    from cnncodes.pipeline.sources import canonical_dataset
+
+    dataset, weights = canonical_dataset(dataset), checked_weights(weights)
     store = store or default_store(dataset)
     if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
         raise UserError(f"--batch-size {batch_size!r} is neither a positive integer nor auto")
@@ -182,6 +191,8 @@ def info(store, store_argument, as_json, check):
     """What a store holds: data, splits, label sets, folds, feature sets."""
     from cnncodes.features.store import FeatureStore
 
+    if store_argument and store and Path(store) != store_argument:
+        raise UserError(f"two stores given, {store_argument} and --store {store}: give one")
     store = store_argument or store  # `info STORE` as before, or --store like every other command
     if store is None:
         raise UserError("which store? give --store DIR (or set CNNCODES_STORE)")
@@ -229,6 +240,9 @@ def export(store, features, spatial, out):
     """Codes of both splits with every label set, split, sources and folds, as one .npz (no pickles)."""
     from cnncodes.features.export import export_feature_set
 
+    if out.is_dir() or not out.parent.is_dir():
+        raise UserError(f"--out {out}: " + ("a folder; give a file name, e.g. codes.npz" if out.is_dir() else
+                                            f"folder {out.parent} does not exist; create it, or choose another"))
     path = export_feature_set(store, out, features, kind="spatial" if spatial else "pooled")
     click.echo(f"exported to {path}")
 
@@ -353,6 +367,8 @@ def report(store, out):
     """One HTML page over every run in the store: tables, curves, confusion matrices, samples."""
     from cnncodes.classifiers.report import build_report
 
+    if out is not None and out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the report and its images")
     click.echo(f"report written to {build_report(store, out)}")
 
 
@@ -367,8 +383,8 @@ def report(store, out):
 @click.option("--batch-size", default=128, type=POSITIVE, help="images per training step")
 @click.option("--precision", type=PRECISION, default="fp32", help="arithmetic of training (mixed precision for bf16, fp16)")
 @click.option("--seed", default=0, type=click.IntRange(min=0), help="weights, augmentation and batch order")
-@click.option("--patience", type=POSITIVE, help="early stopping on a 10% validation slice")
-@click.option("--limit", type=POSITIVE, help="train on a stratified subset of N training rows")
+@click.option("--patience", type=POSITIVE, help="early stopping on a 10% validation slice [none: every epoch]")
+@click.option("--limit", type=POSITIVE, help="train on a stratified subset of N training rows [every row]")
 @click.option("--learning-rate", type=click.FloatRange(0, min_open=True), help="[cnn 1e-4, finetune 1e-4 (phase 2), wrn sgd 0.1 / adam 1e-3]")
 @click.option("--backbone", default="resnet50", type=backbone_choice(), help="finetune")
 @click.option("--weights", default="imagenet", help="finetune: imagenet, none or PATH")
@@ -388,6 +404,10 @@ def baseline(kind, store, quiet, **options):
     if kind == "wrn" and (options["depth"] - 4) % 6:
         raise UserError(f"--depth {options['depth']}: a Wide ResNet's depth is 6n+4, e.g. 16, 22, 28 or 40")
     options["size"] = options["size"] or native_size(options["backbone"])
+    if kind == "finetune":
+        from cnncodes.pipeline.backbones import checked_weights
+
+        options["weights"] = checked_weights(options["weights"])
     run, r = train_baseline(store, BaselineConfig(kind=kind, **options), progress=not quiet,
                             log=lambda m: click.echo(m, err=True))
     chosen = ", ".join(f"{k} {v}" for k, v in (r.get("chosen") or {}).items())

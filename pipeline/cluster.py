@@ -1,6 +1,11 @@
 """Where the Dask stages (multi-worker extraction, k-fold) run: a cluster by address, or a local one."""
 from contextlib import contextmanager
 
+from cnncodes.features.errors import UserError
+from cnncodes.features.store import reason
+
+CONNECT_SECONDS = 10  # Dask's default of 30 s is a long wait for a mistyped address
+
 
 @contextmanager
 def dask_client(scheduler: str | None, workers: int):
@@ -9,7 +14,11 @@ def dask_client(scheduler: str | None, workers: int):
     from distributed import Client
 
     if scheduler:
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler, timeout=CONNECT_SECONDS)
+        except (OSError, TimeoutError) as e:  # refused, unknown host, or nothing answering in time
+            raise UserError(f"--scheduler {scheduler}: no Dask scheduler answers there ({reason(e)}); start one "
+                            f"(`dask scheduler`) or leave --scheduler out to run on this machine") from None
     elif workers <= 1:
         client = Client(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0")
     else:

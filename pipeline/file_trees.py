@@ -138,5 +138,6 @@ def open_files(path: Path):
         return TarFiles(path)
     except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError,
             UnicodeDecodeError) as e:
-        raise UserError(f"{utf8_name(str(path))} is not a readable .tar or .zip archive ({type(e).__name__}: {e}): "
+        why = str(e).split("\n")[0].rstrip(":")  # tarfile lists each compression it tried, one a line
+        raise UserError(f"{utf8_name(str(path))} is not a readable .tar or .zip archive ({type(e).__name__}: {why}): "
                         f"give a folder of class folders, or pack or download the archive again") from None

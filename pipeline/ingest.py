@@ -3,7 +3,7 @@ import errno
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ from cnncodes.features.errors import UserError
 from cnncodes.features.folds import stratified_folds, stratified_holdout, stratified_subset
 from cnncodes.features.store import FeatureStore
 from cnncodes.features.writers import DataFileWriter, store_lock
-from .sources import open_source
+from .sources import canonical_dataset, open_source
 
 
 @dataclass(frozen=True)
@@ -84,18 +84,25 @@ def ingest(store: Path, config: IngestConfig, *, data_dir=None, verify: bool = T
            log=print) -> FeatureStore:
     store = Path(store)
     config.check()
+    config = replace(config, dataset=canonical_dataset(config.dataset))
     wanted = json.dumps(asdict(config), sort_keys=True)
     if schema.data_path(store).exists():
         return reuse(store, wanted, log)
-    check_writable(store)
-    with store_lock(store):  # before anything is created: a second first-time ingest stops here
-        if schema.data_path(store).exists():  # another process finished it while we waited
-            return reuse(store, wanted, log)
-        source = open_source(config.dataset, data_dir=data_dir, verify=verify, image_size=config.image_size)
-        try:
-            return _write(store, source, config, wanted, progress, log)
-        finally:
-            source.close()
+    created = not store.exists()
+    try:
+        check_writable(store)
+        with store_lock(store):  # before anything is created: a second first-time ingest stops here
+            if schema.data_path(store).exists():  # another process finished it while we waited
+                return reuse(store, wanted, log)
+            source = open_source(config.dataset, data_dir=data_dir, verify=verify, image_size=config.image_size)
+            try:
+                return _write(store, source, config, wanted, progress, log)
+            finally:
+                source.close()
+    except BaseException:
+        if created and not schema.data_path(store).exists():  # a failed first ingest leaves no half-made store
+            shutil.rmtree(store, ignore_errors=True)
+        raise
 
 
 def same_content(stored: str | None, wanted: str) -> bool:

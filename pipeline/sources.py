@@ -17,6 +17,16 @@ NAMED_SOURCES = {
 FOLDER = "folder:"
 
 
+def canonical_dataset(spec: str) -> str:
+    """--dataset as the store records it: names and the folder: prefix in any case (DIGITS, Folder:x);
+    the path after folder: as given. An unknown name is one UserError, before anything is created."""
+    if spec.lower().startswith(FOLDER):
+        return FOLDER + spec[len(FOLDER):]
+    if spec.lower() in NAMED_SOURCES:
+        return spec.lower()
+    raise UserError(f"unknown dataset {spec!r}: use {', '.join(NAMED_SOURCES)} or {FOLDER}PATH")
+
+
 def dataset_name(spec: str) -> str:
     """Short name for the default store folder: cifar100, digits, folder:x/cifar10-jpg.tar -> cifar10-jpg."""
     if spec.startswith(FOLDER):
@@ -29,8 +39,7 @@ def dataset_name(spec: str) -> str:
 
 
 def open_source(spec: str, *, data_dir=None, verify: bool = True, image_size: int | None = None) -> Source:
+    spec = canonical_dataset(spec)
     if spec.startswith(FOLDER):
         return folder_source(spec[len(FOLDER):], image_size=image_size)
-    if spec in NAMED_SOURCES:
-        return NAMED_SOURCES[spec](data_dir, verify)
-    raise UserError(f"unknown dataset {spec!r}: use {', '.join(NAMED_SOURCES)} or {FOLDER}PATH")
+    return NAMED_SOURCES[spec](data_dir, verify)

@@ -1,5 +1,6 @@
 """The command line as a newcomer meets it: quiet, fast where there is nothing to do, consistent."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from conftest import ROOT, run_cli
 from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureStore
 
-BACKEND_NOISE = ("oneDNN", "absl::InitializeLog", "cpu_feature_guard", "rebuild TensorFlow")
+BACKEND_NOISE = ("oneDNN", "absl::InitializeLog", "cpu_feature_guard", "rebuild TensorFlow", "WARNING:tensorflow")
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def loads_backend(*args, cwd=None) -> tuple[int, bool, str]:
     out = subprocess.run([sys.executable, "-c", probe, *map(str, args)], capture_output=True, text=True, cwd=cwd,
                          env={**os.environ})
     last = out.stdout.strip().splitlines()[-1].split()
-    return int(last[2]), last[1] == "True", out.stdout
+    return int(last[2]), last[1] == "True", out.stdout + out.stderr  # errors go to the console's stderr
 
 
 def test_commands_with_nothing_to_do_never_load_the_backend(store, resnet_weights):
@@ -41,6 +42,45 @@ def test_commands_with_nothing_to_do_never_load_the_backend(store, resnet_weight
                  ["kfold", "--store", store, "--head", "nosuch"]):
         code, backend, _ = loads_backend(*args)
         assert code == 2 and not backend, args
+
+
+def test_names_in_any_case_and_path_mistakes_are_answered_before_the_backend_starts(store, resnet_weights, tmp_path):
+    code, backend, output = loads_backend("features", "--dataset", "DIGITS", "--store", store, "--weights",
+                                          resnet_weights, "--size", 32, "--name", "r50", "--quiet")
+    assert code == 0 and "cached" in output and not backend  # DIGITS is digits: the same store, reused
+    for args, says in (
+            (["features", "--dataset", "digits", "--weights", tmp_path / "missing.h5", "--store", tmp_path / "new"],
+             "--weights .*missing.h5: no such file; give imagenet, none or the path"),
+            (["features", "--dataset", "Folder:" + str(tmp_path / "nowhere"), "--store", tmp_path / "new"],
+             "nowhere does not exist"),
+            (["baseline", "finetune", "--store", store, "--weights", tmp_path / "missing.h5"], "missing.h5: no such file"),
+            (["info", store, "--store", tmp_path], "two stores given"),
+            (["report", "--store", store, "--out", resnet_weights], "is a file; give a folder"),
+            (["export", "--store", store, "--out", tmp_path / "no" / "codes.npz"], "folder .*no does not exist")):
+        code, backend, output = loads_backend(*args)
+        assert code == 1 and not backend and re.search(says, output), (args, output)
+    assert not (tmp_path / "new").exists()  # a failed first ingest leaves no half-made store
+
+
+def test_a_failed_first_ingest_leaves_nothing_behind(tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "ant").mkdir(parents=True)  # a class folder without images
+    result = run_cli("features", "--dataset", f"folder:{tree}", "--store", tmp_path / "store")
+    assert result.returncode == 1 and "class folder 'ant'" in result.stderr and not (tmp_path / "store").exists()
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("the user's")  # a folder that was there before is never removed
+    assert run_cli("features", "--dataset", f"folder:{tree}", "--store", kept).returncode == 1
+    assert (kept / "notes.txt").read_text() == "the user's"
+
+
+def test_an_unreachable_scheduler_is_one_line(monkeypatch):
+    from cnncodes.pipeline import cluster
+
+    monkeypatch.setattr(cluster, "CONNECT_SECONDS", 1)
+    with pytest.raises(UserError, match="--scheduler tcp://127.0.0.1:1: no Dask scheduler answers there .*dask scheduler"):
+        with cluster.dask_client("tcp://127.0.0.1:1", 1):
+            pass
 
 
 def test_reading_commands_never_load_the_backend(store, tmp_path):
@@ -58,7 +98,9 @@ def test_reading_commands_never_load_the_backend(store, tmp_path):
 
 def test_no_backend_start_up_lines_on_the_console(store):
     for args in (["layers", "efficientnet_lite0", "--size", 32],
-                 ["fit", "--store", store, "--head", "logreg", "--param", "Cs=[1.0]", "--quiet"]):
+                 ["fit", "--store", store, "--head", "logreg", "--param", "Cs=[1.0]", "--quiet"],
+                 # a network per fold: TensorFlow's Python logger warned of tf.function retracing
+                 ["kfold", "--store", store, "--head", "dense", "-k", 3, "--epochs", 1, "--param", "hidden=8", "--quiet"]):
         result = run_cli(*args)
         assert result.returncode == 0, result.stderr
         assert not [line for line in result.stderr.splitlines() if any(n in line for n in BACKEND_NOISE)], result.stderr

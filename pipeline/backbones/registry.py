@@ -138,3 +138,15 @@ def make_preprocess_layer(mode: str):
             return x / 127.5 - 1.0
 
     return Preprocess(name=f"preprocess_{mode}")
+
+
+def checked_weights(weights: str) -> str:
+    """--weights as given: imagenet or none in any case, else a file that exists. Checked before the
+    backend starts, so a mistyped path is answered at once."""
+    from pathlib import Path
+
+    if weights.lower() in ("imagenet", "none"):
+        return weights.lower()
+    if not Path(weights).is_file():
+        raise UserError(f"--weights {weights}: no such file; give imagenet, none or the path of a weights file")
+    return weights
