@@ -3,9 +3,9 @@ state in trailing-underscore attributes, fit returns self. So clone, cross_val_s
 GridSearchCV work on them."""
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from tqdm import tqdm
 
 from cnncodes.features.errors import UserError
+from cnncodes.pipeline.console import progress_bar
 from .inputs import as_vectors, fit_standardizer, holdout, new_data, standardize, training_data
 from .svm import LinearSVM
 
@@ -188,7 +188,7 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
         self.scaler_ = fit_standardizer(X) if self.standardize else None
         X = standardize(self.scaler_, X)
         fit, val = holdout(y, self.validation_fraction, self.random_state)
-        with tqdm(total=len(self.Cs) + 1, desc="logreg", unit="fit", disable=not self.verbose) as bar:
+        with progress_bar(total=len(self.Cs) + 1, desc="logreg", unit="fit", disable=not self.verbose) as bar:
             self.scores_ = {}
             for C in self.Cs:
                 self.scores_[C] = self._score_on_holdout(C, X, y, fit, val)

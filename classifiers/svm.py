@@ -22,8 +22,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.metaestimators import available_if
-from tqdm import tqdm
 
+from cnncodes.pipeline.console import progress_bar
 from .inputs import as_vectors, fit_standardizer, new_data, standardize, training_data
 
 
@@ -150,7 +150,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         A, Y = self._design(X), self._targets(y)
         unconverged = set()  # the Cs whose fits max_iter ended: one warning names them all
         fits = 1 + (self.cv * len(self.Cs) if self.C is None else 0)
-        with tqdm(total=fits, desc="svm", unit="fit", disable=not self.verbose) as bar:
+        with progress_bar(total=fits, desc="svm", unit="fit", disable=not self.verbose) as bar:
             if self.C is None:
                 self.cv_scores_ = self._cross_validate(A, Y, y, unconverged, bar)
                 self.C_ = max(self.Cs, key=lambda C: (self.cv_scores_[C], -C))

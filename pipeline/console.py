@@ -1,5 +1,5 @@
-"""Keeps the backends' native start-up lines (TensorFlow's absl and oneDNN notices, its CPU-feature
-banner) off the console.
+"""What reaches the console: the backends' native start-up lines (TensorFlow's absl and oneDNN notices,
+its CPU-feature banner) are kept off it, and progress is a bar on a terminal, plain lines in a log.
 
 They are written by C++ straight to file descriptor 2, before and after `TF_CPP_MIN_LOG_LEVEL` is
 read, by this process and by every Dask worker it starts, so no Python logging setting reaches them.
@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import threading
+import time
 
 NOISE = re.compile(
     rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
@@ -63,3 +64,56 @@ def _drain(reader: threading.Thread):
     except (OSError, ValueError):
         return
     reader.join(timeout=2)
+
+
+# -- progress ---------------------------------------------------------------------------------------------
+def progress_bar(iterable=None, **options):
+    """A tqdm bar when stderr is a terminal; in a log file (a pipe, a CI log) plain lines instead, since
+    tqdm's \r redraws pile up there as one unreadable line."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, **options) if sys.stderr.isatty() else LogProgress(iterable, **options)
+
+
+class LogProgress:
+    """tqdm's line, written whole at most every `every` seconds and once at the end; update, iteration and
+    `with` work as tqdm's."""
+
+    def __init__(self, iterable=None, *, total=None, initial=0, desc="", unit="it", disable=False, bar_format=None,
+                 every=30.0, **_):
+        if total is None and hasattr(iterable, "__len__"):
+            total = len(iterable)  # as tqdm does
+        self.iterable, self.total, self.n, self.initial = iterable, total, initial, initial
+        self.desc, self.unit, self.bar_format, self.every = desc, unit, bar_format, every
+        self.disable, self.closed, self.start = disable, False, time.monotonic()
+        self.last = self.start
+
+    def update(self, n=1):
+        self.n += n
+        if time.monotonic() - self.last >= self.every:
+            self._line()
+
+    def _line(self):
+        from tqdm import tqdm
+
+        self.last = time.monotonic()
+        if not self.disable:
+            print(tqdm.format_meter(self.n, self.total, self.last - self.start, prefix=self.desc, unit=self.unit,
+                                    bar_format=self.bar_format, initial=self.initial), file=sys.stderr, flush=True)
+
+    def close(self):
+        if not self.closed:  # one closing line, however often close is called
+            self.closed = True
+            self._line()
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update()
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from cnncodes.features import schema
 from cnncodes.features.errors import UserError
@@ -25,6 +24,7 @@ from cnncodes.features.store import DAMAGE, FeatureStore, read_everything
 from cnncodes.features.writers import FeatureSetWriter, choose_name, discard_damaged, writer_lock
 from .backbones import build_backbone, get_backbone, make_preprocess_layer
 from .cluster import dask_client
+from .console import progress_bar
 from .device import auto_batch_size, describe_device
 from .fold import fold_batch_norms
 from .ingest import check_writable
@@ -267,7 +267,7 @@ def _extract_locked(store, config, model, weights_digest, fp, name, batch_size, 
         step = DeviceStep(model, batch_size, jit_compile, log)
         step.warm_up(store.image_shape)
     start = time.time()  # streaming time: model build and compilation are not counted
-    bar = tqdm(total=store.n, initial=sum(committed.values()), unit="img", desc=name, disable=not progress,
+    bar = progress_bar(total=store.n, initial=sum(committed.values()), unit="img", desc=name, disable=not progress,
                smoothing=0.1)
     with bar:
         if workers > 1 or scheduler:

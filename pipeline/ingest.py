@@ -7,13 +7,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from cnncodes.features import schema
 from cnncodes.features.errors import UserError
 from cnncodes.features.folds import stratified_folds, stratified_holdout, stratified_subset
 from cnncodes.features.store import FeatureStore
 from cnncodes.features.writers import DataFileWriter, store_lock
+from .console import progress_bar
 from .sources import canonical_dataset, open_source
 
 
@@ -148,7 +148,7 @@ def _write(store, source, config, wanted, progress, log):
     try:
         # a rate for decoding files; an in-memory copy's would be a meaningless million images/s
         bar_format = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}]" if source.in_memory else None
-        with tqdm(total=len(rows), unit="img", desc=f"ingest {source.name}", disable=not progress,
+        with progress_bar(total=len(rows), unit="img", desc=f"ingest {source.name}", disable=not progress,
                   bar_format=bar_format) as bar:
             for lo in range(0, len(rows), 512):
                 batch = rows[lo:lo + 512]

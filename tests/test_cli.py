@@ -127,6 +127,22 @@ def test_keras_progress_in_a_log_file_is_plain_lines(store):
     assert "saved to " in result.stdout and "validation" in result.stdout
 
 
+def test_progress_in_a_log_is_a_line_now_and_then_and_one_at_the_end(capsys):
+    from cnncodes.pipeline.console import LogProgress
+
+    with LogProgress(total=4, desc="ingest", unit="img", every=3600) as bar:
+        bar.update(4)
+        bar.close()  # `with` closes it again: still one line
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("ingest: 100%") and "4/4" in line
+    lines = []
+    for every in (3600, 0):
+        assert list(LogProgress(range(3), desc="kfold", unit="fold", every=every)) == [0, 1, 2]
+        lines.append(capsys.readouterr().err)
+    assert len(lines[0].splitlines()) == 1 and "3/3" in lines[0]
+    assert len(lines[1].splitlines()) == 4 and "1/3" in lines[1] and "\r" not in lines[1]  # each update, then the end
+
+
 def test_every_option_is_documented_and_choices_ignore_case():
     from cnncodes.cli import cli
 
