@@ -154,10 +154,11 @@ def features(dataset, store, backbone, weights, size, layer, spatial, flip_avera
     """Ingest a data set into a store (once) and cache its CNN codes (once per configuration)."""
     from cnncodes.pipeline.ingest import IngestConfig, ingest
 
-    from cnncodes.pipeline.backbones import checked_weights
+    from cnncodes.pipeline.backbones import check_size, checked_weights
     from cnncodes.pipeline.sources import canonical_dataset
 
-    dataset, weights = canonical_dataset(dataset), checked_weights(weights)
+    dataset, weights, size = canonical_dataset(dataset), checked_weights(weights), size or native_size(backbone)
+    check_size(backbone, size)
     store = store or default_store(dataset)
     if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
         raise UserError(f"--batch-size {batch_size!r} is neither a positive integer nor auto")
@@ -174,8 +175,7 @@ def features(dataset, store, backbone, weights, size, layer, spatial, flip_avera
            data_dir=data_dir, verify=verify, progress=not quiet, log=lambda m: click.echo(m, err=True))
     from cnncodes.pipeline.extract import FeatureConfig, extract_features  # loads no backend when there is nothing to do
 
-    config = FeatureConfig(backbone, weights, size or native_size(backbone), layer, spatial, precision, seed,
-                           flip_average)
+    config = FeatureConfig(backbone, weights, size, layer, spatial, precision, seed, flip_average)
     result = extract_features(store, config, name=name, batch_size=batch_size, chunk_size=chunk_size,
                               workers=workers, scheduler=scheduler, progress=not quiet,
                               log=lambda m: click.echo(m, err=True))
@@ -399,7 +399,7 @@ def report(store, out):
 @click.option("--quiet", is_flag=True, help="no per-epoch lines")
 def baseline(kind, store, quiet, **options):
     """Train a pixel baseline (basic CNN, fine-tuned backbone, Wide ResNet) on the store's images."""
-    from cnncodes.classifiers.train import BaselineConfig, train_baseline
+    from cnncodes.classifiers.train import BaselineConfig, finished_run, train_baseline
 
     if kind == "wrn" and (options["depth"] - 4) % 6:
         raise UserError(f"--depth {options['depth']}: a Wide ResNet's depth is 6n+4, e.g. 16, 22, 28 or 40")
@@ -408,8 +408,9 @@ def baseline(kind, store, quiet, **options):
         from cnncodes.pipeline.backbones import checked_weights
 
         options["weights"] = checked_weights(options["weights"])
-    run, r = train_baseline(store, BaselineConfig(kind=kind, **options), progress=not quiet,
-                            log=lambda m: click.echo(m, err=True))
+    config = BaselineConfig(kind=kind, **options)
+    done = finished_run(store, config)  # asked again for what is already trained: its record, nothing saved
+    run, r = train_baseline(store, config, progress=not quiet, log=lambda m: click.echo(m, err=True))
     chosen = ", ".join(f"{k} {v}" for k, v in (r.get("chosen") or {}).items())
     validation = r.get("validation_accuracy")
     click.echo(f"{kind} ({r['label']}): test accuracy {100 * r['test_accuracy']:.2f}%, "
@@ -417,7 +418,7 @@ def baseline(kind, store, quiet, **options):
                + (f", validation {100 * validation:.2f}%" if validation is not None else "")
                + (f"; {chosen}" if chosen else f"; {r['epochs']} epochs")
                + f"; {r['seconds_per_epoch']:.1f} s/epoch")
-    click.echo(f"saved to {run}")
+    click.echo(f"already done: {run}" if done else f"saved to {run}")
 
 
 if __name__ == "__main__":

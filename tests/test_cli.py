@@ -54,6 +54,8 @@ def test_names_in_any_case_and_path_mistakes_are_answered_before_the_backend_sta
             (["features", "--dataset", "Folder:" + str(tmp_path / "nowhere"), "--store", tmp_path / "new"],
              "nowhere does not exist"),
             (["baseline", "finetune", "--store", store, "--weights", tmp_path / "missing.h5"], "missing.h5: no such file"),
+            (["features", "--dataset", "digits", "--backbone", "resnet50", "--size", 8, "--store", tmp_path / "new"],
+             "--size 8 is too small for resnet50, which takes at least 32x32 px"),  # was Keras's traceback
             (["info", store, "--store", tmp_path], "two stores given"),
             (["report", "--store", store, "--out", resnet_weights], "is a file; give a folder"),
             (["export", "--store", store, "--out", tmp_path / "no" / "codes.npz"], "folder .*no does not exist")):

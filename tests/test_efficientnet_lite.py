@@ -209,7 +209,7 @@ def test_a_pickle_naming_any_other_global_is_refused_and_runs_nothing(tmp_path):
 @pytest.mark.parametrize("damage, message", [
     ("truncated", "not a usable efficientnet_lite0 checkpoint: .*truncated"),
     ("another variant", "not a usable efficientnet_lite0 checkpoint: .*has shape"),
-    ("missing", "weights file .*missing.pth not found"),
+    ("missing", "--weights .*missing.pth: no such file; give imagenet, none or the path of a weights file"),
 ])
 def test_a_damaged_or_wrong_checkpoint_is_one_clear_line(tmp_path, damage, message):
     path = tmp_path / "missing.pth"

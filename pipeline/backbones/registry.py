@@ -22,15 +22,16 @@ class Backbone:
     preprocessing: str     # "caffe": BGR minus ImageNet mean; "tf": to -1..1; "lite": (x - 127) / 128
     last_stage: str        # first layer of its last stage: what `baseline finetune` unfreezes
     native_size: int = 224  # the input side its ImageNet weights were trained at
+    min_size: int = 32     # the smallest input side it builds at (keras.applications refuse less than 32)
 
 
 BACKBONES = {b.name: b for b in [
     Backbone("resnet50", "applications", "caffe", "conv5_block1_1_conv"),
     Backbone("vgg16", "applications", "caffe", "block5_conv1"),
     Backbone("mobilenet_v2", "applications", "tf", "block_16_expand"),
-    Backbone("efficientnet_lite0", "efficientnet_lite", "lite", "block6a_expand_conv", 224),
-    Backbone("efficientnet_lite1", "efficientnet_lite", "lite", "block6a_expand_conv", 240),
-    Backbone("efficientnet_lite2", "efficientnet_lite", "lite", "block6a_expand_conv", 260),
+    Backbone("efficientnet_lite0", "efficientnet_lite", "lite", "block6a_expand_conv", 224, 1),
+    Backbone("efficientnet_lite1", "efficientnet_lite", "lite", "block6a_expand_conv", 240, 1),
+    Backbone("efficientnet_lite2", "efficientnet_lite", "lite", "block6a_expand_conv", 260, 1),
 ]}
 
 
@@ -38,6 +39,14 @@ def get_backbone(name: str) -> Backbone:
     if name not in BACKBONES:
         raise UserError(f"unknown backbone {name!r}: use one of {', '.join(BACKBONES)}")
     return BACKBONES[name]
+
+
+def check_size(name: str, size: int):
+    """Stops before any work when `size` is under what backbone `name` builds at."""
+    least = get_backbone(name).min_size
+    if size < least:
+        raise UserError(f"--size {size} is too small for {name}, which takes at least {least}x{least} px: "
+                        f"give --size {least} or more (images are resized to it on the device)")
 
 
 def family(spec: Backbone):
