@@ -10,14 +10,29 @@ class Built:
     backbone: object = None        # finetune only: the pretrained part, for freezing
 
 
+# Each block's unpadded 3x3 convolution and 2x2 pooling shrink a side 10 -> 8 -> 4 -> 2 -> 1
+BASIC_CNN_MIN_SIDE = 10
+
+
+def basic_cnn_upsampled_side(image_shape) -> int | None:
+    """The side the basic CNN upsamples images to when they are too small for it, else None."""
+    return BASIC_CNN_MIN_SIDE if min(image_shape[:2]) < BASIC_CNN_MIN_SIDE else None
+
+
 def basic_cnn(image_shape, n_classes):
     """Two conv-conv-pool-dropout blocks of 32 and 64 filters, Dense 512, dropout, softmax;
-    shift and flip augmentation (keras's classic cifar10_cnn example, which the reference used)."""
+    shift and flip augmentation (keras's classic cifar10_cnn example, which the reference used).
+    Images under 10x10 (8x8 digits) are upsampled to 10x10 on the device, or they would pool to nothing."""
     import keras
     from keras import layers
 
+    from cnncodes.pipeline.resize import make_resize_layer
+
     inputs = keras.Input(image_shape, dtype="uint8")
-    x = layers.Rescaling(1 / 255)(inputs)
+    x = inputs
+    if side := basic_cnn_upsampled_side(image_shape):
+        x = make_resize_layer(image_shape[:2], side)(x)  # bicubic, as extraction resizes
+    x = layers.Rescaling(1 / 255)(x)
     x = layers.RandomTranslation(0.1, 0.1, fill_mode="nearest")(x)
     x = layers.RandomFlip("horizontal")(x)
     for filters in (32, 64):

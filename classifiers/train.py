@@ -8,8 +8,10 @@ as `fit`'s, so `report` shows baselines beside the heads.
 import hashlib
 import json
 import os
+import shutil
 import time
 import zipfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -70,14 +72,26 @@ class BaselineConfig:
 
 
 def run_folder(store: Path, config: BaselineConfig, label: str) -> Path:
-    """The latest run folder with these settings, or a new one."""
+    """The latest run folder with these settings, or the path of a new one (made only once training starts)."""
     runs = Path(store) / schema.RUNS_DIR
     existing = sorted(runs.glob(f"*-{config.run_name(label)}")) if runs.exists() else []
     if existing:
         return existing[-1]
-    run = runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{config.run_name(label)}"
+    return runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{config.run_name(label)}"
+
+
+@contextmanager
+def kept_if_resumable(run: Path):
+    """Makes the run folder; a run that fails before its first checkpoint leaves no empty folder
+    behind, one with a checkpoint stays to resume from."""
+    new = not run.exists()
     run.mkdir(parents=True, exist_ok=True)
-    return run
+    try:
+        yield
+    except BaseException:
+        if new and not Checkpoint(run).state_file.exists():
+            shutil.rmtree(run, ignore_errors=True)
+        raise
 
 
 def build(config: BaselineConfig, image_shape, n_classes):
@@ -152,11 +166,35 @@ def seed_new_layers(built, seed: int):
         state.assign(np.array([derived_seed(seed, "rng", i), 0], dtype=state.dtype))
 
 
+def wrn_steps(epochs: int) -> list[int]:
+    """The epochs after which the WRN paper's rate drops x0.2: 30%, 60% and 80% of the run (SGD only).
+    A short run keeps only the steps that fit, each at least one epoch after the one before, so none
+    falls on the first epoch (1 epoch: no step; 3 epochs: after epochs 1 and 2)."""
+    steps = []
+    for fraction in (0.3, 0.6, 0.8):
+        step = max(int(epochs * fraction), (steps[-1] if steps else 0) + 1)
+        if step < epochs:
+            steps.append(step)
+    return steps
+
+
 def wrn_schedule(config: BaselineConfig):
-    """The WRN paper's steps: the rate x0.2 at 30%, 60% and 80% of the epochs (SGD only)."""
-    base = config.learning_rate or 0.1
-    marks = [int(config.total_epochs * f) for f in (0.3, 0.6, 0.8)]
-    return lambda epoch: base * 0.2 ** sum(epoch >= m for m in marks)
+    """The learning rate of each (0-based) epoch under wrn_steps."""
+    base, steps = config.learning_rate or 0.1, wrn_steps(config.total_epochs)
+    return lambda epoch: base * 0.2 ** sum(epoch >= s for s in steps)
+
+
+def chosen_params(config: BaselineConfig, state: dict) -> dict:
+    """`fit`'s chosen hyperparameters: the epochs trained and the one whose weights were kept (the best
+    under --patience, else the last), the learning rate (wrn's first), and the steps wrn's schedule took."""
+    best = state["best"]["epoch"] if state["best"] else state["epoch"]
+    chosen = {"best_epoch": best, "epochs_trained": state["epoch"], "learning_rate": config.final_learning_rate,
+              "batch_size": config.batch_size}
+    if config.kind == "wrn" and config.optimizer == "sgd":  # the steps taken (early stopping may come first)
+        steps = [str(s) for s in wrn_steps(config.total_epochs) if s < state["epoch"]]
+        # no commas: k-fold tables separate each fold's value by them
+        chosen["schedule"] = f"x0.2 after epoch{'s' * (len(steps) > 1)} {'/'.join(steps)}" if steps else "constant"
+    return chosen
 
 
 class Checkpoint:
@@ -258,6 +296,43 @@ def phase_done(state: dict, phase: int, until: int) -> bool:
     return state["epoch"] >= until or state["phase"] > phase or (state["phase"] == phase and state["stopped"])
 
 
+def phases(config: BaselineConfig) -> list[tuple[int, int]]:
+    """(phase, the epoch it trains until): finetune's frozen and unfrozen phases, one phase otherwise."""
+    if config.kind == "finetune":
+        return [(1, min(config.head_epochs, config.total_epochs)), (2, config.total_epochs)]
+    return [(1, config.total_epochs)]
+
+
+def run_state(run: Path, config: BaselineConfig) -> dict:
+    """The run's training state (a fresh one for a new run), checked against these settings."""
+    fresh = {"epoch": 0, "phase": 1, "stopped": False, "best": None, "history": {}, "seconds": 0.0}
+    state = {**fresh, **(Checkpoint(run).state() or {"config": asdict(config)})}
+    if resume_settings(state["config"]) != resume_settings(asdict(config)):
+        raise UserError(f"{run} holds a run with other settings: delete it and run the same command again")
+    if state["epoch"] > config.total_epochs:
+        raise UserError(f"{run} has trained {state['epoch']} epochs already: give --epochs {state['epoch']} or more")
+    return state
+
+
+def is_finished(state: dict, config: BaselineConfig) -> bool:
+    return bool(state.get("done")) and all(phase_done(state, p, until) for p, until in phases(config))
+
+
+def finished_run(store_dir, config: BaselineConfig) -> Path | None:
+    """The run folder of these settings when it has nothing left to train, else None: what
+    train_baseline would only read back."""
+    store = FeatureStore.open(store_dir)
+    run = run_folder(store.path, config, config.label or store.primary_label)
+    return run if is_finished(run_state(run, config), config) else None
+
+
+def validation_slice(y, seed: int):
+    """A seeded stratified 10% of the training rows (which are grouped by class) for early stopping."""
+    val = np.zeros(len(y), bool)
+    val[stratified_subset(y, max(1, len(y) // 10), seed)] = True
+    return val
+
+
 def train_rows(store, config: BaselineConfig, labels):
     """(training rows, test mask): the store's split, or the stored folds when config.fold is set."""
     if config.fold is None:
@@ -276,77 +351,79 @@ def train_rows(store, config: BaselineConfig, labels):
 def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, log=print):
     """Trains the run `config` describes, or resumes it, or goes on with it for more epochs; returns
     (run folder, record)."""
+    from . import baselines
+
     if config.total_epochs < 1:
         raise UserError(f"--epochs must be at least 1, not {config.total_epochs}")
+    if config.kind == "finetune":  # the backbone's input is --size, whatever the images' size
+        from cnncodes.pipeline.backbones import check_size
+
+        check_size(config.backbone, config.size)
     store = FeatureStore.open(store_dir)
     label = config.label or store.primary_label
     names = store.class_names(label)
+    run = run_folder(store.path, config, label)
+    state = run_state(run, config)
+    if is_finished(state, config):
+        log(f"baseline: {run.name} was finished before: nothing to train, its record follows")
+        return run, json.loads((run / "record.json").read_text())
     images, labels = store.images(), store.labels(label)
     train_idx, test = train_rows(store, config, labels)
     X, y, X_test, y_test = images[train_idx], labels[train_idx], images[test], labels[test]
+    features = f"pixels {store.image_shape[0]}px"
+    if config.kind == "cnn" and (side := baselines.basic_cnn_upsampled_side(store.image_shape)):
+        features += f", upsampled to {side}px"
+        log(f"baseline: the store's {store.image_shape[0]}x{store.image_shape[1]} images are smaller than the "
+            f"basic CNN's {side}x{side} minimum: upsampled to {side}x{side} (bicubic, on the device)")
 
-    run = run_folder(store.path, config, label)
-    ckpt = Checkpoint(run)
-    fresh = {"epoch": 0, "phase": 1, "stopped": False, "best": None, "history": {}, "seconds": 0.0}
-    state = {**fresh, **(ckpt.state() or {"config": asdict(config)})}
-    if resume_settings(state["config"]) != resume_settings(asdict(config)):
-        raise UserError(f"{run} holds a run with other settings: delete it and run the same command again")
-    if state["epoch"] > config.total_epochs:
-        raise UserError(f"{run} has trained {state['epoch']} epochs already: give --epochs {state['epoch']} or more")
-    phases = [(1, min(config.head_epochs, config.total_epochs)), (2, config.total_epochs)] \
-        if config.kind == "finetune" else [(1, config.total_epochs)]
-    if state.get("done") and all(phase_done(state, p, until) for p, until in phases):
-        log(f"baseline: {run.name} already finished")
-        return run, json.loads((run / "record.json").read_text())
-    if state["epoch"]:
-        log(f"baseline: resuming {run.name} after epoch {state['epoch']}/{config.total_epochs}")
-    state.update(config=asdict(config), done=False)
+    with kept_if_resumable(run):
+        ckpt = Checkpoint(run)
+        if state["epoch"]:
+            log(f"baseline: resuming {run.name} after epoch {state['epoch']}/{config.total_epochs}")
+        state.update(config=asdict(config), done=False)
 
-    validation = {}
-    if config.patience:  # a seeded stratified 10% of the training rows, which are grouped by class
-        val = np.zeros(len(y), bool)
-        val[stratified_subset(y, max(1, len(y) // 10), config.seed)] = True
-        X, y, validation = X[~val], y[~val], {"validation_data": (X[val], y[val])}
-    built = build(config, store.image_shape, len(names))
-    best = ckpt.restore(built.model) if state["epoch"] else None
-    for phase, until in phases:
-        if phase_done(state, phase, until):
-            continue
-        compile_phase(built, config, phase)
-        if state["phase"] == phase and state["epoch"]:  # resumed inside this phase: its optimizer goes on
-            ckpt.restore_optimizer(built.model)
-        else:  # a phase begins from the best weights of the one before, with a fresh optimizer and patience
-            if best is not None:
-                built.model.set_weights(best)
-            state.update(phase=phase, stopped=False, best=None)
-            best = None
-        best = train_phase(built.model, config, until, state, ckpt, best, X, y, validation, progress)
-    if best is not None:  # early stopping keeps the best epoch's weights
-        built.model.set_weights(best)
+        validation = {}
+        if config.patience:
+            val = validation_slice(y, config.seed)
+            X, y, validation = X[~val], y[~val], {"validation_data": (X[val], y[val])}
+        built = build(config, store.image_shape, len(names))
+        best = ckpt.restore(built.model) if state["epoch"] else None
+        for phase, until in phases(config):
+            if phase_done(state, phase, until):
+                continue
+            compile_phase(built, config, phase)
+            if state["phase"] == phase and state["epoch"]:  # resumed inside this phase: its optimizer goes on
+                ckpt.restore_optimizer(built.model)
+            else:  # a phase begins from the best weights of the one before, with a fresh optimizer and patience
+                if best is not None:
+                    built.model.set_weights(best)
+                state.update(phase=phase, stopped=False, best=None)
+                best = None
+            best = train_phase(built.model, config, until, state, ckpt, best, X, y, validation, progress)
+        if best is not None:  # early stopping keeps the best epoch's weights
+            built.model.set_weights(best)
 
-    predictions = built.model.predict(X_test, batch_size=256, verbose=0).argmax(1)
-    record = {
-        "kind": "baseline", "head": config.kind, "label": label, "features": f"pixels {store.image_shape[0]}px",
-        "fingerprint": str(store.attrs["content_sha256"]), "class_names": names, "image_shape": list(store.image_shape),
-        "params": asdict(config), "fit_seconds": round(state["seconds"], 2), "epochs": state["epoch"],
-        "seconds_per_epoch": round(state["seconds"] / max(state["epoch"], 1), 2), "history": state["history"],
-        "train_accuracy": float(state["history"].get("accuracy", [float("nan")])[-1]),
-        "validation_accuracy": validation_accuracy(state["history"]),
-        "chosen": {"epochs": state["epoch"], "learning_rate": config.final_learning_rate,
-                   "batch_size": config.batch_size},
-        **classification_record(y_test, predictions, len(names)),
-    }
-    built.model.save_weights(run / "model.weights.h5")
-    save_run(run, record)
-    write_json(ckpt.state_file, {**state, "done": True})
+        def predict(images):  # inference mode: no augmentation, no dropout
+            return built.model.predict(images, batch_size=256, verbose=0).argmax(1)
+
+        chosen = chosen_params(config, state)
+        record = {
+            "kind": "baseline", "head": config.kind, "label": label, "features": features,
+            "fingerprint": str(store.attrs["content_sha256"]), "class_names": names,
+            "image_shape": list(store.image_shape), "params": asdict(config), "fit_seconds": round(state["seconds"], 2),
+            "epochs": state["epoch"], "seconds_per_epoch": round(state["seconds"] / max(state["epoch"], 1), 2),
+            "history": state["history"],
+            # like fit's heads: the kept model scored on the rows it trained on, not Keras's running average
+            "train_accuracy": float((predict(X) == y).mean()),
+            "validation_accuracy": (state["history"]["val_accuracy"][chosen["best_epoch"] - 1]
+                                    if config.patience else None),
+            "chosen": chosen,
+            **classification_record(y_test, predict(X_test), len(names)),
+        }
+        built.model.save_weights(run / "model.weights.h5")
+        save_run(run, record)
+        write_json(ckpt.state_file, {**state, "done": True})
     return run, record
-
-
-def validation_accuracy(history: dict) -> float | None:
-    """Accuracy on the validation slice at the epoch early stopping kept (lowest validation loss)."""
-    if not history.get("val_loss"):
-        return None
-    return float(history["val_accuracy"][int(np.argmin(history["val_loss"]))])
 
 
 def train_phase(model, config: BaselineConfig, until: int, state: dict, ckpt: Checkpoint, best: list | None,
@@ -373,9 +450,10 @@ def train_phase(model, config: BaselineConfig, until: int, state: dict, ckpt: Ch
             ckpt.save(self.model, state, stopper and stopper.weights)
 
     batches, follow_epochs = seeded_batches(X, y, config.batch_size, config.seed)
-    callbacks = [follow_epochs, EndOfEpoch()]
-    if config.kind == "wrn" and config.optimizer == "sgd":
+    callbacks = [follow_epochs]
+    if config.kind == "wrn" and config.optimizer == "sgd":  # before EndOfEpoch, which then keeps each epoch's rate
         callbacks.append(keras.callbacks.LearningRateScheduler(wrn_schedule(config)))
+    callbacks.append(EndOfEpoch())
     model.fit(batches, epochs=until, initial_epoch=state["epoch"], shuffle=False, callbacks=callbacks,
               verbose=2 if progress else 0, **validation)
     return stopper.weights if stopper else None

@@ -4,10 +4,11 @@ import json
 import numpy as np
 import pytest
 
-from conftest import kill_midway, write_mixed_tree
+from conftest import kill_midway, run_cli, write_mixed_tree
 from cnncodes.classifiers.baselines import finetune_model, set_phase
 from cnncodes.pipeline.backbones import get_backbone
 from cnncodes.classifiers.train import BaselineConfig, Checkpoint, build, compile_phase, seed_states, train_baseline
+from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureStore
 from cnncodes.pipeline.ingest import IngestConfig, ingest
 
@@ -120,6 +121,8 @@ def test_killed_baseline_resumes_from_its_last_checkpoint_to_the_uninterrupted_r
     _, uninterrupted = train_baseline(clean, config, **quiet)
     assert record["history"] == uninterrupted["history"]
     assert record["test_predictions"] == uninterrupted["test_predictions"]
+    again = run_cli("baseline", "cnn", "--store", store, "--epochs", 20, "--batch-size", 8, "--quiet")
+    assert again.returncode == 0 and again.stdout.splitlines()[-1] == f"already done: {state().parent}"  # not "saved"
 
 
 def test_limit_and_validation_slice_are_stratified_though_rows_are_grouped_by_class(colour_store, monkeypatch):
@@ -156,3 +159,141 @@ def test_kfold_runs_a_pixel_baseline_on_the_stored_folds(colour_store):
     record = json.loads((run / "record.json").read_text())
     assert row["folds"][2] == round(record["test_accuracy"], 4)
     assert np.array(record["confusion"]).sum() == (FeatureStore.open(colour_store).folds(5) == 2).sum()
+
+
+@pytest.fixture(scope="module")
+def digits_store(tmp_path_factory):
+    """scikit-learn's 8x8 digits, 3 of each digit per split: smaller than the basic CNN's 10x10 minimum."""
+    return ingest(tmp_path_factory.mktemp("digits") / "store", IngestConfig("digits", limit=30), **quiet).path
+
+
+def fresh_copy(store, tmp_path):
+    """The store without the runs other tests left."""
+    import shutil
+
+    return shutil.copytree(store, tmp_path / "store", ignore=shutil.ignore_patterns("runs"))
+
+
+@pytest.mark.parametrize("config", [
+    BaselineConfig("cnn", epochs=1, batch_size=16),
+    BaselineConfig("wrn", epochs=1, batch_size=16, depth=10, width=1),
+    BaselineConfig("finetune", epochs=2, head_epochs=1, batch_size=16, backbone="efficientnet_lite0", weights="none",
+                   size=8),
+], ids=["cnn", "wrn", "finetune-lite0-at-8px"])
+def test_every_baseline_trains_on_8x8_images(digits_store, config):
+    """The basic CNN's unpadded convolutions and pools shrank 8x8 to nothing: a 40-line Keras traceback."""
+    said = []
+    run, record = train_baseline(digits_store, config, progress=False, log=said.append)
+    assert (run / "record.json").exists() and len(record["test_predictions"]) == 30
+    if config.kind == "cnn":
+        assert said == ["baseline: the store's 8x8 images are smaller than the basic CNN's 10x10 minimum: "
+                        "upsampled to 10x10 (bicubic, on the device)"]
+        assert record["features"] == "pixels 8px, upsampled to 10px"
+    else:
+        assert said == [] and record["features"] == "pixels 8px"
+
+
+def test_finetune_under_its_backbones_minimum_size_is_one_line_before_anything_is_written(digits_store):
+    config = BaselineConfig("finetune", weights="none", size=8, epochs=1)
+    with pytest.raises(UserError, match=r"^--size 8 is too small for resnet50, which takes at least 32x32 px: "
+                                        r"give --size 32 or more"):
+        train_baseline(digits_store, config, **quiet)
+    assert not list((digits_store / "runs").glob(f"*-{config.run_name('digit')}"))
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_failed_baseline_leaves_no_empty_run_folder_but_keeps_one_it_can_resume(colour_store, tmp_path,
+                                                                                  monkeypatch):
+    store = fresh_copy(colour_store, tmp_path)
+
+    def runs():
+        return sorted((store / "runs").glob("*")) if (store / "runs").exists() else []
+
+    missing = BaselineConfig("finetune", backbone="efficientnet_lite0", weights=str(tmp_path / "missing.pth"), size=32,
+                             epochs=1)
+    with pytest.raises(UserError, match="missing.pth"):  # fails while building the model
+        train_baseline(store, missing, **quiet)
+    assert runs() == []
+
+    config = BaselineConfig("cnn", epochs=3, batch_size=16)
+    save = Checkpoint.save
+
+    def crash_at_first_checkpoint(self, model, state, best_weights=None):
+        raise Crash
+
+    monkeypatch.setattr(Checkpoint, "save", crash_at_first_checkpoint)
+    with pytest.raises(Crash):  # dies within its first epoch
+        train_baseline(store, config, **quiet)
+    assert runs() == []
+
+    def crash_after_first_checkpoint(self, model, state, best_weights=None):
+        save(self, model, state, best_weights)
+        raise Crash
+
+    monkeypatch.setattr(Checkpoint, "save", crash_after_first_checkpoint)
+    with pytest.raises(Crash):
+        train_baseline(store, config, **quiet)
+    (run,) = runs()
+    assert (run / "state.json").exists()
+    monkeypatch.undo()
+    said = []
+    assert train_baseline(store, config, progress=False, log=said.append)[0] == run
+    assert said == [f"baseline: resuming {run.name} after epoch 1/3"]
+
+
+def test_a_baseline_records_the_epoch_it_kept_and_scores_that_model_on_its_training_rows(digits_store):
+    """Before: chosen.epochs was the epochs trained, though early stopping kept an earlier epoch, and the
+    train accuracy was Keras's running average over the last epoch, with augmentation and dropout on."""
+    config = BaselineConfig("cnn", epochs=6, patience=1, batch_size=8, learning_rate=0.01)
+    run, record = train_baseline(digits_store, config, **quiet)
+    history, chosen = record["history"], record["chosen"]
+    assert chosen["epochs_trained"] == record["epochs"] == len(history["loss"])
+    assert chosen["best_epoch"] == np.argmin(history["val_loss"]) + 1 < chosen["epochs_trained"], \
+        "the run no longer stops early: choose other settings"
+    assert record["validation_accuracy"] == history["val_accuracy"][chosen["best_epoch"] - 1]
+
+    from cnncodes.classifiers.train import train_rows, validation_slice
+
+    store = FeatureStore.open(digits_store)  # the kept model, in inference mode, on the rows it trained on
+    labels = store.labels()
+    rows, _ = train_rows(store, config, labels)
+    X, y = store.images()[rows], labels[rows]
+    fitted = ~validation_slice(y, config.seed)
+    built = build(config, store.image_shape, 10)
+    built.model.load_weights(run / "model.weights.h5")
+    kept = built.model.predict(X[fitted], verbose=0).argmax(1)
+    assert record["train_accuracy"] == (kept == y[fitted]).mean()
+
+
+def test_wrn_steps_never_fall_on_the_first_epoch_and_the_record_says_where_they_fall(digits_store):
+    """Before: with 1 epoch all three x0.2 steps fell at epoch 0, so it trained at 8e-4 and said 0.1."""
+    for epochs, schedule in [(1, "constant"), (2, "x0.2 after epoch 1")]:
+        config = BaselineConfig("wrn", epochs=epochs, batch_size=16, depth=10, width=1, limit=20)
+        _, record = train_baseline(digits_store, config, **quiet)
+        assert record["history"]["learning_rate"] == pytest.approx([0.1, 0.02][:epochs])  # what Keras trained at
+        assert record["chosen"]["learning_rate"] == 0.1 and record["chosen"]["schedule"] == schedule
+
+    from cnncodes.classifiers.train import wrn_steps
+
+    assert [wrn_steps(n) for n in (1, 2, 3, 4, 10, 200)] == [[], [1], [1, 2], [1, 2, 3], [3, 6, 8], [60, 120, 160]]
+
+
+def test_a_finished_baseline_is_read_back_not_saved_again(colour_store, tmp_path):
+    """`baseline` printed "saved to RUN" for a run it had only read back (the CLI asks finished_run)."""
+    store = fresh_copy(colour_store, tmp_path)
+    config = BaselineConfig("cnn", epochs=1, batch_size=16)
+    run, record = train_baseline(store, config, **quiet)
+    written = (run / "record.json").stat().st_mtime_ns
+    said = []
+    again, read_back = train_baseline(store, config, progress=False, log=said.append)
+    assert again == run and said == [f"baseline: {run.name} was finished before: nothing to train, its record follows"]
+    assert (run / "record.json").stat().st_mtime_ns == written and read_back["history"] == record["history"]
+
+    from cnncodes.classifiers.train import finished_run
+
+    assert finished_run(store, config) == run
+    assert finished_run(store, BaselineConfig("cnn", epochs=2, batch_size=16)) is None  # more epochs: more to train
+    assert finished_run(store, BaselineConfig("cnn", epochs=1, batch_size=8)) is None  # other settings: not trained
