@@ -6,17 +6,19 @@ written as they arrive, so a killed or extended run redoes only what is missing.
 import hashlib
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from cnncodes.features import schema
 from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureStore
 from cnncodes.pipeline.cluster import dask_client
+from cnncodes.pipeline.console import progress_bar
 from .fit import check_finite
 from .params import BASELINES, resolve_params
+from .ranking import kfold_cells, number
 from .runs import write_json
 
 
@@ -34,9 +36,12 @@ def run_fold(X, y, folds, fold: int, head: str, params: dict) -> dict:
     start = time.time()
     with threadpool_limits(limits=1):
         model = make_head(head, **params).fit(X[train], y[train])
+        seconds = time.time() - start
         accuracy = float(model.score(X[test], y[test]))
-    return {"accuracy": accuracy, "seconds": time.time() - start, "epochs": getattr(model, "n_epochs_", None),
-            "validation_accuracy": model.validation_score_, "chosen": model.chosen_params_}
+        train_accuracy = float(model.score(X[train], y[train]))  # as `fit` reports it: on the rows it learnt
+    return {"accuracy": accuracy, "train_accuracy": train_accuracy, "seconds": seconds,
+            "epochs": getattr(model, "n_epochs_", None), "validation_accuracy": model.validation_score_,
+            "chosen": model.chosen_params_}
 
 
 def run_baseline_fold(store_dir: str, label: str, fold: int, k: int, kind: str, params: dict) -> dict:
@@ -47,7 +52,9 @@ def run_baseline_fold(store_dir: str, label: str, fold: int, k: int, kind: str, 
     start = time.time()
     _, record = train_baseline(store_dir, BaselineConfig(kind, label=label, fold=fold, k=k, **params),
                                progress=False, log=lambda m: None)
-    return {"accuracy": record["test_accuracy"], "seconds": time.time() - start, "epochs": record["epochs"]}
+    return {"accuracy": record["test_accuracy"], "seconds": time.time() - start, "epochs": record["epochs"],
+            "train_accuracy": record.get("train_accuracy"), "validation_accuracy": record.get("validation_accuracy"),
+            "chosen": record.get("chosen")}
 
 
 def task_key(head, label, fold, params, basis: str) -> str:
@@ -69,7 +76,8 @@ def finished_fold(path: Path) -> dict | None:
 def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *, k: int = 6, on: str = "train",
                  features: str | None = None, params: dict | None = None, epochs: int | None = None,
                  scheduler: str | None = None, workers: int = 1, progress: bool = True) -> dict:
-    """Runs what is missing, then returns (and saves) the table: one row per head and label.
+    """Runs what is missing, then returns (and saves) the table: one row per head, label and settings
+    finished on these folds and features, by this call or an earlier one.
     `params` as resolve_params reads them: KEY (every head that takes it), HEAD.KEY, or {HEAD: {KEY: value}}."""
     params = resolve_params(heads, params or {}, epochs)
     if k < 2:
@@ -106,19 +114,13 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
                        for h, l, f in todo}
             from distributed import as_completed
 
-            for future in tqdm(as_completed(futures), total=len(futures), desc="kfold", unit="fold", disable=not progress):
+            for future in progress_bar(as_completed(futures), total=len(futures), desc="kfold", unit="fold", disable=not progress):
                 h, l, f = futures[future]
                 results[h, l, f] = {"head": h, "label": l, "fold": f, "params": params.get(h, {}), **future.result()}
                 write_json(done_file(h, l, f), results[h, l, f])
     wall = time.time() - start
 
-    rows = []
-    for h in heads:
-        for l in labels:
-            folds_done = [results[h, l, f] for f in range(k)]
-            acc = np.array([r["accuracy"] for r in folds_done])
-            rows.append({"head": h, "label": l, "folds": acc.round(4).tolist(), "mean": float(acc.mean()),
-                         "std": float(acc.std(ddof=1)), "seconds": round(sum(r["seconds"] for r in folds_done), 2)})
+    rows = table_rows(run / "folds", k, basis)
     table = {"kind": "kfold", "features": source, "fingerprint": info.fingerprint if info else None, "k": k, "on": on,
              "rows": rows, "wall_seconds": round(wall, 2), "tasks_run": len(todo), "workers": scheduler or workers}
     write_json(run / "table.json", table)
@@ -126,11 +128,57 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
     return {**table, "path": str(run / "table.md")}
 
 
+def table_rows(folder: Path, k: int, basis: str) -> list[dict]:
+    """One row for every (head, label, parameters) whose k folds are all in `folder`, computed on these
+    features: the table is built from every finished fold, so earlier runs' heads stay in it."""
+    groups: dict[tuple, dict[int, dict]] = {}
+    for path in sorted(folder.glob("*.json")):
+        r = finished_fold(path)
+        try:
+            ours = path.stem == task_key(r["head"], r["label"], r["fold"], r["params"], basis)
+        except (TypeError, KeyError):  # damaged, or not a fold record
+            continue
+        if ours:  # else computed on other features that had this name
+            settings = json.dumps(r["params"], sort_keys=True, default=str)
+            groups.setdefault((r["head"], r["label"], settings), {})[r["fold"]] = r
+    return [table_row([found[f] for f in range(k)]) for _, found in sorted(groups.items()) if len(found) == k]
+
+
+def table_row(folds: list[dict]) -> dict:
+    """Mean ± std over the folds, the mean training accuracy (None unless every fold has one: older fold
+    records and baselines may lack it) and each chosen hyperparameter per fold."""
+    first, acc = folds[0], np.array([r["accuracy"] for r in folds])
+    train = [number(r.get("train_accuracy")) for r in folds]
+    chosen = [r.get("chosen") if isinstance(r.get("chosen"), dict) else {} for r in folds]
+    names = list(dict.fromkeys(name for c in chosen for name in c))
+    return {"head": first["head"], "label": first["label"], "settings": first["params"],
+            "params": run_params(first["head"], first["params"]),
+            "folds": acc.round(4).tolist(), "mean": float(acc.mean()), "std": float(acc.std(ddof=1)),
+            "train_accuracy": None if None in train else float(np.mean(train)),
+            "chosen": {name: [c.get(name) for c in chosen] for name in names},
+            "seconds": round(sum(r["seconds"] for r in folds), 2)}
+
+
+def run_params(head: str, given: dict) -> dict | None:
+    """Every parameter the folds ran with, defaults included, as `fit` and `baseline` records keep them:
+    `runs` shows a k-fold mean only beside runs of the same parameters. None when they no longer make
+    a head (a fold record from an older cnncodes)."""
+    try:
+        if head in BASELINES:
+            from .train import BaselineConfig
+
+            return asdict(BaselineConfig(head, **given))
+        from .heads import make_head
+
+        return make_head(head, **given).get_params()
+    except (TypeError, UserError):
+        return None
+
+
 def format_table(table: dict) -> str:
-    k = table["k"]
-    head = "| head | label set | " + " | ".join(f"fold {i} (%)" for i in range(k)) + " | mean ± std (%) | fit time (s) |"
-    lines = [f"{k}-fold on {table['on']}, features {table['features']}", "", head, "|" + " --- |" * (k + 4)]
-    for r in table["rows"]:
-        folds = " | ".join(f"{100 * a:.2f}" for a in r["folds"])
-        lines.append(f"| {r['head']} | {r['label']} | {folds} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} | {r['seconds']:.1f} |")
+    """The table as Markdown (printed by `kfold`, saved as table.md), laid out as the report shows it."""
+    header, rows = kfold_cells(table)
+    lines = [f"{table['k']}-fold on {table['on']}, features {table['features']}", "",
+             "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(map(str, cells)) + " |" for cells in rows]
     return "\n".join(lines) + "\n"

@@ -4,14 +4,15 @@ A run is what `fit` or `baseline` made and scored on the test split. Repeating a
 another run of the same configuration (head, features, label set, parameters): a configuration
 shows its latest run, never its best test accuracy, which would be choosing on the test set. A
 ranking uses the latest run's validation accuracy (the head's own holdout at the hyperparameters it
-chose), or where it has none the k-fold mean of the same head, features and label set; test accuracy
-is shown beside and chooses nothing. Used by both `cnncodes runs` and `cnncodes report`.
+chose), or where it has none the k-fold mean of the same configuration; test accuracy is shown beside
+and chooses nothing. Used by both `cnncodes runs` and `cnncodes report`.
 """
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-NOT_SETTINGS = ("label", "fold", "verbose")  # the label set has its own column; fold records are not runs
+# the label set has its own column; fold records are not runs, so k (the folds') means nothing in a run
+NOT_SETTINGS = ("label", "fold", "k", "verbose")
 
 
 def is_run(record: dict) -> bool:
@@ -25,8 +26,9 @@ def params_of(record: dict) -> dict:
 
 
 def configuration_key(record: dict) -> str:
+    """A head fitted on a feature set's spatial maps is another configuration than on its pooled codes."""
     return json.dumps([record.get(k) for k in ("kind", "head", "features", "fingerprint", "label")]
-                      + [params_of(record)], sort_keys=True, default=str)
+                      + [bool(record.get("spatial")), params_of(record)], sort_keys=True, default=str)
 
 
 def created_order(record: dict):
@@ -81,18 +83,34 @@ def configurations(records: list[dict], tables: list[dict] = ()) -> list[Configu
 
 
 def cross_validated_scores(run: dict, tables: list[dict]) -> list[dict]:
-    """The k-fold rows of the same head, features and label set (k-fold rows do not record the head's
-    parameters, so they score the head, not necessarily this run's exact settings)."""
+    """The k-fold rows of the same configuration: head, features, label set and parameters. A score of
+    other settings (another C, probability=true) would pass for this run's."""
     return [{"k": t["k"], "on": t["on"], "mean": row["mean"], "std": row["std"]}
             for t in tables if same_features(run, t)
-            for row in t["rows"] if row["head"] == run.get("head") and row["label"] == run.get("label")]
+            for row in t["rows"] if row["head"] == run.get("head") and row["label"] == run.get("label")
+            and same_params(params_of(run), row.get("params"))]
 
 
 def same_features(run: dict, table: dict) -> bool:
+    if run.get("spatial"):  # k-fold runs on the pooled codes
+        return False
     if run.get("kind") == "baseline":  # pixel baselines' tables are on "pixels", their runs on "pixels 32px"
         return table["features"] == "pixels"
     both = run.get("fingerprint") and table.get("fingerprint")
     return table["features"] == run.get("features") and (not both or run["fingerprint"] == table["fingerprint"])
+
+
+def same_params(run_params: dict, row_params) -> bool:
+    """Both with every parameter, defaults included. Rows of tables written before rows kept their
+    parameters have none: their settings are unknown, so they match no run."""
+    if not isinstance(row_params, dict):
+        return False
+    return comparable(run_params) == comparable(row_params)
+
+
+def comparable(params: dict):
+    """As JSON reads them back (tuples as lists; 1 == 1.0), without what is not a setting."""
+    return json.loads(json.dumps({k: v for k, v in params.items() if k not in NOT_SETTINGS}, default=str))
 
 
 def set_distinguishing_settings(found: list[Configuration]):
@@ -145,3 +163,27 @@ def settings_text(settings) -> str:
     if not isinstance(settings, dict):
         return "" if settings is None else setting_text(settings)
     return ", ".join(f"{k}={setting_text(v)}" for k, v in settings.items())
+
+
+def chosen_text(chosen) -> str:
+    """{"C": [1, 1, 0.1]} as "C: 1, 1, 0.1", one value per fold ("–" where a fold did not record it)."""
+    if not isinstance(chosen, dict) or not chosen:
+        return "–"
+    return "; ".join(f"{name}: " + ", ".join("–" if v is None else setting_text(v)
+                                             for v in (values if isinstance(values, list) else [values]))
+                     for name, values in chosen.items())
+
+
+KFOLD_COLUMNS = ["head", "label set", "settings", "mean ± std (%)", "mean train accuracy (%)",
+                 "chosen hyperparameters (per fold)", "fit time (s)"]
+
+
+def kfold_cells(table: dict) -> tuple[list[str], list[list]]:
+    """(header, rows) of a k-fold table, the fold columns after the settings: the one layout of table.md
+    and the report."""
+    header = KFOLD_COLUMNS[:3] + [f"fold {i} (%)" for i in range(table["k"])] + KFOLD_COLUMNS[3:]
+    rows = [[r["head"], r["label"], "–" if "settings" not in r else settings_text(r["settings"]) or "defaults",
+             *(percent(a) for a in r["folds"]), f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}",
+             percent(r.get("train_accuracy")), chosen_text(r.get("chosen")), f"{r['seconds']:.1f}"]
+            for r in table["rows"]]  # settings "–": a table from before rows kept them
+    return header, rows

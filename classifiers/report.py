@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from cnncodes.features.store import FeatureStore
-from .ranking import (Configuration, configurations, cross_validated_text, is_run, percent, setting_text,
-                      settings_text)
+from .ranking import (Configuration, configurations, cross_validated_text, is_run, kfold_cells, percent,
+                      setting_text, settings_text)
 from .report_figures import class_name, confusion_figure, curves_figure, sample_figure
 from .runs import all_runs, damaged_runs, kfold_tables, number_or
 
@@ -26,8 +26,8 @@ RUNS_EXPLAINED = (
     "mean of the same head, features and label set; runs with neither come last, newest first. Test accuracy "
     "is shown beside and never ranks or picks anything: choosing on the test set would overstate it. Settings: "
     "the parameters that tell a configuration from others of its head (all of them are in its section); chosen: "
-    "the hyperparameters the head picked on its own holdout. k-fold tables do not record a head's parameters, so "
-    "a k-fold mean is the head's on these features, possibly with other settings.")
+    "the hyperparameters the head picked on its own holdout. A k-fold mean is shown only beside runs of the same "
+    "head, features (pooled codes), label set and parameters.")
 RUNS_HEADER = ["#", "ranked by", "head", "features", "label set", "settings", "chosen", "runs",
                "validation accuracy (%)", "k-fold mean ± std (%)", "train accuracy (%)", "test accuracy (%)",
                "fit time (s)"]
@@ -84,10 +84,7 @@ def kfold_section(tables: list[dict], fold_records: int) -> list[str]:
     for t in tables:
         parts.append(f"<h3>{esc(t['k'])}-fold on {esc(t['on'])}, features {esc(t['features'])}</h3>"
                      f"<p>wall time {esc(t['wall_seconds'])} s</p>")
-        header = ["head", "label set"] + [f"fold {i} (%)" for i in range(t["k"])] + ["mean ± std (%)", "fit time (s)"]
-        parts.append(_table(header, [[r["head"], r["label"]] + [percent(a) for a in r["folds"]]
-                                     + [f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}", r["seconds"]]
-                                     for r in t["rows"]]))
+        parts.append(_table(*kfold_cells(t)))
     return parts
 
 

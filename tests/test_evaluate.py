@@ -44,6 +44,7 @@ def test_fit_cli_prints_one_summary_line_and_progress(store):
     assert summary.startswith("logreg on r50 (digit): test accuracy ") and "; chose C " in summary
     assert saved.startswith("saved to ") and Path(saved.split("saved to ")[1]).is_dir()
     assert "logreg: 100%" in r.stderr and "7/7" in r.stderr  # 6 values of C, then the final fit
+    assert "\r" not in r.stderr  # a log file gets whole lines, not a terminal bar's redraws
     r = run_cli("fit", "--store", store, "--head", "svm", "--param", "Cs=[0.1,1.0]")
     assert r.returncode == 0 and "svm: 100%" in r.stderr and "7/7" in r.stderr  # 3 folds x 2 C + final
     r = run_cli("fit", "--store", store, "--head", "svm", "--param", "C=0.1", "--quiet")
@@ -121,7 +122,7 @@ def test_predict_refuses_a_weights_file_changed_since_extraction(store, tmp_path
 
 
 def test_report_shows_every_run(store):
-    fit_head(store, "logreg")
+    fit_head(store, "logreg", params={"Cs": [0.1]})  # the parameters of the k-fold row, whose mean it shows
     kfold_scores(store, ["logreg"], k=5, params={"logreg": {"Cs": [0.1]}}, progress=False)
     page = build_report(store)
     text = page.read_text()
@@ -131,6 +132,105 @@ def test_report_shows_every_run(store):
     assert text.count("data:image/png;base64,") >= 2 and (page.parent / "samples.png").exists()  # confusion, samples
     for run in (store / "runs").glob("*-fit-*"):
         assert run.name in text
+
+
+def fresh_copy(store, path):
+    """The store without its runs: a k-fold table that holds only what a test computes."""
+    return shutil.copytree(store, path, ignore=shutil.ignore_patterns("runs", "report"))
+
+
+def test_kfold_keeps_and_prints_training_accuracy_and_chosen_hyperparameters(store, tmp_path):
+    from cnncodes.classifiers.heads import make_head
+
+    store = fresh_copy(store, tmp_path / "copy")
+    table = kfold_scores(store, ["logreg"], k=3, params={"logreg": {"Cs": [0.01, 1.0]}}, progress=False)
+    folder = store / "runs" / "kfold-r50-k3-train"
+    records = [json.loads(p.read_text()) for p in sorted((folder / "folds").glob("logreg-*.json"))]
+    assert [r["fold"] for r in records] == [0, 1, 2]
+    # the fitted head scored on the rows it trained on, as fit's train accuracy is
+    s = FeatureStore.open(store)
+    X, y, folds = s.features("r50", split="train"), s.labels("digit", split="train"), s.folds(3, on="train")
+    train = (folds >= 0) & (folds != 0)
+    model = make_head("logreg", Cs=[0.01, 1.0]).fit(X[train], y[train])
+    assert records[0]["train_accuracy"] == float(model.score(X[train], y[train])) > records[0]["accuracy"]
+    assert records[0]["chosen"] == {"C": model.C_}
+
+    (row,) = table["rows"]
+    assert row["train_accuracy"] == pytest.approx(np.mean([r["train_accuracy"] for r in records]))
+    assert row["chosen"] == {"C": [r["chosen"]["C"] for r in records]} and row["settings"] == {"Cs": [0.01, 1.0]}
+    saved = json.loads((folder / "table.json").read_text())["rows"][0]
+    assert saved["train_accuracy"] == row["train_accuracy"] and saved["chosen"] == row["chosen"]
+
+    r = run_cli("kfold", "--store", store, "--head", "logreg", "-k", 3, "--param", "Cs=[0.01,1.0]", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith((folder / "table.md").read_text())  # printed as saved
+    header, _, line = r.stdout.splitlines()[2:5]
+    cells = dict(zip(header.strip("| ").split(" | "), line.strip("| ").split(" | ")))
+    assert cells["settings"] == "Cs=[0.01, 1]"
+    assert cells["mean train accuracy (%)"] == f"{100 * row['train_accuracy']:.2f}"
+    chosen = ", ".join(f"{r['chosen']['C']:g}" for r in records)
+    assert cells["chosen hyperparameters (per fold)"] == f"C: {chosen}"  # e.g. "C: 1, 1, 0.01"
+
+
+def test_kfold_rows_of_records_without_training_accuracy_or_chosen_values():
+    """Pixel baselines' fold records (from train.py) and folds saved by an older cnncodes may lack them."""
+    from cnncodes.classifiers.kfold import format_table, table_row
+
+    folds = [{"head": "cnn", "label": "digit", "fold": f, "params": {"epochs": 1}, "accuracy": 0.5 + f / 10,
+              "seconds": 1.0, "epochs": 1} for f in range(3)]
+    row = table_row(folds)
+    assert row["train_accuracy"] is None and row["chosen"] == {} and row["params"]["epochs"] == 1
+    text = format_table({"k": 3, "on": "train", "features": "pixels", "rows": [row]})
+    assert "| cnn | digit | epochs=1 | 50.00 | 60.00 | 70.00 | 60.00 ± 10.00 | – | – | 3.0 |" in text
+
+    folds[1].update(train_accuracy=0.9, chosen={"epochs_trained": 1, "best_epoch": 1})
+    row = table_row(folds)
+    assert row["train_accuracy"] is None  # not the mean of one fold
+    assert row["chosen"] == {"epochs_trained": [None, 1, None], "best_epoch": [None, 1, None]}
+    assert "epochs_trained: –, 1, –; best_epoch: –, 1, –" in format_table(
+        {"k": 3, "on": "train", "features": "pixels", "rows": [row]})
+
+
+def test_kfold_table_keeps_every_head_and_setting_computed_on_its_folds(store, tmp_path):
+    from cnncodes.classifiers.runs import kfold_tables
+
+    store = fresh_copy(store, tmp_path / "copy")
+    folder = store / "runs" / "kfold-r50-k3-train"
+    logreg, svm = {"logreg": {"Cs": [0.1]}}, {"svm": {"C": 0.1}}
+    first = kfold_scores(store, ["logreg"], k=3, params=logreg, progress=False)
+    kfold_scores(store, ["svm"], k=3, params=svm, progress=False)
+    other = kfold_scores(store, ["logreg"], k=3, params={"logreg": {"Cs": [1.0]}}, progress=False)
+    assert [r["head"] for r in other["rows"]] == ["logreg", "logreg", "svm"]  # not only this run's head
+    rows = [(r["head"], r["settings"]) for r in other["rows"]]
+    assert rows == [("logreg", {"Cs": [0.1]}), ("logreg", {"Cs": [1.0]}), ("svm", {"C": 0.1})]
+    again = kfold_scores(store, ["logreg"], k=3, params=logreg, progress=False)  # a re-run replaces its row
+    assert again["tasks_run"] == 0 and [(r["head"], r["settings"]) for r in again["rows"]] == rows
+    assert again["rows"][0]["folds"] == first["rows"][0]["folds"]
+    (saved,) = kfold_tables(store)  # what `runs` and `report` read
+    assert [(r["head"], r["settings"]) for r in saved["rows"]] == rows
+    md = (folder / "table.md").read_text()
+    for row in ("| logreg | digit | Cs=[0.1] |", "| logreg | digit | Cs=[1] |", "| svm | digit | C=0.1 |"):
+        assert row in md
+
+    # a fold file of other features that had this name (another digest), or a half-written one, is no row
+    (svm_fold,) = (folder / "folds").glob("svm-digit-fold0-*.json")
+    stray = json.loads(svm_fold.read_text())
+    (folder / "folds" / "svm-digit-fold0-00000000.json").write_text(json.dumps({**stray, "accuracy": 0.0}))
+    (folder / "folds" / "svm-digit-fold1-11111111.json").write_text('{"accuracy": 0.5, "he')
+    assert kfold_scores(store, ["svm"], k=3, params=svm, progress=False)["rows"] == again["rows"]
+
+
+def test_runs_show_a_kfold_mean_only_beside_runs_of_its_parameters(store, tmp_path):
+    from cnncodes.classifiers.runs import format_runs, latest_runs
+
+    store = fresh_copy(store, tmp_path / "copy")
+    fit_head(store, "logreg", params={"Cs": [0.1]})
+    fit_head(store, "logreg", params={"Cs": [1.0]})
+    kfold_scores(store, ["logreg"], k=3, params={"logreg": {"Cs": [0.1]}}, progress=False)
+    lines = format_runs(latest_runs(store)).splitlines()[1:]
+    (same,) = [line for line in lines if line.endswith("Cs=[0.1]")]
+    (other,) = [line for line in lines if line.endswith("Cs=[1]")]
+    assert "(3-fold on train)" in same and "fold" not in other
 
 
 def test_kfold_never_reuses_folds_of_other_features_under_the_same_name(tmp_path):

@@ -4,6 +4,7 @@ use validation or k-fold scores, and the figures explain themselves. Records are
 digits store without features: nothing here trains."""
 import json
 import shutil
+from dataclasses import asdict
 
 import matplotlib
 import numpy as np
@@ -11,7 +12,10 @@ import pytest
 
 from cnncodes.classifiers import report_figures
 from cnncodes.classifiers.report import build_report, esc
+from cnncodes.classifiers.kfold import run_params
 from cnncodes.classifiers.runs import all_runs, classification_record, format_runs, latest_runs
+from cnncodes.classifiers.svm import LinearSVM
+from cnncodes.classifiers.train import BaselineConfig
 from cnncodes.features.store import FeatureStore
 
 matplotlib.use("Agg")
@@ -57,11 +61,12 @@ def percent_of(run) -> str:
 
 
 def write_kfold_table(store, features, rows, k=3):
+    """`rows`: (head, mean) with write_record's default parameters, or (head, mean, every parameter)."""
     folder = store / "runs" / f"kfold-{features}-k{k}-train"
     folder.mkdir(parents=True)
     table = {"kind": "kfold", "features": features, "fingerprint": None, "k": k, "on": "train", "wall_seconds": 9.0,
-             "rows": [{"head": head, "label": "digit", "folds": [mean] * k, "mean": mean, "std": 0.01, "seconds": 3.0}
-                      for head, mean in rows]}
+             "rows": [{"head": head, "label": "digit", "folds": [mean] * k, "mean": mean, "std": 0.01, "seconds": 3.0,
+                       "params": params[0] if params else {"Cs": [0.1, 1.0]}} for head, mean, *params in rows]}
     (folder / "table.json").write_text(json.dumps(table))
 
 
@@ -107,9 +112,10 @@ def test_rankings_use_validation_or_kfold_scores_never_test_accuracy(store):
     write_record(store, "a-svm", head="svm", test=0.95, validation_accuracy=0.80)
     write_record(store, "b-logreg", head="logreg", test=0.85, validation_accuracy=0.90)
     write_record(store, "c-cnn", kind="baseline", head="cnn", features="pixels 8px", test=0.70,
-                 validation_accuracy=None)  # a baseline without --patience: ranked by its k-fold mean
+                 validation_accuracy=None,  # a baseline without --patience: ranked by its k-fold mean
+                 params=asdict(BaselineConfig("cnn", label="digit", epochs=2)))
     write_record(store, "d-dense", head="dense", test=0.99)  # no validation score, no k-fold table: last
-    write_kfold_table(store, "pixels", [("cnn", 0.85)])
+    write_kfold_table(store, "pixels", [("cnn", 0.85, run_params("cnn", {"epochs": 2}))])  # as kfold writes it
     assert [r["head"] for r in latest_runs(store)] == ["logreg", "cnn", "svm", "dense"]
 
     lines = format_runs(latest_runs(store)).splitlines()
@@ -124,6 +130,36 @@ def test_rankings_use_validation_or_kfold_scores_never_test_accuracy(store):
     assert [row.split("<td>")[3].split("</td>")[0] for row in rows] == ["logreg", "cnn", "svm", "dense"]
     assert [row.split("<td>")[2].split("</td>")[0] for row in rows] == ["validation", "k-fold mean", "validation",
                                                                         "unranked"]
+
+
+def test_a_kfold_mean_is_shown_only_beside_runs_of_the_same_parameters(store):
+    svm = LinearSVM().get_params()  # every parameter, as fit records them
+    fixed = write_record(store, "20260101-000000-fit-svm-digit", head="svm", params={**svm, "C": 0.01}, test=0.95)
+    others = [
+        write_record(store, "20260101-000001-fit-svm-digit", head="svm",
+                     params={**svm, "C": 0.01, "probability": True}),
+        write_record(store, "20260101-000002-fit-svm-digit", head="svm", params=svm),  # C cross-validated
+        write_record(store, "20260101-000003-fit-svm-digit", head="svm", params={**svm, "C": 0.01},
+                     spatial=True),  # k-fold runs on the pooled codes, never on spatial maps
+    ]
+    write_kfold_table(store, "r50", [("svm", 0.77, run_params("svm", {"C": 0.01})),
+                                     ("svm", 0.55)])  # a row without parameters (an older table) matches no run
+    runs = latest_runs(store)
+    assert {r["run"]: kfold_scores_beside(r, store) for r in runs} == {
+        str(fixed): ["77.00 ± 1.00 (3-fold on train)"], **{str(run): [] for run in others}}
+
+    lines = format_runs(runs).splitlines()[1:]
+    (shown,) = [line for line in lines if "3-fold" in line]
+    assert len(lines) == 4 and percent_of(fixed) in shown
+    table = runs_table(build_report(store))
+    assert table.count("77.00 ± 1.00") == 1 and "55.00" not in table
+
+
+def kfold_scores_beside(run, store) -> list[str]:
+    from cnncodes.classifiers.ranking import cross_validated_scores, cross_validated_text
+    from cnncodes.classifiers.runs import kfold_tables
+
+    return [cross_validated_text([s]) for s in cross_validated_scores(run, kfold_tables(store))]
 
 
 def test_confusion_matrix_has_counts_class_names_and_a_colour_bar():
