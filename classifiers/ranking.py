@@ -31,6 +31,11 @@ def configuration_key(record: dict) -> str:
                       + [bool(record.get("spatial")), params_of(record)], sort_keys=True, default=str)
 
 
+def features_text(record: dict) -> str:
+    """The feature set a run learnt from, and whether from its spatial maps (else its pooled codes)."""
+    return str(record.get("features")) + (" (spatial maps)" if record.get("spatial") else "")
+
+
 def created_order(record: dict):
     """`created` has whole seconds; run folders made in the same second are numbered after it."""
     return str(record.get("created", "")), Path(str(record.get("run", ""))).name

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from cnncodes.features.store import FeatureStore
-from .ranking import (Configuration, configurations, cross_validated_text, is_run, kfold_cells, percent,
-                      setting_text, settings_text)
+from .ranking import (Configuration, configurations, cross_validated_text, features_text, is_run, kfold_cells,
+                      percent, setting_text, settings_text)
 from .report_figures import class_name, confusion_figure, curves_figure, sample_figure
 from .runs import all_runs, damaged_runs, kfold_tables, number_or
 
@@ -60,7 +60,7 @@ def run_name(run: dict) -> str:
 # -- the tables ------------------------------------------------------------------------------------------------
 def runs_rows(groups: list[Configuration]) -> list[list]:
     """The runs table: each configuration's latest run, in ranking order."""
-    return [[i, c.ranked_by, r.get("head"), r.get("features"), r.get("label"), settings_text(c.settings) or "–",
+    return [[i, c.ranked_by, r.get("head"), features_text(r), r.get("label"), settings_text(c.settings) or "–",
              settings_text(r.get("chosen")) or "–", len(c.runs), percent(r.get("validation_accuracy")),
              cross_validated_text(c.cross_validated), percent(r.get("train_accuracy")), percent(r["test_accuracy"]),
              f"{number_or(r.get('fit_seconds'), 0):.1f}"]
@@ -150,7 +150,7 @@ def scores_sentence(c: Configuration) -> str:
 def configuration_section(number: int, c: Configuration, out: Path, test: HeldOutTest, plt) -> list[str]:
     r, name = c.latest, run_name(c.latest)
     params = r.get("params") if isinstance(r.get("params"), dict) else {}
-    parts = [f"<h2>#{number} {esc(r.get('head'))} on {esc(r.get('features'))}, label set {esc(r.get('label'))}</h2>",
+    parts = [f"<h2>#{number} {esc(r.get('head'))} on {esc(features_text(r))}, label set {esc(r.get('label'))}</h2>",
              f"<p>Latest run {esc(name)} ({esc(r.get('created', 'time not recorded'))}), one of {len(c.runs)}: "
              f"{esc(scores_sentence(c))}.</p>",
              f"<p>Chosen hyperparameters: {esc(settings_text(r.get('chosen')) or 'none recorded')}.</p>",

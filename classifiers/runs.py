@@ -13,7 +13,7 @@ from cnncodes.features import schema
 from cnncodes.features.errors import UserError
 from cnncodes.features.store import reason
 from .persist import has_model, load_model, save_model
-from .ranking import (Configuration, configurations, cross_validated_text, percent, ranked_runs,
+from .ranking import (Configuration, configurations, cross_validated_text, features_text, percent, ranked_runs,
                       settings_text)
 
 LEGACY_MODEL = "model.joblib"  # older cnncodes pickled heads: loaded only when the user trusts the run
@@ -224,7 +224,7 @@ def format_runs(runs: list[dict], tables: list[dict] | None = None) -> str:
 def run_row(r: dict, group: Configuration) -> list[str]:
     count = r.get("configuration_runs") or len(group.runs)  # latest_runs counts what it left out
     extraction = r.get("feature_config") if isinstance(r.get("feature_config"), dict) else {}
-    return [str(r.get("head")), str(r.get("features")), str(extraction.get("weights", "-")), str(r.get("label")),
+    return [str(r.get("head")), features_text(r), str(extraction.get("weights", "-")), str(r.get("label")),
             percent(r.get("train_accuracy"), "-"), percent(r["test_accuracy"], "-"),
             percent(r.get("validation_accuracy"), "-"), cross_validated_text(group.cross_validated, "-"), str(count),
             f"{number_or(r.get('fit_seconds'), 0):.1f}", settings_text(group.settings) or "-"]

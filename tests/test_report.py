@@ -151,6 +151,7 @@ def test_a_kfold_mean_is_shown_only_beside_runs_of_the_same_parameters(store):
     lines = format_runs(runs).splitlines()[1:]
     (shown,) = [line for line in lines if "3-fold" in line]
     assert len(lines) == 4 and percent_of(fixed) in shown
+    assert sum("r50 (spatial maps)" in line for line in lines) == 1  # the spatial run tells itself apart
     table = runs_table(build_report(store))
     assert table.count("77.00 ± 1.00") == 1 and "55.00" not in table
 
