@@ -88,21 +88,32 @@ def ingest(store: Path, config: IngestConfig, *, data_dir=None, verify: bool = T
     wanted = json.dumps(asdict(config), sort_keys=True)
     if schema.data_path(store).exists():
         return reuse(store, wanted, log)
-    created = not store.exists()
-    try:
-        check_writable(store)
-        with store_lock(store):  # before anything is created: a second first-time ingest stops here
-            if schema.data_path(store).exists():  # another process finished it while we waited
-                return reuse(store, wanted, log)
+    made = [p for p in (store, *store.parents) if not p.exists()]  # the folders this ingest creates
+    check_writable(store)
+    with store_lock(store):  # before anything is created: a second first-time ingest stops here
+        if schema.data_path(store).exists():  # another process finished it while we waited
+            return reuse(store, wanted, log)
+        try:
             source = open_source(config.dataset, data_dir=data_dir, verify=verify, image_size=config.image_size)
             try:
                 return _write(store, source, config, wanted, progress, log)
             finally:
                 source.close()
-    except BaseException:
-        if created and not schema.data_path(store).exists():  # a failed first ingest leaves no half-made store
-            shutil.rmtree(store, ignore_errors=True)
-        raise
+        except BaseException:
+            if made:  # a failed first ingest leaves no half-made store, removed while the lock is held
+                remove_made(made)
+            raise
+
+
+def remove_made(made: list[Path]):
+    """Removes the store folder this ingest created and, of the parents it created, those left empty (a
+    sibling store another process is making keeps its parent)."""
+    shutil.rmtree(made[0], ignore_errors=True)
+    for parent in made[1:]:
+        try:
+            parent.rmdir()
+        except OSError:
+            return
 
 
 def same_content(stored: str | None, wanted: str) -> bool:

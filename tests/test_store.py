@@ -11,7 +11,7 @@ from cnncodes.features.errors import DamagedError, UserError
 from cnncodes.features.export import export_feature_set
 from cnncodes.features.store import FeatureStore
 from cnncodes.features.writers import DataFileWriter, FeatureSetWriter, store_lock
-from cnncodes.pipeline.ingest import IngestConfig, human_bytes, ingest
+from cnncodes.pipeline.ingest import IngestConfig, check_writable, human_bytes, ingest
 
 quiet = dict(progress=False, log=lambda m: None)
 
@@ -193,6 +193,27 @@ def test_a_second_first_time_ingest_stops_before_touching_the_first(tmp_path):
             ingest(store, IngestConfig("digits", limit=30), **quiet)
         assert (store / "data.h5.tmp").read_bytes() == b"the first process's work"
     assert ingest(store, IngestConfig("digits", limit=30), **quiet).n == 60
+
+
+def test_a_refused_first_ingest_never_removes_the_store_another_process_is_writing(tmp_path, monkeypatch):
+    """Both saw no store; the other took the lock first. The refused one created nothing it may remove."""
+    import fcntl
+
+    from cnncodes.pipeline import ingest as ingest_module
+
+    store, held = tmp_path / "s", []
+
+    def the_other_process_wins(path, *args):
+        check_writable(path, *args)
+        held.append(open(path / ".ingest.lock", "w"))
+        fcntl.flock(held[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        (path / "data.h5.tmp").write_bytes(b"the first process's work")
+
+    monkeypatch.setattr(ingest_module, "check_writable", the_other_process_wins)
+    with pytest.raises(UserError, match="being written by another cnncodes process"):
+        ingest(store, IngestConfig("digits", limit=30), **quiet)
+    assert (store / "data.h5.tmp").read_bytes() == b"the first process's work"
+    held[0].close()
 
 
 def test_a_data_file_that_does_not_hold_what_was_written_is_not_published(tmp_path):
