@@ -35,7 +35,7 @@ class Cli(click.Group):
                 raise
             fix = ("check the path, or choose another" if e.errno in PATH_ERRORS else
                    "free space, or choose a writable --store; committed work is kept and the same command resumes")
-            click.echo(f"error: {e.strerror}: {e.filename or ''} - {fix}", err=True)
+            click.echo(f"error: {e.strerror}" + (f": {e.filename}" if e.filename else "") + f" - {fix}", err=True)
             sys.exit(1)
 
 
@@ -191,7 +191,8 @@ def info(store, store_argument, as_json, check):
     """What a store holds: data, splits, label sets, folds, feature sets."""
     from cnncodes.features.store import FeatureStore
 
-    if store_argument and store and Path(store) != store_argument:
+    given = click.get_current_context().get_parameter_source("store") == click.core.ParameterSource.COMMANDLINE
+    if store_argument and given and Path(store) != store_argument:  # $CNNCODES_STORE yields to the argument
         raise UserError(f"two stores given, {store_argument} and --store {store}: give one")
     store = store_argument or store  # `info STORE` as before, or --store like every other command
     if store is None:

@@ -95,8 +95,7 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
     def done_file(h, l, f):
         return run / "folds" / f"{task_key(h, l, f, params.get(h, {}), basis)}.json"
 
-    results = {(h, l, f): finished_fold(done_file(h, l, f)) for h in heads for l in labels for f in range(k)}
-    todo = [task for task, result in results.items() if result is None]
+    todo = [(h, l, f) for h in heads for l in labels for f in range(k) if finished_fold(done_file(h, l, f)) is None]
     if any(h in BASELINES for h in heads) and on != "train":
         raise UserError("pixel baselines use the stored folds over the training split: use --on train")
     start = time.time()
@@ -114,10 +113,11 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
                        for h, l, f in todo}
             from distributed import as_completed
 
-            for future in progress_bar(as_completed(futures), total=len(futures), desc="kfold", unit="fold", disable=not progress):
+            for future in progress_bar(as_completed(futures), total=len(futures), desc="kfold", unit="fold",
+                                       disable=not progress):  # each fold written as it arrives: the table reads them
                 h, l, f = futures[future]
-                results[h, l, f] = {"head": h, "label": l, "fold": f, "params": params.get(h, {}), **future.result()}
-                write_json(done_file(h, l, f), results[h, l, f])
+                write_json(done_file(h, l, f), {"head": h, "label": l, "fold": f, "params": params.get(h, {}),
+                                                **future.result()})
     wall = time.time() - start
 
     rows = table_rows(run / "folds", k, basis)

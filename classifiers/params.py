@@ -3,6 +3,8 @@ and sent to the heads they belong to: the CLI and the Python API (fit_head, kfol
 reading, so a parameter is never dropped or refused in one and not the other."""
 import numbers
 
+import numpy as np
+
 from cnncodes.features.errors import BadParameter, UserError
 
 BASELINES = ("cnn", "finetune", "wrn")  # pixel baselines: heads of kfold too
@@ -52,8 +54,8 @@ def _one_of(*names):
 
 VALUE_RULES = {
     "C": _or_null(POSITIVE_NUMBER),
-    "Cs": ("a non-empty list of positive numbers, e.g. [0.1,1]",
-           lambda x: isinstance(x, (list, tuple)) and len(x) > 0 and all(POSITIVE_NUMBER[1](c) for c in x)),
+    "Cs": ("a non-empty list of positive numbers, e.g. [0.1,1]",  # or a 1-d numpy array, as np.logspace gives
+           lambda x: not isinstance(x, str) and np.ndim(x) == 1 and len(x) > 0 and all(POSITIVE_NUMBER[1](c) for c in x)),
     "cv": ("a whole number of at least 2", lambda x: _integer(x) and x >= 2),
     "tol": POSITIVE_NUMBER, "learning_rate": POSITIVE_NUMBER,
     "max_iter": COUNT, "hidden": COUNT, "epochs": COUNT, "batch_size": COUNT, "limit": COUNT,

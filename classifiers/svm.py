@@ -23,6 +23,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.metaestimators import available_if
 
+from cnncodes.features.errors import BadParameter
 from cnncodes.pipeline.console import progress_bar
 from .inputs import as_vectors, fit_standardizer, new_data, standardize, training_data
 
@@ -145,6 +146,11 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         X, y = training_data(self, X, y)
+        smallest = np.bincount(y).min()
+        if self.probability and smallest < self.cv:  # checked before the search, not after it
+            raise BadParameter(f"LinearSVM: probability=true calibrates on cv={self.cv} folds, which needs {self.cv} "
+                               f"training rows of every class; the smallest class has {smallest}: lower cv, or "
+                               f"drop probability")
         X = as_vectors(X)
         self.scaler_ = fit_standardizer(X) if self.standardize else None
         A, Y = self._design(X), self._targets(y)

@@ -21,6 +21,7 @@ from cnncodes.features import schema
 from cnncodes.features.errors import UserError
 from cnncodes.features.folds import stratified_subset
 from cnncodes.features.store import FeatureStore
+from cnncodes.pipeline.backbones import canonical_weights
 from .runs import classification_record, save_run, write_json
 
 DEFAULT_EPOCHS = {"cnn": 100, "finetune": 20, "wrn": 200}
@@ -51,6 +52,9 @@ class BaselineConfig:
     dropout: float = 0.0
     optimizer: str = "sgd"           # sgd (the paper's) or adam (the reference's)
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):  # --weights NONE or a kfold --param finetune.weights=NONE: the word, not a file
+        object.__setattr__(self, "weights", canonical_weights(self.weights))
 
     @property
     def total_epochs(self) -> int:

@@ -16,7 +16,7 @@ def dask_client(scheduler: str | None, workers: int):
     if scheduler:
         try:
             client = Client(scheduler, timeout=CONNECT_SECONDS)
-        except (OSError, TimeoutError) as e:  # refused, unknown host, or nothing answering in time
+        except (OSError, ValueError) as e:  # refused, unknown host, nothing answering in time, or no address
             raise UserError(f"--scheduler {scheduler}: no Dask scheduler answers there ({reason(e)}); start one "
                             f"(`dask scheduler`) or leave --scheduler out to run on this machine") from None
     elif workers <= 1:

@@ -22,7 +22,7 @@ from cnncodes.features.fingerprint import digest_arrays, file_digest, fingerprin
 from cnncodes.features.names import check_name
 from cnncodes.features.store import DAMAGE, FeatureStore, read_everything
 from cnncodes.features.writers import FeatureSetWriter, choose_name, discard_damaged, writer_lock
-from .backbones import build_backbone, get_backbone, make_preprocess_layer
+from .backbones import build_backbone, canonical_weights, get_backbone, make_preprocess_layer
 from .cluster import dask_client
 from .console import progress_bar
 from .device import auto_batch_size, describe_device
@@ -43,6 +43,9 @@ class FeatureConfig:
     precision: str = "fp32"
     seed: int = 0                  # initialises --weights none
     flip_average: bool = False     # codes (and maps) averaged over the image and its mirror image
+
+    def __post_init__(self):  # weights="NONE" from a Python caller: the word, not a file
+        object.__setattr__(self, "weights", canonical_weights(self.weights))
 
     def default_name(self) -> str:
         w = {"imagenet": "imagenet", "none": f"none{self.seed}"}.get(self.weights, Path(self.weights).name.split(".")[0])

@@ -264,6 +264,21 @@ def test_svm_probabilities_when_asked_are_scikit_learns_platt_calibration(classe
     assert not hasattr(plain, "predict_proba") and np.array_equal(plain.coef_, svm.coef_)
 
 
+def test_calibration_with_a_class_smaller_than_its_folds_is_one_clear_error():
+    X, y, _, _ = synthetic(300, classes=3)
+    y[:2] = 3  # a fourth class of 2 rows: 3 calibration folds cannot all hold it
+    with pytest.raises(UserError, match="cv=3 folds, which needs 3 training rows of every class; the smallest "
+                                        "class has 2: lower cv, or drop probability"):
+        LinearSVM(C=1.0, probability=True).fit(X, y)
+    assert LinearSVM(C=1.0, probability=True, cv=2).fit(X, y).predict_proba(X).shape == (len(X), 4)
+
+
+def test_a_grid_of_Cs_may_be_a_numpy_array_as_np_logspace_gives():
+    X, y, _, _ = synthetic(300)
+    for head in (LinearSVM(Cs=np.logspace(-2, 0, 3)), LogRegHead(Cs=np.logspace(-2, 0, 3))):
+        assert head.fit(X, y).C_ in np.logspace(-2, 0, 3)
+
+
 def test_svm_with_a_given_C_holds_nothing_out():
     X, y, _, _ = synthetic(300)
     svm = LinearSVM(C=0.1).fit(X, y)

@@ -149,13 +149,19 @@ def make_preprocess_layer(mode: str):
     return Preprocess(name=f"preprocess_{mode}")
 
 
+def canonical_weights(weights: str) -> str:
+    """imagenet or none in any case as those words; anything else is a file's path, as given."""
+    return weights.lower() if str(weights).lower() in ("imagenet", "none") else weights
+
+
 def checked_weights(weights: str) -> str:
     """--weights as given: imagenet or none in any case, else a file that exists. Checked before the
     backend starts, so a mistyped path is answered at once."""
     from pathlib import Path
 
-    if weights.lower() in ("imagenet", "none"):
-        return weights.lower()
+    weights = canonical_weights(weights)
+    if weights in ("imagenet", "none"):
+        return weights
     if not Path(weights).is_file():
         raise UserError(f"--weights {weights}: no such file; give imagenet, none or the path of a weights file")
     return weights
