@@ -112,9 +112,9 @@ def native_size(backbone: str) -> int:
 
 
 def default_store(dataset: str) -> Path:
-    from cnncodes.pipeline.sources import canonical_dataset, dataset_name
+    from cnncodes.pipeline.sources import dataset_name
 
-    return Path("store") / dataset_name(canonical_dataset(dataset))
+    return Path("store") / dataset_name(dataset)
 
 
 @cli.command()
@@ -152,9 +152,8 @@ def default_store(dataset: str) -> Path:
 def features(dataset, store, backbone, weights, size, layer, spatial, flip_average, precision, batch_size, chunk_size,
              limit, name, seed, holdout, image_size, folds, skip_bad, data_dir, verify, workers, scheduler, quiet):
     """Ingest a data set into a store (once) and cache its CNN codes (once per configuration)."""
-    from cnncodes.pipeline.ingest import IngestConfig, ingest
-
     from cnncodes.pipeline.backbones import check_size, checked_weights
+    from cnncodes.pipeline.ingest import IngestConfig, ingest
     from cnncodes.pipeline.sources import canonical_dataset
 
     dataset, weights, size = canonical_dataset(dataset), checked_weights(weights), size or native_size(backbone)
@@ -400,11 +399,11 @@ def report(store, out):
 @click.option("--quiet", is_flag=True, help="no per-epoch lines")
 def baseline(kind, store, quiet, **options):
     """Train a pixel baseline (basic CNN, fine-tuned backbone, Wide ResNet) on the store's images."""
+    from cnncodes.classifiers.params import check_values
     from cnncodes.classifiers.train import BaselineConfig, finished_run, train_baseline
 
-    if kind == "wrn" and (options["depth"] - 4) % 6:
-        raise UserError(f"--depth {options['depth']}: a Wide ResNet's depth is 6n+4, e.g. 16, 22, 28 or 40")
     options["size"] = options["size"] or native_size(options["backbone"])
+    check_values(kind, options)  # the rules kfold's --param uses for baselines (a WRN's depth is 6n+4, ...)
     if kind == "finetune":
         from cnncodes.pipeline.backbones import checked_weights
 
