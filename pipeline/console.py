@@ -117,3 +117,14 @@ class LogProgress:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# -- text from data ---------------------------------------------------------------------------------------
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x20), *range(0x7f, 0xa0))}
+
+
+def printable(text) -> str:
+    """Text that came from data (class names, file names, run records) as the terminal should show it:
+    control characters (ESC sequences that clear the screen or set the window title, BEL, CR, newlines)
+    become visible escapes, so data can never act on the terminal or break a line in two."""
+    return str(text).translate(_CONTROL)

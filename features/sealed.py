@@ -1,0 +1,84 @@
+"""Sealed JSON: the store's small text files (run records, k-fold fold results and tables, baseline state)
+carry a sha256 of their own content, so a flipped byte or a hand edit is caught when they are read, and
+by `cnncodes info --check`, instead of being shown as a result.
+
+A sealed file is a JSON object with one extra key, SEAL_KEY, whose value is the sha256 of the object's
+canonical JSON without that key. Writes are atomic (a temporary file renamed into place).
+"""
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+SEAL_KEY = "sha256"
+
+
+class SealBroken(ValueError):
+    """A sealed file that cannot be read, is not an object, has no seal or fails it; the message says which."""
+
+
+def _plain(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _digest(obj: dict) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def plain(obj):
+    """`obj` as it reads back from JSON (numpy values as Python ones, tuples as lists, other objects as text)."""
+    return json.loads(json.dumps(obj, default=_plain))
+
+
+def seal(obj: dict) -> dict:
+    """The object, as JSON gives it back, with its seal added (any older seal replaced)."""
+    body = {k: v for k, v in plain(obj).items() if k != SEAL_KEY}
+    return {**body, SEAL_KEY: _digest(body)}
+
+
+def write_sealed(path, obj: dict):
+    """Atomic: a reader (or a resumed run) never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(seal(obj), indent=1))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_sealed(path) -> dict:
+    """The object without its seal; SealBroken when the file cannot be read, has no seal or fails it."""
+    path = Path(path)
+    try:
+        found = json.loads(path.read_bytes())
+    except (OSError, ValueError) as e:  # ValueError: invalid JSON, or bytes that are not UTF-8
+        raise SealBroken(f"cannot be read ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(found, dict):
+        raise SealBroken("is not a JSON object")
+    if SEAL_KEY not in found:
+        raise SealBroken("has no checksum (written by cnncodes before 0.3, or edited by hand)")
+    body = {k: v for k, v in found.items() if k != SEAL_KEY}
+    if found[SEAL_KEY] != _digest(body):
+        raise SealBroken("fails its checksum (changed on disk or edited by hand)")
+    return body
+
+
+def all_finite(obj) -> bool:
+    """Whether every number in a JSON value is finite (NaN and inf are never a result worth showing)."""
+    if isinstance(obj, float):
+        return math.isfinite(obj)
+    if isinstance(obj, dict):
+        return all(all_finite(v) for v in obj.values())
+    if isinstance(obj, list):
+        return all(all_finite(v) for v in obj)
+    return True
