@@ -4,6 +4,8 @@ import json
 
 import numpy as np
 
+from .schema import ATTRS_SEAL
+
 
 def fingerprint(parts: dict) -> str:
     """sha256 of the canonical JSON of everything that determines a result."""
@@ -28,3 +30,10 @@ def file_digest(path, algorithm: str = "md5", block=1 << 20) -> str:
         while chunk := f.read(block):
             h.update(chunk)
     return h.hexdigest()
+
+
+def attrs_digest(attrs) -> str:
+    """sha256 of an HDF5 file's root attributes but the seal itself, as h5py reads them back (numbers as
+    numpy scalars, strings as str): the seal that covers strings HDF5 keeps outside its checksummed headers."""
+    plain = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in attrs.items() if k != ATTRS_SEAL}
+    return fingerprint(plain)

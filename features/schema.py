@@ -1,18 +1,25 @@
 """Where things live in a store directory. README.md's "Store schema" section documents the same."""
 from pathlib import Path
 
-SCHEMA_VERSION = 2               # 2: per-row sources, Fletcher-32 checksums, folds computed on demand
+# 2: per-row sources, Fletcher-32 checksums, folds computed on demand.
+# 3: class names and the skipped list checksummed, attributes sealed, HDF5 metadata checksummed (libver
+#    v110), the source's identity recorded, feature sets bound to their data, kept folds sealed.
+SCHEMA_VERSION = 3
 DATA_FILE = "data.h5"            # images, labels, split, sources, folds: written once by ingest
-FOLDS_DIR = "folds"              # <on>-k<K>.npy: fold assignments computed after ingest, when first asked for
+FOLDS_DIR = "folds"              # <on>-k<K>-<seal>.npy: fold assignments computed after ingest, when first asked for
 FEATURES_DIR = "features"        # one <name>.h5 per complete feature set
 PARTS_SUFFIX = ".parts"          # <name>.parts/: committed chunks of a feature set in progress
 RUNS_DIR = "runs"                # one folder per fit / kfold / baseline run
 SPLITS = ("train", "test")       # split codes 0 and 1; ingest writes train rows first
 
 
-# Every numeric dataset carries Fletcher-32 checksums per chunk: a damaged chunk fails the read
-# instead of feeding a head. (HDF5 cannot filter variable-length strings: sources are fixed-length.)
+# Every dataset carries Fletcher-32 checksums per chunk: a damaged chunk fails the read instead of
+# feeding a head. (HDF5 cannot filter variable-length strings: strings are stored fixed-length.)
 CHECKSUM = {"fletcher32": True}
+# HDF5 1.10 object headers and chunk indexes carry checksums of their own: a flipped shape or attribute
+# fails the open. String attributes live outside them, so every file's attributes are also sealed.
+LIBVER = ("v110", "v110")
+ATTRS_SEAL = "attrs_sha256"      # sha256 of the canonical JSON of a file's other root attributes
 
 
 def data_path(store: Path) -> Path:
@@ -31,8 +38,27 @@ def parts_dir(store: Path, name: str) -> Path:
     return features_dir(store) / f"{name}{PARTS_SUFFIX}"
 
 
-def folds_path(store: Path, on: str, k: int) -> Path:
-    return Path(store) / FOLDS_DIR / f"{on}-k{k}.npy"
+def folds_path(store: Path, on: str, k: int, seal: str) -> Path:
+    """A kept fold assignment. `seal` binds its bytes to the data it was computed from (see FeatureStore)."""
+    return Path(store) / FOLDS_DIR / f"{on}-k{k}-{seal}.npy"
+
+
+def fold_files(store: Path) -> dict[tuple[str, int], list[Path]]:
+    """(on, k) -> the kept files of that assignment (sealed, or unsealed ones of schema 2)."""
+    out = {}
+    folder = Path(store) / FOLDS_DIR
+    for p in sorted(folder.glob("*-k*.npy")) if folder.exists() else []:
+        on, _, rest = p.stem.partition("-k")
+        k = rest.split("-")[0]
+        if k.isdigit():
+            out.setdefault((on, int(k)), []).append(p)
+    return out
+
+
+def fold_seal(path: Path) -> str | None:
+    """The seal in a kept fold file's name; None for an unsealed file of schema 2."""
+    parts = Path(path).stem.split("-")
+    return parts[2] if len(parts) == 3 else None
 
 
 def chunk_file(kind: str, start: int, count: int, crc: int | None = None) -> str:

@@ -1,7 +1,10 @@
 """Read access to a store directory: `FeatureStore.open(DIR)` hands out numpy or dask arrays."""
 import fcntl
+import hashlib
+import io
 import json
 import os
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,8 +14,10 @@ import numpy as np
 
 from . import schema
 from .errors import DamagedError, UserError
+from .fingerprint import attrs_digest
 from .folds import stratified_folds
 from .lazy import dask_array
+from .sealed import read_sealed
 
 # What h5py, json and numpy raise on a file that is truncated, garbled or fails its checksums.
 DAMAGE = (OSError, EOFError, KeyError, ValueError, TypeError)
@@ -37,6 +42,38 @@ def reading(path, fix: str):
         raise DamagedError(f"{path} is damaged ({reason(e)}): {fix}") from None
 
 
+def check_attrs(attrs) -> dict:
+    """A file's root attributes, checked against their seal (files of schema 2 have none)."""
+    attrs = dict(attrs)
+    if schema.ATTRS_SEAL in attrs and attrs[schema.ATTRS_SEAL] != attrs_digest(attrs):
+        raise ValueError("its attributes fail their checksum")
+    return attrs
+
+
+def read_chunk(path: Path, rows: int) -> np.ndarray:
+    """A committed chunk of a set in progress, checked against the CRC in its name and its row count."""
+    data = path.read_bytes()
+    crc = path.stem.rsplit("-", 1)[1] if path.stem.count("-") == 2 else None
+    if crc is not None and f"{zlib.crc32(data):08x}" != crc:
+        raise ValueError("CRC mismatch")
+    array = np.load(io.BytesIO(data), allow_pickle=False)
+    if len(array) != rows:
+        raise ValueError(f"{len(array)} rows, not {rows}")
+    return array
+
+
+def resolve_name(name: str, names, what: str) -> str | None:
+    """`name` as stored: itself, else the one stored name equal to it ignoring case (names ignore case
+    elsewhere too); None when there is none."""
+    if name in names:
+        return name
+    matches = sorted({n for n in names if n.casefold() == name.casefold()})
+    if len(matches) > 1:
+        raise UserError(f"{what} {name!r} matches {', '.join(map(repr, matches))}, which differ only in case: "
+                        f"give the exact name")
+    return matches[0] if matches else None
+
+
 @dataclass
 class FeatureSetInfo:
     name: str
@@ -51,12 +88,15 @@ class FeatureSetInfo:
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
     damaged: str | None = None      # why the set's files cannot be read; None when they can
+    data_sha256: str | None = None  # the binding: content of the data.h5 it was made from (None: made before 0.3)
+    data_rows: int | None = None    # ... and its row count
+    path: Path | None = None        # its <name>.h5 or <name>.parts
 
     @classmethod
     def of_damaged(cls, path: Path, why: str) -> "FeatureSetInfo":
         name = path.name.removesuffix(".h5").removesuffix(schema.PARTS_SUFFIX)
         return cls(name=name, complete=False, fingerprint="", config={}, n=0, done=0, pooled_shape=(0, 0),
-                   damaged=why)
+                   damaged=why, path=path)
 
 
 def read_feature_set_info(path: Path) -> FeatureSetInfo:
@@ -64,17 +104,21 @@ def read_feature_set_info(path: Path) -> FeatureSetInfo:
     path = Path(path)
     if path.suffix == ".h5":
         with h5py.File(path, "r") as f:
-            a = dict(f.attrs)
+            a = check_attrs(f.attrs)
+            rows = f["pooled"].shape[0]
             spatial = f["spatial"].shape if "spatial" in f else None
+            if spatial is not None and spatial[0] != rows:
+                raise ValueError(f"its spatial maps have {spatial[0]} rows, its codes {rows}")
             return FeatureSetInfo(
                 name=a["name"], complete=bool(a.get("complete", False)), fingerprint=a["fingerprint"],
-                config=json.loads(a["config"]), n=f["pooled"].shape[0], done=f["pooled"].shape[0],
+                config=json.loads(a["config"]), n=rows, done=rows,
                 pooled_shape=f["pooled"].shape, pooled_dtype=str(f["pooled"].dtype),
                 spatial_shape=spatial, seconds=float(a.get("seconds", 0.0)),
-                extra=json.loads(a.get("extra", "{}")))
+                extra=json.loads(a.get("extra", "{}")), data_sha256=a.get("data_sha256"),
+                data_rows=int(a["data_rows"]) if "data_rows" in a else None, path=path)
     if not (path / "manifest.json").exists():
         raise ValueError("its manifest.json is missing")
-    manifest = json.loads((path / "manifest.json").read_text())
+    manifest = read_sealed(path / "manifest.json")
     if int(manifest.get("chunk_size", 1)) < 1:
         raise ValueError(f"its manifest has chunk size {manifest['chunk_size']}")
     done = sum(schema.committed_chunks(path).values())
@@ -83,7 +127,8 @@ def read_feature_set_info(path: Path) -> FeatureSetInfo:
         config=manifest["config"], n=manifest["n"], done=done,
         pooled_shape=(manifest["n"], manifest["pooled_dim"]),
         spatial_shape=tuple(manifest["spatial_shape"]) if manifest.get("spatial_shape") else None,
-        seconds=float(manifest.get("seconds", 0.0)))
+        seconds=float(manifest.get("seconds", 0.0)), data_sha256=manifest.get("data_sha256"),
+        data_rows=manifest.get("data_rows"), path=path)
 
 
 class FeatureStore:
@@ -94,21 +139,30 @@ class FeatureStore:
         self.data_file = schema.data_path(self.path)
         with reading(self.data_file, self.reingest), h5py.File(self.data_file, "r") as f:
             self.attrs = dict(f.attrs)
+            self.version = int(self.attrs.get("schema_version", 1))
+            if self.version > schema.SCHEMA_VERSION:  # before its seal, which a newer schema may make otherwise
+                raise UserError(f"{self.path} was written by a newer cnncodes (store schema {self.version}, this "
+                                f"one reads up to {schema.SCHEMA_VERSION}): upgrade cnncodes")
+            check_attrs(self.attrs)
             self.split = f["split"][:]
             self.label_sets = list(json.loads(self.attrs["label_sets"]))
+            # read (and so checksummed) on open: a damaged class name stops a command before its work
+            self.names = {ls: [s.decode("utf-8", "replace") for s in f[f"label_names/{ls}"][:]]
+                          for ls in self.label_sets}
             self.stored_folds = sorted((on, int(k)) for on in f["folds"] for k in f["folds"][on])
             self.image_shape = f["images"].shape[1:]
             self.has_sources = "sources" in f
-        version = int(self.attrs.get("schema_version", 1))
-        if version > schema.SCHEMA_VERSION:
-            raise UserError(f"{self.path} was written by a newer cnncodes (store schema {version}, this one reads "
-                            f"up to {schema.SCHEMA_VERSION}): upgrade cnncodes")
+            if len(f["images"]) != len(self.split):
+                raise DamagedError(f"{self.data_file} is damaged ({len(f['images'])} images, {len(self.split)} "
+                                   f"split codes): {self.reingest}")
         self.dataset = str(self.attrs["dataset"])
+        self.content = str(self.attrs["content_sha256"])
         self.n = len(self.split)
 
     @property
     def reingest(self) -> str:
-        return f"the store's images and labels cannot be trusted; ingest into a new --store (or delete {self.path})"
+        return (f"the store's images and labels cannot be trusted; ingest into a new --store, or again into this "
+                f"one with `cnncodes features --reingest`")
 
     @classmethod
     def open(cls, path) -> "FeatureStore":
@@ -120,10 +174,7 @@ class FeatureStore:
     @property
     def fold_keys(self) -> list[tuple[str, int]]:
         """(on, k) of every fold assignment kept: computed at ingest, or since, on demand."""
-        folder = self.path / schema.FOLDS_DIR
-        computed = [(p.stem.split("-k")[0], int(p.stem.split("-k")[1])) for p in folder.glob("*-k*.npy")] \
-            if folder.exists() else []
-        return sorted(set(self.stored_folds) | set(computed))
+        return sorted(set(self.stored_folds) | set(schema.fold_files(self.path)))
 
     # -- rows ---------------------------------------------------------------------------------------
     def rows(self, split: str | None) -> slice:
@@ -143,19 +194,21 @@ class FeatureStore:
     def primary_label(self) -> str:
         return self.label_sets[0]
 
-    def _label_set(self, label_set):
-        label_set = label_set or self.primary_label
-        if label_set not in self.label_sets:
-            raise UserError(f"unknown label set {label_set!r} in {self.path}: it has {', '.join(self.label_sets)}")
-        return label_set
+    def canonical_label_set(self, name: str | None) -> str:
+        """The label set as stored: None is the primary one, and a name matches in any case ("CLASS")."""
+        if name is None:
+            return self.primary_label
+        found = resolve_name(name, self.label_sets, "label set")
+        if found is None:
+            raise UserError(f"unknown label set {name!r} in {self.path}: it has {', '.join(self.label_sets)}")
+        return found
 
     def labels(self, label_set: str | None = None, split: str | None = None, lazy: bool = False):
-        key = f"labels/{self._label_set(label_set)}"
+        key = f"labels/{self.canonical_label_set(label_set)}"
         return self._read(self.data_file, key, split, lazy)
 
     def class_names(self, label_set: str | None = None) -> list[str]:
-        with reading(self.data_file, self.reingest), h5py.File(self.data_file, "r") as f:
-            return [s.decode() for s in f[f"label_names/{self._label_set(label_set)}"][:]]
+        return list(self.names[self.canonical_label_set(label_set)])
 
     def folds(self, k: int, on: str = "train", split: str | None = None) -> np.ndarray:
         """Seeded stratified k-fold assignment (on the primary label set) over the rows of `on`:
@@ -171,19 +224,34 @@ class FeatureStore:
     def _fold_assignment(self, on: str, k: int) -> np.ndarray:
         if (on, k) in self.stored_folds:
             return self._read(self.data_file, f"folds/{on}/{k}", None, lazy=False)
-        path = schema.folds_path(self.path, on, k)
-        if path.exists():
+        for path in schema.fold_files(self.path).get((on, k), []):
             try:
-                saved = np.load(path, allow_pickle=False)
-                if saved.shape == (self.n,) and saved.min() >= -1 and saved.max() < k:
-                    return saved
+                return self.read_kept_folds(path, k)
             except DAMAGE:
                 pass  # recomputed below: the assignment is a pure function of the stored labels and seed
         member = self.split == 0 if on == "train" else np.ones(self.n, bool)
         primary = self.labels()
         self._check_stratifiable(k, on, primary[member])
         folds = stratified_folds(primary, k, int(self.attrs.get("seed", 0)), member)
-        self._save_folds(path, folds)
+        self._save_folds(on, k, folds)
+        return folds
+
+    def fold_seal(self, data: bytes) -> str:
+        """A kept assignment's seal: its bytes and the content of the data it was computed from, so a flipped
+        value, or a file kept from data since ingested again, is never used."""
+        return hashlib.sha256(self.content.encode() + data).hexdigest()[:16]
+
+    def read_kept_folds(self, path: Path, k: int) -> np.ndarray:
+        """A kept assignment that passes its seal; ValueError (or OSError) saying why when it does not."""
+        data = Path(path).read_bytes()
+        if schema.fold_seal(path) is None:
+            raise ValueError("no checksum (kept by cnncodes before 0.3); recomputed when next asked for")
+        if schema.fold_seal(path) != self.fold_seal(data):
+            raise ValueError("fails its checksum, or was computed from data since ingested again; recomputed "
+                             "when next asked for")
+        folds = np.load(io.BytesIO(data), allow_pickle=False)
+        if folds.shape != (self.n,) or folds.min() < -1 or folds.max() >= k:
+            raise ValueError(f"does not hold {self.n} fold numbers below {k}")
         return folds
 
     def _check_stratifiable(self, k: int, on: str, labels: np.ndarray):
@@ -198,16 +266,23 @@ class FeatureStore:
                             f"cannot make {k} stratified folds over {on}: class {self.class_names()[smallest]!r} "
                             f"has {counts.min()} row")
 
-    def _save_folds(self, path: Path, folds: np.ndarray):
-        """Atomically, under the store's lock; a read-only store just recomputes them next time."""
+    def _save_folds(self, on: str, k: int, folds: np.ndarray):
+        """Atomically, under the store's lock, replacing older files of the same assignment; a read-only
+        store just recomputes them next time."""
+        buffer = io.BytesIO()
+        np.save(buffer, folds)
+        data = buffer.getvalue()
+        path = schema.folds_path(self.path, on, k, self.fold_seal(data))
         try:
             path.parent.mkdir(exist_ok=True)
             with open(path.parent / ".lock", "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                with open(tmp, "wb") as f:
-                    np.save(f, folds)
+                tmp.write_bytes(data)
                 os.replace(tmp, path)
+                for old in schema.fold_files(self.path).get((on, k), []):
+                    if old != path:
+                        old.unlink(missing_ok=True)
         except OSError:
             pass
 
@@ -217,6 +292,12 @@ class FeatureStore:
         if not self.has_sources:
             return None
         return np.array([s.decode("utf-8", "replace") for s in self._read(self.data_file, "sources", split, False)])
+
+    def source_listing(self) -> dict | None:
+        """The source's image files as ingest found them (name -> [size, modification time in ns]), to say
+        what changed since; None for sources that are not folders, and stores made before cnncodes kept it."""
+        with reading(self.data_file, self.reingest), h5py.File(self.data_file, "r") as f:
+            return json.loads(f["source_listing"][:].tobytes()) if "source_listing" in f else None
 
     def images(self, split: str | None = None, lazy: bool = False):
         return self._read(self.data_file, "images", split, lazy)
@@ -241,7 +322,8 @@ class FeatureStore:
         return out
 
     def feature_set(self, name: str | None = None) -> FeatureSetInfo:
-        """The named complete feature set; without a name, the only complete one."""
+        """The named complete feature set (its name in any case); without a name, the only complete one.
+        Its `.name` is the stored name. A set made from other data than this data.h5 is refused."""
         sets = self.feature_sets()
         if not sets:
             raise UserError(f"{self.path} has no feature sets yet: run `cnncodes features --store {self.path} ...` first")
@@ -249,16 +331,34 @@ class FeatureStore:
         names = ", ".join(s.name for s in complete) or "none"
         if name is None:
             if len(complete) == 1:
-                return complete[0]
+                return self._usable(complete[0])
             raise UserError(f"{self.path} has {len(complete)} complete feature sets ({names}): choose one with --features NAME")
-        for s in sets:
-            if s.name == name:
-                if s.damaged:
-                    raise DamagedError(f"feature set {name} is damaged ({s.damaged}): {self.rebuild(name)}")
-                if not s.complete:
-                    raise UserError(f"feature set {name} is incomplete ({s.done}/{s.n} rows): re-run `cnncodes features` to finish it")
-                return s
-        raise UserError(f"no feature set {name!r} in {self.path} (complete: {names})")
+        found = resolve_name(name, [s.name for s in sets], "feature set")
+        if found is None:
+            raise UserError(f"no feature set {name!r} in {self.path} (complete: {names})")
+        return self._usable(next(s for s in sets if s.name == found))
+
+    def _usable(self, s: FeatureSetInfo) -> FeatureSetInfo:
+        if s.damaged:
+            raise DamagedError(f"feature set {s.name} is damaged ({s.damaged}): {self.rebuild(s.name)}")
+        if not s.complete:
+            raise UserError(f"feature set {s.name} is incomplete ({s.done}/{s.n} rows): re-run `cnncodes features` "
+                            f"to finish it")
+        if why := self.stale(s):
+            raise UserError(f"feature set {s.name} {why}: {self.rebuild(s.name)}")
+        return s
+
+    def stale(self, s: FeatureSetInfo) -> str | None:
+        """Why a feature set does not belong to this data.h5; None when it does, or when it cannot be told
+        (a set made before cnncodes bound sets to their data, whose row count matches)."""
+        if s.data_sha256 is not None and s.data_sha256 != self.content:
+            return (f"was made from other data than this store's data.h5 (content {s.data_sha256[:12]}, now "
+                    f"{self.content[:12]}: the store was ingested again since)")
+        if s.data_rows is not None and s.data_rows != s.n:
+            return f"has {s.n} rows but was made with {s.data_rows}: its file was rewritten since"
+        if s.n != self.n:
+            return f"has {s.n} rows, but data.h5 has {self.n}: it was made from other data"
+        return None
 
     def rebuild(self, name: str) -> str:
         return f"re-run `cnncodes features` with the options that made {name}, which rebuilds it"
@@ -278,20 +378,46 @@ class FeatureStore:
             with h5py.File(path, "r") as f:
                 return f[key][rows]
 
+    # -- check --------------------------------------------------------------------------------------------
     def check(self) -> dict[str, str | None]:
-        """Reads every stored byte once: file name -> None when sound, else why it is damaged."""
-        files = [self.data_file] + [schema.feature_path(self.path, s.name) for s in self.feature_sets() if s.complete]
-        out = {}
-        for path in files:
-            try:
-                read_everything(path)
-                out[str(path.relative_to(self.path))] = None
-            except DAMAGE as e:
-                out[str(path.relative_to(self.path))] = reason(e)
+        """Reads every stored byte once: path relative to the store -> None when sound, else why it is
+        damaged or cannot be verified. Covers data.h5, every feature set (complete or in progress), the
+        kept folds and every JSON file under runs/."""
+        out = {schema.DATA_FILE: self._problem(lambda: read_everything(self.data_file))}
+        if self.version < 3:
+            out[f"{schema.DATA_FILE} (class names, attributes)"] = (
+                f"not verifiable: store schema {self.version} keeps them without checksums; ingest again (into a "
+                f"new --store, or with --reingest) to cover them")
         for s in self.feature_sets():
-            if s.damaged:
-                out[f"{schema.FEATURES_DIR}/{s.name}"] = s.damaged
+            out[self._relative(s.path)] = s.damaged or self._check_set(s)
+        for (on, k), paths in schema.fold_files(self.path).items():
+            for path in paths:
+                out[self._relative(path)] = self._problem(lambda: self.read_kept_folds(path, k))
+        runs = self.path / schema.RUNS_DIR
+        for path in sorted(runs.rglob("*.json")) if runs.exists() else []:
+            out[self._relative(path)] = self._problem(lambda: read_sealed(path))
         return out
+
+    def _check_set(self, s: FeatureSetInfo) -> str | None:
+        if s.complete:
+            problem = self._problem(lambda: read_everything(s.path))
+        else:
+            problem = self._problem(lambda: read_parts(s))
+        problem = problem or self.stale(s)
+        if problem is None and s.data_sha256 is None:
+            problem = ("not verifiable: made before cnncodes bound feature sets to their data; re-run `cnncodes "
+                       "features` with its options to bind it (nothing is recomputed)")
+        return problem
+
+    def _problem(self, read) -> str | None:
+        try:
+            read()
+        except DAMAGE as e:
+            return reason(e)
+        return None
+
+    def _relative(self, path: Path) -> str:
+        return str(Path(path).relative_to(self.path))
 
     def summary(self) -> dict:
         return {
@@ -302,20 +428,34 @@ class FeatureStore:
             "folds": [f"{on}:{k}" for on, k in self.fold_keys],
             "sources": self.has_sources,
             "skipped": int(self.attrs.get("skipped", 0)),
-            "content_sha256": str(self.attrs["content_sha256"]),
+            "content_sha256": self.content,
             "feature_sets": [
                 {"name": s.name, "damaged": s.damaged} if s.damaged else
                 {"name": s.name, "complete": s.complete, "rows": f"{s.done}/{s.n}",
                  "shape": list(s.pooled_shape), "dtype": s.pooled_dtype,
                  "spatial_shape": list(s.spatial_shape) if s.spatial_shape else None,
-                 "fingerprint": s.fingerprint, "seconds": round(s.seconds, 2), "config": s.config}
+                 "fingerprint": s.fingerprint, "seconds": round(s.seconds, 2), "config": s.config,
+                 "bound": s.data_sha256 is not None, "stale": self.stale(s)}
                 for s in self.feature_sets()],
         }
 
 
+def read_parts(s: FeatureSetInfo):
+    """Reads every committed chunk of a set in progress, each checked against its CRC and row count."""
+    spatial = schema.chunk_files(s.path, "spatial")
+    for start, (count, path) in schema.chunk_files(s.path).items():
+        read_chunk(path, count)
+        if s.spatial_shape is not None:
+            if start not in spatial:
+                raise ValueError(f"chunk {path.name} has no spatial part")
+            read_chunk(spatial[start][1], count)
+
+
 def read_everything(path: Path, rows_per_read: int = 4096):
-    """Reads every dataset of an HDF5 file in slices, so every chunk's checksum is verified."""
+    """Reads every dataset of an HDF5 file in slices, so every chunk's checksum is verified, and checks
+    its attributes against their seal."""
     with h5py.File(path, "r") as f:
+        check_attrs(f.attrs)
         datasets = []
         f.visititems(lambda name, obj: datasets.append(obj) if isinstance(obj, h5py.Dataset) else None)
         for d in datasets:

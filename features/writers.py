@@ -2,7 +2,8 @@
 
 Crash safety comes from atomic renames, not from HDF5: a file killed mid-write may be unreadable,
 so nothing half-written ever carries a final name. A committed chunk is a `.npy` renamed into place;
-the feature set's `.h5` appears, complete, only after every chunk is in.
+the feature set's `.h5` appears, complete, only after every chunk is in. A full disk shows before HDF5
+writes anything (`reserve`), because HDF5 cannot recover from a write that fails for want of space.
 """
 import errno
 import fcntl
@@ -21,9 +22,65 @@ import numpy as np
 
 from . import schema
 from .errors import UserError
-from .store import DAMAGE, read_feature_set_info, reason
+from .fingerprint import attrs_digest
+from .sealed import read_sealed, write_sealed
+from .store import DAMAGE, FeatureStore, check_attrs, read_chunk, read_everything, read_feature_set_info, reason
 
-STRING = h5py.string_dtype("utf-8")
+MARGIN = 1 << 20  # reserved beyond an estimate: HDF5's own structures, the last partial chunks
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether an error is a full disk or quota, as the system reports it or as HDF5 words it."""
+    full = (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(error, OSError) and error.errno in full:
+        return True
+    return isinstance(error, (OSError, RuntimeError)) and any(f"errno = {n}," in str(error) for n in full)
+
+
+def reserve(path: Path, nbytes: int):
+    """Allocates the disk blocks a file will grow into before HDF5 writes them. After a write that fails
+    for want of space HDF5 can neither close the file nor exit cleanly (a segmentation fault), so a full
+    disk must show here, as a plain OSError. A file system that cannot allocate ahead is written without."""
+    if nbytes <= 0:
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    finally:
+        os.close(fd)
+
+
+def trim(path: Path):
+    """Gives back the reserved space the file did not use: HDF5 cuts a file it opened for writing to its
+    own end when it closes it."""
+    with h5py.File(path, "r+"):
+        pass
+
+
+def seal_attrs(f: h5py.File, attrs: dict):
+    """Sets root attributes and seals them all, as h5py reads them back (see `attrs_digest`)."""
+    f.attrs.update(attrs)
+    f.attrs[schema.ATTRS_SEAL] = attrs_digest(f.attrs)
+
+
+def close_dropping(f: h5py.File):
+    """Closes a file being abandoned without writing what HDF5 still holds for it: emptied, resizable
+    datasets drop their unwritten chunks (on a full disk, writing them at close is what HDF5 cannot survive)."""
+    if not f:
+        return
+    try:
+        f.visititems(lambda name, d: d.resize(0, axis=0)
+                     if isinstance(d, h5py.Dataset) and d.maxshape and d.maxshape[0] is None else None)
+    finally:
+        f.close()
+
+
+def text_array(strings) -> np.ndarray:
+    """Strings as fixed-length UTF-8, which HDF5 can checksum (variable-length strings it cannot)."""
+    return np.array([s.encode("utf-8", "backslashreplace") for s in strings], dtype=bytes)
 
 
 @contextmanager
@@ -42,15 +99,22 @@ def store_lock(store: Path, what: str = "ingest"):
 
 class DataFileWriter:
     """Appends images to `data.h5.tmp`; `finish` adds labels, split, sources and folds, re-reads the
-    file to check it holds what was written, and renames it into place. Create it under `store_lock`."""
+    file to check it holds what was written, and renames it into place (replacing an older data.h5 only
+    then). Create it under `store_lock`, with `reserve_bytes` at least what the file will take."""
 
-    def __init__(self, store: Path, image_shape: tuple, rows_per_chunk: int = 256):
+    def __init__(self, store: Path, image_shape: tuple, rows_per_chunk: int = 256, reserve_bytes: int = 0):
         self.final = schema.data_path(store)
         self.tmp = self.final.with_name(self.final.name + ".tmp")
-        self.file = h5py.File(self.tmp, "w")
-        self.images = self.file.create_dataset(
-            "images", shape=(0, *image_shape), maxshape=(None, *image_shape), dtype=np.uint8,
-            chunks=(rows_per_chunk, *image_shape), **schema.CHECKSUM)
+        self.file = h5py.File(self.tmp, "w", libver=schema.LIBVER)
+        try:
+            self.file.flush()  # HDF5's own start of the file is written before the rest is reserved
+            reserve(self.tmp, reserve_bytes)
+            self.images = self.file.create_dataset(
+                "images", shape=(0, *image_shape), maxshape=(None, *image_shape), dtype=np.uint8,
+                chunks=(rows_per_chunk, *image_shape), **schema.CHECKSUM)
+        except BaseException:
+            self.abort()
+            raise
         self.content = hashlib.sha256()
 
     def append(self, images: np.ndarray):
@@ -60,24 +124,30 @@ class DataFileWriter:
         self.content.update(np.ascontiguousarray(images).data)
 
     def finish(self, *, labels: dict, class_names: dict, split: np.ndarray, folds: dict, attrs: dict,
-               skipped: list[str], sources: list[str]):
+               skipped: list[str], sources: list[str], listing: bytes | None = None):
+        """`listing`: the source's files as ingest found them (JSON), kept to say later what changed."""
         f = self.file
         for name, values in labels.items():
             f.create_dataset(f"labels/{name}", data=values.astype(np.int16), chunks=True, **schema.CHECKSUM)
-            f.create_dataset(f"label_names/{name}", data=np.array(class_names[name], dtype=object), dtype=STRING)
+            f.create_dataset(f"label_names/{name}", data=text_array(class_names[name]), chunks=True,
+                             **schema.CHECKSUM)
             self.content.update(values.astype(np.int16).data)
         f.create_dataset("split", data=split.astype(np.uint8), chunks=True, **schema.CHECKSUM)
         f["split"].attrs["names"] = json.dumps(schema.SPLITS)
         self.content.update(split.astype(np.uint8).data)
-        f.create_dataset("sources", data=np.array([s.encode("utf-8") for s in sources], dtype=bytes), chunks=True,
-                         **schema.CHECKSUM)
+        f.create_dataset("sources", data=text_array(sources), chunks=True, **schema.CHECKSUM)
         for (on, k), assignment in folds.items():
             f.create_dataset(f"folds/{on}/{k}", data=assignment, chunks=True, **schema.CHECKSUM)
         f.require_group("folds")
-        f.create_dataset("skipped", data=np.array(skipped, dtype=object), dtype=STRING)
-        f.attrs.update({**attrs, "schema_version": schema.SCHEMA_VERSION, "label_sets": json.dumps(list(labels)),
-                        "content_sha256": self.content.hexdigest(), "skipped": len(skipped)})
+        f.create_dataset("skipped", data=text_array(skipped), chunks=True, **schema.CHECKSUM)
+        if listing is not None:
+            f.create_dataset("source_listing", data=np.frombuffer(listing, np.uint8), chunks=True,
+                             compression="gzip", **schema.CHECKSUM)
+        seal_attrs(f, {**attrs, "schema_version": schema.SCHEMA_VERSION, "label_sets": json.dumps(list(labels)),
+                       "content_sha256": self.content.hexdigest(), "skipped": len(skipped)})
+        f.flush()  # a failure to write shows here, while the file can still be closed without it
         f.close()
+        trim(self.tmp)
         self._verify(list(labels))
         os.replace(self.tmp, self.final)
 
@@ -85,6 +155,7 @@ class DataFileWriter:
         """The content digest was computed from memory: recompute it from the file before publishing."""
         h = hashlib.sha256()
         with h5py.File(self.tmp, "r") as f:
+            check_attrs(f.attrs)
             images = f["images"]
             for lo in range(0, len(images), images.chunks[0] * 16):
                 h.update(np.ascontiguousarray(images[lo:lo + images.chunks[0] * 16]).data)
@@ -98,55 +169,79 @@ class DataFileWriter:
 
     def abort(self):
         try:
-            self.file.close()
+            close_dropping(self.file)
+        except Exception:
+            pass  # a file HDF5 cannot close is removed all the same
         finally:
             self.tmp.unlink(missing_ok=True)
 
 
-def existing_fingerprint(store: Path, name: str) -> str | None:
-    """The fingerprint a set of this name was made with; None when there is none, or when its files
-    are damaged (it is then rebuilt under its name)."""
-    for path in (schema.feature_path(store, name), schema.parts_dir(store, name)):
+def existing_fingerprint(store: FeatureStore, name: str) -> str | None:
+    """The fingerprint a set of this name was made with; None when there is none, or when its files are
+    damaged or it was made from other data (it is then rebuilt under its name)."""
+    for path in (schema.feature_path(store.path, name), schema.parts_dir(store.path, name)):
         if path.exists():
             try:
-                return read_feature_set_info(path).fingerprint
+                info = read_feature_set_info(path)
             except (*DAMAGE, json.JSONDecodeError):
                 return None
+            return None if store.stale(info) else info.fingerprint
     return None
 
 
-def choose_name(store: Path, base: str, fp: str, explicit: bool) -> str:
+def choose_name(store: FeatureStore, base: str, fp: str, explicit: bool) -> str:
     """The name under which this fingerprint lives: `base`, or `base-<fp8>` if `base` holds another."""
     candidates = [base] if explicit else [base, f"{base}-{fp[:8]}"]
     for name in candidates:
         if existing_fingerprint(store, name) in (None, fp):
             return name
-    raise UserError(f"feature set {base!r} in {store} was made with a different configuration "
+    raise UserError(f"feature set {base!r} in {store.path} was made with a different configuration "
                     f"(fingerprint {existing_fingerprint(store, base)[:12]}, this run {fp[:12]}): "
-                    f"pick another --name, or delete {schema.feature_path(store, base)}")
+                    f"pick another --name, or delete {schema.feature_path(store.path, base)}")
 
 
-def discard_damaged(store: Path, name: str, log=print) -> bool:
-    """Removes a set whose files fail their checks (checksums, truncation, a garbled manifest), so it is
-    rebuilt; a sound set is left alone. Returns whether something was removed. Hold the writer lock."""
-    final, parts = schema.feature_path(store, name), schema.parts_dir(store, name)
+def discard_unusable(store: FeatureStore, name: str, log=print) -> bool:
+    """Removes a set whose files fail their checks (checksums, truncation, a garbled manifest) or that was
+    made from other data than the store now holds, so it is rebuilt; a sound set is left alone. Returns
+    whether something was removed. Hold the writer lock."""
+    final, parts = schema.feature_path(store.path, name), schema.parts_dir(store.path, name)
     removed = False
     if final.exists():
-        from .store import read_everything
         try:
             read_everything(final)
-        except DAMAGE as e:
-            log(f"features: {final} is damaged ({reason(e)}): rebuilding it")
+            why = store.stale(read_feature_set_info(final))
+        except (*DAMAGE, json.JSONDecodeError) as e:
+            why = f"is damaged ({reason(e)})"
+        if why:
+            log(f"features: {final} {why}: rebuilding it")
             final.unlink()
             removed = True
     if parts.exists():
         try:
-            read_feature_set_info(parts)
+            why = store.stale(read_feature_set_info(parts))
         except (*DAMAGE, json.JSONDecodeError) as e:
-            log(f"features: {parts} is damaged ({reason(e)}): starting it again")
+            why = f"is damaged ({reason(e)})"
+        if why:
+            log(f"features: {parts} {why}: starting it again")
             shutil.rmtree(parts)
             removed = True
     return removed
+
+
+def bind_to_data(store: FeatureStore, name: str):
+    """Records in a complete set made before cnncodes bound sets to their data which data that is. Call it
+    only once the set's full fingerprint, which covers the data's content, matched this store's."""
+    final = schema.feature_path(store.path, name)
+    tmp = final.with_name(final.name + ".tmp")
+    try:
+        shutil.copyfile(final, tmp)  # the set is changed in a copy: a kill midway leaves it as it was
+        reserve(tmp, final.stat().st_size + MARGIN)
+        with h5py.File(tmp, "r+") as f:
+            seal_attrs(f, {"data_sha256": store.content, "data_rows": store.n})
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, final)
 
 
 @contextmanager
@@ -163,10 +258,11 @@ def writer_lock(store: Path, name: str):
 
 
 class FeatureSetWriter:
-    """Commits chunks of a feature set as atomic files and assembles `<name>.h5` when all are in."""
+    """Commits chunks of a feature set as atomic files and assembles `<name>.h5` when all are in.
+    `data_sha256`, the content of the data.h5 the codes are computed from, binds the set to it."""
 
     def __init__(self, store: Path, name: str, fp: str, config: dict, n: int, pooled_dim: int,
-                 spatial_shape: tuple | None, chunk_size: int = 512):
+                 spatial_shape: tuple | None, chunk_size: int = 512, data_sha256: str | None = None):
         if int(chunk_size) < 1:
             raise UserError(f"--chunk-size {chunk_size}: a chunk holds at least one image")
         self.store, self.name, self.n = Path(store), name, n
@@ -175,11 +271,11 @@ class FeatureSetWriter:
         self.parts.mkdir(parents=True, exist_ok=True)
         manifest = self.parts / "manifest.json"
         if manifest.exists():
-            self.manifest = json.loads(manifest.read_text())
+            self.manifest = read_sealed(manifest)
         else:
             self.manifest = {"name": name, "fingerprint": fp, "config": config, "n": n, "pooled_dim": pooled_dim,
                              "spatial_shape": list(spatial_shape) if spatial_shape else None, "seconds": 0.0,
-                             "chunk_size": chunk_size}
+                             "chunk_size": chunk_size, "data_sha256": data_sha256, "data_rows": n}
             self._write_manifest()
         self.spatial = spatial_shape is not None
 
@@ -190,12 +286,12 @@ class FeatureSetWriter:
     @classmethod
     def existing(cls, store: Path, name: str, fp: str) -> "FeatureSetWriter":
         """The writer of a set another process started (a Dask worker committing its shard)."""
-        manifest = json.loads((schema.parts_dir(store, name) / "manifest.json").read_text())
+        manifest = read_sealed(schema.parts_dir(store, name) / "manifest.json")
         if manifest["fingerprint"] != fp:
             raise UserError(f"feature set {name} in progress has fingerprint {manifest['fingerprint'][:12]}, not {fp[:12]}")
         spatial = tuple(manifest["spatial_shape"]) if manifest["spatial_shape"] else None
         return cls(store, name, fp, manifest["config"], manifest["n"], manifest["pooled_dim"], spatial,
-                   manifest["chunk_size"])
+                   manifest["chunk_size"], manifest.get("data_sha256"))
 
     @property
     def chunk_size(self) -> int:
@@ -225,50 +321,60 @@ class FeatureSetWriter:
         spatial = schema.chunk_files(self.parts, "spatial")
         for start, (count, path) in sorted(schema.chunk_files(self.parts).items()):
             try:
-                self._load(path, count)
+                read_chunk(path, count)
                 if self.spatial:
-                    self._load(spatial[start][1], count)
+                    read_chunk(spatial[start][1], count)
             except (*DAMAGE, UserError) as e:
                 log(f"features: chunk {path.name} of {self.name} is damaged ({reason(e)}): recomputing it")
                 path.unlink(missing_ok=True)
                 bad.append(start)
         return bad
 
-    def _load(self, path: Path, rows: int) -> np.ndarray:
-        data = path.read_bytes()
-        crc = path.stem.rsplit("-", 1)[1] if path.stem.count("-") == 2 else None
-        if crc is not None and f"{zlib.crc32(data):08x}" != crc:
-            raise ValueError("CRC mismatch")
-        array = np.load(io.BytesIO(data), allow_pickle=False)
-        if len(array) != rows:
-            raise ValueError(f"{len(array)} rows, not {rows}")
-        return array
-
     def assemble(self, extra: dict) -> Path:
         chunks = sorted(schema.chunk_files(self.parts).items())
         spatial_files = schema.chunk_files(self.parts, "spatial")
         if sum(c for _, (c, _) in chunks) != self.n:
             raise RuntimeError(f"feature set {self.name}: {sum(c for _, (c, _) in chunks)} of {self.n} rows committed")
-        tmp = self.final.with_name(self.final.name + ".tmp")
         m = self.manifest
+        if m.get("data_sha256") and FeatureStore(self.store).content != m["data_sha256"]:
+            raise UserError(f"the store was ingested again while feature set {self.name} was being extracted from "
+                            f"its data before: run the same command again to extract it from the new data")
+        tmp = self.final.with_name(self.final.name + ".tmp")
+        shape = tuple(m["spatial_shape"]) if self.spatial else ()
+        f = h5py.File(tmp, "w", libver=schema.LIBVER)
         try:
-            with h5py.File(tmp, "w") as f:
-                pooled = f.create_dataset("pooled", shape=(self.n, m["pooled_dim"]), dtype=np.float32,
-                                          chunks=(min(self.n, 1024), m["pooled_dim"]), **schema.CHECKSUM)
+            f.flush()
+            try:
+                reserve(tmp, self.n * (4 * m["pooled_dim"] + 2 * int(np.prod(shape))) * 17 // 16 + MARGIN)
+            except OSError as e:
+                if disk_full(e):
+                    raise UserError(f"the disk holding {self.final.parent} is too full to assemble feature set "
+                                    f"{self.name}: free space and run the same command again (committed chunks "
+                                    f"are kept)") from None
+                raise
+            pooled = f.create_dataset("pooled", shape=(self.n, m["pooled_dim"]), maxshape=(None, m["pooled_dim"]),
+                                      dtype=np.float32, chunks=(min(self.n, 1024), m["pooled_dim"]), **schema.CHECKSUM)
+            if self.spatial:
+                spatial = f.create_dataset("spatial", shape=(self.n, *shape), maxshape=(None, *shape),
+                                           dtype=np.float16, chunks=(min(self.n, 64), *shape), compression="lzf",
+                                           shuffle=True, **schema.CHECKSUM)
+            for start, (count, path) in chunks:
+                pooled[start:start + count] = self._checked(path, count)
                 if self.spatial:
-                    shape = tuple(m["spatial_shape"])
-                    spatial = f.create_dataset("spatial", shape=(self.n, *shape), dtype=np.float16,
-                                               chunks=(min(self.n, 64), *shape), compression="lzf", shuffle=True,
-                                               **schema.CHECKSUM)
-                for start, (count, path) in chunks:
-                    pooled[start:start + count] = self._checked(path, count)
-                    if self.spatial:
-                        spatial[start:start + count] = self._checked(spatial_files[start][1], count)
-                f.attrs.update({"name": self.name, "fingerprint": m["fingerprint"], "config": json.dumps(m["config"]),
-                                "complete": True, "seconds": self.seconds,
-                                "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "extra": json.dumps(extra),
-                                "schema_version": schema.SCHEMA_VERSION})
+                    spatial[start:start + count] = self._checked(spatial_files[start][1], count)
+            seal_attrs(f, {"name": self.name, "fingerprint": m["fingerprint"], "config": json.dumps(m["config"]),
+                           "complete": True, "seconds": self.seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                           "extra": json.dumps(extra), "schema_version": schema.SCHEMA_VERSION,
+                           **({"data_sha256": m["data_sha256"], "data_rows": m["data_rows"]}
+                              if m.get("data_sha256") else {})})
+            f.flush()
+            f.close()
+            trim(tmp)
         except BaseException:
+            try:
+                close_dropping(f)
+            except Exception:
+                pass  # a file HDF5 cannot close is removed all the same
             tmp.unlink(missing_ok=True)
             raise
         os.replace(tmp, self.final)
@@ -277,7 +383,7 @@ class FeatureSetWriter:
 
     def _checked(self, path: Path, rows: int) -> np.ndarray:
         try:
-            return self._load(path, rows)
+            return read_chunk(path, rows)
         except DAMAGE as e:
             path.unlink(missing_ok=True)
             raise UserError(f"chunk {path.name} of feature set {self.name} was damaged on disk ({reason(e)}) and "
@@ -300,6 +406,4 @@ class FeatureSetWriter:
             raise
 
     def _write_manifest(self):
-        tmp = self.parts / f".manifest.json.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(self.manifest, indent=1))
-        os.replace(tmp, self.parts / "manifest.json")
+        write_sealed(self.parts / "manifest.json", self.manifest)

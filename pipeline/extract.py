@@ -20,8 +20,8 @@ from cnncodes.features import schema
 from cnncodes.features.errors import UserError
 from cnncodes.features.fingerprint import digest_arrays, file_digest, fingerprint
 from cnncodes.features.names import check_name
-from cnncodes.features.store import DAMAGE, FeatureStore, read_everything
-from cnncodes.features.writers import FeatureSetWriter, choose_name, discard_damaged, writer_lock
+from cnncodes.features.store import DAMAGE, FeatureStore, read_everything, resolve_name
+from cnncodes.features.writers import FeatureSetWriter, bind_to_data, choose_name, discard_unusable, writer_lock
 from .backbones import build_backbone, canonical_weights, get_backbone, make_preprocess_layer
 from .cluster import dask_client
 from .console import progress_bar
@@ -184,12 +184,15 @@ def configured_backend() -> str:
 
 
 def already_extracted(store: FeatureStore, config: FeatureConfig, name: str | None) -> ExtractResult | None:
-    """A complete, sound set made with this configuration and setup, found without loading the backend
-    (the full fingerprint needs the built model). None when unsure: the caller then checks properly."""
+    """A complete, sound set made with this configuration and setup from this very data, found without
+    loading the backend (the full fingerprint needs the built model). None when unsure: the caller then
+    checks properly (a set not bound to its data yet is bound there, once its fingerprint matched)."""
     wanted = {**asdict(config), **setup_identity(config)}
     base = name or config.default_name()
     for info in store.feature_sets():
         if not info.complete or not (info.name == base or (name is None and info.name.startswith(base + "-"))):
+            continue
+        if info.data_sha256 is None or store.stale(info):
             continue
         stored = {k: v for k, v in info.config.items() if k != "weights_sha256"}
         if stored != wanted:
@@ -215,12 +218,14 @@ def extract_features(store_dir, config: FeatureConfig, *, name: str | None = Non
     if name is not None:
         check_name(name)  # it becomes a file name inside the store
     store = FeatureStore.open(store_dir)
+    if name is not None:  # names ignore case: --name R50 is the set r50 already there
+        name = resolve_name(name, [s.name for s in store.feature_sets()], "feature set") or name
     if (done := already_extracted(store, config, name)) is not None:
         log(f"features: {done.name} is complete with this configuration, nothing to do")
         return done
     model, weights_digest = build_extractor(config, store.image_shape[:2])
     fp = feature_fingerprint(store, config, weights_digest, config.layer or "last")
-    name = choose_name(store.path, name or config.default_name(), fp, explicit=name is not None)
+    name = choose_name(store, name or config.default_name(), fp, explicit=name is not None)
     with ExitStack() as held:
         try:
             held.enter_context(writer_lock(store.path, name))
@@ -234,8 +239,9 @@ def extract_features(store_dir, config: FeatureConfig, *, name: str | None = Non
 
 
 def complete_set(store: FeatureStore, name: str) -> ExtractResult | None:
+    """The complete set of this name, when it was made from the data the store holds."""
     done = next((s for s in store.feature_sets() if s.name == name and s.complete), None)
-    if done is None:
+    if done is None or store.stale(done):
         return None
     return ExtractResult(name, "cached", done.n, done.seconds, done.n / max(done.seconds, 1e-9),
                          schema.feature_path(store.path, name))
@@ -243,9 +249,12 @@ def complete_set(store: FeatureStore, name: str) -> ExtractResult | None:
 
 def _extract_locked(store, config, model, weights_digest, fp, name, batch_size, chunk_size, jit_compile, workers,
                     scheduler, progress, log) -> ExtractResult:
-    discard_damaged(store.path, name, log)  # a set that fails its checksums is rebuilt, not reused
+    discard_unusable(store, name, log)  # a set that fails its checksums or is of other data is rebuilt, not reused
     done = complete_set(store, name)
     if done is not None:
+        if store.feature_set(name).data_sha256 is None:  # its fingerprint, which covers the data, matched
+            bind_to_data(store, name)
+            log(f"features: {name} (made before cnncodes bound sets to their data) is now bound to this data.h5")
         log(f"features: {name} is complete with this fingerprint ({fp[:12]}), nothing to do")
         return done
     pooled_dim = model.outputs[0].shape[-1]
@@ -255,7 +264,7 @@ def _extract_locked(store, config, model, weights_digest, fp, name, batch_size, 
     # the weights' digest is kept so `predict` can tell if a --weights file changed since
     writer = FeatureSetWriter(store.path, name, fp, {**asdict(config), "weights_sha256": weights_digest,
                                                      **setup_identity(config)},
-                              store.n, pooled_dim, spatial_shape, chunk_size)
+                              store.n, pooled_dim, spatial_shape, chunk_size, data_sha256=store.content)
     writer.drop_damaged_chunks(log)
     committed = writer.committed()
     if committed:
