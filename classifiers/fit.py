@@ -38,7 +38,7 @@ def fit_head(store_dir, head: str, *, features: str | None = None, label: str | 
     params = resolve_params([head], params or {}, epochs)[head]
     store = FeatureStore.open(store_dir)
     info = store.feature_set(features)
-    label = label or store.primary_label
+    label = store.canonical_label_set(label)  # --label CLASS finds `class`; the record keeps the stored name
     if spatial and info.spatial_shape is None:
         raise UserError(f"head {head} asked for spatial maps but feature set {info.name} has none: "
                         f"extract with --spatial, or drop --spatial")
@@ -46,7 +46,7 @@ def fit_head(store_dir, head: str, *, features: str | None = None, label: str | 
     X, y = load_xy(store, info.name, label, "train", spatial)
     X_test, y_test = load_xy(store, info.name, label, "test", spatial)
     check_finite(info, X, X_test)
-    run = new_run_dir(store.path, "fit", head, label)  # before training: a read-only store fails now, not after
+    partial = new_run_dir(store.path, "fit", head, label)  # before training: a read-only store fails now, not after
     try:
         start = time.time()
         model.fit(X, y)
@@ -62,9 +62,9 @@ def fit_head(store_dir, head: str, *, features: str | None = None, label: str | 
             "validation_accuracy": model.validation_score_, "chosen": model.chosen_params_,
             "validation_scores": grid_scores(model),
         }
-        save_run(run, record, model)
-    except BaseException:  # an interrupted or failed fit leaves no half-written run behind
-        shutil.rmtree(run, ignore_errors=True)
+        run = save_run(partial, record, model)
+    except BaseException:  # an interrupted or failed fit (a full disk) leaves no half-written run behind
+        shutil.rmtree(partial, ignore_errors=True)
         raise
     return run, record
 

@@ -4,7 +4,7 @@ GridSearchCV work on them."""
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from cnncodes.features.errors import UserError
+from cnncodes.features.errors import BadParameter, UserError
 from cnncodes.pipeline.console import progress_bar
 from .inputs import as_vectors, fit_standardizer, holdout, new_data, standardize, training_data
 from .svm import LinearSVM
@@ -73,6 +73,11 @@ def best_epoch(patience: int):
     return BestEpoch()
 
 
+# Weights a dense head may have: 2**28 float32 are 1 GiB, 4 GiB with the gradients and Adam's two moments.
+# More (hidden=1000000000) ended in the backend's ResourceExhaustedError after 16 s of allocating.
+MAX_DENSE_WEIGHTS = 2**28
+
+
 class KerasHead(ClassifierMixin, BaseEstimator):
     """Shared training loop of the Keras heads: standardised inputs, label smoothing, early stopping on
     the accuracy of a validation slice of the training data, the best epoch's weights kept."""
@@ -81,12 +86,14 @@ class KerasHead(ClassifierMixin, BaseEstimator):
         """The network; `seeds` yields one seed per random layer or initializer."""
         raise NotImplementedError
 
+    def check_data(self, input_shape, class_counts):
+        """Whether these parameters can be fitted on rows of `input_shape` with these class sizes: called
+        by training_data before any work (and by kfold for each fold before it starts)."""
+
     def fit(self, X, y):
         import keras
 
-        if self.epochs < 1:
-            raise UserError(f"epochs must be at least 1, not {self.epochs}")
-        X, y = training_data(self, X, y)
+        X, y = training_data(self, X, y)  # epochs=0 (or "abc") is refused there, as every parameter is
         self.scaler_ = fit_standardizer(X) if self.standardize else None  # per channel, over samples and positions
         X = standardize(self.scaler_, X)
         fit, val = holdout(y, self.validation_fraction, self.random_state)
@@ -94,7 +101,8 @@ class KerasHead(ClassifierMixin, BaseEstimator):
         # Every random draw (initial weights, dropout, batch order) comes from random_state, none from
         # process-wide state, which other threads (a Dask worker's heartbeat) draw from too.
         self.model_ = self._build(X.shape[1:], len(self.classes_), layer_seeds(self.random_state))
-        optimizer = keras.optimizers.get({"class_name": self.optimizer, "config": {"learning_rate": self.learning_rate}})
+        optimizer = keras.optimizers.get({"class_name": self.optimizer,  # float: Keras refuses --param learning_rate=1
+                                          "config": {"learning_rate": float(self.learning_rate)}})
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=self.label_smoothing)
         self.model_.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
         batches, follow = seeded_batches(X[fit], Y[fit], self.batch_size, self.random_state)
@@ -102,6 +110,10 @@ class KerasHead(ClassifierMixin, BaseEstimator):
         history = self.model_.fit(batches, validation_data=(X[val], Y[val]), epochs=self.epochs, shuffle=False,
                                   callbacks=[follow, best], verbose=self.verbose)
         self.history_ = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+        if not all(np.isfinite(v).all() for v in self.history_.values()):
+            raise BadParameter(f"{type(self).__name__}: training diverged (its loss became NaN or inf) at "
+                               f"learning_rate={self.learning_rate}: lower learning_rate"
+                               + ("" if self.standardize else ", or standardize the inputs (standardize=true)"))
         self.n_epochs_ = len(self.history_["loss"])
         self.validation_score_ = float(best.best[0])
         self.chosen_params_ = {"best_epoch": best.best_epoch + 1, "epochs_trained": self.n_epochs_,
@@ -131,6 +143,13 @@ class DenseHead(KerasHead):
         self.epochs, self.learning_rate, self.batch_size, self.optimizer = epochs, learning_rate, batch_size, optimizer
         self.validation_fraction, self.patience = validation_fraction, patience
         self.standardize, self.random_state, self.verbose = standardize, random_state, verbose
+
+    def check_data(self, input_shape, class_counts):
+        width = input_shape[-1]  # spatial maps are pooled to their channels first
+        weights = (width + 1) * self.hidden + (self.hidden + 1) * len(class_counts)
+        if weights > MAX_DENSE_WEIGHTS:
+            raise BadParameter(f"DenseHead: hidden={self.hidden} on {width} features makes {weights:,} weights, more "
+                               f"than the {MAX_DENSE_WEIGHTS:,} that fit in memory: lower hidden")
 
     def _build(self, input_shape, n_classes, seeds):
         import keras
@@ -176,6 +195,9 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
                  standardize=True, random_state=0, verbose=0):
         self.Cs, self.validation_fraction, self.max_iter, self.tol = Cs, validation_fraction, max_iter, tol
         self.standardize, self.random_state, self.verbose = standardize, random_state, verbose
+
+    def check_data(self, input_shape, class_counts):
+        """Any data fits: the holdout is stratified for any class size."""
 
     def _model(self, C):
         from sklearn.linear_model import LogisticRegression

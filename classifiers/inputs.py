@@ -18,15 +18,17 @@ CHUNK_ROWS = 65536  # rows per standardisation pass: memory stays flat on spatia
 def training_data(head, X, y):
     """(X as float32, y as class codes 0..K-1): validated as scikit-learn does, which also refuses NaN and
     inf; spatial maps (n, h, w, c) are allowed. Sets n_features_in_ and classes_. The head's parameters
-    are checked first, by the rules the command line uses."""
+    are checked first, by the rules the command line uses, then against the data (head.check_data)."""
     check_values(type(head).__name__, head.get_params())
     X, y = validate_data(head, X, y, allow_nd=True, dtype=np.float32)
     check_classification_targets(y)
     encoder = LabelEncoder().fit(y)
     if len(encoder.classes_) < 2:
         raise ValueError(f"{type(head).__name__} needs samples of at least 2 classes; the data has 1 class")
+    codes = encoder.transform(y)
+    head.check_data(X.shape[1:], np.bincount(codes))
     head.classes_ = encoder.classes_
-    return X, encoder.transform(y)
+    return X, codes
 
 
 def new_data(head, X):

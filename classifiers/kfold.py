@@ -5,6 +5,8 @@ written as they arrive, so a killed or extended run redoes only what is missing.
 """
 import hashlib
 import json
+import os
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -13,13 +15,13 @@ import numpy as np
 
 from cnncodes.features import schema
 from cnncodes.features.errors import UserError
+from cnncodes.features.sealed import SealBroken, all_finite, read_sealed, write_sealed
 from cnncodes.features.store import FeatureStore
 from cnncodes.pipeline.cluster import dask_client
-from cnncodes.pipeline.console import progress_bar
+from cnncodes.pipeline.console import printable, progress_bar
 from .fit import check_finite
 from .params import BASELINES, resolve_params
 from .ranking import kfold_cells, number
-from .runs import write_json
 
 
 def run_fold(X, y, folds, fold: int, head: str, params: dict) -> dict:
@@ -65,44 +67,51 @@ def task_key(head, label, fold, params, basis: str) -> str:
 
 
 def finished_fold(path: Path) -> dict | None:
-    """A fold's saved result, or None when it is missing or unreadable: a damaged file is computed again."""
+    """A fold's saved result, or None when it is missing or fails its seal: a damaged file is computed again."""
     try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError):
+        result = read_sealed(path)
+    except SealBroken:
         return None
-    return result if isinstance(result, dict) and "accuracy" in result else None
+    return result if "accuracy" in result and all_finite(result) else None
 
 
 def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *, k: int = 6, on: str = "train",
                  features: str | None = None, params: dict | None = None, epochs: int | None = None,
-                 scheduler: str | None = None, workers: int = 1, progress: bool = True) -> dict:
+                 scheduler: str | None = None, workers: int = 1, progress: bool = True, log=None) -> dict:
     """Runs what is missing, then returns (and saves) the table: one row per head, label and settings
     finished on these folds and features, by this call or an earlier one.
-    `params` as resolve_params reads them: KEY (every head that takes it), HEAD.KEY, or {HEAD: {KEY: value}}."""
+    `params` as resolve_params reads them: KEY (every head that takes it), HEAD.KEY, or {HEAD: {KEY: value}}.
+    `log` hears about saved fold results computed again (standard error by default)."""
     params = resolve_params(heads, params or {}, epochs)
+    log = log or (lambda m: print(m, file=sys.stderr))
     if k < 2:
         raise UserError(f"-k must be at least 2, not {k}: each fold is scored by a model trained on the others")
+    if any(h in BASELINES for h in heads) and on != "train":
+        raise UserError("pixel baselines use the stored folds over the training split: use --on train")
     store = FeatureStore.open(store_dir)
     info = store.feature_set(features) if any(h not in BASELINES for h in heads) else None  # pixels need none
     source = info.name if info else "pixels"
-    labels = labels or [store.primary_label]
+    labels = list(dict.fromkeys(map(store.canonical_label_set, labels or [None])))
     split = "train" if on == "train" else None
     folds = store.folds(k, on=on, split=split)
     run = Path(store.path) / schema.RUNS_DIR / f"kfold-{source}-k{k}-{on}"
-    (run / "folds").mkdir(parents=True, exist_ok=True)
     basis = info.fingerprint if info else str(store.attrs["content_sha256"])
 
     def done_file(h, l, f):
         return run / "folds" / f"{task_key(h, l, f, params.get(h, {}), basis)}.json"
 
     todo = [(h, l, f) for h in heads for l in labels for f in range(k) if finished_fold(done_file(h, l, f)) is None]
-    if any(h in BASELINES for h in heads) and on != "train":
-        raise UserError("pixel baselines use the stored folds over the training split: use --on train")
+    damaged = sum(done_file(*task).exists() for task in todo)
+    if damaged:  # said once, however many: never a result, never silently redone
+        log(printable(f"kfold: computing again {damaged} saved fold result(s) in {run / 'folds'} that fail their "
+                      f"checksum or have none (changed on disk, edited by hand, or saved before cnncodes 0.3)"))
     start = time.time()
     if todo:
         codes = store.features(info.name, split=split) if info else None
         if codes is not None:
             check_finite(info, codes)
+        check_tasks(store, todo, params, folds, split, codes)  # every refusal before Dask starts
+        (run / "folds").mkdir(parents=True, exist_ok=True)
         with dask_client(scheduler, workers) as client:
             X = client.scatter(codes, broadcast=True) if info else None
             F = client.scatter(folds, broadcast=True)
@@ -116,16 +125,46 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
             for future in progress_bar(as_completed(futures), total=len(futures), desc="kfold", unit="fold",
                                        disable=not progress):  # each fold written as it arrives: the table reads them
                 h, l, f = futures[future]
-                write_json(done_file(h, l, f), {"head": h, "label": l, "fold": f, "params": params.get(h, {}),
-                                                **future.result()})
+                write_sealed(done_file(h, l, f), {"head": h, "label": l, "fold": f, "params": params.get(h, {}),
+                                                  **future.result()})
     wall = time.time() - start
 
     rows = table_rows(run / "folds", k, basis)
     table = {"kind": "kfold", "features": source, "fingerprint": info.fingerprint if info else None, "k": k, "on": on,
              "rows": rows, "wall_seconds": round(wall, 2), "tasks_run": len(todo), "workers": scheduler or workers}
-    write_json(run / "table.json", table)
-    (run / "table.md").write_text(format_table(table))
+    run.mkdir(parents=True, exist_ok=True)
+    write_sealed(run / "table.json", table)
+    write_text_atomically(run / "table.md", format_table(table))
     return {**table, "path": str(run / "table.md")}
+
+
+def check_tasks(store: FeatureStore, todo: list[tuple], params: dict, folds, split, codes):
+    """What a task would refuse on a worker (after a traceback there), refused here: a head's parameters
+    against each fold's training rows (an SVM's cv against its smallest class, a dense head's size against
+    the codes' width), a baseline's settings against its network (backbone, --size, unfreeze_from)."""
+    from .heads import make_head
+    from .train import BaselineConfig, check_config
+
+    for head in dict.fromkeys(h for h, _, _ in todo):
+        if head in BASELINES:
+            check_config(BaselineConfig(head, **params.get(head, {})))
+            continue
+        model = make_head(head, **params.get(head, {}))
+        for label in dict.fromkeys(l for h, l, _ in todo if h == head):
+            y = store.labels(label, split=split)
+            for fold in sorted({f for h, l, f in todo if (h, l) == (head, label)}):
+                train = (folds >= 0) & (folds != fold)
+                model.check_data(codes.shape[1:], np.unique(y[train], return_counts=True)[1])
+
+
+def write_text_atomically(path: Path, text: str):
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def table_rows(folder: Path, k: int, basis: str) -> list[dict]:
@@ -177,8 +216,8 @@ def run_params(head: str, given: dict) -> dict | None:
 
 def format_table(table: dict) -> str:
     """The table as Markdown (printed by `kfold`, saved as table.md), laid out as the report shows it."""
-    header, rows = kfold_cells(table)
-    lines = [f"{table['k']}-fold on {table['on']}, features {table['features']}", "",
+    header, rows = kfold_cells(table)  # names and settings come from data: never a terminal's control codes
+    lines = [printable(f"{table['k']}-fold on {table['on']}, features {table['features']}"), "",
              "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(map(str, cells)) + " |" for cells in rows]
+    lines += ["| " + " | ".join(map(printable, cells)) + " |" for cells in rows]
     return "\n".join(lines) + "\n"

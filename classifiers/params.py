@@ -1,7 +1,9 @@
 """Head parameters as a user gives them (`--param KEY=VALUE`, `--param HEAD.KEY=VALUE`, `--epochs`), checked
 and sent to the heads they belong to: the CLI and the Python API (fit_head, kfold_scores) share this one
 reading, so a parameter is never dropped or refused in one and not the other."""
+import math
 import numbers
+from pathlib import Path
 
 import numpy as np
 
@@ -27,19 +29,42 @@ def head_parameters(head: str) -> set[str]:
 
 
 # -- what each parameter's value may be: one rule per name, as the names mean the same in every head --------
+# Upper limits, each where a larger value breaks something or can mean nothing:
+MAX_WHOLE = 2**31 - 1    # counts and sizes: what the backends' int32 shapes and counters hold
+MAX_SEED = 2**32 - 1     # numpy's and scikit-learn's random_state range (more: a ValueError from deep inside)
+MAX_C = 1e6              # the SVM's float32 Newton steps overflow from C=1e10 on 600 digits (sooner on more
+                         # rows); from about 1e4 a linear model on standardised codes is unregularised anyway
+MAX_LEARNING_RATE = 10.0  # rates here are 1e-4..0.1; at 10 a dense head's loss is already 1e5, and from 1e4 (sgd)
+                          # or 1e30 (adam) its weights become NaN, and its run record with them
+MAX_TOL = 1.0            # at tol=1 logreg's lbfgs already stops before its first step (chance accuracy)
+MAX_HIDDEN = 65536       # dense units; the weights' count is also checked against the codes' width at fit
+MAX_WRN_DEPTH, MAX_WRN_WIDTH = 1000, 64  # a WRN-1000 or width 64 already fills a GPU at 32 px
+
+
 def _number(x) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+    """A real number that is finite: NaN and inf (JSON's NaN, Infinity, 1e309) never make a model."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        return False
+    return isinstance(x, numbers.Integral) or math.isfinite(x)
 
 
 def _integer(x) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
-POSITIVE_NUMBER = ("a positive number", lambda x: _number(x) and x > 0)
+def _whole(low: int, high: int, text: str | None = None):
+    return text or f"a whole number from {low} to {high}", lambda x: _integer(x) and low <= x <= high
+
+
+def _positive(high: float, text: str):
+    return f"a positive number up to {text}", lambda x: _number(x) and 0 < x <= high
+
+
+C_VALUE = _positive(MAX_C, "1e6")
 FRACTION = ("a number from 0 to below 1", lambda x: _number(x) and 0 <= x < 1)
 OPEN_FRACTION = ("a number between 0 and 1", lambda x: _number(x) and 0 < x < 1)
-COUNT = ("a whole number of at least 1", lambda x: _integer(x) and x >= 1)
-NATURAL = ("a whole number of at least 0", lambda x: _integer(x) and x >= 0)
+COUNT = _whole(1, MAX_WHOLE, "a whole number of at least 1 (up to 2**31-1)")
+NATURAL = _whole(0, MAX_SEED, "a whole number of at least 0 (up to 2**32-1)")
 SWITCH = ("true or false", lambda x: isinstance(x, bool))
 
 
@@ -52,35 +77,56 @@ def _one_of(*names):
     return f"one of {', '.join(names)}", lambda x: x in names
 
 
+def _backbone():
+    from cnncodes.pipeline.backbones import BACKBONES  # the registry: a backbone added there is taken here
+
+    return f"one of {', '.join(BACKBONES)}", lambda x: x in BACKBONES
+
+
+def _weights(x) -> bool:
+    from cnncodes.pipeline.backbones import canonical_weights
+
+    return isinstance(x, str) and x != "" and (canonical_weights(x) in ("imagenet", "none") or Path(x).is_file())
+
+
 VALUE_RULES = {
-    "C": _or_null(POSITIVE_NUMBER),
-    "Cs": ("a non-empty list of positive numbers, e.g. [0.1,1]",  # or a 1-d numpy array, as np.logspace gives
-           lambda x: not isinstance(x, str) and np.ndim(x) == 1 and len(x) > 0 and all(POSITIVE_NUMBER[1](c) for c in x)),
-    "cv": ("a whole number of at least 2", lambda x: _integer(x) and x >= 2),
-    "tol": POSITIVE_NUMBER, "learning_rate": POSITIVE_NUMBER,
-    "max_iter": COUNT, "hidden": COUNT, "epochs": COUNT, "batch_size": COUNT, "limit": COUNT,
-    "width": COUNT, "size": ("a whole number from 8 to 1024", lambda x: _integer(x) and 8 <= x <= 1024),
-    "depth": ("a whole number 6n+4 of at least 10, e.g. 28", lambda x: _integer(x) and x >= 10 and (x - 4) % 6 == 0),
-    "patience": COUNT, "head_epochs": NATURAL, "seed": NATURAL, "random_state": _or_null(NATURAL),
+    "C": _or_null(C_VALUE),
+    "Cs": ("a non-empty list of positive numbers up to 1e6, e.g. [0.1,1]",  # or a 1-d numpy array (np.logspace)
+           lambda x: not isinstance(x, str) and np.ndim(x) == 1 and len(x) > 0 and all(C_VALUE[1](c) for c in x)),
+    "cv": _whole(2, MAX_WHOLE, "a whole number of at least 2"),  # and at most the smallest class: checked at fit
+    "tol": _positive(MAX_TOL, "1"), "learning_rate": _positive(MAX_LEARNING_RATE, "10"),
+    "max_iter": COUNT, "epochs": COUNT, "batch_size": COUNT, "limit": COUNT, "patience": COUNT,
+    "hidden": _whole(1, MAX_HIDDEN), "width": _whole(1, MAX_WRN_WIDTH),
+    "size": _whole(8, 1024),
+    "depth": ("a whole number 6n+4 from 10 to 1000, e.g. 28",
+              lambda x: _integer(x) and 10 <= x <= MAX_WRN_DEPTH and (x - 4) % 6 == 0),
+    "head_epochs": _whole(0, MAX_WHOLE), "seed": NATURAL, "random_state": _or_null(NATURAL),
     "verbose": ("true, false or a whole number of at least 0", lambda x: isinstance(x, bool) or NATURAL[1](x)),
     "dropout": FRACTION, "input_dropout": FRACTION, "label_smoothing": FRACTION,
     "validation_fraction": OPEN_FRACTION,
     "standardize": SWITCH, "probability": SWITCH,
     "optimizer": _one_of("adam", "sgd"), "precision": _one_of("fp32", "bf16", "fp16"),
-    "backbone": ("a backbone name", lambda x: isinstance(x, str) and x != ""),
-    "weights": ("imagenet, none or a weights file", lambda x: isinstance(x, str) and x != ""),
-    "unfreeze_from": ("a layer name", lambda x: isinstance(x, str) and x != ""),
+    "backbone": _backbone(),
+    "weights": ("imagenet, none or a weights file that exists", _weights),
+    "unfreeze_from": ("a layer name", lambda x: isinstance(x, str) and x != ""),  # checked in the network: train.py
 }
 BASELINE_DEFAULTS = {"epochs", "patience", "limit", "learning_rate", "unfreeze_from"}  # null: the kind's default, or off
 
 
-def check_value(head: str, name: str, value):
-    """One error when `value` is not what parameter `name` takes (a name without a rule takes anything)."""
+def value_problem(name: str, value, nullable: bool = False) -> str | None:
+    """"NAME takes WHAT, not VALUE" when `value` breaks parameter `name`'s rule (a name without one takes
+    anything), else None."""
     text, ok = VALUE_RULES.get(name, ("", lambda x: True))
-    if head in BASELINES and name in BASELINE_DEFAULTS:
+    if nullable:
         text, ok = _or_null((text, ok))
-    if not ok(value):
-        raise BadParameter(f"head {head}: {name} takes {text}, not {value!r}")
+    return None if ok(value) else f"{name} takes {text}, not {value!r}"
+
+
+def check_value(head: str, name: str, value):
+    """One error when `value` is not what parameter `name` takes."""
+    problem = value_problem(name, value, nullable=head in BASELINES and name in BASELINE_DEFAULTS)
+    if problem:
+        raise BadParameter(f"head {head}: {problem}")
 
 
 def check_values(head: str, params: dict):

@@ -2,14 +2,15 @@
 code when `predict` reads it.
 
     model.json   the head's class (one of an allow-list), its constructor parameters, and every fitted
-                 value that is not an array: numbers, strings, dicts of numbers, nested estimators
+                 value that is not an array: numbers, strings, dicts of numbers, nested estimators; sealed
+                 (features/sealed.py), with the sha256 of each file below, so no byte of a head is unchecked
     model.npz    the fitted arrays (coefficients, classes, standardisation), read with allow_pickle=False
     model.keras  the network of a Keras head (dense, gap), read with Keras's safe mode
 
 Classes are looked up by name in the allow-lists below, never imported from a name in the file.
 """
+import hashlib
 import inspect
-import json
 import zipfile
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from cnncodes.features.errors import UserError
+from cnncodes.features.sealed import SealBroken, read_sealed, write_sealed
 from cnncodes.features.store import reason
 from .heads import HEADS
 
@@ -41,8 +43,17 @@ def save_model(model, folder) -> Path:
     description = {"format": FORMAT, **_describe(model, "", arrays, folder)}
     with open(folder / ARRAYS_FILE, "wb") as f:
         np.savez(f, **arrays)
-    (folder / MODEL_FILE).write_text(json.dumps(description, indent=1))
+    files = [ARRAYS_FILE, *(p.name for p in sorted(folder.glob("*.keras")))]
+    write_sealed(folder / MODEL_FILE, {**description, "files": {name: file_sha256(folder / name) for name in files}})
     return folder
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _describe(estimator, prefix: str, arrays: dict, folder: Path) -> dict:
@@ -91,14 +102,15 @@ def load_model(folder):
     folder = Path(folder)
     refit = "re-fit the head with `cnncodes fit`"
     try:
-        description = json.loads((folder / MODEL_FILE).read_bytes())
-    except (OSError, ValueError) as e:
-        raise UserError(f"{folder / MODEL_FILE} cannot be read ({reason(e)}): {refit}") from None
-    if not isinstance(description, dict) or not str(description.get("format", "")).startswith("cnncodes-head/"):
+        description = read_sealed(folder / MODEL_FILE)
+    except SealBroken as e:
+        raise UserError(f"{folder / MODEL_FILE} {e}: {refit}") from None
+    if not str(description.get("format", "")).startswith("cnncodes-head/"):
         raise UserError(f"{folder / MODEL_FILE} is not a cnncodes head of format {FORMAT}: {refit}")
     if description["format"] != FORMAT:
         raise UserError(f"{folder / MODEL_FILE} holds a head saved by another cnncodes ({description['format']}; "
                         f"this one reads {FORMAT}): {refit}")
+    check_files(folder, description.get("files"), refit)
     arrays = _load_arrays(folder / ARRAYS_FILE, refit)
     try:
         return _rebuild(description, HEAD_CLASSES, arrays, folder)
@@ -106,6 +118,20 @@ def load_model(folder):
         raise UserError(f"{folder / MODEL_FILE}: {e}: {refit}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UserError(f"{folder / MODEL_FILE} is damaged ({reason(e)}): {refit}") from None
+
+
+def check_files(folder: Path, files, refit: str):
+    """Each file of the head as it was saved: model.npz and every .keras file match their sha256."""
+    if not (isinstance(files, dict) and ARRAYS_FILE in files):
+        raise UserError(f"{folder / MODEL_FILE} lists no checksums of its files: {refit}")
+    for name, digest in files.items():
+        path = folder / Path(str(name)).name  # only files beside model.json
+        try:
+            found = file_sha256(path)
+        except OSError as e:
+            raise UserError(f"{path} cannot be read ({reason(e)}): {refit}") from None
+        if found != digest:
+            raise UserError(f"{path} fails its checksum (changed on disk since it was saved): {refit}")
 
 
 def _load_arrays(path: Path, refit: str) -> dict:

@@ -5,6 +5,8 @@ from pathlib import Path
 import numpy as np
 
 from cnncodes.features.errors import UserError
+from cnncodes.pipeline.backbones import BACKBONES
+from .params import value_problem
 from .runs import load_run
 
 
@@ -22,6 +24,8 @@ def score_kind(model) -> str:
 
 
 FIT_KEYS = {"feature_config": dict, "image_shape": list, "params": dict}  # what predict needs beyond any run's
+MAX_IMAGE_SIDE = 1024  # ingest stores images of at most 1024 px a side: a record claiming more is not a store's
+FEATURE_CONFIG_RULES = {"backbone": "resnet50", "size": 224, "precision": "fp32", "seed": 0}  # name: its default
 
 
 def load_fitted_head(run, trust_pickle: bool = False):
@@ -34,8 +38,18 @@ def load_fitted_head(run, trust_pickle: bool = False):
         raise UserError(f"{run}/record.json lacks {', '.join(missing)}: the run is damaged or was not made by "
                         f"`cnncodes fit`; fit the head again")
     shape = record["image_shape"]
-    if not (len(shape) == 3 and all(isinstance(n, int) and n > 0 for n in shape)):
-        raise UserError(f"{run}/record.json has image_shape {shape!r}, not (side, side, 3): fit the head again")
+    if not (len(shape) == 3 and all(isinstance(n, int) and not isinstance(n, bool) for n in shape)
+            and 1 <= shape[0] == shape[1] <= MAX_IMAGE_SIDE and shape[2] == 3):
+        raise UserError(f"{run}/record.json has image_shape {shape!r}, not (side, side, 3) with a side of 1 to "
+                        f"{MAX_IMAGE_SIDE}: fit the head again")
+    config = {name: record["feature_config"].get(name, default) for name, default in FEATURE_CONFIG_RULES.items()}
+    problems = [p for p in (value_problem(name, value) for name, value in config.items()) if p]
+    if not problems and config["size"] < BACKBONES[config["backbone"]].min_size:
+        problems.append(f"size {config['size']} is under {config['backbone']}'s least, "
+                        f"{BACKBONES[config['backbone']].min_size}")
+    if problems:
+        raise UserError(f"{run}/record.json has a feature_config cnncodes cannot use ({problems[0]}): "
+                        f"fit the head again")
     classes = np.asarray(getattr(model, "classes_", []))
     if classes.dtype.kind not in "iu" or not ((0 <= classes) & (classes < len(record["class_names"]))).all():
         raise UserError(f"{run}: the head's classes do not match the record's {len(record['class_names'])} "

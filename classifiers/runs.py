@@ -1,8 +1,10 @@
 """Run records: every fit, k-fold and baseline leaves its numbers in store/runs/ for `report`."""
+import errno
 import itertools
-import json
 import os
 import re
+import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -11,7 +13,8 @@ from sklearn.metrics import confusion_matrix
 
 from cnncodes.features import schema
 from cnncodes.features.errors import UserError
-from cnncodes.features.store import reason
+from cnncodes.features.sealed import SealBroken, all_finite, plain, read_sealed, write_sealed
+from cnncodes.pipeline.console import printable
 from .persist import has_model, load_model, save_model
 from .ranking import (Configuration, configurations, cross_validated_text, features_text, percent, ranked_runs,
                       settings_text)
@@ -19,37 +22,62 @@ from .ranking import (Configuration, configurations, cross_validated_text, featu
 LEGACY_MODEL = "model.joblib"  # older cnncodes pickled heads: loaded only when the user trusts the run
 
 
+# A run is written into a hidden folder and renamed into place once its record is written: a fit that is
+# killed (SIGKILL: no cleanup runs) never leaves a folder that looks like a run. The folder names the
+# process that owns it, so the next fit removes those of dead processes and leaves running ones alone.
+PARTIAL = re.compile(r"^\.partial-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-(?P<name>.+)$")
+HOST = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:60] or "host"
+
+
 def new_run_dir(store: Path, kind: str, head: str, label: str) -> Path:
-    """A fresh folder under STORE/runs/, made before any work, so a store that cannot be written to
-    fails at once. Names come from data (label sets), so unsafe characters become '_'."""
+    """A fresh hidden folder under STORE/runs/, made before any work, so a store that cannot be written to
+    fails at once; save_run renames it into place. Names come from data (label sets), so unsafe
+    characters become '_'."""
     runs = Path(store) / schema.RUNS_DIR
     name = "-".join(re.sub(r"[^A-Za-z0-9_.+=-]", "_", part)[:60] for part in (kind, head, label))
-    base = runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+    run = runs / f".partial-{HOST}-{os.getpid()}-{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+        remove_dead_partials(runs)
+        run.mkdir()
+    except OSError as e:
+        raise UserError(f"cannot create a run folder in {runs} ({e.strerror}): make it writable, "
+                        f"or copy the store somewhere writable") from None
+    return run
+
+
+def remove_dead_partials(runs: Path):
+    """Removes the hidden folders of runs whose process on this machine has ended without finishing them."""
+    for folder in runs.glob(".partial-*"):
+        owner = PARTIAL.match(folder.name)
+        if owner and owner["host"] == HOST and not process_alive(int(owner["pid"])):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of this machine has this id (another user's too: signalling it is refused)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # OverflowError: an id no process can have
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def publish(partial: Path) -> Path:
+    """Renames a finished run's hidden folder to its name, numbered when a run of the same second has it."""
+    base = partial.with_name(PARTIAL.match(partial.name)["name"])
     for i in itertools.count():
         run = base.with_name(f"{base.name}-{i}") if i else base
-        try:
-            run.mkdir(parents=True)
-            return run
-        except FileExistsError:
+        if run.exists():
             continue
+        try:  # every run folder is renamed here with its files in it: renaming onto one fails
+            os.rename(partial, run)
+            return run
         except OSError as e:
-            raise UserError(f"cannot create a run folder in {runs} ({e.strerror}): make it writable, "
-                            f"or copy the store somewhere writable") from None
-
-
-def write_json(path: Path, obj):
-    """Atomic: a reader (or a resumed run) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_plain))
-    os.replace(tmp, path)
-
-
-def _plain(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
 
 
 def classification_record(y_true, y_pred, n_classes: int) -> dict:
@@ -60,11 +88,17 @@ def classification_record(y_true, y_pred, n_classes: int) -> dict:
 
 
 def save_run(run: Path, record: dict, model=None) -> Path:
-    """The model first, the record last: a run folder with a record.json is complete."""
+    """The model first, the record last: a run folder with a record.json is complete. A record with NaN or
+    inf in it is refused (it would be shown as a result). Returns the run's folder: a hidden one made by
+    new_run_dir is renamed into place."""
+    record = {**record, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if not all_finite(plain(record)):
+        raise UserError("the run's numbers are not all finite (NaN or inf): nothing saved; "
+                        "check the head's parameters (a learning_rate too high?)")
     if model is not None:
         save_model(model, run)
-    write_json(run / "record.json", {**record, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    return run
+    write_sealed(run / "record.json", record)
+    return publish(run) if PARTIAL.match(run.name) else run
 
 
 def load_run(run, trust_pickle: bool = False) -> tuple[dict, object]:
@@ -100,11 +134,12 @@ def read_record(path: Path) -> tuple[dict | None, str | None]:
 
 
 def _read_json(path: Path, problem) -> tuple[dict | None, str | None]:
+    """A sealed file's content when its seal holds, it has what `problem` asks and every number is finite."""
     try:
-        found = json.loads(path.read_bytes())
-    except (OSError, ValueError) as e:  # ValueError: invalid JSON, or bytes that are not UTF-8
-        return None, f"{path.name} cannot be read: {reason(e)}"
-    why = problem(found)
+        found = read_sealed(path)
+    except SealBroken as e:
+        return None, f"{path.name} {e}"
+    why = problem(found) or (None if all_finite(found) else "holds a number that is not finite (NaN or inf)")
     return (None, f"{path.name} {why}") if why else (found, None)
 
 
@@ -163,6 +198,8 @@ def _scan(store: Path, pattern: str, problem) -> tuple[list[dict], list[tuple[Pa
     root = Path(store) / schema.RUNS_DIR
     good, damaged = [], []
     for path in sorted(root.glob(pattern)) if root.exists() else []:
+        if path.parent.name.startswith("."):  # a run still being written, or left by a killed one
+            continue
         found, why = _read_json(path, problem)
         if why:
             damaged.append((path.parent, why))
@@ -188,7 +225,7 @@ def damaged_runs(store: Path) -> list[tuple[Path, str]]:
 
 def damage_warnings(store: Path) -> list[str]:
     """One line per damaged run, for commands that list runs: they name it and go on with the rest."""
-    return [f"warning: skipped {folder}: {why}; delete it, or re-run the command that made it"
+    return [printable(f"warning: skipped {folder}: {why}; delete it, or re-run the command that made it")
             for folder, why in damaged_runs(store)]
 
 
@@ -224,10 +261,11 @@ def format_runs(runs: list[dict], tables: list[dict] | None = None) -> str:
 def run_row(r: dict, group: Configuration) -> list[str]:
     count = r.get("configuration_runs") or len(group.runs)  # latest_runs counts what it left out
     extraction = r.get("feature_config") if isinstance(r.get("feature_config"), dict) else {}
-    return [str(r.get("head")), features_text(r), str(extraction.get("weights", "-")), str(r.get("label")),
-            percent(r.get("train_accuracy"), "-"), percent(r["test_accuracy"], "-"),
-            percent(r.get("validation_accuracy"), "-"), cross_validated_text(group.cross_validated, "-"), str(count),
-            f"{number_or(r.get('fit_seconds'), 0):.1f}", settings_text(group.settings) or "-"]
+    cells = [r.get("head"), features_text(r), extraction.get("weights", "-"), r.get("label"),
+             percent(r.get("train_accuracy"), "-"), percent(r["test_accuracy"], "-"),
+             percent(r.get("validation_accuracy"), "-"), cross_validated_text(group.cross_validated, "-"), count,
+             f"{number_or(r.get('fit_seconds'), 0):.1f}", settings_text(group.settings) or "-"]
+    return [printable(c) for c in cells]  # names and settings come from data: never a terminal's control codes
 
 
 def number_or(value, default):

@@ -144,13 +144,23 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         self.standardize, self.probability = standardize, probability
         self.random_state, self.verbose = random_state, verbose
 
-    def fit(self, X, y):
-        X, y = training_data(self, X, y)
-        smallest = np.bincount(y).min()
-        if self.probability and smallest < self.cv:  # checked before the search, not after it
+    def check_data(self, input_shape, class_counts):
+        """Cross-validation (the C search, and calibration) needs `cv` rows of every class in the training
+        data: checked before the search, not by scikit-learn's ValueError after it started."""
+        smallest = min(class_counts)
+        if smallest >= self.cv:
+            return
+        if self.probability:
             raise BadParameter(f"LinearSVM: probability=true calibrates on cv={self.cv} folds, which needs {self.cv} "
                                f"training rows of every class; the smallest class has {smallest}: lower cv, or "
                                f"drop probability")
+        if self.C is None:
+            fix = f"give cv={smallest} or less, or a fixed C" if smallest >= 2 else "give a fixed C"
+            raise BadParameter(f"LinearSVM: choosing C on cv={self.cv} folds needs {self.cv} training rows of every "
+                               f"class; the smallest class has {smallest}: {fix}")
+
+    def fit(self, X, y):
+        X, y = training_data(self, X, y)
         X = as_vectors(X)
         self.scaler_ = fit_standardizer(X) if self.standardize else None
         A, Y = self._design(X), self._targets(y)

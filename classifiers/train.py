@@ -12,7 +12,7 @@ import shutil
 import time
 import zipfile
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +20,10 @@ import numpy as np
 from cnncodes.features import schema
 from cnncodes.features.errors import UserError
 from cnncodes.features.folds import stratified_subset
+from cnncodes.features.sealed import SealBroken, all_finite, read_sealed, write_sealed
 from cnncodes.features.store import FeatureStore
 from cnncodes.pipeline.backbones import canonical_weights
-from .runs import classification_record, save_run, write_json
+from .runs import classification_record, read_record, save_run
 
 DEFAULT_EPOCHS = {"cnn": 100, "finetune": 20, "wrn": 200}
 
@@ -64,7 +65,7 @@ class BaselineConfig:
     def final_learning_rate(self) -> float:
         """The rate of the last (or only) phase: the given one, or the kind's default."""
         if self.learning_rate:
-            return self.learning_rate
+            return float(self.learning_rate)  # Keras's optimizers refuse an int (--param learning_rate=1)
         return {"cnn": 1e-4, "finetune": 1e-4, "wrn": 1e-3 if self.optimizer == "adam" else 0.1}[self.kind]
 
     def run_name(self, label: str) -> str:
@@ -124,15 +125,15 @@ def compile_phase(built, config: BaselineConfig, phase: int):
 
     from . import baselines
 
+    rate = config.final_learning_rate
     if config.kind == "finetune":
         baselines.set_phase(built, phase, config.unfreeze_from, config.backbone)
-        optimizer = (keras.optimizers.Adam(1e-3) if phase == 1 else
-                     keras.optimizers.SGD(learning_rate=config.learning_rate or 1e-4, momentum=0.9))
+        optimizer = keras.optimizers.Adam(1e-3) if phase == 1 else keras.optimizers.SGD(learning_rate=rate, momentum=0.9)
     elif config.kind == "wrn":
-        optimizer = (keras.optimizers.Adam(config.learning_rate or 1e-3) if config.optimizer == "adam" else
-                     keras.optimizers.SGD(learning_rate=config.learning_rate or 0.1, momentum=0.9, nesterov=True))
+        optimizer = (keras.optimizers.Adam(rate) if config.optimizer == "adam" else
+                     keras.optimizers.SGD(learning_rate=rate, momentum=0.9, nesterov=True))
     else:
-        optimizer = keras.optimizers.RMSprop(learning_rate=config.learning_rate or 1e-4)
+        optimizer = keras.optimizers.RMSprop(learning_rate=rate)
     built.model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
 
@@ -184,7 +185,7 @@ def wrn_steps(epochs: int) -> list[int]:
 
 def wrn_schedule(config: BaselineConfig):
     """The learning rate of each (0-based) epoch under wrn_steps."""
-    base, steps = config.learning_rate or 0.1, wrn_steps(config.total_epochs)
+    base, steps = config.final_learning_rate, wrn_steps(config.total_epochs)
     return lambda epoch: base * 0.2 ** sum(epoch >= s for s in steps)
 
 
@@ -215,20 +216,25 @@ class Checkpoint:
         if not self.state_file.exists():
             return None
         try:
-            return json.loads(self.state_file.read_text())
-        except ValueError:
-            raise self.damaged(self.state_file) from None
+            return read_sealed(self.state_file)
+        except SealBroken as e:
+            raise self.damaged(self.state_file, str(e)) from None
 
     def save(self, model, state: dict, best_weights: list | None = None):
         name = f"checkpoint-{state['epoch']}.npz"
         parts = {"weights": model.weights, "optimizer": model.optimizer.variables, "seeds": seed_states(model),
                  "best": best_weights or []}
         arrays = {f"{part}.{i}": np.asarray(v) for part, values in parts.items() for i, v in enumerate(values)}
-        with open(self.folder / f".{name}.tmp", "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(self.folder / f".{name}.tmp", self.folder / name)
+        tmp = self.folder / f".{name}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, self.folder / name)
+        except BaseException:  # a full disk: no half-written file stays beside the last good checkpoint
+            tmp.unlink(missing_ok=True)
+            raise
         state["checkpoint"] = name
-        write_json(self.state_file, state)
+        write_sealed(self.state_file, state)
         for old in self.folder.glob("checkpoint-*.npz"):
             if old.name != name:
                 old.unlink()
@@ -254,8 +260,8 @@ class Checkpoint:
         except (OSError, ValueError, zipfile.BadZipFile):
             raise self.damaged(self.folder / name) from None
 
-    def damaged(self, path) -> UserError:
-        return UserError(f"{path} is damaged or missing: delete {self.folder} to train this run from the start")
+    def damaged(self, path, why: str = "is damaged or missing") -> UserError:
+        return UserError(f"{path} {why}: delete {self.folder} to train this run from the start")
 
     @staticmethod
     def _part(saved: dict, part: str) -> list:
@@ -326,8 +332,28 @@ def finished_run(store_dir, config: BaselineConfig) -> Path | None:
     """The run folder of these settings when it has nothing left to train, else None: what
     train_baseline would only read back."""
     store = FeatureStore.open(store_dir)
-    run = run_folder(store.path, config, config.label or store.primary_label)
+    config = with_stored_label(store, config)
+    run = run_folder(store.path, config, store.canonical_label_set(config.label))
     return run if is_finished(run_state(run, config), config) else None
+
+
+def with_stored_label(store: FeatureStore, config: BaselineConfig) -> BaselineConfig:
+    """--label CLASS as the store names it (`class`), so both find the same run; None stays the default."""
+    return config if config.label is None else replace(config, label=store.canonical_label_set(config.label))
+
+
+def check_config(config: BaselineConfig):
+    """Every setting by the rules kfold's --param uses, then against the network it builds (--size, the layer
+    to unfreeze from): before any work, in this process, for the CLI and Python callers alike."""
+    from .params import check_values, head_parameters
+
+    check_values(config.kind, {name: getattr(config, name) for name in head_parameters(config.kind)})
+    if config.kind == "finetune":  # the backbone's input is --size, whatever the images' size
+        from cnncodes.pipeline.backbones import check_layer, check_size
+
+        check_size(config.backbone, config.size)
+        if config.unfreeze_from:  # builds the network without weights: seconds, not a phase of training first
+            check_layer(config.backbone, config.unfreeze_from)
 
 
 def validation_slice(y, seed: int):
@@ -357,20 +383,19 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
     (run folder, record)."""
     from . import baselines
 
-    if config.total_epochs < 1:
-        raise UserError(f"--epochs must be at least 1, not {config.total_epochs}")
-    if config.kind == "finetune":  # the backbone's input is --size, whatever the images' size
-        from cnncodes.pipeline.backbones import check_size
-
-        check_size(config.backbone, config.size)
+    check_config(config)
     store = FeatureStore.open(store_dir)
-    label = config.label or store.primary_label
+    config = with_stored_label(store, config)
+    label = store.canonical_label_set(config.label)
     names = store.class_names(label)
     run = run_folder(store.path, config, label)
     state = run_state(run, config)
     if is_finished(state, config):
         log(f"baseline: {run.name} was finished before: nothing to train, its record follows")
-        return run, json.loads((run / "record.json").read_text())
+        record, problem = read_record(run / "record.json")
+        if problem:
+            raise UserError(f"{run} is damaged ({problem}): delete it to train this run from the start")
+        return run, record
     images, labels = store.images(), store.labels(label)
     train_idx, test = train_rows(store, config, labels)
     X, y, X_test, y_test = images[train_idx], labels[train_idx], images[test], labels[test]
@@ -406,6 +431,10 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
             best = train_phase(built.model, config, until, state, ckpt, best, X, y, validation, progress)
         if best is not None:  # early stopping keeps the best epoch's weights
             built.model.set_weights(best)
+        if not all_finite(state["history"]):  # never a record of NaN: the run's numbers mean nothing
+            raise UserError(f"baseline {config.kind} diverged (its loss became NaN or inf) at learning rate "
+                            f"{config.final_learning_rate}: give a lower --learning-rate ({run} holds the diverged "
+                            f"weights: delete it)")
 
         def predict(images):  # inference mode: no augmentation, no dropout
             return built.model.predict(images, batch_size=256, verbose=0).argmax(1)
@@ -426,7 +455,7 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
         }
         built.model.save_weights(run / "model.weights.h5")
         save_run(run, record)
-        write_json(ckpt.state_file, {**state, "done": True})
+        write_sealed(ckpt.state_file, {**state, "done": True})
     return run, record
 
 

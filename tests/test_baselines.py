@@ -297,3 +297,37 @@ def test_a_finished_baseline_is_read_back_not_saved_again(colour_store, tmp_path
     assert finished_run(store, config) == run
     assert finished_run(store, BaselineConfig("cnn", epochs=2, batch_size=16)) is None  # more epochs: more to train
     assert finished_run(store, BaselineConfig("cnn", epochs=1, batch_size=8)) is None  # other settings: not trained
+    named, record = train_baseline(store, BaselineConfig("cnn", epochs=1, batch_size=16, label="CLASS"), **quiet)
+    assert record["label"] == "class"  # label sets ignore case, as elsewhere, and keep their stored name
+    assert finished_run(store, BaselineConfig("cnn", epochs=1, batch_size=16, label="class")) == named
+
+
+# -- issue 19: settings checked before any work, for Python callers too; never a record of NaN ---------------------
+@pytest.mark.parametrize("config, message", [
+    (BaselineConfig("cnn", learning_rate=float("inf")), "head cnn: learning_rate takes a positive number up to 10"),
+    (BaselineConfig("wrn", depth=10_000), "head wrn: depth takes a whole number 6n\\+4 from 10 to 1000"),
+    (BaselineConfig("finetune", backbone="bogus"), "head finetune: backbone takes one of resnet50, "),
+    (BaselineConfig("finetune", size=32, unfreeze_from="conv9_block1_out"), "resnet50 has no layer 'conv9_block1_out'"),
+])
+def test_a_baseline_setting_it_cannot_take_is_refused_before_the_store_is_opened(tmp_path, config, message):
+    """The layer to unfreeze from was looked for only after phase 1 had trained; inf was a run of NaN."""
+    with pytest.raises(UserError, match=message):
+        train_baseline(tmp_path / "no-store", config, **quiet)
+    assert not (tmp_path / "no-store").exists()
+
+
+def test_a_diverged_baseline_is_an_error_never_a_record(colour_store, tmp_path, monkeypatch):
+    from cnncodes.classifiers import train
+
+    store = fresh_copy(colour_store, tmp_path)
+    phase = train.train_phase
+
+    def diverging(model, config, until, state, *args):
+        best = phase(model, config, until, state, *args)
+        state["history"]["loss"][-1] = float("nan")  # what a too-high rate gives
+        return best
+
+    monkeypatch.setattr(train, "train_phase", diverging)
+    with pytest.raises(UserError, match="baseline cnn diverged .* at learning rate 0.0001: give a lower --learning-rate"):
+        train_baseline(store, BaselineConfig("cnn", epochs=1, batch_size=16), **quiet)
+    assert not list((store / "runs").glob("*/record.json"))

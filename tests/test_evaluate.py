@@ -13,6 +13,7 @@ from cnncodes.classifiers.kfold import kfold_scores
 from cnncodes.classifiers.predict import predict_images
 from cnncodes.classifiers.report import build_report
 from cnncodes.features.errors import UserError
+from cnncodes.features.sealed import read_sealed, write_sealed
 from cnncodes.features.store import FeatureStore
 
 
@@ -28,13 +29,15 @@ def test_fit_saves_head_and_full_run_record(store):
     run, record = fit_head(store, "svm", params={"Cs": (0.1, 1.0)})
     assert (run / "model.json").exists() and (run / "model.npz").exists()  # arrays + JSON: nothing to unpickle
     assert not (run / "model.joblib").exists()
-    saved = json.loads((run / "record.json").read_text())
+    saved = read_sealed(run / "record.json")  # sealed: a changed byte is caught when it is read
     assert saved["test_accuracy"] == record["test_accuracy"] > 0.9
     assert saved["fingerprint"] == FeatureStore.open(store).feature_set("r50").fingerprint
     assert len(saved["per_class_accuracy"]) == 10 and np.array(saved["confusion"]).sum() == 359
     assert saved["params"]["Cs"] == [0.1, 1.0] and saved["chosen"]["C"] in (0.1, 1.0)
     _, dense = fit_head(store, "dense", params={"epochs": 3, "hidden": 32})
     assert dense["epochs"] == len(dense["history"]["val_loss"]) == 3
+    _, upper = fit_head(store, "logreg", label="DIGIT", params={"Cs": [0.1]})  # names ignore case, as elsewhere
+    assert upper["label"] == "digit"
 
 
 def test_fit_cli_prints_one_summary_line_and_progress(store):
@@ -109,9 +112,9 @@ def test_predict_refuses_a_weights_file_changed_since_extraction(store, tmp_path
     run, _ = fit_head(store, "logreg", params={"Cs": [0.1]})
     weights = tmp_path / "mine.weights.h5"
     shutil.copy(resnet_weights, weights)
-    record = json.loads((run / "record.json").read_text())
+    record = read_sealed(run / "record.json")
     record["feature_config"]["weights"] = str(weights)  # as if the features had been extracted from this copy
-    (run / "record.json").write_text(json.dumps(record))
+    write_sealed(run / "record.json", record)
     image = tmp_path / "digit.png"
     cv2.imwrite(str(image), cv2.cvtColor(FeatureStore.open(store).images(split="test")[0], cv2.COLOR_RGB2BGR))
     assert len(predict_images(run, [image])[0]) == 5  # the same weights: accepted
@@ -214,8 +217,8 @@ def test_kfold_table_keeps_every_head_and_setting_computed_on_its_folds(store, t
 
     # a fold file of other features that had this name (another digest), or a half-written one, is no row
     (svm_fold,) = (folder / "folds").glob("svm-digit-fold0-*.json")
-    stray = json.loads(svm_fold.read_text())
-    (folder / "folds" / "svm-digit-fold0-00000000.json").write_text(json.dumps({**stray, "accuracy": 0.0}))
+    stray = read_sealed(svm_fold)
+    write_sealed(folder / "folds" / "svm-digit-fold0-00000000.json", {**stray, "accuracy": 0.0})
     (folder / "folds" / "svm-digit-fold1-11111111.json").write_text('{"accuracy": 0.5, "he')
     assert kfold_scores(store, ["svm"], k=3, params=svm, progress=False)["rows"] == again["rows"]
 
@@ -246,3 +249,49 @@ def test_kfold_never_reuses_folds_of_other_features_under_the_same_name(tmp_path
     (store / "features" / "codes.h5").unlink()
     extract_features(store, FeatureConfig(weights="none", size=32, seed=1), name="codes", **quiet)
     assert kfold_scores(store, ["logreg"], k=3, params=params, progress=False)["tasks_run"] == 3
+
+
+def test_an_edited_fold_result_is_computed_again_and_said_once(store, tmp_path):
+    """An edited fold .json (0.57 -> 0.97) was shown by kfold and report as it stood."""
+    store = fresh_copy(store, tmp_path / "copy")
+    params = {"logreg": {"Cs": [0.1]}}
+    first = kfold_scores(store, ["logreg"], k=3, params=params, progress=False)
+    folds = sorted((store / "runs" / "kfold-r50-k3-train" / "folds").glob("*.json"))
+    text = folds[0].read_text()
+    accuracy = f'"accuracy": {read_sealed(folds[0])["accuracy"]}'
+    assert accuracy in text
+    folds[0].write_text(text.replace(accuracy, '"accuracy": 0.97'))  # the seal no longer holds
+    folds[1].write_text(json.dumps(read_sealed(folds[1])))  # no seal: as cnncodes 0.2 wrote them
+    said = []
+    again = kfold_scores(store, ["logreg"], labels=["DIGIT"], k=3, params=params, progress=False, log=said.append)
+    assert again["tasks_run"] == 2 and [r["folds"] for r in again["rows"]] == [r["folds"] for r in first["rows"]]
+    assert len(said) == 1 and "computing again 2 saved fold result(s)" in said[0] and "fail their checksum" in said[0]
+    assert read_sealed(folds[0])["accuracy"] != 0.97
+
+
+def test_kfold_checks_every_fold_before_dask_starts(store, tmp_path, monkeypatch):
+    """cv=1000 and backbone=bogus were refused inside a Dask worker, whose traceback came first."""
+    from cnncodes.classifiers import kfold
+    from cnncodes.features.errors import BadParameter
+
+    store = fresh_copy(store, tmp_path / "copy")
+    monkeypatch.setattr(kfold, "dask_client", lambda *a: pytest.fail("Dask started before the checks"))
+    smallest = min(np.unique(FeatureStore.open(store).labels(split="train")[FeatureStore.open(store).folds(3) != 0],
+                             return_counts=True)[1])
+    with pytest.raises(BadParameter, match=f"cv=1000 folds .* the smallest class has {smallest}"):
+        kfold_scores(store, ["svm"], k=3, params={"svm": {"cv": 1000}}, progress=False)
+    with pytest.raises(BadParameter, match="head finetune: backbone takes one of resnet50"):
+        kfold_scores(store, ["finetune"], k=3, params={"finetune": {"backbone": "bogus"}}, progress=False)
+    with pytest.raises(UserError, match="resnet50 has no layer 'conv9'"):
+        kfold_scores(store, ["finetune"], k=3, params={"finetune": {"unfreeze_from": "conv9"}}, progress=False)
+    assert not (store / "runs").exists()
+
+
+def test_kfold_table_shows_names_from_data_without_control_characters():
+    from cnncodes.classifiers.kfold import format_table, table_row
+
+    hostile = "\x1b]0;pwned\x07\x1b[2J"  # would set the window title, then clear the screen
+    folds = [{"head": "logreg", "label": hostile, "fold": f, "params": {"Cs": [0.1], hostile: hostile},
+              "accuracy": 0.5, "seconds": 1.0} for f in range(2)]
+    text = format_table({"k": 2, "on": "train", "features": hostile, "rows": [table_row(folds)]})
+    assert "\x1b" not in text and "\x07" not in text and "\\x1b]0;pwned\\x07" in text

@@ -330,27 +330,65 @@ def test_a_parameter_no_head_takes_is_one_clear_error(heads, params, message):
 
 
 @pytest.mark.parametrize("head, name, value, takes", [
-    ("svm", "C", "abc", "a positive number, or null"), ("svm", "C", -1, "a positive number"),
+    ("svm", "C", "abc", "a positive number up to 1e6, or null"), ("svm", "C", -1, "a positive number"),
     ("svm", "cv", 1, "a whole number of at least 2"), ("svm", "Cs", [], "a non-empty list of positive numbers"),
     ("logreg", "Cs", 5, "a non-empty list"), ("logreg", "max_iter", -1, "a whole number of at least 1"),
-    ("dense", "hidden", 0, "a whole number of at least 1"), ("dense", "batch_size", 2.5, "a whole number"),
+    ("dense", "hidden", 0, "a whole number from 1 to 65536"), ("dense", "batch_size", 2.5, "a whole number"),
     ("svm", "probability", "False", "true or false"), ("svm", "probability", "maybe", "true or false"),
     ("dense", "optimizer", "adagrad", "one of adam, sgd"), ("dense", "dropout", 1, "a number from 0 to below 1"),
     ("dense", "patience", None, "a whole number of at least 1"), ("wrn", "depth", 27, "a whole number 6n\\+4"),
     ("cnn", "precision", "fp64", "one of fp32, bf16, fp16"),
+    # issue 19: non-finite values (JSON's Infinity, NaN, 1e309) and finite ones too large to compute with
+    ("svm", "C", float("inf"), "a positive number up to 1e6"), ("logreg", "Cs", [1e308], "a non-empty list"),
+    ("svm", "Cs", [0.1, float("nan")], "a non-empty list"), ("logreg", "tol", float("inf"), "a positive number up to 1"),
+    ("dense", "learning_rate", float("inf"), "a positive number up to 10"),
+    ("gap", "learning_rate", 1e300, "a positive number up to 10"),
+    ("cnn", "learning_rate", float("inf"), "a positive number up to 10, or null"),
+    ("dense", "hidden", 1_000_000_000, "a whole number from 1 to 65536"),
+    ("svm", "random_state", 2**40, "a whole number of at least 0 \\(up to 2\\*\\*32-1\\), or null"),
+    ("logreg", "max_iter", 10**40, "a whole number of at least 1"), ("wrn", "width", 1000, "a whole number from 1 to 64"),
+    ("wrn", "depth", 10_000, "a whole number 6n\\+4 from 10 to 1000"),
+    ("finetune", "backbone", "bogus", "one of resnet50, "), ("finetune", "weights", "no/such.h5", "imagenet, none or a"),
 ])
 def test_a_parameter_value_a_head_cannot_take_is_one_clear_error_before_any_work(head, name, value, takes):
-    """Was a 30-50 line traceback from deep in the solver, or (a string for a switch) silently taken as true."""
+    """Was a 30-50 line traceback from deep in the solver, or (a string for a switch) silently taken as true;
+    C=Infinity a FloatingPointError, learning_rate=1e300 a run record of NaN, hidden=1e9 16 s of allocating."""
+    import re
+
     from cnncodes.classifiers.heads import HEADS
     from cnncodes.classifiers.params import resolve_params
 
-    message = f"head {head}: {name} takes {takes}.*, not {value!r}".replace("[", "\\[").replace("]", "\\]")
+    message = f"head {head}: {name} takes {takes}.*, not {re.escape(repr(value))}$"
     with pytest.raises(UserError, match=message):
         resolve_params([head], {name: value})
     if head in HEADS:  # a Python caller's estimator says the same, as the ValueError scikit-learn expects
         X, y, _, _ = synthetic(60)
         with pytest.raises(ValueError, match=f"{name} takes {takes}"):
             HEADS[head](**{name: value}).fit(X, y)
+
+
+def test_what_the_data_cannot_hold_is_refused_before_training():
+    """cv=1000 was scikit-learn's ValueError from inside the C search; hidden units whose weights cannot fit
+    in memory the backend's ResourceExhaustedError after 16 s of allocating."""
+    from cnncodes.features.errors import BadParameter
+
+    X, y, _, _ = synthetic(60)  # 4 classes of about 7 training rows
+    smallest = np.bincount(y).min()
+    with pytest.raises(BadParameter, match=f"cv=1000 folds needs 1000 training rows of every class; the smallest "
+                                           f"class has {smallest}: give cv={smallest} or less, or a fixed C"):
+        LinearSVM(cv=1000).fit(X, y)
+    LinearSVM(C=1.0, cv=1000).fit(X, y)  # a fixed C holds nothing out: nothing to refuse
+    wide = np.zeros((8, 5000), np.float32)
+    with pytest.raises(BadParameter, match="hidden=65536 on 5000 features makes 327,[0-9,]+ weights, more than"):
+        DenseHead(hidden=65536).fit(wide, np.arange(8) % 2)
+
+
+def test_a_keras_head_whose_training_diverges_is_an_error_never_a_model_of_nan():
+    from cnncodes.features.errors import BadParameter
+
+    X, y, _, _ = synthetic(200)
+    with pytest.raises(BadParameter, match="training diverged .* lower learning_rate, or standardize the inputs"):
+        DenseHead(hidden=8, epochs=2, optimizer="sgd", learning_rate=1, standardize=False).fit(X * 1e20, y)
 
 
 def test_every_parameter_has_a_rule_its_defaults_keep():

@@ -16,6 +16,7 @@ from cnncodes.classifiers.kfold import run_params
 from cnncodes.classifiers.runs import all_runs, classification_record, format_runs, latest_runs
 from cnncodes.classifiers.svm import LinearSVM
 from cnncodes.classifiers.train import BaselineConfig
+from cnncodes.features.sealed import write_sealed
 from cnncodes.features.store import FeatureStore
 
 matplotlib.use("Agg")
@@ -51,7 +52,7 @@ def write_record(store, folder, *, test=0.9, created="2026-01-01T00:00:00", rows
               "train_accuracy": 0.99, "created": created, **classification_record(truth, predicted, 10), **fields}
     run = store / "runs" / folder
     run.mkdir(parents=True)
-    (run / "record.json").write_text(json.dumps(record))
+    write_sealed(run / "record.json", record)
     return run
 
 
@@ -67,7 +68,7 @@ def write_kfold_table(store, features, rows, k=3):
     table = {"kind": "kfold", "features": features, "fingerprint": None, "k": k, "on": "train", "wall_seconds": 9.0,
              "rows": [{"head": head, "label": "digit", "folds": [mean] * k, "mean": mean, "std": 0.01, "seconds": 3.0,
                        "params": params[0] if params else {"Cs": [0.1, 1.0]}} for head, mean, *params in rows]}
-    (folder / "table.json").write_text(json.dumps(table))
+    write_sealed(folder / "table.json", table)
 
 
 def runs_table(page) -> str:

@@ -9,16 +9,17 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import run_cli, write_mixed_tree
+from conftest import kill_midway, run_cli, write_mixed_tree
 from cnncodes.classifiers import report
 from cnncodes.classifiers.fit import fit_head
 from cnncodes.classifiers.heads import LogRegHead, make_head
-from cnncodes.classifiers.persist import load_model, save_model
+from cnncodes.classifiers.persist import file_sha256, load_model, save_model
 from cnncodes.classifiers.predict import predict_images
 from cnncodes.classifiers.report import build_report
 from cnncodes.classifiers.runs import (all_runs, classification_record, damage_warnings, damaged_runs, format_runs,
                               kfold_tables, latest_runs, load_run, save_run)
 from cnncodes.features.errors import UserError
+from cnncodes.features.sealed import read_sealed, seal, write_sealed
 from cnncodes.features.store import FeatureStore
 
 SCRIPT = "<script>alert(1)</script>"
@@ -69,9 +70,9 @@ def test_saved_head_predicts_exactly_as_the_fitted_one(tmp_path, head, params, s
 
 
 def test_a_head_saved_in_an_older_format_is_refused_with_the_fix(saved_logreg):
-    description = json.loads((saved_logreg / "model.json").read_text())
+    description = read_sealed(saved_logreg / "model.json")
     description["format"] = "cnncodes-head/1"  # standardised by hand, two-class SVMs as two problems
-    (saved_logreg / "model.json").write_text(json.dumps(description))
+    write_sealed(saved_logreg / "model.json", description)
     with pytest.raises(UserError, match="a head saved by another cnncodes \\(cnncodes-head/1.*re-fit the head"):
         load_model(saved_logreg)
 
@@ -88,16 +89,25 @@ def test_a_model_npz_holding_an_object_array_is_refused(saved_logreg):
         arrays = dict(npz)
     arrays["classes_"] = np.array([0, "x", None], dtype=object)  # loadable only by unpickling
     np.savez(saved_logreg / "model.npz", **arrays)
+    with pytest.raises(UserError, match="model.npz fails its checksum"):
+        load_model(saved_logreg)
+    rehash(saved_logreg, "model.npz")  # a forger who reseals gets no further
     with pytest.raises(UserError, match="model.npz holds something other than plain arrays.*refused"):
         load_model(saved_logreg)
 
 
+def rehash(folder, name):
+    description = read_sealed(folder / "model.json")
+    description["files"][name] = file_sha256(folder / name)
+    write_sealed(folder / "model.json", description)
+
+
 @pytest.mark.parametrize("where", ["head", "nested estimator"])
 def test_a_class_name_outside_the_allow_list_is_refused(saved_logreg, where):
-    description = json.loads((saved_logreg / "model.json").read_text())
+    description = read_sealed(saved_logreg / "model.json")  # resealed: what a forger would do
     target = description if where == "head" else description["fitted"]["model_"]["estimator"]
     target["class"] = "Popen"
-    (saved_logreg / "model.json").write_text(json.dumps(description))
+    write_sealed(saved_logreg / "model.json", description)
     with pytest.raises(UserError, match="names the class 'Popen', which cnncodes does not load"):
         load_model(saved_logreg)
 
@@ -109,8 +119,35 @@ def test_a_keras_network_with_code_in_it_is_refused(tmp_path):
     save_model(make_head("gap", epochs=1).fit(X, y), tmp_path)
     inputs = keras.Input((6,))
     keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs)).save(tmp_path / "model.keras")
+    with pytest.raises(UserError, match="model.keras fails its checksum"):
+        load_model(tmp_path)
+    rehash(tmp_path, "model.keras")  # a forger who reseals gets no further
     with pytest.raises(UserError, match="cannot be loaded in Keras's safe mode"):
         load_model(tmp_path)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda folder: flip_a_byte(folder / "model.npz"), "model.npz fails its checksum"),
+    (lambda folder: edit(folder / "model.json", '"max_iter": 1000', '"max_iter": 1001'), "model.json fails its checksum"),
+    (lambda folder: (folder / "model.json").write_text(json.dumps(read_sealed(folder / "model.json"))),
+     "model.json has no checksum"),
+])
+def test_a_head_whose_files_changed_on_disk_is_refused(saved_logreg, damage, message):
+    damage(saved_logreg)
+    with pytest.raises(UserError, match=f"{message}.*re-fit the head"):
+        load_model(saved_logreg)
+
+
+def flip_a_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def edit(path, old: str, new: str):
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
 
 
 class Payload:
@@ -157,17 +194,23 @@ def test_predict_cli_refuses_a_planted_pickle_in_one_line(tmp_path):
 
 # -- 2. one damaged run never takes the others down -------------------------------------------------------------
 def write_runs(root):
-    """One good fit run and five damaged ones, as a crash, a disk error or a hand edit leaves them."""
+    """One good fit run and eight damaged ones, as a crash, a disk error, a hand edit or an older cnncodes
+    leaves them."""
     good = root / "runs" / "20260101-000000-fit-logreg-label"
     good.mkdir(parents=True)
     save_run(good, {**fake_fit_record(), "train_accuracy": None})  # optional numbers may be null
+    edited = json.dumps(seal(fake_fit_record()), indent=1).replace('"test_accuracy": 1.0', '"test_accuracy": 0.97')
     damaged = {
         "truncated": json.dumps(fake_fit_record())[:100],
         "not-json": "\x00\xff garbage",
-        "no-accuracy": json.dumps({k: v for k, v in fake_fit_record().items() if k != "test_accuracy"}),
+        "no-accuracy": sealed_text({k: v for k, v in fake_fit_record().items() if k != "test_accuracy"}),
         "a-list": "[1, 2]",
-        "bad-prediction": json.dumps({**fake_fit_record(), "test_predictions": [0, 1, 7, 0, 1, 2]}),
+        "bad-prediction": sealed_text({**fake_fit_record(), "test_predictions": [0, 1, 7, 0, 1, 2]}),
+        "unsealed": json.dumps(fake_fit_record()),  # a run of cnncodes 0.2, or a record written by hand
+        "edited": edited,
+        "nan": sealed_text({**fake_fit_record(), "train_accuracy": float("nan")}),
     }
+    assert edited != sealed_text(fake_fit_record())
     for name, text in damaged.items():
         (root / "runs" / name).mkdir()
         (root / "runs" / name / "record.json").write_text(text)
@@ -175,6 +218,10 @@ def write_runs(root):
     table.mkdir()
     (table / "table.json").write_text('{"kind": "kfold", "k": 5, "rows": [')
     return good, damaged
+
+
+def sealed_text(obj) -> str:
+    return json.dumps(seal(obj), indent=1)
 
 
 def test_damaged_run_records_and_kfold_tables_are_skipped_and_named(tmp_path):
@@ -187,11 +234,15 @@ def test_damaged_run_records_and_kfold_tables_are_skipped_and_named(tmp_path):
     assert why["no-accuracy"] == "record.json lacks test_accuracy"
     assert why["truncated"].startswith("record.json cannot be read")
     assert "not class indices" in why["bad-prediction"]
+    assert why["unsealed"] == "record.json has no checksum (written by cnncodes before 0.3, or edited by hand)"
+    assert why["edited"] == "record.json fails its checksum (changed on disk or edited by hand)"
+    assert why["nan"] == "record.json holds a number that is not finite (NaN or inf)"
     assert why["kfold-codes-k5-train"].startswith("table.json cannot be read")
     warnings = damage_warnings(tmp_path)
-    assert len(warnings) == 6 and all(w.startswith("warning: skipped ") for w in warnings)
-    with pytest.raises(UserError, match=r"no-accuracy is damaged \(record.json lacks test_accuracy\)"):
-        load_run(tmp_path / "runs" / "no-accuracy")
+    assert len(warnings) == 9 and all(w.startswith("warning: skipped ") for w in warnings)
+    for name, message in [("no-accuracy", "record.json lacks test_accuracy"), ("edited", "record.json fails its")]:
+        with pytest.raises(UserError, match=rf"{name} is damaged \({message}"):
+            load_run(tmp_path / "runs" / name)
 
 
 # -- 3. the report: names from data escaped and drawn as plain text; sources; misclassified images -------------
@@ -199,6 +250,8 @@ def test_damaged_run_records_and_kfold_tables_are_skipped_and_named(tmp_path):
 def hostile_store(tmp_path_factory):
     """A folder data set whose root and class folders carry HTML and mathtext, with tiny random codes, and
     a second label set named `<script>...`, as a hand-edited or foreign data.h5 could have."""
+    from cnncodes.features import schema
+    from cnncodes.features.writers import seal_attrs, text_array
     from cnncodes.pipeline.extract import FeatureConfig, extract_features
     from cnncodes.pipeline.ingest import IngestConfig, ingest
 
@@ -207,11 +260,10 @@ def hostile_store(tmp_path_factory):
     quiet = dict(progress=False, log=lambda m: None)
     store = ingest(base / "store", IngestConfig(f"folder:{root}"), **quiet).path
     extract_features(store, FeatureConfig(weights="none", size=32), name="codes", **quiet)
-    with h5py.File(store / "data.h5", "r+") as f:
-        f.create_dataset(f"labels/{SCRIPT}", data=f["labels/class"][:])
-        f.create_dataset(f"label_names/{SCRIPT}", data=np.array([SCRIPT, "x", "y"], dtype=object),
-                         dtype=h5py.string_dtype())
-        f.attrs["label_sets"] = json.dumps(["class", SCRIPT])
+    with h5py.File(store / "data.h5", "r+") as f:  # written (and sealed) as ingest writes a label set
+        f.create_dataset(f"labels/{SCRIPT}", data=f["labels/class"][:], **schema.CHECKSUM)
+        f.create_dataset(f"label_names/{SCRIPT}", data=text_array([SCRIPT, "x", "y"]), **schema.CHECKSUM)
+        seal_attrs(f, {"label_sets": json.dumps(["class", SCRIPT])})
     for label in ("class", SCRIPT):
         fit_head(store, "logreg", label=label, params={"Cs": [0.1]})
     return store
@@ -270,7 +322,7 @@ def test_report_names_damaged_runs_and_shows_the_rest(hostile_store, tmp_path):
     text = build_report(store).read_text(encoding="utf-8")
     damaged = text.split("<h2>Damaged runs</h2>")[1].split("</ul>")[0]
     assert "<li>no-accuracy: record.json lacks test_accuracy</li>" in damaged
-    assert "kfold-codes-k5-train: table.json cannot be read" in damaged and damaged.count("<li>") == 6
+    assert "kfold-codes-k5-train: table.json cannot be read" in damaged and damaged.count("<li>") == 9
     for r in all_runs(store):
         assert f"Latest run {report.esc(os.path.basename(r['run']))} " in text
 
@@ -298,17 +350,77 @@ def test_predict_on_what_is_not_a_fitted_run_is_one_clear_error(hostile_store, t
     image = tmp_path / "x.png"
     with pytest.raises(UserError, match="is not a run folder"):
         predict_images(store, [image])
-    record = json.loads((run / "record.json").read_text())
-    for edit, message in [
+    record = read_sealed(run / "record.json")
+    for edit, message in [  # sealed again after the edit: each is caught by what it breaks, not only the seal
         ({k: v for k, v in record.items() if k != "feature_config"}, "lacks feature_config"),
         ({**record, "kind": "baseline"}, "holds no fitted head"),
         ({**record, "image_shape": "big"}, "lacks image_shape"),
+        ({**record, "image_shape": [100000, 100000, 3]}, "image_shape \\[100000, 100000, 3\\], not \\(side, side"),
+        ({**record, "feature_config": {**record["feature_config"], "size": 100000}}, "size takes a whole number"),
+        ({**record, "feature_config": {**record["feature_config"], "size": 8}}, "size 8 is under resnet50's least"),
+        ({**record, "feature_config": {**record["feature_config"], "backbone": "bogus"}}, "backbone takes one of"),
         ({**record, "class_names": ["only one"]}, "confusion matrix that is not 1 x 1"),
     ]:
-        (run / "record.json").write_text(json.dumps(edit))
+        write_sealed(run / "record.json", edit)
         with pytest.raises(UserError, match=message):
             predict_images(run, [image])
-    (run / "record.json").write_text(json.dumps(record))
+    write_sealed(run / "record.json", record)
     (run / "model.json").write_text("{")
     with pytest.raises(UserError, match="model.json cannot be read"):
         predict_images(run, [image])
+
+
+# -- issue 19: a killed or disk-full fit leaves no run; text from data never reaches the terminal raw ----------
+def test_a_killed_fit_leaves_no_run_and_the_next_fit_removes_its_folder(hostile_store, tmp_path):
+    """A SIGKILLed fit left an empty run folder that stayed."""
+    from cnncodes.classifiers.runs import HOST
+
+    store = copy_of(hostile_store, tmp_path)
+    runs = store / "runs"
+    before = sorted(p.name for p in runs.iterdir())
+    kill_midway(["fit", "--store", store, "--head", "dense", "--epochs", 100000, "--param", "patience=100000"],
+                lambda: any(runs.glob(".partial-*")))
+    (killed,) = runs.glob(".partial-*")
+    assert sorted(p.name for p in runs.iterdir() if not p.name.startswith(".")) == before
+    alive = runs / f".partial-{HOST}-{os.getpid()}-20260101-000000-fit-svm-class"  # a fit still running: kept
+    alive.mkdir()
+    (alive / "record.json").write_text("{}")  # written, not yet renamed: not a run either
+    assert len(all_runs(store)) == len(before) and not damaged_runs(store)
+    run, _ = fit_head(store, "logreg", label="class", params={"Cs": [0.1]})
+    assert not killed.exists() and alive.exists() and run.parent == runs and not run.name.startswith(".")
+    assert len(all_runs(store)) == len(before) + 1
+
+
+@pytest.mark.parametrize("full", ["record", "model"])
+def test_a_full_disk_while_saving_a_run_is_one_line_and_leaves_nothing(hostile_store, tmp_path, monkeypatch, full):
+    import errno
+
+    from click.testing import CliRunner
+
+    from cnncodes.classifiers import persist, runs
+    from cnncodes.cli import cli
+    from cnncodes.pipeline import console
+
+    store = copy_of(hostile_store, tmp_path)
+    before = sorted((store / "runs").iterdir())
+
+    def no_space(path, *args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    monkeypatch.setattr(runs if full == "record" else persist, "write_sealed", no_space)
+    monkeypatch.setattr(console, "_installed", True)  # no native-stderr filter in a test
+    result = CliRunner().invoke(cli, ["fit", "--store", str(store), "--head", "logreg", "--param", "Cs=[0.1]",
+                                      "--quiet"])
+    assert result.exit_code == 1 and not isinstance(result.exception, OSError)
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: No space left on device") and "free space" in line
+    assert sorted((store / "runs").iterdir()) == before  # no half-written run, hidden or not
+
+
+def test_runs_table_shows_names_from_data_without_control_characters():
+    from hostile import CONTROL
+
+    hostile = "\x1b]0;pwned\x07\x1b[2J"  # would set the window title, then clear the screen
+    record = {**fake_fit_record(), "head": hostile, "label": hostile, "features": hostile, "params": {hostile: 1},
+              "feature_config": {"weights": hostile}, "run": "x"}
+    text = format_runs([record], tables=[])
+    assert not CONTROL.search(text) and text.count("\\x1b]0;pwned\\x07") >= 4
