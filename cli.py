@@ -11,6 +11,7 @@ import click
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow start-up chatter is not for users
 
 from cnncodes.features.errors import UserError
+from cnncodes.pipeline.console import printable
 
 
 class Cli(click.Group):
@@ -25,30 +26,52 @@ class Cli(click.Group):
             return super().invoke(ctx)
         except click.UsageError as e:  # a bad option value or a missing argument: one line, not click's three
             command = f" {e.ctx.command.name}" if e.ctx and e.ctx.command and e.ctx.command is not self else ""
-            click.echo(f"error: {e.format_message()} (see `cnncodes{command} --help`)", err=True)
+            click.echo(f"error: {printable(e.format_message())} (see `cnncodes{command} --help`)", err=True)
             sys.exit(2)
-        except UserError as e:
-            click.echo(f"error: {e}", err=True)
+        except UserError as e:  # its text may quote data (class folders, member names): escaped for the terminal
+            click.echo(f"error: {printable(e)}", err=True)
             sys.exit(1)
         except OSError as e:  # disk full, read-only, missing or vanished files: the system's reason and the file
             if e.errno not in FILE_SYSTEM_ERRORS or not e.strerror:
                 raise
             fix = ("check the path, or choose another" if e.errno in PATH_ERRORS else
                    "free space, or choose a writable --store; committed work is kept and the same command resumes")
-            click.echo(f"error: {e.strerror}" + (f": {e.filename}" if e.filename else "") + f" - {fix}", err=True)
+            click.echo(f"error: {e.strerror}" + (f": {printable(e.filename)}" if e.filename else "") + f" - {fix}",
+                       err=True)
             sys.exit(1)
 
 
 PATH_ERRORS = {errno.ENOENT, errno.EEXIST, errno.EISDIR, errno.ENOTDIR}
 FILE_SYSTEM_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM} | PATH_ERRORS
 POSITIVE = click.IntRange(min=1)
+MAX_BATCH = 4096  # the most --batch-size auto tries: beyond it throughput stops growing and host memory runs out
+CHUNK = click.IntRange(1, 65536)  # a chunk's images and codes are held in memory whole (2048 float32 a row: 512 MB)
+WORKERS = click.IntRange(1, os.cpu_count() or 1)  # local worker processes: one a core at most
+SEED = click.IntRange(0, 2**32 - 1)  # what numpy's and Keras's seeding take, and an HDF5 attribute holds
 SIZE = click.IntRange(8, 1024)  # ImageNet CNNs take 32..~600 px; 1024 already needs 20x the memory of 224
+
+
+class PathType(click.Path):
+    """A path that is never empty: Path("") is the current folder, where nothing was asked to be read or written."""
+
+    def __init__(self, **kwargs):
+        super().__init__(path_type=Path, **kwargs)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value:
+            self.fail("an empty path; give a folder or file name", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 def store_option(required: bool = True, help: str = "the store folder"):
     """Every command names its store the same way: --store, or $CNNCODES_STORE."""
-    return click.option("--store", envvar="CNNCODES_STORE", show_envvar=True, required=required,
-                        type=click.Path(path_type=Path), help=help)
+    return click.option("--store", envvar="CNNCODES_STORE", show_envvar=True, required=required, type=PathType(),
+                        help=help)
+
+
+def log(message: str):
+    """Progress messages, which may name classes, files and sets from data."""
+    click.echo(printable(message), err=True)
 
 
 def choice(*values):
@@ -130,12 +153,12 @@ def default_store(dataset: str) -> Path:
 @click.option("--spatial", is_flag=True, help="also store the spatial maps (float16)")
 @click.option("--flip-average", is_flag=True, help="average the codes of each image and its mirror image (2x the work)")
 @click.option("--precision", type=PRECISION, default="fp32", help="arithmetic of the forward pass (codes are stored as float32)")
-@click.option("--batch-size", default="64", help="images per device step, or auto (largest that fits)")
-@click.option("--chunk-size", default=512, type=POSITIVE,
+@click.option("--batch-size", default="64", help=f"images per device step (1 to {MAX_BATCH}), or auto (largest that fits)")
+@click.option("--chunk-size", default=512, type=CHUNK,
               help="images per committed chunk (resume granularity)")
 @click.option("--limit", type=POSITIVE, help="a stratified subset of N images per split [every image]")
 @click.option("--name", callback=checked_name, help="feature set name [from the configuration]")
-@click.option("--seed", default=0, type=click.IntRange(min=0),
+@click.option("--seed", default=0, type=SEED,
               help="seeds subsets, holdout, folds and --weights none")
 @click.option("--holdout", default=0.2, type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="test fraction for data without a test split")
@@ -143,47 +166,58 @@ def default_store(dataset: str) -> Path:
 @click.option("--folds", default="", help="k values whose fold assignments ingest computes, e.g. 5,10 "
               "[none: kfold computes any k when first asked for, and keeps it]")
 @click.option("--skip-bad", is_flag=True, help="skip unreadable images (recorded in the store) instead of stopping")
-@click.option("--data-dir", type=click.Path(path_type=Path), help="where CIFAR archives are [$CNNCODES_DATA, ~/.keras/datasets]")
+@click.option("--data-dir", type=PathType(), help="where CIFAR archives are [$CNNCODES_DATA, ~/.keras/datasets]")
 @click.option("--verify/--no-verify", default=True, help="check CIFAR archives against the official md5")
-@click.option("--workers", default=1, type=POSITIVE, help="local Dask worker processes extracting shards")
+@click.option("--workers", default=1, type=WORKERS, help="local Dask worker processes extracting shards")
 @click.option("--scheduler", help="address of a dask.distributed scheduler whose workers extract shards [none: "
               "this machine]")
+@click.option("--reingest", is_flag=True, help="ingest the source again into this store (when it changed); feature "
+              "sets of the old data are rebuilt when asked for")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def features(dataset, store, backbone, weights, size, layer, spatial, flip_average, precision, batch_size, chunk_size,
-             limit, name, seed, holdout, image_size, folds, skip_bad, data_dir, verify, workers, scheduler, quiet):
+             limit, name, seed, holdout, image_size, folds, skip_bad, data_dir, verify, workers, scheduler, reingest,
+             quiet):
     """Ingest a data set into a store (once) and cache its CNN codes (once per configuration)."""
+    from cnncodes.features import schema
     from cnncodes.pipeline.backbones import check_size, checked_weights
+    from cnncodes.pipeline.cluster import check_address, check_scheduler
     from cnncodes.pipeline.ingest import IngestConfig, ingest
     from cnncodes.pipeline.sources import canonical_dataset
 
-    dataset, weights, size = canonical_dataset(dataset), checked_weights(weights), size or native_size(backbone)
+    dataset, weights = canonical_dataset(dataset), checked_weights(weights, backbone)
+    size = size or native_size(backbone)
     check_size(backbone, size)
     store = store or default_store(dataset)
-    if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
-        raise UserError(f"--batch-size {batch_size!r} is neither a positive integer nor auto")
+    if batch_size != "auto" and not (batch_size.isdigit() and 0 < int(batch_size) <= MAX_BATCH):
+        raise UserError(f"--batch-size {batch_size!r} is neither a whole number from 1 to {MAX_BATCH} nor auto")
     batch_size = batch_size if batch_size == "auto" else int(batch_size)
     try:
         ks = tuple(sorted({int(k) for k in folds.split(",") if k.strip()}))
     except ValueError:
         raise UserError(f"--folds {folds!r} is not a comma-separated list of integers, e.g. 5,6,10") from None
-    if layer is not None:  # checked before any ingest; needs the network built (no weights)
-        from cnncodes.pipeline.backbones import check_layer
+    if scheduler is not None:  # an empty one too: it would silently mean this machine
+        check_address(scheduler)
+    # What would stop the extraction is found before ingest writes a data file that is then left behind.
+    writes_data = reingest or not schema.data_path(store).exists()
+    if scheduler and writes_data:
+        check_scheduler(scheduler)
+    if layer is not None or (writes_data and weights not in ("imagenet", "none")):  # builds the network
+        from cnncodes.pipeline.backbones import check_backbone
 
-        check_layer(backbone, layer)
-    ingest(store, IngestConfig(dataset, limit, holdout, seed, image_size, skip_bad, ks),
-           data_dir=data_dir, verify=verify, progress=not quiet, log=lambda m: click.echo(m, err=True))
+        check_backbone(backbone, weights, layer)
+    ingest(store, IngestConfig(dataset, limit, holdout, seed, image_size, skip_bad, ks), data_dir=data_dir,
+           verify=verify, progress=not quiet, log=log, reingest=reingest)
     from cnncodes.pipeline.extract import FeatureConfig, extract_features  # loads no backend when there is nothing to do
 
     config = FeatureConfig(backbone, weights, size, layer, spatial, precision, seed, flip_average)
     result = extract_features(store, config, name=name, batch_size=batch_size, chunk_size=chunk_size,
-                              workers=workers, scheduler=scheduler, progress=not quiet,
-                              log=lambda m: click.echo(m, err=True))
-    click.echo(f"{result.name}\t{result.status}\t{result.rows} rows\t{result.path}")
+                              workers=workers, scheduler=scheduler, progress=not quiet, log=log)
+    click.echo(f"{printable(result.name)}\t{result.status}\t{result.rows} rows\t{printable(result.path)}")
 
 
 @cli.command()
 @store_option(required=False)
-@click.argument("store_argument", metavar="[STORE]", required=False, type=click.Path(path_type=Path))
+@click.argument("store_argument", metavar="[STORE]", required=False, type=PathType())
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("--check", is_flag=True, help="read every stored byte once and report each file as sound or damaged")
 def info(store, store_argument, as_json, check):
@@ -209,25 +243,31 @@ def info(store, store_argument, as_json, check):
 
 
 def format_info(s: dict) -> str:
-    lines = [f"store     {s['store']}", f"dataset   {s['dataset']}  ({s['source']})",
+    """The summary as text; every name in it comes from data, so each is escaped for the terminal."""
+    p = printable
+    lines = [f"store     {p(s['store'])}", f"dataset   {p(s['dataset'])}  ({p(s['source'])})",
              f"images    {s['images']['count']} x {tuple(s['images']['shape'])} uint8, "
              + ", ".join(f"{k} {v}" for k, v in s["splits"].items()) + (f", {s['skipped']} skipped" if s["skipped"] else ""),
-             "labels    " + ", ".join(f"{k} ({v} classes)" for k, v in s["label_sets"].items()),
-             "folds     " + (", ".join(s["folds"]) or "none kept yet (kfold computes any k when first asked for)"),
+             "labels    " + ", ".join(f"{p(k)} ({v} classes)" for k, v in s["label_sets"].items()),
+             "folds     " + (", ".join(map(p, s["folds"])) or "none kept yet (kfold computes any k when first asked for)"),
              "sources   " + ("recorded per row" if s["sources"] else "not recorded (store made before cnncodes recorded them)"),
              f"features  {len(s['feature_sets'])}"]
     for f in s["feature_sets"]:
         if f.get("damaged"):
-            lines.append(f"  {f['name']}: DAMAGED ({f['damaged']}): re-run `cnncodes features` with its options to rebuild it")
+            lines.append(f"  {p(f['name'])}: DAMAGED ({p(f['damaged'])}): re-run `cnncodes features` with its options "
+                         f"to rebuild it")
             continue
         state = "complete" if f["complete"] else f"INCOMPLETE {f['rows']}"
-        lines.append(f"  {f['name']}: {tuple(f['shape'])} {f['dtype']}"
+        lines.append(f"  {p(f['name'])}: {tuple(f['shape'])} {f['dtype']}"
                      + (f" + spatial {tuple(f['spatial_shape'])}" if f["spatial_shape"] else "")
                      + f", {state}, {f['seconds']:.1f}s, fingerprint {f['fingerprint'][:12]}")
     if "check" in s:
         lines.append("check")
         for name, why in s["check"].items():
-            lines.append(f"  {name}: " + (f"DAMAGED ({why})" if why else "sound"))
+            # made before checksums covered it: not damaged, but not vouched for either (and so exit 1)
+            unverified = bool(why) and why.startswith("not verifiable")
+            verdict = "sound" if not why else "NOT VERIFIABLE" + why[14:] if unverified else f"DAMAGED ({why})"
+            lines.append(f"  {p(name)}: {p(verdict)}")
     return "\n".join(lines)
 
 
@@ -235,7 +275,7 @@ def format_info(s: dict) -> str:
 @store_option()
 @click.option("--features", help="feature set name [the store's only complete one]")
 @click.option("--spatial", is_flag=True, help="export the spatial maps instead of the pooled codes")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="the .npz file to write")
+@click.option("--out", required=True, type=PathType(), help="the .npz file to write")
 def export(store, features, spatial, out):
     """Codes of both splits with every label set, split, sources and folds, as one .npz (no pickles)."""
     from cnncodes.features.export import export_feature_set
@@ -244,7 +284,7 @@ def export(store, features, spatial, out):
         raise UserError(f"--out {out}: " + ("a folder; give a file name, e.g. codes.npz" if out.is_dir() else
                                             f"folder {out.parent} does not exist; create it, or choose another"))
     path = export_feature_set(store, out, features, kind="spatial" if spatial else "pooled")
-    click.echo(f"exported to {path}")
+    click.echo(f"exported to {printable(path)}")
 
 
 @cli.command()
@@ -252,9 +292,11 @@ def export(store, features, spatial, out):
 @click.option("--size", type=SIZE, help="input side [the backbone's native size]")
 def layers(backbone, size):
     """List a backbone's layer names and output shapes (for --layer)."""
-    from cnncodes.pipeline.backbones import build_backbone
+    from cnncodes.pipeline.backbones import build_backbone, check_size
 
-    for layer in build_backbone(backbone, "none", size or native_size(backbone)).layers:
+    size = size or native_size(backbone)
+    check_size(backbone, size)
+    for layer in build_backbone(backbone, "none", size).layers:
         click.echo(f"{layer.name}\t{tuple(layer.output.shape[1:])}")
 
 
@@ -292,11 +334,12 @@ def fit(store, head, features, label, spatial, epochs, params, quiet):
     run, r = fit_head(store, head, features=features, label=label, spatial=spatial, params=params)
     chosen = ", ".join(f"{k} {v}" for k, v in (r.get("chosen") or {}).items())
     validation = r.get("validation_accuracy")
-    click.echo(f"{head} on {r['features']} ({r['label']}): test accuracy {100 * r['test_accuracy']:.2f}%, "
+    click.echo(f"{head} on {printable(r['features'])} ({printable(r['label'])}): "
+               f"test accuracy {100 * r['test_accuracy']:.2f}%, "
                f"train {100 * r['train_accuracy']:.2f}%"
                + (f", validation {100 * validation:.2f}%" if validation is not None else "")
                + (f"; chose {chosen}" if chosen else "") + f"; {r['fit_seconds']:.1f} s")
-    click.echo(f"saved to {run}")
+    click.echo(f"saved to {printable(run)}")
 
 
 @cli.command()
@@ -309,7 +352,7 @@ def fit(store, head, features, label, spatial, epochs, params, quiet):
 @click.option("--on", type=choice("train", "all"), default="train", help="rows the folds cover")
 @click.option("--features", help="feature set name [the store's only complete one]")
 @click.option("--scheduler", help="address of a running dask.distributed scheduler [a local cluster]")
-@click.option("--workers", default=1, type=POSITIVE, help="local worker processes when no --scheduler")
+@click.option("--workers", default=1, type=WORKERS, help="local worker processes when no --scheduler")
 @click.option("--epochs", type=POSITIVE, help="for the heads that train in epochs [their default]")
 @click.option("--param", "params", multiple=True,
               help="KEY=VALUE for every requested head that has KEY, or HEAD.KEY=VALUE for one; repeatable")
@@ -320,29 +363,33 @@ def kfold(store, heads, k, labels, on, features, scheduler, workers, epochs, par
     from cnncodes.classifiers.params import resolve_params
 
     heads = list(dict.fromkeys(heads))
+    if scheduler is not None:  # a malformed (or empty) address is answered before any fold is computed or kept
+        from cnncodes.pipeline.cluster import check_address
+
+        check_address(scheduler)
     table = kfold_scores(store, heads, list(labels) or None, k=k, on=on, features=features,
                          params=resolve_params(heads, parse_params(params), epochs),
                          scheduler=scheduler, workers=workers, progress=not quiet)
     click.echo(format_table(table) + f"wall time {table['wall_seconds']} s, {table['tasks_run']} tasks run")
     if table.get("path"):
-        click.echo(f"saved to {table['path']}")
+        click.echo(f"saved to {printable(table['path'])}")
 
 
 @cli.command()
-@click.option("--model", "run", required=True, type=click.Path(path_type=Path, exists=True, file_okay=False),
+@click.option("--model", "run", required=True, type=PathType(exists=True, file_okay=False),
               help="a run folder made by fit")
 @click.option("--top", default=5, type=POSITIVE, help="classes shown per image")
 @click.option("--trust-model", is_flag=True,
               help="load a run saved by an older cnncodes (model.joblib: a pickle, which can run code): only runs you made yourself")
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.argument("images", nargs=-1, required=True, type=PathType(exists=True, dir_okay=False))
 def predict(run, top, trust_model, images):
     """Top classes for image files: probabilities, or an SVM's decision scores (labelled as such)."""
     from cnncodes.classifiers.predict import predict_scored
 
     kind, answers = predict_scored(run, list(images), top=top, trust_pickle=trust_model)
     click.echo(f"top {top} classes by {kind}" + (" (margins, not probabilities)" if kind != "probability" else ""))
-    for path, best in zip(images, answers):
-        click.echo(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in best))
+    for path, best in zip(images, answers):  # file names and the run's class names are data
+        click.echo(f"{printable(path)}: " + ", ".join(f"{printable(name)} {p:.3f}" for name, p in best))
 
 
 @cli.command()
@@ -355,21 +402,22 @@ def runs(store, every):
 
     path = FeatureStore.open(store).path
     for line in damage_warnings(path):
-        click.echo(line, err=True)
+        log(line)
     found = latest_runs(path, every=every)
-    click.echo(format_runs(found) if found else f"{store} has no runs yet: train one with `cnncodes fit`", nl=not found)
+    click.echo(format_runs(found) if found else f"{printable(store)} has no runs yet: train one with `cnncodes fit`",
+               nl=not found)
 
 
 @cli.command()
 @store_option()
-@click.option("--out", type=click.Path(path_type=Path), help="folder [STORE/report]")
+@click.option("--out", type=PathType(), help="folder [STORE/report]")
 def report(store, out):
     """One HTML page over every run in the store: tables, curves, confusion matrices, samples."""
     from cnncodes.classifiers.report import build_report
 
     if out is not None and out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder for the report and its images")
-    click.echo(f"report written to {build_report(store, out)}")
+    click.echo(f"report written to {printable(build_report(store, out))}")
 
 
 @cli.command()
@@ -382,7 +430,7 @@ def report(store, out):
 @click.option("-k", "k", default=6, type=click.IntRange(min=2), help="with --fold")
 @click.option("--batch-size", default=128, type=POSITIVE, help="images per training step")
 @click.option("--precision", type=PRECISION, default="fp32", help="arithmetic of training (mixed precision for bf16, fp16)")
-@click.option("--seed", default=0, type=click.IntRange(min=0), help="weights, augmentation and batch order")
+@click.option("--seed", default=0, type=SEED, help="weights, augmentation and batch order")
 @click.option("--patience", type=POSITIVE, help="early stopping on a 10% validation slice [none: every epoch]")
 @click.option("--limit", type=POSITIVE, help="train on a stratified subset of N training rows [every row]")
 @click.option("--learning-rate", type=click.FloatRange(0, min_open=True), help="[cnn 1e-4, finetune 1e-4 (phase 2), wrn sgd 0.1 / adam 1e-3]")
@@ -407,18 +455,18 @@ def baseline(kind, store, quiet, **options):
     if kind == "finetune":
         from cnncodes.pipeline.backbones import checked_weights
 
-        options["weights"] = checked_weights(options["weights"])
+        options["weights"] = checked_weights(options["weights"], options["backbone"])
     config = BaselineConfig(kind=kind, **options)
     done = finished_run(store, config)  # asked again for what is already trained: its record, nothing saved
-    run, r = train_baseline(store, config, progress=not quiet, log=lambda m: click.echo(m, err=True))
+    run, r = train_baseline(store, config, progress=not quiet, log=log)
     chosen = ", ".join(f"{k} {v}" for k, v in (r.get("chosen") or {}).items())
     validation = r.get("validation_accuracy")
-    click.echo(f"{kind} ({r['label']}): test accuracy {100 * r['test_accuracy']:.2f}%, "
+    click.echo(f"{kind} ({printable(r['label'])}): test accuracy {100 * r['test_accuracy']:.2f}%, "
                f"train {100 * r['train_accuracy']:.2f}%"
                + (f", validation {100 * validation:.2f}%" if validation is not None else "")
                + (f"; {chosen}" if chosen else f"; {r['epochs']} epochs")
                + f"; {r['seconds_per_epoch']:.1f} s/epoch")
-    click.echo(f"already done: {run}" if done else f"saved to {run}")
+    click.echo(f"already done: {printable(run)}" if done else f"saved to {printable(run)}")
 
 
 if __name__ == "__main__":

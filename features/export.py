@@ -2,9 +2,12 @@
 
 Members are plain arrays (`np.load(path, allow_pickle=False)` reads them all). The codes are streamed
 into the zip member in slices of rows, so a set larger than memory exports in bounded memory; the
-file is written under a temporary name and renamed when complete.
+file is written under a temporary name and renamed when complete. The temporary name holds the host and
+process id of its writer, so the next export removes what a killed one left (never a running one's).
 """
+import glob
 import os
+import socket
 import zipfile
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from .errors import UserError
 from .store import FeatureStore, reading
 
 ROWS_PER_SLICE = 8192
+PID_MAX = 1 << 22  # the most Linux allows; a larger number in a file name is no process id
 
 
 def write_member(archive: zipfile.ZipFile, name: str, array: np.ndarray):
@@ -32,6 +36,32 @@ def stream_member(archive: zipfile.ZipFile, name: str, dataset, rows_per_slice: 
             f.write(np.ascontiguousarray(dataset[lo:lo + rows_per_slice]).tobytes())
 
 
+def tmp_path(out: Path, pid: int) -> Path:
+    return out.with_name(f".{out.name}.{socket.gethostname()}.{pid}.tmp")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
+
+
+def remove_leftovers(out: Path):
+    """Removes the temporary files that exports to `out` on this host left when they were killed (their
+    process is gone), named .NAME.HOST.PID.tmp (.NAME.PID.tmp before cnncodes 0.3); another host's, or a
+    running export's, are left alone."""
+    start, end = f".{out.name}.", ".tmp"
+    for tmp in out.parent.glob(f"{glob.escape(start)}*{end}"):
+        host, _, pid = tmp.name[len(start):-len(end)].rpartition(".")
+        mine = host in ("", socket.gethostname())
+        if mine and pid.isdigit() and 0 < int(pid) <= PID_MAX and not alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
 def export_feature_set(store_dir, out, features: str | None = None, kind: str = "pooled") -> Path:
     """Writes `out` (.npz): codes (every row, store order), split (0 train, 1 test), labels_<set> and
     class_names_<set> for every label set, sources, folds_<on>_k<K> for every kept assignment."""
@@ -43,7 +73,8 @@ def export_feature_set(store_dir, out, features: str | None = None, kind: str = 
     if out.suffix != ".npz":
         raise UserError(f"--out {out}: the export is a .npz file; give a name ending in .npz")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    remove_leftovers(out)
+    tmp = tmp_path(out, os.getpid())
     path = schema.feature_path(store.path, info.name)
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:

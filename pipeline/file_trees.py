@@ -3,6 +3,8 @@
 Nothing is ever extracted. Archive members outside the root (an absolute name, or a `..` part) are
 never read: their names are kept in `skipped` so the user hears about them. Every reader's `read`
 raises UnreadableFile, never the archive library's own error, so one damaged member is one bad image.
+A name that several members share is never read either (which of them is meant cannot be told), and a
+tar that ends before its end-of-archive marker is refused whole: it was cut short.
 """
 import lzma
 import os
@@ -21,6 +23,25 @@ MAX_FILE_BYTES = 256 << 20
 
 class UnreadableFile(Exception):
     """A file or member that cannot be read; the message says why."""
+
+
+class SharedName(UnreadableFile):
+    """A name that several archive members have: extracting would keep the last, silently."""
+
+
+def members_by_name(members, name_of) -> tuple[dict, dict]:
+    """name -> member, and name -> count for the names more than one member has."""
+    by_name, counts = {}, {}
+    for member in members:
+        name = name_of(member)
+        counts[name] = counts.get(name, 0) + 1
+        by_name[name] = member
+    return by_name, {name: n for name, n in counts.items() if n > 1}
+
+
+def check_unshared(shared: dict, name: str):
+    if name in shared:
+        raise SharedName(f"a name {shared[name]} members of the archive share (which one is meant cannot be told)")
 
 
 def outside_root(name: str) -> bool:
@@ -70,22 +91,49 @@ class DirectoryFiles:
         pass
 
 
+class EndMarkedInfo(tarfile.TarInfo):
+    """Notes on its tar that the zero block marking the archive's end was read."""
+
+    @classmethod
+    def fromtarfile(cls, tar):
+        try:
+            return super().fromtarfile(tar)
+        except tarfile.EOFHeaderError:
+            tar.reached_end_marker = True
+            raise
+
+
+class EndCheckedTar(tarfile.TarFile):
+    """A tar that knows how its listing ended. tarfile stops without a word at the end of the file and at a
+    damaged header, just as at the zero block that marks the archive's end; only the last is a whole tar."""
+    tarinfo = EndMarkedInfo
+    reached_end_marker = False
+
+
 class TarFiles:
     def __init__(self, path: Path):
-        self.tar = tarfile.open(path)
-        self.members, self.skipped = {}, []
+        self.tar = EndCheckedTar.open(path)
+        wanted, self.skipped = [], []
         for m in self.tar.getmembers():
             if not (m.isfile() or m.isdir()):
                 continue  # links and devices: nothing a class folder needs
             if outside_root(m.name):
                 self.skipped.append(utf8_name(m.name))
                 continue
-            self.members[m.name.removeprefix("./") + ("/" if m.isdir() else "")] = m
+            wanted.append(m)
+        if not self.tar.reached_end_marker:
+            self.tar.close()
+            raise UserError(f"{utf8_name(str(path))} ends before its end-of-archive marker, after "
+                            f"{len(self.tar.members)} members: it was cut short (an interrupted download or copy) "
+                            f"or damaged; pack or download the archive again")
+        name_of = lambda m: m.name.removeprefix("./") + ("/" if m.isdir() else "")
+        self.members, self.shared = members_by_name(wanted, name_of)
 
     def names(self):
         return iter(self.members)
 
     def read(self, name):
+        check_unshared(self.shared, name)
         member = self.members[name]
         check_size(member.size)
         try:
@@ -101,17 +149,15 @@ class TarFiles:
 class ZipFiles:
     def __init__(self, path: Path):
         self.zip = zipfile.ZipFile(path)
-        self.members, self.skipped = {}, []
-        for info in self.zip.infolist():
-            if outside_root(info.filename):
-                self.skipped.append(utf8_name(info.filename))
-            else:
-                self.members[info.filename] = info
+        self.skipped = [utf8_name(i.filename) for i in self.zip.infolist() if outside_root(i.filename)]
+        wanted = [i for i in self.zip.infolist() if not outside_root(i.filename)]
+        self.members, self.shared = members_by_name(wanted, lambda info: info.filename)
 
     def names(self):
         return iter(self.members)
 
     def read(self, name):
+        check_unshared(self.shared, name)
         info = self.members[name]
         check_size(info.file_size)
         try:

@@ -6,7 +6,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from cnncodes.features.errors import UserError
-from .file_trees import UnreadableFile, open_files
+from .file_trees import SharedName, UnreadableFile, open_files
 from .images import IMAGE_EXTENSIONS, BadImage, decode_image, fit_square
 from .source import Source, utf8_name
 
@@ -20,9 +20,10 @@ def layout(names: list[str]):
     hidden = lambda parts: any(p.startswith(".") or p == "__MACOSX" for p in parts)
     entries = [(PurePosixPath(n).parts, n) for n in names]
     entries = [(p, n) for p, n in entries if p and not hidden(p)]
-    # A single wrapping folder (archive.tar -> archive/...) is not part of the layout.
-    while len({p[0] for p, _ in entries}) == 1 and entries[0][0][0] not in SPLIT_FOLDERS \
-            and any(len(p) > 1 for p, _ in entries):
+    # A single wrapping folder (archive.tar -> archive/...) is not part of the layout; a single folder
+    # with no folder inside is not a wrapper but the one class folder there is.
+    has_subfolder = lambda: any(len(p) > 2 or (len(p) == 2 and n.endswith("/")) for p, n in entries)
+    while len({p[0] for p, _ in entries}) == 1 and entries[0][0][0] not in SPLIT_FOLDERS and has_subfolder():
         entries = [(p[1:], n) for p, n in entries if len(p) > 1]
     is_dir = lambda p, n: n.endswith("/") or len(p) > 1
     tops = {p[0] for p, n in entries if is_dir(p, n)}
@@ -43,6 +44,11 @@ def layout(names: list[str]):
     return split_mode, files, classes
 
 
+def why_bad(e: Exception) -> str:
+    """What a sample is that could not be read, as in "PATH is ...": a shared name, or not a readable image."""
+    return str(e) if isinstance(e, SharedName) else f"not a readable image ({e})"
+
+
 def first_readable_side(reader, paths: list[str], shown: str, tries: int = 16) -> int:
     """The default ingest size: the shorter side of the first image that decodes among the first few."""
     first = None
@@ -51,7 +57,7 @@ def first_readable_side(reader, paths: list[str], shown: str, tries: int = 16) -
             return min(decode_image(reader.read(name)).shape[:2])
         except (UnreadableFile, BadImage) as e:
             first = first or (name, e)
-    raise UserError(f"{shown}/{utf8_name(first[0])} is not a readable image ({first[1]}): fix it, or pass "
+    raise UserError(f"{shown}/{utf8_name(first[0])} is {why_bad(first[1])}: fix it, or pass "
                     f"--image-size and --skip-bad")
 
 
@@ -77,6 +83,9 @@ def tree_source(root: Path, reader, image_size: int | None) -> Source:
         raise UserError(f"no images in class folders under {shown}{outside}: expected CLASS/IMAGE or "
                         f"train/CLASS/IMAGE and test/CLASS/IMAGE")
     class_names = sorted({c for s, c, _ in files if s in (None, 0)})
+    if len(class_names) == 1:
+        raise UserError(f"{shown} has one class folder, {class_names[0]!r}: a classifier needs at least two "
+                        f"classes; add a folder of images for each other class")
     unknown = sorted({c for s, c, _ in files} - set(class_names))
     if unknown:
         raise UserError(f"test classes {unknown} in {shown} have no train folder: make both trees hold the same classes")
@@ -109,14 +118,14 @@ def image_reader(reader, paths: list[str], image_size: int):
         try:
             return reader.read(paths[i])
         except UnreadableFile as e:
-            reasons[i] = str(e)
+            reasons[i] = why_bad(e)
             return None
 
     def decode(i: int, data: bytes | None) -> np.ndarray | None:
         try:
             return None if data is None else fit_square(decode_image(data), image_size)
         except BadImage as e:
-            reasons[i] = str(e)
+            reasons[i] = why_bad(e)
             return None
 
     def read(indices):
@@ -128,6 +137,6 @@ def image_reader(reader, paths: list[str], image_size: int):
         return (np.stack(good) if good else np.zeros((0, image_size, image_size, 3), np.uint8)), bad
 
     def bad_reason(i: int) -> str:
-        return f"not a readable image ({reasons[i]})" if i in reasons else "not a readable image"
+        return reasons.get(i, "not a readable image")
 
     return read, bad_reason, pool

@@ -19,8 +19,12 @@ FOLDER = "folder:"
 
 def canonical_dataset(spec: str) -> str:
     """--dataset as the store records it: names and the folder: prefix in any case (DIGITS, Folder:x);
-    the path after folder: as given. An unknown name is one UserError, before anything is created."""
+    the path after folder: as given. An unknown name or an empty path is one UserError, before anything is
+    created (an empty path would otherwise be the current folder)."""
     if spec.lower().startswith(FOLDER):
+        if not spec[len(FOLDER):]:
+            raise UserError(f"--dataset {spec!r} names no folder: give {FOLDER}PATH, a directory, .tar or .zip of "
+                            f"class folders")
         return FOLDER + spec[len(FOLDER):]
     if spec.lower() in NAMED_SOURCES:
         return spec.lower()

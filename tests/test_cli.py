@@ -8,7 +8,9 @@ import sys
 import h5py
 import pytest
 
+from attacks_inputs import INPUTS_ATTACKS
 from conftest import ROOT, run_cli
+from hostile import CONTROL, run_attack
 from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureStore
 
@@ -53,7 +55,8 @@ def test_names_in_any_case_and_path_mistakes_are_answered_before_the_backend_sta
              "--weights .*missing.h5: no such file; give imagenet, none or the path"),
             (["features", "--dataset", "Folder:" + str(tmp_path / "nowhere"), "--store", tmp_path / "new"],
              "nowhere does not exist"),
-            (["baseline", "finetune", "--store", store, "--weights", tmp_path / "missing.h5"], "missing.h5: no such file"),
+            (["baseline", "finetune", "--store", store, "--weights", tmp_path / "missing.h5"],
+             r"weights .*missing\.h5"),
             (["features", "--dataset", "digits", "--backbone", "resnet50", "--size", 8, "--store", tmp_path / "new"],
              "--size 8 is too small for resnet50, which takes at least 32x32 px"),  # was Keras's traceback
             (["info", store, "--store", tmp_path], "two stores given"),
@@ -87,16 +90,53 @@ def test_a_failed_first_ingest_leaves_nothing_behind(tmp_path):
     assert (kept / "notes.txt").read_text() == "the user's"
 
 
-def test_an_unreachable_scheduler_is_one_line():
-    """Each address in a fresh process, as the CLI meets it: Dask's event loop does not recover from a
-    failed client in a process that has run other clients (the test session)."""
-    probe = ("import sys\nfrom cnncodes.pipeline import cluster\nfrom cnncodes.features.errors import UserError\n"
-             "cluster.CONNECT_SECONDS = 1\ntry:\n    with cluster.dask_client(sys.argv[1], 1):\n        pass\n"
-             "except UserError as e:\n    print(e)\n")
-    for address in ("tcp://127.0.0.1:1", "localhost:notaport", "foo://x:1"):  # refused, then two malformed
-        out = subprocess.run([sys.executable, "-c", probe, address], capture_output=True, text=True)
-        assert re.fullmatch(f"--scheduler {address}: no Dask scheduler answers there .*dask scheduler.*\n", out.stdout), \
-            out.stdout + out.stderr
+def test_an_unreachable_scheduler_is_one_line_and_found_before_ingest(tmp_path):
+    """In a fresh process, as the CLI meets it: Dask's event loop does not recover from a failed client in
+    a process that has run other clients (the test session). Malformed addresses are rows of the hostile
+    table (tests/attacks_inputs.py): they are answered without connecting."""
+    probe = ("import sys\nfrom cnncodes.pipeline import cluster\ncluster.CONNECT_SECONDS = 1\n"
+             "from cnncodes.cli import cli\ncli()\n")
+    store = tmp_path / "new"
+    out = subprocess.run([sys.executable, "-c", probe, "features", "--dataset", "digits", "--store", store,
+                          "--scheduler", "tcp://127.0.0.1:1", "--quiet"], capture_output=True, text=True)
+    assert out.returncode == 1 and re.fullmatch("error: --scheduler tcp://127.0.0.1:1: no Dask scheduler answers "
+                                                "there .*dask scheduler.*\n", out.stderr), out.stderr
+    assert not store.exists()  # it was left with a data file, found only when the extraction started
+
+
+NEW_STORE_ATTACKS = [a for a in INPUTS_ATTACKS if "{tmp}/new" in a.args]
+
+
+@pytest.mark.parametrize("attack", NEW_STORE_ATTACKS, ids=str)
+def test_a_refused_first_features_run_leaves_no_store(attack, store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_attack(attack, store, tmp_path, monkeypatch)
+    assert not (tmp_path / "new").exists()
+
+
+def test_features_checks_the_weights_and_scheduler_before_it_writes_a_data_file(store, resnet_weights, monkeypatch):
+    """Only then: a store with its data reuses it, and a cached set answers without the backend (see above)."""
+    from click.testing import CliRunner
+
+    from cnncodes.cli import cli
+    from cnncodes.pipeline import backbones, cluster, ingest
+
+    checked, calls = [], []
+    monkeypatch.setattr(backbones, "check_backbone", lambda *a: checked.append(("weights", a)))
+    monkeypatch.setattr(cluster, "check_scheduler", lambda a: checked.append(("scheduler", a)))
+
+    def refused(*args, **kwargs):
+        calls.append(kwargs)
+        raise UserError("stop here")
+
+    monkeypatch.setattr(ingest, "ingest", refused)
+    args = ["features", "--dataset", "digits", "--weights", str(resnet_weights), "--scheduler", "tcp://10.0.0.5:8786",
+            "--quiet", "--store"]
+    assert CliRunner().invoke(cli, [*args, str(store)]).exit_code == 1
+    assert checked == [] and calls[-1]["reingest"] is False
+    assert CliRunner().invoke(cli, [*args, str(store), "--reingest"]).exit_code == 1  # a data file is written again
+    assert checked == [("scheduler", "tcp://10.0.0.5:8786"), ("weights", ("resnet50", str(resnet_weights), None))]
+    assert calls[-1]["reingest"] is True
 
 
 def test_reading_commands_never_load_the_backend(store, tmp_path):
@@ -243,3 +283,73 @@ def test_predict_works_for_a_head_fitted_on_spatial_maps(tmp_path, resnet_weight
     cv2.imwrite(str(image), FeatureStore.open(store).images(split="test")[0])
     (best,) = predict_images(run, [image], top=3)
     assert len(best) == 3 and best[0][0] == record["class_names"][record["test_predictions"][0]]
+
+
+ESC = "\x1b]0;pwned\x07\x1b[2J"  # sets the window title, then clears the screen
+
+
+def test_names_from_data_reach_the_terminal_escaped(tmp_path, monkeypatch):
+    """Class folders, the tree's own name and image paths can hold ESC sequences; features, info and
+    predict show them as visible escapes."""
+    from click.testing import CliRunner
+
+    from cnncodes.classifiers import predict
+    from cnncodes.cli import cli
+    from cnncodes.pipeline import extract
+    from conftest import write_mixed_tree
+
+    tree = write_mixed_tree(tmp_path / f"{ESC}pets", classes=(f"{ESC}cat", "dog"), per_class=2)
+    result = extract.ExtractResult(f"{ESC}codes", "cached", 8, 0.0, 0.0, tmp_path / "s" / f"{ESC}codes.h5")
+    monkeypatch.setattr(extract, "extract_features", lambda *a, **k: result)
+    runner = CliRunner()
+    said = runner.invoke(cli, ["features", "--dataset", f"folder:{tree}", "--store", str(tmp_path / "s"), "--quiet"])
+    shown = runner.invoke(cli, ["info", "--store", str(tmp_path / "s")])
+    image = tmp_path / f"{ESC}.png"
+    image.write_bytes(b"")
+    monkeypatch.setattr(predict, "predict_scored", lambda *a, **k: ("probability", [[(f"{ESC}cat", 0.9)]]))
+    predicted = runner.invoke(cli, ["predict", "--model", str(tmp_path), str(image)])
+    for result in (said, shown, predicted):
+        assert result.exit_code == 0 and not CONTROL.search(result.output), result.output
+    assert "\\x1b]0;pwned\\x07\\x1b[2Jpets" in said.stderr + shown.output  # the source named in the ingest log
+    assert "\\x1b]0;pwned\\x07\\x1b[2Jcodes" in said.stdout
+    assert "\\x1b]0;pwned\\x07\\x1b[2Jcat 0.900" in predicted.output
+
+
+def test_a_killed_exports_temporary_file_is_removed_by_the_next_and_a_running_ones_is_not(store, tmp_path):
+    """A SIGKILL runs no cleanup: its temporary file stayed beside --out, and no later export removed it."""
+    from cnncodes.features import export
+
+    out = tmp_path / "codes.npz"
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()  # its process id is free now
+    running = subprocess.Popen([sys.executable, "-c", "input()"], stdin=subprocess.PIPE)
+    try:
+        killed, live = export.tmp_path(out, gone.pid), export.tmp_path(out, running.pid)
+        older = tmp_path / f".codes.npz.{gone.pid}.tmp"  # as cnncodes 0.2 named them
+        elsewhere = tmp_path / f".codes.npz.another-host.{gone.pid}.tmp"  # a shared folder: not ours to judge
+        for leftover in (killed, live, older, elsewhere):
+            leftover.write_bytes(b"half an export")
+        assert export.export_feature_set(store, out) == out
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name, "codes.npz", "store"])
+    finally:
+        running.communicate(b"\n")
+
+
+def test_a_changed_source_is_ingested_again_with_reingest(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from cnncodes.cli import cli
+    from cnncodes.pipeline import extract
+    from conftest import write_mixed_tree
+
+    tree = write_mixed_tree(tmp_path / "pets", classes=("cat", "dog"), per_class=2)
+    monkeypatch.setattr(extract, "extract_features", lambda *a, **k: extract.ExtractResult(
+        "codes", "cached", 0, 0.0, 0.0, tmp_path / "codes.h5"))  # the ingest is what is tested here
+    args = ["features", "--dataset", f"folder:{tree}", "--store", str(tmp_path / "s"), "--image-size", "16", "--quiet"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    (tree / "train" / "cat" / "000.jpg").rename(tree / "train" / "dog" / "100.jpg")  # a cat was a dog
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 1 and "--reingest" in refused.stderr
+    again = CliRunner().invoke(cli, [*args, "--reingest"])
+    assert again.exit_code == 0, again.output
+    assert "train/dog/100.jpg" in FeatureStore.open(tmp_path / "s").sources().tolist()

@@ -225,6 +225,24 @@ def test_a_damaged_or_wrong_checkpoint_is_one_clear_line(tmp_path, damage, messa
     assert last.startswith("error: ") and __import__("re").search(message, last), last
 
 
+def test_the_checkpoint_format_is_checked_without_the_backend(tmp_path):
+    """So that a file of the wrong kind is answered before ingest writes a store; whether a PyTorch file is
+    whole and fits is known when it is loaded (before ingest too, for a new store)."""
+    from cnncodes.pipeline.backbones import checked_weights
+    from cnncodes.pipeline.backbones.torch_pickle import is_torch_file
+
+    legacy = legacy_file(tmp_path / "legacy.pth", {})
+    photo = tmp_path / "photo.pth"
+    photo.write_bytes(b"\xff\xd8\xff\xe0 a JPEG")
+    assert is_torch_file(checkpoint("efficientnet_lite0")) and is_torch_file(legacy)
+    assert not is_torch_file(photo) and not is_torch_file(DEMO_PHOTOS)  # a zip, but not torch.save's
+    assert checked_weights(str(legacy), "efficientnet_lite0") == str(legacy)
+    with pytest.raises(UserError, match="photo.pth is not a usable efficientnet_lite0 checkpoint: neither"):
+        checked_weights(str(photo), "efficientnet_lite0")
+    with pytest.raises(UserError, match="legacy.pth is not a Keras weights file .* for resnet50"):
+        checked_weights(str(legacy), "resnet50")
+
+
 def test_imagenet_weights_are_converted_once_and_a_damaged_cache_is_redone(keras_cache, monkeypatch):
     cached = lite_weights.imagenet_weights_file("efficientnet_lite0")
     assert cached.parent == keras_cache / "models" and "57934424" in cached.name

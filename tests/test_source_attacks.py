@@ -10,6 +10,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -433,3 +434,106 @@ def test_header_sizes_agree_with_what_opencv_writes(tmp_path):
     for ext, shape in ((".jpg", (7, 11, 3)), (".png", (5, 9, 4)), (".bmp", (6, 13, 3)), (".png", (8, 3))):
         write_image(tmp_path / f"x{ext}", np.zeros(shape, np.uint8))
         assert image_size((tmp_path / f"x{ext}").read_bytes()) == (shape[1], shape[0])
+
+
+# Silent input loss (issue 19, item 6): archives cut short, names that several members share
+
+def packed_tar(tmp_path, mode: str = "w") -> Path:
+    tree = write_mixed_tree(tmp_path / "t", per_class=2)
+    path = tmp_path / ("animals.tar" + ("" if mode == "w" else "." + mode[2:]))
+    with tarfile.open(path, mode) as tar:
+        tar.add(tree, arcname="animals")
+    return path
+
+
+def cut_at_header(path: Path, member: int = -4) -> Path:
+    """Cuts a plain tar where a member's header starts (a 512-byte boundary, as a cut download at a 10 KiB
+    record boundary is): tarfile then sees a clean end and lists what is left."""
+    with tarfile.open(path) as tar:
+        offset = tar.getmembers()[member].offset
+    with open(path, "r+b") as f:
+        f.truncate(offset)
+    with tarfile.open(path) as tar:  # what it did before: no error, members gone
+        assert len(tar.getmembers()) > 0
+    return path
+
+
+def flip_header_byte(path: Path, member: int = -4) -> Path:
+    with tarfile.open(path) as tar:
+        offset = tar.getmembers()[member].offset
+    blob = bytearray(path.read_bytes())
+    blob[offset + 10] ^= 0xFF  # inside the name: its checksum no longer matches
+    path.write_bytes(bytes(blob))
+    return path
+
+
+@pytest.mark.parametrize("damage", [cut_at_header, flip_header_byte])
+def test_a_tar_that_ends_before_its_end_marker_is_refused(tmp_path, damage):
+    path = damage(packed_tar(tmp_path))
+    with pytest.raises(UserError, match=r"animals\.tar ends before its end-of-archive marker, after \d+ members: it "
+                                        r"was cut short .*pack or download the archive again"):
+        folder_source(str(path), image_size=16)
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(UserError, match="cut short"):
+        ingest(tmp_path / "s", IngestConfig(f"folder:{path}", image_size=16), **quiet)
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_compressed_tar_cut_anywhere_is_refused(tmp_path):
+    path = packed_tar(tmp_path, "w:gz")
+    for cut in (len(path.read_bytes()) // 2, len(path.read_bytes()) - 30):
+        blob = path.read_bytes()
+        damaged = tmp_path / f"cut{cut}.tar.gz"
+        damaged.write_bytes(blob[:cut])
+        with pytest.raises(UserError, match=r"cut.*\.tar\.gz (ends before its end-of-archive marker|is not a "
+                                            r"readable .tar or .zip archive \(EOFError)"):
+            folder_source(str(damaged), image_size=16)
+
+
+def test_a_whole_tar_and_one_ending_between_its_two_zero_blocks_are_read(tmp_path):
+    path = packed_tar(tmp_path)
+    source = folder_source(str(path), image_size=16)
+    assert len(source.labels["class"]) == 12
+    source.close()
+    with tarfile.open(path) as tar:
+        tar.getmembers()
+        end = tar.offset  # where the end-of-archive marker starts, after the last member
+    with open(path, "r+b") as f:
+        f.truncate(end + 512)  # one zero block: every member is there
+    assert len(folder_source(str(path), image_size=16).labels["class"]) == 12
+
+
+def with_shared_name(tmp_path, packing: str) -> Path:
+    """An archive holding train/cat/000.png twice: a cat, then a dog stored under the same name."""
+    tree = write_mixed_tree(tmp_path / "t", classes=("cat", "dog"), per_class=3)
+    dog = (tree / "train" / "dog" / "001.png").read_bytes()
+    path = tmp_path / f"pets.{packing}"
+    if packing == "tar":
+        with tarfile.open(path, "w") as tar:
+            tar.add(tree, arcname=".")
+            info = tarfile.TarInfo("./train/cat/001.png")  # "./" or not, the same name once extracted
+            info.size = len(dog)
+            tar.addfile(info, io.BytesIO(dog))
+    else:
+        with zipfile.ZipFile(path, "w") as z, __import__("warnings").catch_warnings():
+            __import__("warnings").simplefilter("ignore")  # zipfile warns of the duplicate it writes
+            for f in sorted(tree.rglob("*")):
+                z.write(f, f.relative_to(tree).as_posix())
+            z.writestr("train/cat/001.png", dog)
+    return path
+
+
+@pytest.mark.parametrize("packing", ["tar", "zip"])
+def test_a_name_several_members_share_is_an_error_or_skipped_and_recorded(tmp_path, packing):
+    path = with_shared_name(tmp_path, packing)
+    with pytest.raises(UserError, match=rf"pets\.{packing}/train/cat/001\.png is a name 2 members of the archive "
+                                        r"share \(which one is meant cannot be told\): .*--skip-bad"):
+        ingest(tmp_path / "a", IngestConfig(f"folder:{path}", image_size=16), **quiet)
+    assert not (tmp_path / "a").exists()
+    said = []
+    store = ingest(tmp_path / "b", IngestConfig(f"folder:{path}", image_size=16, skip_bad=True), progress=False,
+                   log=said.append)
+    assert store.n == 11 and "train/cat/001.png" not in store.sources().tolist()
+    assert any("skipped 1 " in line for line in said)
+    with h5py.File(store.data_file) as f:
+        assert [s.decode() for s in f["skipped"][:]] == [f"{path}/train/cat/001.png"]

@@ -131,6 +131,20 @@ def test_empty_class_folder_is_named(tmp_path):
         folder_source(str(tree))
 
 
+@pytest.mark.parametrize("layout", ["cat", "wrapper/cat", "split"])
+def test_one_class_folder_is_named_and_two_are_asked_for(tmp_path, layout):
+    """One class folder was taken for a wrapping folder and answered "no images in class folders"."""
+    if layout == "split":
+        tree = write_mixed_tree(tmp_path / "t", classes=("cat",), per_class=2)
+    else:
+        tree = tmp_path / "t"
+        write_mixed_tree(tmp_path / "flat", classes=("cat",), per_class=2, split_folders=False)
+        (tree / layout).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "flat" / "cat").rename(tree / layout)
+    with pytest.raises(UserError, match=r"t has one class folder, 'cat': a classifier needs at least two classes"):
+        folder_source(str(tree))
+
+
 def test_unreadable_image_stops_or_is_skipped_and_recorded(tmp_path):
     tree = write_mixed_tree(tmp_path / "t", per_class=3)
     (tree / "train" / "bee" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")

@@ -1,5 +1,6 @@
 """Backbones from keras.applications: their ImageNet weights come through Keras's own download-and-cache."""
 import os
+import zipfile
 
 from cnncodes.features.errors import UserError
 
@@ -24,6 +25,24 @@ def build(name: str, size: int, weights: str | None):
     if weights is not None:
         load_keras_weights(model, weights, name, f"keras.applications.{CONSTRUCTORS[name]}(include_top=False)")
     return model
+
+
+def check_weights_file(name: str, path: str):
+    """Stops, without the backend, when Keras would refuse the file by its name or format."""
+    check_keras_file(path, name, f"keras.applications.{CONSTRUCTORS[name]}(include_top=False)")
+
+
+def check_keras_file(path: str, name: str, how: str):
+    """A file Keras's load_weights reads: HDF5 named .weights.h5 or .h5 (.hdf5), a .keras zip, or the index of
+    sharded weights (.weights.json, its shards beside it). Whether its weights fit the network is known only
+    once it is built."""
+    import h5py
+
+    fits = (h5py.is_hdf5(path) if path.endswith((".h5", ".hdf5")) else
+            zipfile.is_zipfile(path) if path.endswith(".keras") else path.endswith(".weights.json"))
+    if not fits:
+        raise UserError(f"weights file {path} is not a Keras weights file (HDF5 named .weights.h5 or .h5, or a "
+                        f".keras file) for {name}: save it from {how}")
 
 
 def load_keras_weights(model, path: str, name: str, how: str):

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cnncodes.features.errors import UserError
+
 # (repeats, kernel, stride, expansion, input filters, output filters) per stage, for Lite0
 STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
           (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]
@@ -25,6 +27,7 @@ BN_EPSILON, BN_MOMENTUM = 1e-3, 0.99
 # activations shrink ~20x per stage until the codes are all zero.
 CONV_INIT = {"class_name": "VarianceScaling", "config": {"scale": 2.0, "mode": "fan_out", "distribution": "truncated_normal"}}
 DENSE_INIT = {"class_name": "VarianceScaling", "config": {"scale": 1 / 3, "mode": "fan_out", "distribution": "uniform"}}
+KERAS_HOW = "cnncodes' {name} without its top, or give its PyTorch state dict"  # how to make a file that loads
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,20 @@ def assign_state_dict(model, state: dict, name: str):
         raise ValueError(f"the checkpoint has tensors {name} does not ({extra[0]} ...): it is another network")
 
 
+def check_weights_file(name: str, path: str):
+    """Stops, without the backend, when the file is neither a PyTorch file nor one Keras reads."""
+    import h5py
+
+    from .applications import check_keras_file
+    from .torch_pickle import is_torch_file
+
+    if h5py.is_hdf5(path):
+        check_keras_file(path, name, KERAS_HOW.format(name=name))
+    elif not is_torch_file(path):
+        raise UserError(f"weights file {path} is not a usable {name} checkpoint: neither a PyTorch file (as "
+                        f"torch.save writes them) nor a Keras weights file (.weights.h5)")
+
+
 def build(name: str, size: int, weights: str | None):
     """Without its top. `weights`: None, "imagenet" (the published checkpoint, converted once into
     Keras's cache), or a file: a PyTorch state dict of this variant, or Keras weights without the top."""
@@ -178,5 +195,5 @@ def build(name: str, size: int, weights: str | None):
         if Path(weights).is_file() and not h5py.is_hdf5(weights):
             load_checkpoint(model, weights, name)
         else:
-            load_keras_weights(model, weights, name, f"cnncodes' {name} without its top, or give its PyTorch state dict")
+            load_keras_weights(model, weights, name, KERAS_HOW.format(name=name))
     return model

@@ -101,12 +101,20 @@ def named_layer(model, backbone: str, layer: str):
                         f"(`cnncodes layers {backbone}` lists all)") from None
 
 
-def check_layer(backbone: str, layer: str):
-    """Stops before any work when `layer` is not in the backbone (builds it without weights, at 32)."""
+def check_backbone(backbone: str, weights: str = "none", layer: str | None = None):
+    """Stops before any work when a weights file does not load into the backbone, or `layer` is not in it.
+    Builds it at 32 px (weights fit any input side); the ImageNet weights are not fetched for this."""
     spec = get_backbone(backbone)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        named_layer(family(spec).build(backbone, 32, None), backbone, layer)
+        model = family(spec).build(backbone, 32, None if weights in ("imagenet", "none") else weights)
+    if layer is not None:
+        named_layer(model, backbone, layer)
+
+
+def check_layer(backbone: str, layer: str):
+    """Stops before any work when `layer` is not in the backbone."""
+    check_backbone(backbone, layer=layer)
 
 
 def seeded_initialization(model, seed: int):
@@ -154,9 +162,10 @@ def canonical_weights(weights: str) -> str:
     return weights.lower() if str(weights).lower() in ("imagenet", "none") else weights
 
 
-def checked_weights(weights: str) -> str:
-    """--weights as given: imagenet or none in any case, else a file that exists. Checked before the
-    backend starts, so a mistyped path is answered at once."""
+def checked_weights(weights: str, backbone: str | None = None) -> str:
+    """--weights as given: imagenet or none in any case, else a file that exists and, given the backbone, is
+    of a format its family reads. Checked before the backend starts, so a mistyped path or a file of the
+    wrong kind is answered at once."""
     from pathlib import Path
 
     weights = canonical_weights(weights)
@@ -164,4 +173,6 @@ def checked_weights(weights: str) -> str:
         return weights
     if not Path(weights).is_file():
         raise UserError(f"--weights {weights}: no such file; give imagenet, none or the path of a weights file")
+    if backbone is not None:
+        family(get_backbone(backbone)).check_weights_file(backbone, weights)
     return weights

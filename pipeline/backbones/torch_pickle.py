@@ -182,6 +182,20 @@ def read_zip(path: Path) -> tuple[object, dict]:
     return result, storages
 
 
+def is_torch_file(path) -> bool:
+    """Whether a file is laid out as torch.save writes it (a zip holding data.pkl, or the legacy format's magic
+    number first), judged by its first bytes and zip directory alone: no tensor is read."""
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                return any(n == "data.pkl" or n.endswith("/data.pkl") for n in z.namelist())
+        with open(path, "rb") as f:
+            return unpickle(next_pickle(f.read(64), 0)[0]) == LEGACY_MAGIC
+    except (OSError, zipfile.BadZipFile, ValueError, pickle.UnpicklingError, EOFError):
+        return False
+
+
 def read_state_dict(path) -> dict[str, np.ndarray]:
     """name -> numpy array of a PyTorch state dict file (.pth / .pt), read safely.
 
