@@ -5,4 +5,4 @@ The repository root is this package: `pipeline/`, `features/`, `classifiers/` an
 as `cnncodes.pipeline`, `cnncodes.features`, `cnncodes.classifiers` and `cnncodes.cli`, so no
 generic top-level name is claimed in a user's environment.
 """
-__version__ = "0.2.0"
+__version__ = "0.3.0"
