@@ -11,6 +11,7 @@ import click
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow start-up chatter is not for users
 
 from cnncodes.features.errors import UserError
+from cnncodes.features.limits import MAX_BATCH, MAX_CHUNK, MAX_IMAGE_SIDE, MAX_SEED
 from cnncodes.pipeline.console import printable
 
 
@@ -44,11 +45,10 @@ class Cli(click.Group):
 PATH_ERRORS = {errno.ENOENT, errno.EEXIST, errno.EISDIR, errno.ENOTDIR}
 FILE_SYSTEM_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM} | PATH_ERRORS
 POSITIVE = click.IntRange(min=1)
-MAX_BATCH = 4096  # the most --batch-size auto tries: beyond it throughput stops growing and host memory runs out
-CHUNK = click.IntRange(1, 65536)  # a chunk's images and codes are held in memory whole (2048 float32 a row: 512 MB)
+CHUNK = click.IntRange(1, MAX_CHUNK)
 WORKERS = click.IntRange(1, os.cpu_count() or 1)  # local worker processes: one a core at most
-SEED = click.IntRange(0, 2**32 - 1)  # what numpy's and Keras's seeding take, and an HDF5 attribute holds
-SIZE = click.IntRange(8, 1024)  # ImageNet CNNs take 32..~600 px; 1024 already needs 20x the memory of 224
+SEED = click.IntRange(0, MAX_SEED)
+SIZE = click.IntRange(8, MAX_IMAGE_SIDE)  # ImageNet CNNs take 32..~600 px
 
 
 class PathType(click.Path):
@@ -162,7 +162,7 @@ def default_store(dataset: str) -> Path:
               help="seeds subsets, holdout, folds and --weights none")
 @click.option("--holdout", default=0.2, type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="test fraction for data without a test split")
-@click.option("--image-size", type=click.IntRange(1, 1024), help="folder data: square ingest size [first image's shorter side]")
+@click.option("--image-size", type=click.IntRange(1, MAX_IMAGE_SIDE), help="folder data: square ingest size [first image's shorter side]")
 @click.option("--folds", default="", help="k values whose fold assignments ingest computes, e.g. 5,10 "
               "[none: kfold computes any k when first asked for, and keeps it]")
 @click.option("--skip-bad", is_flag=True, help="skip unreadable images (recorded in the store) instead of stopping")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cnncodes.features.errors import BadParameter, UserError
+from cnncodes.features.limits import MAX_IMAGE_SIDE, MAX_SEED
 
 BASELINES = ("cnn", "finetune", "wrn")  # pixel baselines: heads of kfold too
 NOT_BASELINE_PARAMS = {"kind", "label", "fold", "k", "extra"}  # set by kfold itself, or not an option
@@ -31,7 +32,6 @@ def head_parameters(head: str) -> set[str]:
 # -- what each parameter's value may be: one rule per name, as the names mean the same in every head --------
 # Upper limits, each where a larger value breaks something or can mean nothing:
 MAX_WHOLE = 2**31 - 1    # counts and sizes: what the backends' int32 shapes and counters hold
-MAX_SEED = 2**32 - 1     # numpy's and scikit-learn's random_state range (more: a ValueError from deep inside)
 MAX_C = 1e6              # the SVM's float32 Newton steps overflow from C=1e10 on 600 digits (sooner on more
                          # rows); from about 1e4 a linear model on standardised codes is unregularised anyway
 MAX_LEARNING_RATE = 10.0  # rates here are 1e-4..0.1; at 10 a dense head's loss is already 1e5, and from 1e4 (sgd)
@@ -97,7 +97,7 @@ VALUE_RULES = {
     "tol": _positive(MAX_TOL, "1"), "learning_rate": _positive(MAX_LEARNING_RATE, "10"),
     "max_iter": COUNT, "epochs": COUNT, "batch_size": COUNT, "limit": COUNT, "patience": COUNT,
     "hidden": _whole(1, MAX_HIDDEN), "width": _whole(1, MAX_WRN_WIDTH),
-    "size": _whole(8, 1024),
+    "size": _whole(8, MAX_IMAGE_SIDE),
     "depth": ("a whole number 6n+4 from 10 to 1000, e.g. 28",
               lambda x: _integer(x) and 10 <= x <= MAX_WRN_DEPTH and (x - 4) % 6 == 0),
     "head_epochs": _whole(0, MAX_WHOLE), "seed": NATURAL, "random_state": _or_null(NATURAL),

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from cnncodes.features.errors import UserError
+from cnncodes.features.limits import MAX_IMAGE_SIDE
 from cnncodes.pipeline.backbones import BACKBONES
 from .params import value_problem
 from .runs import load_run
@@ -24,7 +25,6 @@ def score_kind(model) -> str:
 
 
 FIT_KEYS = {"feature_config": dict, "image_shape": list, "params": dict}  # what predict needs beyond any run's
-MAX_IMAGE_SIDE = 1024  # ingest stores images of at most 1024 px a side: a record claiming more is not a store's
 FEATURE_CONFIG_RULES = {"backbone": "resnet50", "size": 224, "precision": "fp32", "seed": 0}  # name: its default
 
 

@@ -74,6 +74,13 @@ def resolve_name(name: str, names, what: str) -> str | None:
     return matches[0] if matches else None
 
 
+def store_path(path) -> Path:
+    """A store's folder; never an empty path, which Path() would read as the current folder."""
+    if not str(path).strip():
+        raise UserError("the store path is empty: give a folder, e.g. --store store/mydata")
+    return Path(path)
+
+
 @dataclass
 class FeatureSetInfo:
     name: str
@@ -166,7 +173,7 @@ class FeatureStore:
 
     @classmethod
     def open(cls, path) -> "FeatureStore":
-        path = Path(path)
+        path = store_path(path)
         if not schema.data_path(path).exists():
             raise UserError(f"no store at {path}: create it with `cnncodes features --dataset ... --store {path}`")
         return cls(path)

@@ -1,6 +1,8 @@
 """Which device the Keras backend computes on, and the largest batch that fits it."""
 import numpy as np
 
+from cnncodes.features.limits import MAX_BATCH
+
 CPU_BATCH = 64  # on CPUs throughput stops growing well before this, while memory keeps growing
 
 
@@ -32,7 +34,7 @@ def is_out_of_memory(error: Exception) -> bool:
     return any(s in text for s in ("resourceexhausted", "resource_exhausted", "out of memory", "outofmemory"))
 
 
-def auto_batch_size(model, image_shape, largest: int = 4096, log=print) -> int:
+def auto_batch_size(model, image_shape, largest: int = MAX_BATCH, log=print) -> int:
     """On an accelerator: double the batch until the device runs out of memory, keep the last that ran.
     On CPU: CPU_BATCH (an OOM there kills the process instead of raising)."""
     if accelerator() is None:

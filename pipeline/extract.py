@@ -19,6 +19,7 @@ import numpy as np
 from cnncodes.features import schema
 from cnncodes.features.errors import UserError
 from cnncodes.features.fingerprint import digest_arrays, file_digest, fingerprint
+from cnncodes.features.limits import MAX_BATCH, MAX_CHUNK
 from cnncodes.features.names import check_name
 from cnncodes.features.store import DAMAGE, FeatureStore, read_everything, resolve_name
 from cnncodes.features.writers import FeatureSetWriter, bind_to_data, choose_name, discard_unusable, writer_lock
@@ -217,6 +218,7 @@ def extract_features(store_dir, config: FeatureConfig, *, name: str | None = Non
     """
     if name is not None:
         check_name(name)  # it becomes a file name inside the store
+    check_run_settings(batch_size, chunk_size, workers)
     store = FeatureStore.open(store_dir)
     if name is not None:  # names ignore case: --name R50 is the set r50 already there
         name = resolve_name(name, [s.name for s in store.feature_sets()], "feature set") or name
@@ -236,6 +238,16 @@ def extract_features(store_dir, config: FeatureConfig, *, name: str | None = Non
             raise UserError(f"cannot write to store {store.path} ({e.strerror}): choose another --store") from None
         return _extract_locked(store, config, model, weights_digest, fp, name, batch_size, chunk_size, jit_compile,
                                workers, scheduler, progress, log)
+
+
+def check_run_settings(batch_size, chunk_size: int, workers: int):
+    """How the work is cut, within what the machine can hold: checked before any work, as the CLI's ranges are."""
+    if batch_size != "auto" and not (isinstance(batch_size, int) and 1 <= batch_size <= MAX_BATCH):
+        raise UserError(f"--batch-size {batch_size!r}: give a whole number from 1 to {MAX_BATCH}, or auto")
+    if not (isinstance(chunk_size, int) and 1 <= chunk_size <= MAX_CHUNK):
+        raise UserError(f"--chunk-size {chunk_size!r}: give a whole number from 1 to {MAX_CHUNK}")
+    if not (isinstance(workers, int) and workers >= 1):
+        raise UserError(f"--workers {workers!r}: give a whole number of at least 1")
 
 
 def complete_set(store: FeatureStore, name: str) -> ExtractResult | None:

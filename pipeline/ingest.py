@@ -14,8 +14,9 @@ import numpy as np
 from cnncodes.features import schema
 from cnncodes.features.errors import UserError
 from cnncodes.features.fingerprint import file_digest
+from cnncodes.features.limits import MAX_IMAGE_SIDE, MAX_SEED
 from cnncodes.features.folds import stratified_folds, stratified_holdout, stratified_subset
-from cnncodes.features.store import FeatureStore
+from cnncodes.features.store import FeatureStore, store_path
 from cnncodes.features.writers import MARGIN, DataFileWriter, disk_full, store_lock
 from .cifar import ARCHIVES, search_dirs
 from .console import printable, progress_bar
@@ -41,8 +42,10 @@ class IngestConfig:
             raise UserError(f"--holdout {self.holdout}: the test fraction must be between 0 and 1, e.g. 0.2")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit {self.limit}: give a positive number of images per split")
-        if self.image_size is not None and not 1 <= self.image_size <= 1024:
-            raise UserError(f"--image-size {self.image_size}: give a side between 1 and 1024 pixels")
+        if self.image_size is not None and not 1 <= self.image_size <= MAX_IMAGE_SIDE:
+            raise UserError(f"--image-size {self.image_size}: give a side between 1 and {MAX_IMAGE_SIDE} pixels")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise UserError(f"--seed {self.seed}: give a whole number from 0 to {MAX_SEED}")
         bad = [k for k in self.folds if k < 2]
         if bad:
             raise UserError(f"--folds {bad[0]}: k-fold needs at least 2 folds")
@@ -94,7 +97,7 @@ def ingest(store: Path, config: IngestConfig, *, data_dir=None, verify: bool = T
     since (a changed source is refused, saying what changed). `reingest` ingests it again into the same
     store, whatever it held: the new data.h5 replaces the old one only once complete, and feature sets
     made from the old data are rebuilt when next asked for."""
-    store = Path(store)
+    store = store_path(store)
     config.check()
     config = replace(config, dataset=canonical_dataset(config.dataset))
     wanted = json.dumps(asdict(config), sort_keys=True)

@@ -1,4 +1,5 @@
 """The store as a system of record: folds for any k, every row's source, export, corruption caught."""
+import re
 import shutil
 
 import h5py
@@ -11,6 +12,7 @@ from cnncodes.features.errors import DamagedError, UserError
 from cnncodes.features.export import export_feature_set
 from cnncodes.features.store import FeatureStore
 from cnncodes.features.writers import DataFileWriter, FeatureSetWriter, store_lock
+from cnncodes.pipeline.extract import FeatureConfig, extract_features
 from cnncodes.pipeline.ingest import IngestConfig, check_writable, human_bytes, ingest
 
 quiet = dict(progress=False, log=lambda m: None)
@@ -372,3 +374,18 @@ def test_a_truncated_chunk_without_a_crc_in_its_name_is_recomputed(tmp_path):
     old = writer.parts / schema.chunk_file("pooled", 0, 2)
     old.write_bytes(old.read_bytes()[:-7])
     assert writer.drop_damaged_chunks(log=lambda m: None) == [0] and sorted(writer.committed()) == [2]
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda tmp: FeatureStore.open(""), "the store path is empty"),
+    (lambda tmp: ingest("", IngestConfig("digits")), "the store path is empty"),
+    (lambda tmp: ingest(tmp / "s", IngestConfig("digits", seed=2**40)), "--seed 1099511627776: give a whole number"),
+    (lambda tmp: extract_features(tmp / "s", FeatureConfig(), batch_size=10**9), "--batch-size 1000000000"),
+    (lambda tmp: extract_features(tmp / "s", FeatureConfig(), chunk_size=0), "--chunk-size 0"),
+    (lambda tmp: extract_features(tmp / "s", FeatureConfig(), workers=0), "--workers 0"),
+], ids=["open-empty", "ingest-empty", "seed", "batch", "chunk", "workers"])
+def test_python_callers_meet_the_command_lines_limits_before_any_work(tmp_path, call, says):
+    """An empty path was the current folder; a huge batch or seed failed deep inside, after ingest."""
+    with pytest.raises(UserError, match=re.escape(says)):
+        call(tmp_path)
+    assert not (tmp_path / "s").exists()
