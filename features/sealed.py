@@ -73,6 +73,26 @@ def read_sealed(path) -> dict:
     return body
 
 
+FILES_KEY = "files"  # a sealed file may vouch for files beside it: {"files": {name: sha256}}
+
+
+def check_listed_files(path, body: dict) -> dict:
+    """Checks the files a sealed file lists beside it against their sha256 (a head's model.npz and .keras
+    files); SealBroken naming the first that differs or is missing. Returns `body`."""
+    files = body.get(FILES_KEY)
+    if not isinstance(files, dict):
+        return body
+    for name, digest in files.items():
+        beside = Path(path).parent / Path(str(name)).name
+        try:
+            found = hashlib.sha256(beside.read_bytes()).hexdigest()
+        except OSError:
+            raise SealBroken(f"lists {beside.name}, which cannot be read") from None
+        if found != digest:
+            raise SealBroken(f"lists {beside.name}, which fails its checksum (changed on disk since it was saved)")
+    return body
+
+
 def all_finite(obj) -> bool:
     """Whether every number in a JSON value is finite (NaN and inf are never a result worth showing)."""
     if isinstance(obj, float):

@@ -17,7 +17,7 @@ from .errors import DamagedError, UserError
 from .fingerprint import attrs_digest
 from .folds import stratified_folds
 from .lazy import dask_array
-from .sealed import read_sealed
+from .sealed import check_listed_files, read_sealed
 
 # What h5py, json and numpy raise on a file that is truncated, garbled or fails its checksums.
 DAMAGE = (OSError, EOFError, KeyError, ValueError, TypeError)
@@ -60,6 +60,49 @@ def read_chunk(path: Path, rows: int) -> np.ndarray:
     if len(array) != rows:
         raise ValueError(f"{len(array)} rows, not {rows}")
     return array
+
+
+def content_digest(f: h5py.File, label_sets) -> str:
+    """sha256 over what codes and results are computed from (images, labels, split), recomputed from the
+    file's bytes: what `content_sha256` holds. Checksums per chunk catch a flipped bit; only this catches
+    values rewritten through HDF5, whose checksums are rewritten with them."""
+    h = hashlib.sha256()
+    images = f["images"]
+    step = (images.chunks[0] if images.chunks else 256) * 16
+    for lo in range(0, len(images), step):
+        h.update(np.ascontiguousarray(images[lo:lo + step]).data)
+    for name in label_sets:
+        h.update(f[f"labels/{name}"][:].data)
+    h.update(f["split"][:].data)
+    return h.hexdigest()
+
+
+# The texts of data.h5 under their own digests: class names, small and checked at every open; the per-row
+# sources and the skipped list, checked when read and by `--check`.
+NAMES_SEAL, SOURCES_SEAL = "names_sha256", "sources_sha256"
+
+
+def text_digest(f: h5py.File, keys) -> str:
+    h = hashlib.sha256()
+    for key in keys:
+        if key in f:
+            data = f[key][:]
+            h.update(f"{key}:{data.dtype.str}:{data.shape}".encode())
+            h.update(np.ascontiguousarray(data).tobytes())
+    return h.hexdigest()
+
+
+def name_keys(label_sets) -> list[str]:
+    return [f"label_names/{name}" for name in label_sets]
+
+
+SOURCE_KEYS = ("sources", "skipped")
+
+
+def check_text(f: h5py.File, attrs: dict, seal: str, keys):
+    """Fails when texts were rewritten since ingest (a store of schema 2 has no such seal)."""
+    if seal in attrs and attrs[seal] != text_digest(f, keys):
+        raise ValueError(f"its {'class names' if seal == NAMES_SEAL else 'sources'} fail their checksum")
 
 
 def resolve_name(name: str, names, what: str) -> str | None:
@@ -154,6 +197,7 @@ class FeatureStore:
             self.split = f["split"][:]
             self.label_sets = list(json.loads(self.attrs["label_sets"]))
             # read (and so checksummed) on open: a damaged class name stops a command before its work
+            check_text(f, self.attrs, NAMES_SEAL, name_keys(self.label_sets))
             self.names = {ls: [s.decode("utf-8", "replace") for s in f[f"label_names/{ls}"][:]]
                           for ls in self.label_sets}
             self.stored_folds = sorted((on, int(k)) for on in f["folds"] for k in f["folds"][on])
@@ -168,8 +212,8 @@ class FeatureStore:
 
     @property
     def reingest(self) -> str:
-        return (f"the store's images and labels cannot be trusted; ingest into a new --store, or again into this "
-                f"one with `cnncodes features --reingest`")
+        return ("the store's images and labels cannot be trusted; ingest into a new --store, or again into this "
+                "one with `cnncodes features --reingest`")
 
     @classmethod
     def open(cls, path) -> "FeatureStore":
@@ -298,7 +342,10 @@ class FeatureStore:
         aligned with the other accessors; None for stores made before cnncodes recorded sources."""
         if not self.has_sources:
             return None
-        return np.array([s.decode("utf-8", "replace") for s in self._read(self.data_file, "sources", split, False)])
+        with reading(self.data_file, self.reingest), h5py.File(self.data_file, "r") as f:
+            check_text(f, self.attrs, SOURCES_SEAL, SOURCE_KEYS)
+            rows = f["sources"][self.rows(split)]
+        return np.array([s.decode("utf-8", "replace") for s in rows])
 
     def source_listing(self) -> dict | None:
         """The source's image files as ingest found them (name -> [size, modification time in ns]), to say
@@ -334,11 +381,13 @@ class FeatureStore:
         sets = self.feature_sets()
         if not sets:
             raise UserError(f"{self.path} has no feature sets yet: run `cnncodes features --store {self.path} ...` first")
-        complete = [s for s in sets if s.complete]
+        complete = [s for s in sets if s.complete and not self.stale(s)]  # what can be chosen
         names = ", ".join(s.name for s in complete) or "none"
         if name is None:
             if len(complete) == 1:
                 return self._usable(complete[0])
+            if not complete and len(sets) == 1:  # the one set there is: why it cannot be used
+                return self._usable(sets[0])
             raise UserError(f"{self.path} has {len(complete)} complete feature sets ({names}): choose one with --features NAME")
         found = resolve_name(name, [s.name for s in sets], "feature set")
         if found is None:
@@ -383,6 +432,9 @@ class FeatureStore:
             if lazy:
                 return dask_array(path, key)[rows]
             with h5py.File(path, "r") as f:
+                if path == self.data_file and f.attrs.get("content_sha256") != self.content:
+                    raise UserError(f"{self.data_file} was replaced while this command ran (ingested again?): what "
+                                    f"it read before belongs to other data; run the command again")
                 return f[key][rows]
 
     # -- check --------------------------------------------------------------------------------------------
@@ -390,7 +442,7 @@ class FeatureStore:
         """Reads every stored byte once: path relative to the store -> None when sound, else why it is
         damaged or cannot be verified. Covers data.h5, every feature set (complete or in progress), the
         kept folds and every JSON file under runs/."""
-        out = {schema.DATA_FILE: self._problem(lambda: read_everything(self.data_file))}
+        out = {schema.DATA_FILE: self._problem(lambda: read_everything(self.data_file)) or self._check_content()}
         if self.version < 3:
             out[f"{schema.DATA_FILE} (class names, attributes)"] = (
                 f"not verifiable: store schema {self.version} keeps them without checksums; ingest again (into a "
@@ -402,8 +454,16 @@ class FeatureStore:
                 out[self._relative(path)] = self._problem(lambda: self.read_kept_folds(path, k))
         runs = self.path / schema.RUNS_DIR
         for path in sorted(runs.rglob("*.json")) if runs.exists() else []:
-            out[self._relative(path)] = self._problem(lambda: read_sealed(path))
+            out[self._relative(path)] = self._problem(lambda: check_listed_files(path, read_sealed(path)))
         return out
+
+    def _check_content(self) -> str | None:
+        """Recomputes data.h5's digests: values rewritten through HDF5 pass its checksums, not these."""
+        with h5py.File(self.data_file, "r") as f:
+            if content_digest(f, self.label_sets) != self.content:
+                return "its images, labels or split differ from what was ingested (content_sha256)"
+            return self._problem(lambda: check_text(f, self.attrs, NAMES_SEAL, name_keys(self.label_sets))
+                                 or check_text(f, self.attrs, SOURCES_SEAL, SOURCE_KEYS))
 
     def _check_set(self, s: FeatureSetInfo) -> str | None:
         if s.complete:

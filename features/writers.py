@@ -24,7 +24,8 @@ from . import schema
 from .errors import UserError
 from .fingerprint import attrs_digest
 from .sealed import read_sealed, write_sealed
-from .store import DAMAGE, FeatureStore, check_attrs, read_chunk, read_everything, read_feature_set_info, reason
+from .store import (DAMAGE, NAMES_SEAL, SOURCE_KEYS, SOURCES_SEAL, FeatureStore, check_attrs, content_digest,
+                    name_keys, read_chunk, read_everything, read_feature_set_info, reason, text_digest)
 
 MARGIN = 1 << 20  # reserved beyond an estimate: HDF5's own structures, the last partial chunks
 
@@ -144,7 +145,8 @@ class DataFileWriter:
             f.create_dataset("source_listing", data=np.frombuffer(listing, np.uint8), chunks=True,
                              compression="gzip", **schema.CHECKSUM)
         seal_attrs(f, {**attrs, "schema_version": schema.SCHEMA_VERSION, "label_sets": json.dumps(list(labels)),
-                       "content_sha256": self.content.hexdigest(), "skipped": len(skipped)})
+                       "content_sha256": self.content.hexdigest(), "skipped": len(skipped),
+                       NAMES_SEAL: text_digest(f, name_keys(labels)), SOURCES_SEAL: text_digest(f, SOURCE_KEYS)})
         f.flush()  # a failure to write shows here, while the file can still be closed without it
         f.close()
         trim(self.tmp)
@@ -153,17 +155,10 @@ class DataFileWriter:
 
     def _verify(self, label_sets: list[str]):
         """The content digest was computed from memory: recompute it from the file before publishing."""
-        h = hashlib.sha256()
         with h5py.File(self.tmp, "r") as f:
             check_attrs(f.attrs)
-            images = f["images"]
-            for lo in range(0, len(images), images.chunks[0] * 16):
-                h.update(np.ascontiguousarray(images[lo:lo + images.chunks[0] * 16]).data)
-            for name in label_sets:
-                h.update(f[f"labels/{name}"][:].data)
-            h.update(f["split"][:].data)
-            written = f.attrs["content_sha256"]
-        if h.hexdigest() != written:
+            same = content_digest(f, label_sets) == f.attrs["content_sha256"]
+        if not same:
             raise RuntimeError(f"{self.tmp} does not hold what was written to it (another process or a disk fault): "
                                f"it was not published; run the same command again")
 

@@ -43,6 +43,13 @@ def edit_seed(store, tmp):
         f.attrs["seed"] = 1
 
 
+def rewrite(store, key, change):
+    """Values rewritten through HDF5, whose chunk checksums are rewritten with them: only the store's
+    own digests can tell."""
+    with h5py.File(store / "data.h5", "r+") as f:
+        f[key][:] = change(f[key][:])
+
+
 def changed_folder_source(store, tmp):
     """A folder store whose source has since gained one image and lost another."""
     from conftest import write_image, write_mixed_tree
@@ -70,6 +77,12 @@ STORE_ATTACKS = [
            prepare=lambda store, tmp: flip_byte(store / "data.h5", "label_names/digit", 3)),
     Attack("flipped byte in the sources", ("export", "--store", "{store}", "--out", "{tmp}/codes.npz"),
            r"data.h5 is damaged", prepare=lambda store, tmp: flip_byte(store / "data.h5", "sources", 5)),
+    Attack("class names swapped through HDF5", ("fit", "--store", "{store}", "--head", "logreg"),
+           r"data.h5 is damaged \(its class names fail their checksum\)",
+           prepare=lambda store, tmp: rewrite(store, "label_names/digit", lambda names: names[::-1])),
+    Attack("sources swapped through HDF5", ("export", "--store", "{store}", "--out", "{tmp}/codes.npz"),
+           r"data.h5 is damaged \(its sources fail their checksum\)",
+           prepare=lambda store, tmp: rewrite(store, "sources", lambda sources: sources[::-1])),
     Attack("hand-edited seed attribute", ("kfold", "--store", "{store}", "--head", "logreg", "-k", "3"),
            r"data.h5 is damaged \(its attributes fail their checksum\)", prepare=edit_seed),
     Attack("changed folder source reused",

@@ -195,12 +195,57 @@ def test_a_flipped_class_name_stops_every_command_before_its_work(store_copy, mo
     assert result.exit_code == 1 and "data.h5 is damaged" in result.stderr
 
 
+def test_labels_rewritten_through_hdf5_fail_check_though_their_chunk_checksums_pass(store_copy, monkeypatch):
+    """h5py rewrites Fletcher-32 with the values: only the recomputed content digest tells."""
+    from attacks_store import rewrite
+
+    assert check_cli(store_copy, monkeypatch).exit_code == 0
+    rewrite(store_copy, "labels/digit", lambda labels: 9 - labels)
+    found = FeatureStore.open(store_copy).check()
+    assert "differ from what was ingested" in found["data.h5"]
+    assert check_cli(store_copy, monkeypatch).exit_code == 1
+
+
+def test_check_covers_the_files_a_run_file_vouches_for(store_copy, monkeypatch):
+    """A head's model.npz is listed with its sha256 in model.json: `--check` verifies it as predict does."""
+    from cnncodes.classifiers.fit import fit_head
+
+    run, _ = fit_head(store_copy, "logreg", params={"Cs": [1.0]})
+    assert check_cli(store_copy, monkeypatch).exit_code == 0
+    npz = run / "model.npz"
+    npz.write_bytes(npz.read_bytes()[:-1] + bytes([npz.read_bytes()[-1] ^ 1]))
+    found = FeatureStore.open(store_copy).check()
+    assert "model.npz, which fails its checksum" in found[str((run / "model.json").relative_to(store_copy))]
+
+
+def test_data_replaced_under_an_open_store_is_never_mixed_with_what_was_read(store_copy, tmp_path):
+    store = FeatureStore.open(store_copy)
+    store.labels(split="train")
+    ingest(tmp_path / "other", IngestConfig("digits", seed=1), **quiet)  # as many rows, other split
+    os.replace(tmp_path / "other" / "data.h5", store_copy / "data.h5")  # what --reingest does
+    with pytest.raises(UserError, match="was replaced while this command ran"):
+        store.labels(split="train")
+
+
+def test_a_stale_set_is_not_offered_as_a_choice(tmp_path):
+    store = tmp_path / "s"
+    ingest(store, IngestConfig("digits", limit=5), **quiet)
+    config = FeatureConfig(backbone="mobilenet_v2", weights="none", size=32)
+    extract_features(store, config, name="old", **quiet)
+    ingest(store, IngestConfig("digits", limit=5, seed=1), reingest=True, **quiet)
+    with pytest.raises(UserError, match="feature set old was made from other data"):
+        FeatureStore.open(store).feature_set()  # the one set there is: why it cannot be used
+    extract_features(store, config, name="new", **quiet)
+    assert FeatureStore.open(store).feature_set().name == "new"  # the stale one is no choice
+
+
 def test_a_schema_2_store_opens_and_check_says_what_it_cannot_verify(store_copy):
     with h5py.File(store_copy / "data.h5", "r+") as f:
         names = [s.decode() for s in f["label_names/digit"][:]]
         del f["label_names/digit"]
         f.create_dataset("label_names/digit", data=np.array(names, dtype=object), dtype=h5py.string_dtype())
-        del f.attrs[schema.ATTRS_SEAL]
+        for seal in (schema.ATTRS_SEAL, "names_sha256", "sources_sha256"):  # what schema 2 did not have
+            del f.attrs[seal]
         f.attrs["schema_version"] = 2
     store = FeatureStore.open(store_copy)
     assert store.class_names() == [str(i) for i in range(10)] and store.features("r50").shape[0] == 1797
