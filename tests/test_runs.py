@@ -251,6 +251,7 @@ def hostile_store(tmp_path_factory):
     """A folder data set whose root and class folders carry HTML and mathtext, with tiny random codes, and
     a second label set named `<script>...`, as a hand-edited or foreign data.h5 could have."""
     from cnncodes.features import schema
+    from cnncodes.features.store import NAMES_SEAL, name_keys, text_digest
     from cnncodes.features.writers import seal_attrs, text_array
     from cnncodes.pipeline.extract import FeatureConfig, extract_features
     from cnncodes.pipeline.ingest import IngestConfig, ingest
@@ -263,7 +264,8 @@ def hostile_store(tmp_path_factory):
     with h5py.File(store / "data.h5", "r+") as f:  # written (and sealed) as ingest writes a label set
         f.create_dataset(f"labels/{SCRIPT}", data=f["labels/class"][:], **schema.CHECKSUM)
         f.create_dataset(f"label_names/{SCRIPT}", data=text_array([SCRIPT, "x", "y"]), **schema.CHECKSUM)
-        seal_attrs(f, {"label_sets": json.dumps(["class", SCRIPT])})
+        seal_attrs(f, {"label_sets": json.dumps(["class", SCRIPT]),
+                       NAMES_SEAL: text_digest(f, name_keys(["class", SCRIPT]))})
     for label in ("class", SCRIPT):
         fit_head(store, "logreg", label=label, params={"Cs": [0.1]})
     return store
