@@ -9,7 +9,6 @@ code when `predict` reads it.
 
 Classes are looked up by name in the allow-lists below, never imported from a name in the file.
 """
-import hashlib
 import inspect
 import zipfile
 from pathlib import Path
@@ -19,7 +18,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from cnncodes.features.errors import UserError
-from cnncodes.features.sealed import SealBroken, read_sealed, write_sealed
+from cnncodes.features.fingerprint import file_digest
+from cnncodes.features.sealed import FILES_KEY, SealBroken, check_listed_files, read_sealed, write_sealed
 from cnncodes.features.store import reason
 from .heads import HEADS
 
@@ -44,16 +44,9 @@ def save_model(model, folder) -> Path:
     with open(folder / ARRAYS_FILE, "wb") as f:
         np.savez(f, **arrays)
     files = [ARRAYS_FILE, *(p.name for p in sorted(folder.glob("*.keras")))]
-    write_sealed(folder / MODEL_FILE, {**description, "files": {name: file_sha256(folder / name) for name in files}})
+    listed = {name: file_digest(folder / name, "sha256") for name in files}
+    write_sealed(folder / MODEL_FILE, {**description, FILES_KEY: listed})
     return folder
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _describe(estimator, prefix: str, arrays: dict, folder: Path) -> dict:
@@ -110,7 +103,7 @@ def load_model(folder):
     if description["format"] != FORMAT:
         raise UserError(f"{folder / MODEL_FILE} holds a head saved by another cnncodes ({description['format']}; "
                         f"this one reads {FORMAT}): {refit}")
-    check_files(folder, description.get("files"), refit)
+    check_files(folder, description.get(FILES_KEY), refit)
     arrays = _load_arrays(folder / ARRAYS_FILE, refit)
     try:
         return _rebuild(description, HEAD_CLASSES, arrays, folder)
@@ -124,14 +117,10 @@ def check_files(folder: Path, files, refit: str):
     """Each file of the head as it was saved: model.npz and every .keras file match their sha256."""
     if not (isinstance(files, dict) and ARRAYS_FILE in files):
         raise UserError(f"{folder / MODEL_FILE} lists no checksums of its files: {refit}")
-    for name, digest in files.items():
-        path = folder / Path(str(name)).name  # only files beside model.json
-        try:
-            found = file_sha256(path)
-        except OSError as e:
-            raise UserError(f"{path} cannot be read ({reason(e)}): {refit}") from None
-        if found != digest:
-            raise UserError(f"{path} fails its checksum (changed on disk since it was saved): {refit}")
+    try:
+        check_listed_files(folder / MODEL_FILE, {FILES_KEY: files})  # as `info --check` checks them
+    except SealBroken as e:
+        raise UserError(f"{folder}/{e}: {refit}") from None
 
 
 def _load_arrays(path: Path, refit: str) -> dict:

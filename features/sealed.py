@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .fingerprint import file_digest
+
 SEAL_KEY = "sha256"
 
 
@@ -83,13 +85,13 @@ def check_listed_files(path, body: dict) -> dict:
     if not isinstance(files, dict):
         return body
     for name, digest in files.items():
-        beside = Path(path).parent / Path(str(name)).name
+        beside = Path(path).parent / Path(str(name)).name  # only files beside it
         try:
-            found = hashlib.sha256(beside.read_bytes()).hexdigest()
-        except OSError:
-            raise SealBroken(f"lists {beside.name}, which cannot be read") from None
+            found = file_digest(beside, "sha256")
+        except OSError as e:
+            raise SealBroken(f"{beside.name} cannot be read ({e.strerror})") from None
         if found != digest:
-            raise SealBroken(f"lists {beside.name}, which fails its checksum (changed on disk since it was saved)")
+            raise SealBroken(f"{beside.name} fails its checksum (changed on disk since it was saved)")
     return body
 
 

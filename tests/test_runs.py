@@ -13,7 +13,8 @@ from conftest import kill_midway, run_cli, write_mixed_tree
 from cnncodes.classifiers import report
 from cnncodes.classifiers.fit import fit_head
 from cnncodes.classifiers.heads import LogRegHead, make_head
-from cnncodes.classifiers.persist import file_sha256, load_model, save_model
+from cnncodes.classifiers.persist import load_model, save_model
+from cnncodes.features.fingerprint import file_digest
 from cnncodes.classifiers.predict import predict_images
 from cnncodes.classifiers.report import build_report
 from cnncodes.classifiers.runs import (all_runs, classification_record, damage_warnings, damaged_runs, format_runs,
@@ -98,7 +99,7 @@ def test_a_model_npz_holding_an_object_array_is_refused(saved_logreg):
 
 def rehash(folder, name):
     description = read_sealed(folder / "model.json")
-    description["files"][name] = file_sha256(folder / name)
+    description["files"][name] = file_digest(folder / name, "sha256")
     write_sealed(folder / "model.json", description)
 
 
