@@ -16,7 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
-from cnncodes.classifiers.train import BaselineConfig, build  # noqa: E402
+from cnncodes.classifiers.baseline_config import BaselineConfig  # noqa: E402
+from cnncodes.classifiers.train import build, compile_phase  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
 from cnncodes.pipeline.ingest import IngestConfig, ingest  # noqa: E402
 
@@ -28,7 +29,9 @@ def seconds_per_epoch(store, config, phase, rows, full_rows):
 
     s = FeatureStore.open(store)
     X, y = s.images(split="train")[:rows], s.labels(split="train")[:rows]
-    model = build(config, s.image_shape, 10, phase).model
+    built = build(config, s.image_shape, 10)
+    compile_phase(built, config, phase)
+    model = built.model
     times = []
 
     class Clock(keras.callbacks.Callback):

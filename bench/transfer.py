@@ -8,6 +8,8 @@ every feature set below is extracted once (cached in the store), every head is f
 training split and tested on the test split, and the chosen sets get k-fold cross-validation over
 the training split. Everything is cached: extraction by fingerprint, fits by (head, features,
 parameters) unless --refit, finished folds by their key, so a rerun redoes only what is missing.
+Fits and folds are reused only when made by this code (the hash of cnncodes' source each run records):
+after any change to the package, a rerun measures again instead of reprinting old figures.
 Prints the tables in markdown, with the conditions, for bench/RESULTS.md.
 """
 import argparse
@@ -22,9 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
 from cnncodes.classifiers.fit import fit_head  # noqa: E402
-from cnncodes.classifiers.heads import HEADS  # noqa: E402
 from cnncodes.classifiers.kfold import kfold_scores  # noqa: E402
-from cnncodes.classifiers.runs import latest_runs  # noqa: E402
+from cnncodes.classifiers.registry import HEADS  # noqa: E402
+from cnncodes.classifiers.runs import all_runs  # noqa: E402
+from cnncodes.features.provenance import made_by_this_code  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
 from cnncodes.pipeline.extract import FeatureConfig, extract_features  # noqa: E402
 from cnncodes.pipeline.ingest import IngestConfig, ingest  # noqa: E402
@@ -43,13 +46,14 @@ quiet = dict(progress=False, log=lambda m: None)
 
 
 def fitted(store, head, name, refit):
-    """The latest fit of `head` on `name` with its default parameters, or a new one."""
+    """The latest fit of `head` on `name` with its default parameters made by this code, or a new one: a run
+    of other code (or of a cnncodes that recorded none) is never reused, its figure belongs to that code."""
     defaults = json.loads(json.dumps({k: v for k, v in HEADS[head]().get_params().items() if k != "verbose"}))
-    if not refit:
-        for r in reversed(latest_runs(store)):
-            if (r.get("kind") == "fit" and r["head"] == head and r["features"] == name
-                    and {k: v for k, v in r["params"].items() if k != "verbose"} == defaults):
-                return r
+    reusable = [r for r in all_runs(store)  # oldest first: run folders are named by their time
+                if r.get("kind") == "fit" and r["head"] == head and r["features"] == name and made_by_this_code(r)
+                and {k: v for k, v in r["params"].items() if k != "verbose"} == defaults]
+    if reusable and not refit:
+        return reusable[-1]
     return fit_head(store, head, features=name)[1]
 
 

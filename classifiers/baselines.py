@@ -1,7 +1,13 @@
 """Image baselines that must see pixels: the reference's basic CNN, a fine-tuned ImageNet backbone,
 and a Wide ResNet from scratch. Each takes the store's uint8 images; augmentation layers are part of
-the model, so they run on the device and only while training."""
+the model, so they run on the device and only while training.
+
+keras is imported inside the builders: importing this module (train.py and kfold do) never loads the backend."""
 from dataclasses import dataclass
+
+from cnncodes.features.errors import UserError
+from cnncodes.pipeline.backbones import build_backbone, get_backbone, make_preprocess_layer
+from cnncodes.pipeline.resize import make_resize_layer
 
 
 @dataclass
@@ -25,8 +31,6 @@ def basic_cnn(image_shape, n_classes):
     Images under 10x10 (8x8 digits) are upsampled to 10x10 on the device, or they would pool to nothing."""
     import keras
     from keras import layers
-
-    from cnncodes.pipeline.resize import make_resize_layer
 
     inputs = keras.Input(image_shape, dtype="uint8")
     x = inputs
@@ -52,9 +56,6 @@ def finetune_model(image_shape, n_classes, backbone="resnet50", weights="imagene
     import keras
     from keras import layers
 
-    from cnncodes.pipeline.backbones import build_backbone, get_backbone, make_preprocess_layer
-    from cnncodes.pipeline.resize import make_resize_layer
-
     base = build_backbone(backbone, weights, size, seed=seed)
     inputs = keras.Input(image_shape, dtype="uint8")
     x = layers.RandomFlip("horizontal")(inputs)
@@ -71,9 +72,6 @@ def set_phase(built: Built, phase: int, unfreeze_from: str | None, backbone: str
     """Phase 1: the backbone frozen. Phase 2: layers from `unfreeze_from` (default: the last stage)
     on are trainable, BatchNorm layers excepted. Returns the backbone layers left trainable."""
     import keras
-
-    from cnncodes.features.errors import UserError
-    from cnncodes.pipeline.backbones import get_backbone
 
     base = built.backbone
     base.trainable = phase == 2

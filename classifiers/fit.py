@@ -6,8 +6,8 @@ import numpy as np
 
 from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureStore
-from .heads import make_head
 from .params import resolve_params
+from .registry import make_head
 from .runs import classification_record, new_run_dir, save_run
 
 CHECK_ROWS = 4096  # rows per finiteness pass: memory stays flat on spatial maps

@@ -1,13 +1,16 @@
 """Heads over CNN codes, with the scikit-learn estimator API: parameters only in __init__, fitted
 state in trailing-underscore attributes, fit returns self. So clone, cross_val_score and
-GridSearchCV work on them."""
+GridSearchCV work on them. The registry (registry.py) names them.
+
+keras is imported inside the functions that build or train a network: quick commands (runs, report, the
+CLI's head choices) import this module through the registry and never load the backend."""
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
 
-from cnncodes.features.errors import BadParameter, UserError
+from cnncodes.features.errors import BadParameter
 from cnncodes.pipeline.console import progress_bar
 from .inputs import as_vectors, fit_standardizer, holdout, new_data, standardize, training_data
-from .svm import LinearSVM
 
 
 def layer_seeds(random_state):
@@ -200,8 +203,6 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
         """Any data fits: the holdout is stratified for any class size."""
 
     def _model(self, C):
-        from sklearn.linear_model import LogisticRegression
-
         return LogisticRegression(C=C, max_iter=self.max_iter, tol=self.tol)
 
     def fit(self, X, y):
@@ -245,11 +246,3 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
         codes = self._codes(X)
         return self.classes_[self.model_.predict(codes)]
 
-
-HEADS = {"dense": DenseHead, "gap": GapHead, "svm": LinearSVM, "logreg": LogRegHead}
-
-
-def make_head(name: str, **params):
-    if name not in HEADS:
-        raise UserError(f"unknown head {name!r}: use one of {', '.join(HEADS)}")
-    return HEADS[name](**params)

@@ -6,7 +6,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from cnncodes.features.folds import stratified_subset
-from .params import check_values
+from .values import check_values
 
 # A feature whose spread is below this fraction of the features' mean spread counts as constant. A nearly
 # dead ReLU channel (train std 4e-6) divided by its own std turned a test activation of 0.5 into 1e5,

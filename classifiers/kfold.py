@@ -12,16 +12,21 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from cnncodes.features import schema
 from cnncodes.features.errors import UserError
+from cnncodes.features.provenance import code_version, made_by_this_code
 from cnncodes.features.sealed import SealBroken, all_finite, read_sealed, write_sealed
 from cnncodes.features.store import FeatureStore
 from cnncodes.pipeline.cluster import dask_client
 from cnncodes.pipeline.console import printable, progress_bar
+from .baseline_config import BaselineConfig
 from .fit import check_finite
-from .params import BASELINES, resolve_params
+from .params import resolve_params
 from .ranking import kfold_cells, number
+from .registry import BASELINES, make_head
+from .train import check_config, train_baseline
 
 
 def run_fold(X, y, folds, fold: int, head: str, params: dict) -> dict:
@@ -30,10 +35,6 @@ def run_fold(X, y, folds, fold: int, head: str, params: dict) -> dict:
     One BLAS thread per task, wherever it runs: float sums then happen in the same order in this
     process and on any worker, so the table does not depend on how many workers computed it.
     """
-    from threadpoolctl import threadpool_limits
-
-    from cnncodes.classifiers.heads import make_head
-
     train, test = (folds >= 0) & (folds != fold), folds == fold
     start = time.time()
     with threadpool_limits(limits=1):
@@ -49,8 +50,6 @@ def run_fold(X, y, folds, fold: int, head: str, params: dict) -> dict:
 def run_baseline_fold(store_dir: str, label: str, fold: int, k: int, kind: str, params: dict) -> dict:
     """A pixel baseline as a fold task: it reads the store's images itself and trains with checkpoints,
     so a killed k-fold run also resumes inside a fold."""
-    from cnncodes.classifiers.train import BaselineConfig, train_baseline
-
     start = time.time()
     _, record = train_baseline(store_dir, BaselineConfig(kind, label=label, fold=fold, k=k, **params),
                                progress=False, log=lambda m: None)
@@ -66,13 +65,20 @@ def task_key(head, label, fold, params, basis: str) -> str:
     return f"{head}-{label}-fold{fold}-{digest}"
 
 
-def finished_fold(path: Path) -> dict | None:
-    """A fold's saved result, or None when it is missing or fails its seal: a damaged file is computed again."""
+def saved_fold(path: Path) -> dict | None:
+    """A fold's saved result, or None when it is missing or fails its seal."""
     try:
         result = read_sealed(path)
     except SealBroken:
         return None
     return result if "accuracy" in result and all_finite(result) else None
+
+
+def finished_fold(path: Path) -> dict | None:
+    """A fold's saved result made by this code, else None: a missing or damaged one, or one of other code
+    (whose figure belongs to that code), is computed again."""
+    result = saved_fold(path)
+    return result if made_by_this_code(result) else None
 
 
 def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *, k: int = 6, on: str = "train",
@@ -101,10 +107,14 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
         return run / "folds" / f"{task_key(h, l, f, params.get(h, {}), basis)}.json"
 
     todo = [(h, l, f) for h in heads for l in labels for f in range(k) if finished_fold(done_file(h, l, f)) is None]
-    damaged = sum(done_file(*task).exists() for task in todo)
+    older = sum(saved_fold(done_file(*task)) is not None for task in todo)
+    damaged = sum(done_file(*task).exists() for task in todo) - older
     if damaged:  # said once, however many: never a result, never silently redone
         log(printable(f"kfold: computing again {damaged} saved fold result(s) in {run / 'folds'} that fail their "
                       f"checksum or have none (changed on disk, edited by hand, or saved before cnncodes 0.3)"))
+    if older:
+        log(printable(f"kfold: computing again {older} saved fold result(s) in {run / 'folds'} made by other code "
+                      f"(cnncodes' source has changed since, or they predate cnncodes recording its code)"))
     start = time.time()
     if todo:
         codes = store.features(info.name, split=split) if info else None
@@ -120,18 +130,19 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
                         if h in BASELINES else
                         client.submit(run_fold, X, Y[l], F, f, h, params.get(h, {}), pure=False)): (h, l, f)
                        for h, l, f in todo}
-            from distributed import as_completed
+            from distributed import as_completed  # a second of imports, paid only when folds are computed
 
             for future in progress_bar(as_completed(futures), total=len(futures), desc="kfold", unit="fold",
                                        disable=not progress):  # each fold written as it arrives: the table reads them
                 h, l, f = futures[future]
                 write_sealed(done_file(h, l, f), {"head": h, "label": l, "fold": f, "params": params.get(h, {}),
-                                                  **future.result()})
+                                                  **future.result(), "code": code_version()})
     wall = time.time() - start
 
     rows = table_rows(run / "folds", k, basis)
     table = {"kind": "kfold", "features": source, "fingerprint": info.fingerprint if info else None, "k": k, "on": on,
-             "rows": rows, "wall_seconds": round(wall, 2), "tasks_run": len(todo), "workers": scheduler or workers}
+             "rows": rows, "wall_seconds": round(wall, 2), "tasks_run": len(todo), "workers": scheduler or workers,
+             "code": code_version()}
     run.mkdir(parents=True, exist_ok=True)
     write_sealed(run / "table.json", table)
     write_text_atomically(run / "table.md", format_table(table))
@@ -142,9 +153,6 @@ def check_tasks(store: FeatureStore, todo: list[tuple], params: dict, folds, spl
     """What a task would refuse on a worker (after a traceback there), refused here: a head's parameters
     against each fold's training rows (an SVM's cv against its smallest class, a dense head's size against
     the codes' width), a baseline's settings against its network (backbone, --size, unfreeze_from)."""
-    from .heads import make_head
-    from .train import BaselineConfig, check_config
-
     for head in dict.fromkeys(h for h, _, _ in todo):
         if head in BASELINES:
             check_config(BaselineConfig(head, **params.get(head, {})))
@@ -169,7 +177,8 @@ def write_text_atomically(path: Path, text: str):
 
 def table_rows(folder: Path, k: int, basis: str) -> list[dict]:
     """One row for every (head, label, parameters) whose k folds are all in `folder`, computed on these
-    features: the table is built from every finished fold, so earlier runs' heads stay in it."""
+    features by this code: the table is built from every finished fold, so earlier runs' heads stay in it
+    until the code changes."""
     groups: dict[tuple, dict[int, dict]] = {}
     for path in sorted(folder.glob("*.json")):
         r = finished_fold(path)
@@ -204,11 +213,7 @@ def run_params(head: str, given: dict) -> dict | None:
     a head (a fold record from an older cnncodes)."""
     try:
         if head in BASELINES:
-            from .train import BaselineConfig
-
             return asdict(BaselineConfig(head, **given))
-        from .heads import make_head
-
         return make_head(head, **given).get_params()
     except (TypeError, UserError):
         return None

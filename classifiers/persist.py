@@ -21,7 +21,7 @@ from cnncodes.features.errors import UserError
 from cnncodes.features.fingerprint import file_digest
 from cnncodes.features.sealed import FILES_KEY, SealBroken, check_listed_files, read_sealed, write_sealed
 from cnncodes.features.store import reason
-from .heads import HEADS
+from .registry import HEADS
 
 FORMAT = "cnncodes-head/2"  # 2: heads standardise through a StandardScaler; two-class SVMs are one problem
 MODEL_FILE, ARRAYS_FILE = "model.json", "model.npz"
@@ -180,7 +180,7 @@ def _hashable(key):
 
 
 def _load_keras(folder: Path, file: str):
-    import keras
+    import keras  # the backend: only to read back a Keras head's network, never to list or read runs
 
     path = folder / Path(file).name  # only a file beside model.json
     if path.suffix != ".keras" or not path.is_file():

@@ -7,8 +7,10 @@ import numpy as np
 from cnncodes.features.errors import UserError
 from cnncodes.features.limits import MAX_IMAGE_SIDE
 from cnncodes.pipeline.backbones import BACKBONES
-from .params import value_problem
+from cnncodes.pipeline.extract import DeviceStep, FeatureConfig, build_extractor
+from cnncodes.pipeline.images import decode_rgb, fit_square
 from .runs import load_run
+from .values import value_problem
 
 
 def scores(model, X) -> np.ndarray:
@@ -68,9 +70,6 @@ def predict_scored(run, paths: list, top: int = 5, batch_size: int = 32,
     """(what the scores are: "probability" or "decision score", top classes with their scores per
     image). `trust_pickle` loads a head saved by an older cnncodes as a pickle (model.joblib), which
     can run code: only for runs the user made."""
-    from cnncodes.pipeline.extract import DeviceStep, FeatureConfig, build_extractor
-    from cnncodes.pipeline.images import decode_rgb, fit_square
-
     record, model = load_fitted_head(run, trust_pickle)
     side = record["image_shape"][0]
     images = []

@@ -38,7 +38,7 @@ def esc(value) -> str:
 
 
 def _png(fig, path: Path) -> str:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # matplotlib (0.4 s) only where figures are drawn; build_report set its backend
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
@@ -124,6 +124,14 @@ def misclassified(run: dict, test: HeldOutTest) -> str:
     return head + _table(["source", "true class", "predicted class"], rows)
 
 
+def code_text(run: dict) -> str:
+    """The code that made a run, as people look it up: its commit, else the start of its source hash."""
+    code = run.get("code") if isinstance(run.get("code"), dict) else {}
+    made = (f"commit {str(code['commit'])[:10]}" if code.get("commit") else
+            f"source {str(code['source_sha256'])[:12]}" if code.get("source_sha256") else None)
+    return f"{made} (cnncodes {code.get('version')})" if made else "not recorded"
+
+
 def every_run(c: Configuration) -> str:
     """All runs of a configuration, newest first, collapsed: repeats are shown, never picked from."""
     rows = [[run_name(r), r.get("created", "–"), percent(r.get("validation_accuracy")),
@@ -153,7 +161,8 @@ def configuration_section(number: int, c: Configuration, out: Path, test: HeldOu
     parts = [f"<h2>#{number} {esc(r.get('head'))} on {esc(features_text(r))}, label set {esc(r.get('label'))}</h2>",
              f"<p>Latest run {esc(name)} ({esc(r.get('created', 'time not recorded'))}), one of {len(c.runs)}: "
              f"{esc(scores_sentence(c))}.</p>",
-             f"<p>Chosen hyperparameters: {esc(settings_text(r.get('chosen')) or 'none recorded')}.</p>",
+             f"<p>Chosen hyperparameters: {esc(settings_text(r.get('chosen')) or 'none recorded')}. "
+             f"Code: {esc(code_text(r))}.</p>",
              "<details><summary>Parameters</summary>"
              + _table(["parameter", "value"], [[k, setting_text(v)] for k, v in params.items()])
              + "</details>"]
@@ -180,7 +189,7 @@ def sample_section(groups: list[Configuration], out: Path, test: HeldOutTest, pl
 
 # -- the page ------------------------------------------------------------------------------------------------------
 def build_report(store_dir, out_dir=None) -> Path:
-    import matplotlib
+    import matplotlib  # only where figures are drawn, and its non-GUI backend set before pyplot loads
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -58,7 +58,7 @@ def epoch_numbers(values) -> np.ndarray:
 
 def curves_figure(history: dict, plt):
     """Loss and accuracy per epoch, training and validation, on whole-number epochs."""
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # matplotlib only once a figure is drawn (the caller chose its backend)
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3))
     for ax, key in zip(axes, ("loss", "accuracy")):

@@ -8,11 +8,13 @@ import socket
 import time
 from pathlib import Path
 
+import joblib
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
 from cnncodes.features import schema
 from cnncodes.features.errors import UserError
+from cnncodes.features.provenance import code_version
 from cnncodes.features.sealed import SealBroken, all_finite, plain, read_sealed, write_sealed
 from cnncodes.pipeline.console import printable
 from .persist import has_model, load_model, save_model
@@ -89,9 +91,9 @@ def classification_record(y_true, y_pred, n_classes: int) -> dict:
 
 def save_run(run: Path, record: dict, model=None) -> Path:
     """The model first, the record last: a run folder with a record.json is complete. A record with NaN or
-    inf in it is refused (it would be shown as a result). Returns the run's folder: a hidden one made by
-    new_run_dir is renamed into place."""
-    record = {**record, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    inf in it is refused (it would be shown as a result). The record keeps the code that made it (code_version).
+    Returns the run's folder: a hidden one made by new_run_dir is renamed into place."""
+    record = {**record, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "code": code_version()}
     if not all_finite(plain(record)):
         raise UserError("the run's numbers are not all finite (NaN or inf): nothing saved; "
                         "check the head's parameters (a learning_rate too high?)")
@@ -116,8 +118,6 @@ def load_run(run, trust_pickle: bool = False) -> tuple[dict, object]:
         if not trust_pickle:
             raise UserError(f"{run / LEGACY_MODEL} was saved by an older cnncodes as a pickle, which can run code: "
                             f"re-fit it, or pass --trust-model if you made it yourself")
-        import joblib
-
         return record, joblib.load(run / LEGACY_MODEL)
     return record, None
 

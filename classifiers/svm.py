@@ -19,6 +19,7 @@ import numpy as np
 import scipy.linalg
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.metaestimators import available_if
@@ -189,8 +190,6 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         """(a, b) per one-vs-rest problem: P(class k | x) ~ 1 / (1 + exp(a_k score_k(x) + b_k)), fitted by
         scikit-learn's CalibratedClassifierCV on decision scores of rows each fold's SVM did not see.
         Only the sigmoids are kept (plain numbers, saved without pickles); the SVM is the one fitted above."""
-        from sklearn.calibration import CalibratedClassifierCV
-
         fixed = clone(self).set_params(C=self.C_, probability=False, verbose=0)
         folds = StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state)
         with warnings.catch_warnings():

@@ -6,13 +6,12 @@ resumes at the next epoch and ends as an uninterrupted one would. The run record
 as `fit`'s, so `report` shows baselines beside the heads.
 """
 import hashlib
-import json
 import os
 import shutil
 import time
 import zipfile
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,58 +21,13 @@ from cnncodes.features.errors import UserError
 from cnncodes.features.folds import stratified_subset
 from cnncodes.features.sealed import SealBroken, all_finite, read_sealed, write_sealed
 from cnncodes.features.store import FeatureStore
-from cnncodes.pipeline.backbones import canonical_weights
+from cnncodes.pipeline.backbones import check_layer, check_size, dtype_policy
+from . import baselines
+from .baseline_config import BaselineConfig, resume_settings
+from .heads import seeded_batches
+from .params import check_values
+from .registry import head_parameters
 from .runs import classification_record, read_record, save_run
-
-DEFAULT_EPOCHS = {"cnn": 100, "finetune": 20, "wrn": 200}
-
-
-@dataclass(frozen=True)
-class BaselineConfig:
-    kind: str                        # cnn | finetune | wrn
-    label: str | None = None
-    epochs: int | None = None
-    fold: int | None = None          # train on the other folds of the stored 6-fold split, test on this one
-    k: int = 6
-    batch_size: int = 128
-    precision: str = "fp32"
-    seed: int = 0
-    patience: int | None = None      # early stopping on a 10% validation slice when set
-    limit: int | None = None         # a stratified subset of N training rows (quick runs)
-    # finetune
-    backbone: str = "resnet50"
-    weights: str = "imagenet"
-    size: int = 224
-    head_epochs: int = 2             # phase 1: backbone frozen
-    unfreeze_from: str | None = None
-    learning_rate: float | None = None
-    # wrn
-    depth: int = 28
-    width: int = 10
-    dropout: float = 0.0
-    optimizer: str = "sgd"           # sgd (the paper's) or adam (the reference's)
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self):  # --weights NONE or a kfold --param finetune.weights=NONE: the word, not a file
-        object.__setattr__(self, "weights", canonical_weights(self.weights))
-
-    @property
-    def total_epochs(self) -> int:
-        return self.epochs or DEFAULT_EPOCHS[self.kind]
-
-    @property
-    def final_learning_rate(self) -> float:
-        """The rate of the last (or only) phase: the given one, or the kind's default."""
-        if self.learning_rate:
-            return float(self.learning_rate)  # Keras's optimizers refuse an int (--param learning_rate=1)
-        return {"cnn": 1e-4, "finetune": 1e-4, "wrn": 1e-3 if self.optimizer == "adam" else 0.1}[self.kind]
-
-    def run_name(self, label: str) -> str:
-        """`baseline-<kind>-<label>-<hash of the settings its checkpoints depend on>`; run folders are this
-        name after a time stamp, like fit's. The same settings find their run again (to resume it, or to
-        go on for more epochs); other settings make a run of their own."""
-        key = json.dumps([resume_settings(asdict(self)), label], sort_keys=True)
-        return f"baseline-{self.kind}-{label}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 
 def run_folder(store: Path, config: BaselineConfig, label: str) -> Path:
@@ -102,9 +56,6 @@ def kept_if_resumable(run: Path):
 def build(config: BaselineConfig, image_shape, n_classes):
     """The model, every random draw in it (initial weights, dropout and augmentation seeds) made from
     config.seed alone."""
-    from cnncodes.pipeline.backbones import dtype_policy
-    from . import baselines
-
     with dtype_policy(config.precision):
         if config.kind == "cnn":
             built = baselines.basic_cnn(image_shape, n_classes)
@@ -121,9 +72,7 @@ def build(config: BaselineConfig, image_shape, n_classes):
 
 def compile_phase(built, config: BaselineConfig, phase: int):
     """Makes `phase`'s layers trainable (finetune has 2 phases, the others 1) and compiles a fresh optimizer."""
-    import keras
-
-    from . import baselines
+    import keras  # the backend: only where a network trains, never on quick commands
 
     rate = config.final_learning_rate
     if config.kind == "finetune":
@@ -291,17 +240,6 @@ class BestEpoch:
         return epochs_done - self.record["epoch"] >= self.patience
 
 
-def resume_settings(config: dict) -> dict:
-    """The settings a run's checkpoints depend on. --epochs may change (a longer run goes on where a
-    shorter one ended), unless the learning-rate schedule is spread over the epochs (wrn with sgd)."""
-    settings = json.loads(json.dumps(config))
-    if settings["kind"] == "wrn" and settings["optimizer"] == "sgd":
-        settings["epochs"] = settings["epochs"] or DEFAULT_EPOCHS["wrn"]
-    else:
-        settings.pop("epochs")
-    return settings
-
-
 def phase_done(state: dict, phase: int, until: int) -> bool:
     return state["epoch"] >= until or state["phase"] > phase or (state["phase"] == phase and state["stopped"])
 
@@ -345,12 +283,8 @@ def with_stored_label(store: FeatureStore, config: BaselineConfig) -> BaselineCo
 def check_config(config: BaselineConfig):
     """Every setting by the rules kfold's --param uses, then against the network it builds (--size, the layer
     to unfreeze from): before any work, in this process, for the CLI and Python callers alike."""
-    from .params import check_values, head_parameters
-
     check_values(config.kind, {name: getattr(config, name) for name in head_parameters(config.kind)})
     if config.kind == "finetune":  # the backbone's input is --size, whatever the images' size
-        from cnncodes.pipeline.backbones import check_layer, check_size
-
         check_size(config.backbone, config.size)
         if config.unfreeze_from:  # builds the network without weights: seconds, not a phase of training first
             check_layer(config.backbone, config.unfreeze_from)
@@ -381,8 +315,6 @@ def train_rows(store, config: BaselineConfig, labels):
 def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, log=print):
     """Trains the run `config` describes, or resumes it, or goes on with it for more epochs; returns
     (run folder, record)."""
-    from . import baselines
-
     check_config(config)
     store = FeatureStore.open(store_dir)
     config = with_stored_label(store, config)
@@ -463,9 +395,7 @@ def train_phase(model, config: BaselineConfig, until: int, state: dict, ckpt: Ch
                 X, y, validation: dict, progress: bool) -> list | None:
     """Trains from state["epoch"] to `until`, checkpointing every epoch; returns the best epoch's weights
     under early stopping. Batches are drawn from (seed, epoch), so a resumed epoch sees the same ones."""
-    import keras
-
-    from .heads import seeded_batches
+    import keras  # the backend: only where a network trains, never on quick commands
 
     stopper = BestEpoch(config.patience, state["best"], best) if config.patience else None
 

@@ -6,6 +6,7 @@ import pytest
 
 from conftest import kill_midway, run_cli, write_mixed_tree
 from cnncodes.classifiers.baselines import finetune_model, set_phase
+from cnncodes.classifiers.registry import BASELINES
 from cnncodes.pipeline.backbones import get_backbone
 from cnncodes.classifiers.train import BaselineConfig, Checkpoint, build, compile_phase, seed_states, train_baseline
 from cnncodes.features.errors import UserError
@@ -23,12 +24,15 @@ def colour_store(tmp_path_factory):
     return ingest(root / "store", IngestConfig(f"folder:{tree}", image_size=16), **quiet).path
 
 
-@pytest.mark.parametrize("config", [
-    BaselineConfig("cnn", epochs=6, batch_size=16, learning_rate=1e-3),
-    BaselineConfig("wrn", epochs=3, batch_size=16, depth=10, width=1),
-    BaselineConfig("finetune", epochs=2, head_epochs=1, batch_size=16, weights="none", size=32),
-], ids=["cnn", "wrn", "finetune"])
-def test_baseline_beats_chance_and_writes_a_fit_shaped_record(colour_store, config):
+# Quick settings for each registered baseline (one added to the registry needs its entry: a KeyError says so)
+LEARNS = {"cnn": BaselineConfig("cnn", epochs=6, batch_size=16, learning_rate=1e-3),
+          "wrn": BaselineConfig("wrn", epochs=3, batch_size=16, depth=10, width=1),
+          "finetune": BaselineConfig("finetune", epochs=2, head_epochs=1, batch_size=16, weights="none", size=32)}
+
+
+@pytest.mark.parametrize("kind", BASELINES)
+def test_baseline_beats_chance_and_writes_a_fit_shaped_record(colour_store, kind):
+    config = LEARNS[kind]
     run, record = train_baseline(colour_store, config, **quiet)
     assert record["test_accuracy"] > 0.6  # chance is 1/3
     assert record["epochs"] == config.epochs == len(record["history"]["loss"])
@@ -129,10 +133,10 @@ def test_limit_and_validation_slice_are_stratified_though_rows_are_grouped_by_cl
     """Stored training rows are sorted by class: 'the first N rows' would hold one class only."""
     import keras
 
-    from cnncodes.classifiers import heads
+    from cnncodes.classifiers import train
 
     seen = {}
-    fit, batches = keras.Model.fit, heads.seeded_batches
+    fit, batches = keras.Model.fit, train.seeded_batches
 
     def spy_fit(self, x, **kw):
         seen["val"] = np.bincount(kw["validation_data"][1], minlength=3)
@@ -143,7 +147,7 @@ def test_limit_and_validation_slice_are_stratified_though_rows_are_grouped_by_cl
         return batches(X, y, *args)
 
     monkeypatch.setattr(keras.Model, "fit", spy_fit)
-    monkeypatch.setattr(heads, "seeded_batches", spy_batches)
+    monkeypatch.setattr(train, "seeded_batches", spy_batches)
     train_baseline(colour_store, BaselineConfig("cnn", epochs=1, batch_size=16, limit=30, patience=2, seed=1), **quiet)
     assert seen["train"].tolist() == [9, 9, 9] and seen["val"].tolist() == [1, 1, 1]
 
@@ -174,14 +178,16 @@ def fresh_copy(store, tmp_path):
     return shutil.copytree(store, tmp_path / "store", ignore=shutil.ignore_patterns("runs"))
 
 
-@pytest.mark.parametrize("config", [
-    BaselineConfig("cnn", epochs=1, batch_size=16),
-    BaselineConfig("wrn", epochs=1, batch_size=16, depth=10, width=1),
-    BaselineConfig("finetune", epochs=2, head_epochs=1, batch_size=16, backbone="efficientnet_lite0", weights="none",
-                   size=8),
-], ids=["cnn", "wrn", "finetune-lite0-at-8px"])
-def test_every_baseline_trains_on_8x8_images(digits_store, config):
+ON_8PX = {"cnn": BaselineConfig("cnn", epochs=1, batch_size=16),
+          "wrn": BaselineConfig("wrn", epochs=1, batch_size=16, depth=10, width=1),
+          "finetune": BaselineConfig("finetune", epochs=2, head_epochs=1, batch_size=16, backbone="efficientnet_lite0",
+                                     weights="none", size=8)}  # lite0 at 8 px
+
+
+@pytest.mark.parametrize("kind", BASELINES)
+def test_every_baseline_trains_on_8x8_images(digits_store, kind):
     """The basic CNN's unpadded convolutions and pools shrank 8x8 to nothing: a 40-line Keras traceback."""
+    config = ON_8PX[kind]
     said = []
     run, record = train_baseline(digits_store, config, progress=False, log=said.append)
     assert (run / "record.json").exists() and len(record["test_predictions"]) == 30
@@ -281,7 +287,7 @@ def test_wrn_steps_never_fall_on_the_first_epoch_and_the_record_says_where_they_
     assert [wrn_steps(n) for n in (1, 2, 3, 4, 10, 200)] == [[], [1], [1, 2], [1, 2, 3], [3, 6, 8], [60, 120, 160]]
 
 
-def test_a_finished_baseline_is_read_back_not_saved_again(colour_store, tmp_path):
+def test_a_finished_baseline_is_read_back_not_saved_again(colour_store, tmp_path, monkeypatch):
     """`baseline` printed "saved to RUN" for a run it had only read back (the CLI asks finished_run)."""
     store = fresh_copy(colour_store, tmp_path)
     config = BaselineConfig("cnn", epochs=1, batch_size=16)
@@ -300,6 +306,12 @@ def test_a_finished_baseline_is_read_back_not_saved_again(colour_store, tmp_path
     named, record = train_baseline(store, BaselineConfig("cnn", epochs=1, batch_size=16, label="CLASS"), **quiet)
     assert record["label"] == "class"  # label sets ignore case, as elsewhere, and keep their stored name
     assert finished_run(store, BaselineConfig("cnn", epochs=1, batch_size=16, label="class")) == named
+
+    from cnncodes.classifiers import baseline_config
+
+    assert run.name.endswith(config.run_name("class"))
+    monkeypatch.setattr(baseline_config, "code_version", lambda: {"source_sha256": "0" * 64})  # other code
+    assert finished_run(store, config) is None  # its run is not this code's: trained anew, never read back
 
 
 # -- issue 19: settings checked before any work, for Python callers too; never a record of NaN ---------------------

@@ -7,6 +7,7 @@ import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from cnncodes.classifiers.heads import DenseHead, GapHead, LogRegHead
+from cnncodes.classifiers.registry import HEADS
 from cnncodes.classifiers.svm import LinearSVM
 
 
@@ -19,8 +20,10 @@ def calibration_ranks_differently(estimator) -> dict:
     return {}
 
 
-@parametrize_with_checks([LinearSVM(), LinearSVM(probability=True), LogRegHead()],
-                         expected_failed_checks=calibration_ranks_differently, xfail_strict=True)
+LINEAR_HEADS = [LinearSVM(), LinearSVM(probability=True), LogRegHead()]
+
+
+@parametrize_with_checks(LINEAR_HEADS, expected_failed_checks=calibration_ranks_differently, xfail_strict=True)
 def test_linear_head_passes_every_estimator_check(estimator, check):
     check(estimator)
 
@@ -45,3 +48,7 @@ def test_keras_head_passes_the_estimator_checks(estimator, check):
     if getattr(check, "func", check).__name__ in SLOW_ON_A_NETWORK and not os.environ.get("CNNCODES_ALL_CHECKS"):
         pytest.skip("trains several networks: set CNNCODES_ALL_CHECKS=1 to run it")
     check(estimator)
+
+
+def test_every_registered_head_is_checked():
+    assert {type(head) for head in LINEAR_HEADS + KERAS_HEADS} == set(HEADS.values())

@@ -143,7 +143,7 @@ def fresh_copy(store, path):
 
 
 def test_kfold_keeps_and_prints_training_accuracy_and_chosen_hyperparameters(store, tmp_path):
-    from cnncodes.classifiers.heads import make_head
+    from cnncodes.classifiers.registry import make_head
 
     store = fresh_copy(store, tmp_path / "copy")
     table = kfold_scores(store, ["logreg"], k=3, params={"logreg": {"Cs": [0.01, 1.0]}}, progress=False)
@@ -267,6 +267,57 @@ def test_an_edited_fold_result_is_computed_again_and_said_once(store, tmp_path):
     assert again["tasks_run"] == 2 and [r["folds"] for r in again["rows"]] == [r["folds"] for r in first["rows"]]
     assert len(said) == 1 and "computing again 2 saved fold result(s)" in said[0] and "fail their checksum" in said[0]
     assert read_sealed(folds[0])["accuracy"] != 0.97
+
+
+def test_a_fold_result_of_other_code_is_computed_again_and_said_once(store, tmp_path):
+    """bench/transfer.py reprinted figures after a head's code changed: a finished fold counts only for its code."""
+    from cnncodes.features.provenance import code_version
+
+    store = fresh_copy(store, tmp_path / "copy")
+    params = {"logreg": {"Cs": [0.1]}}
+    first = kfold_scores(store, ["logreg"], k=3, params=params, progress=False)
+    folds = sorted((store / "runs" / "kfold-r50-k3-train" / "folds").glob("*.json"))
+    assert first["code"] == code_version() and all(read_sealed(f)["code"] == code_version() for f in folds)
+    other = read_sealed(folds[0])
+    write_sealed(folds[0], {**other, "accuracy": 0.97, "code": {**other["code"], "source_sha256": "0" * 64}})
+    older = read_sealed(folds[1])
+    write_sealed(folds[1], {k: v for k, v in older.items() if k != "code"})  # as cnncodes wrote them before
+    said = []
+    again = kfold_scores(store, ["logreg"], k=3, params=params, progress=False, log=said.append)
+    assert again["tasks_run"] == 2 and [r["folds"] for r in again["rows"]] == [r["folds"] for r in first["rows"]]
+    assert len(said) == 1 and "computing again 2 saved fold result(s)" in said[0] and "made by other code" in said[0]
+    assert read_sealed(folds[0])["code"] == code_version()
+
+
+def test_bench_transfer_reuses_only_a_fit_made_by_this_code(tmp_path, monkeypatch):
+    import importlib.util
+
+    from cnncodes.classifiers.heads import LogRegHead
+    from cnncodes.classifiers.runs import new_run_dir, save_run
+    from cnncodes.features import provenance
+
+    spec = importlib.util.spec_from_file_location("bench_transfer", Path(__file__).parents[1] / "bench" / "transfer.py")
+    transfer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(transfer)
+
+    def fake_fit(store, head, features):  # a run record as fit_head saves one, without the minutes of fitting
+        record = {"kind": "fit", "head": head, "label": "digit", "features": features, "test_accuracy": 0.5,
+                  "params": LogRegHead().get_params(), "class_names": ["a", "b"], "confusion": [[1, 0], [0, 1]],
+                  "test_predictions": [0, 1]}
+        return save_run(new_run_dir(store, "fit", head, "digit"), record), record
+
+    monkeypatch.setattr(transfer, "fit_head", fake_fit)
+
+    def runs():
+        return len(list((tmp_path / "runs").glob("*/record.json")))
+
+    transfer.fitted(tmp_path, "logreg", "r50", refit=False)
+    transfer.fitted(tmp_path, "logreg", "r50", refit=False)
+    assert runs() == 1  # reused
+    code = provenance.code_version()
+    monkeypatch.setattr(provenance, "code_version", lambda: {**code, "source_sha256": "0" * 64})  # the code changed
+    transfer.fitted(tmp_path, "logreg", "r50", refit=False)
+    assert runs() == 2  # fitted again, not the figure of the code before
 
 
 def test_kfold_checks_every_fold_before_dask_starts(store, tmp_path, monkeypatch):

@@ -7,10 +7,12 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.svm import LinearSVC
 from sklearn.preprocessing import StandardScaler
 
-from cnncodes.classifiers.heads import DenseHead, GapHead, LogRegHead, make_head
+from cnncodes.classifiers.heads import DenseHead, GapHead, LogRegHead
+from cnncodes.classifiers.registry import HEADS, make_head
 from cnncodes.classifiers.svm import LinearSVM
 from cnncodes.features.errors import UserError
 
+# Quick settings for each registered head (a head added to the registry needs its entry: a KeyError says so)
 FAST = {"dense": dict(epochs=30, hidden=64, batch_size=32, learning_rate=1e-3), "gap": dict(epochs=40, batch_size=32, learning_rate=1e-2), "svm": dict(Cs=(0.1, 1.0)), "logreg": {}}
 
 
@@ -19,7 +21,7 @@ def synthetic(n=600, classes=4):
     return X[: n // 2], y[: n // 2], X[n // 2:], y[n // 2:]
 
 
-@pytest.mark.parametrize("name", ["dense", "gap", "svm", "logreg"])
+@pytest.mark.parametrize("name", HEADS)
 def test_head_learns_well_above_chance_and_separable_perfectly(name):
     X, y, Xt, yt = synthetic()
     assert make_head(name, **FAST[name]).fit(X, y).score(Xt, yt) > 0.7  # chance is 0.25
@@ -39,8 +41,12 @@ def test_gap_head_pools_spatial_maps():
     assert head.score(maps[200:], y[200:]) > 0.9
 
 
-@pytest.mark.parametrize("head", [DenseHead(epochs=2, hidden=8), GapHead(epochs=2), LinearSVM(C=1.0), LogRegHead()])
-def test_clone_and_grid_search_work(head):
+TINY = {"dense": dict(epochs=2, hidden=8), "gap": dict(epochs=2), "svm": dict(C=1.0), "logreg": {}}  # for each head
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_clone_and_grid_search_work(name):
+    head = make_head(name, **TINY[name])
     X, y, _, _ = synthetic(300)
     copy = clone(head)
     assert copy.get_params() == head.get_params() and not hasattr(copy, "classes_")
@@ -167,7 +173,7 @@ def test_a_nearly_dead_channel_does_not_swamp_the_others(name):
     assert head.score(X_test, y_test) > 0.95
 
 
-@pytest.mark.parametrize("name", ["dense", "gap", "svm", "logreg"])
+@pytest.mark.parametrize("name", HEADS)
 def test_non_finite_input_is_an_error_never_a_model(name):
     """LinearSVM given one NaN in 500x8 values stopped "converged" with zero weights and predicted one class."""
     X, y, _, _ = synthetic(500)
@@ -228,7 +234,7 @@ def test_two_classes_are_one_problem_with_decision_scores_of_shape_n(head):
     assert head.score(X, labels) > 0.95
 
 
-@pytest.mark.parametrize("name", ["dense", "gap", "svm", "logreg"])
+@pytest.mark.parametrize("name", HEADS)
 def test_every_head_says_what_it_chose_and_how_it_scored_on_its_own_holdout(name):
     X, y, _, _ = synthetic(300)
     head = make_head(name, **FAST[name]).fit(X, y)
@@ -355,7 +361,6 @@ def test_a_parameter_value_a_head_cannot_take_is_one_clear_error_before_any_work
     C=Infinity a FloatingPointError, learning_rate=1e300 a run record of NaN, hidden=1e9 16 s of allocating."""
     import re
 
-    from cnncodes.classifiers.heads import HEADS
     from cnncodes.classifiers.params import resolve_params
 
     message = f"head {head}: {name} takes {takes}.*, not {re.escape(repr(value))}$"
@@ -392,9 +397,10 @@ def test_a_keras_head_whose_training_diverges_is_an_error_never_a_model_of_nan()
 
 
 def test_every_parameter_has_a_rule_its_defaults_keep():
-    from cnncodes.classifiers.heads import HEADS
-    from cnncodes.classifiers.params import BASELINES, VALUE_RULES, check_values, head_parameters, resolve_params
-    from cnncodes.classifiers.train import BaselineConfig
+    from cnncodes.classifiers.baseline_config import BaselineConfig
+    from cnncodes.classifiers.params import check_values, resolve_params
+    from cnncodes.classifiers.registry import BASELINES, head_parameters
+    from cnncodes.classifiers.values import VALUE_RULES
 
     for head in (*HEADS, *BASELINES):
         assert head_parameters(head) <= set(VALUE_RULES), head

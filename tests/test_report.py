@@ -15,7 +15,7 @@ from cnncodes.classifiers.report import build_report, esc
 from cnncodes.classifiers.kfold import run_params
 from cnncodes.classifiers.runs import all_runs, classification_record, format_runs, latest_runs
 from cnncodes.classifiers.svm import LinearSVM
-from cnncodes.classifiers.train import BaselineConfig
+from cnncodes.classifiers.baseline_config import BaselineConfig
 from cnncodes.features.sealed import write_sealed
 from cnncodes.features.store import FeatureStore
 
@@ -209,11 +209,22 @@ SCRIPT = "<script>alert(1)</script>"
 
 def test_report_escapes_hostile_strings_in_records(store):
     write_record(store, "20260101-000000-fit-x", head=SCRIPT, features='"><img src=x onerror=alert(1)>',
-                 params={SCRIPT: SCRIPT}, chosen={"C": SCRIPT}, validation_accuracy=0.5)
+                 params={SCRIPT: SCRIPT}, chosen={"C": SCRIPT}, validation_accuracy=0.5,
+                 code={"commit": SCRIPT, "version": SCRIPT})
     write_record(store, "20260101-000001-fit-x", head=SCRIPT, features="r50", params={SCRIPT: 1})
     text = build_report(store).read_text(encoding="utf-8")
     assert "<script" not in text and "<img src=x" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and esc('"><img src=x onerror=alert(1)>') in text
+
+
+def test_each_run_names_the_code_that_made_it(store):
+    source = {"version": "0.3.0", "source_sha256": "ab" * 32, "commit": None}
+    write_record(store, "20260101-000000-fit-logreg-digit", code=source)
+    write_record(store, "20260101-000000-fit-svm-digit", head="svm", code={**source, "commit": "c0ffee" + "0" * 34})
+    write_record(store, "20260101-000000-fit-gap-digit", head="gap")  # made before runs recorded their code
+    text = build_report(store).read_text(encoding="utf-8")
+    assert "Code: source abababababab (cnncodes 0.3.0)." in text
+    assert "Code: commit c0ffee0000 (cnncodes 0.3.0)." in text and "Code: not recorded." in text
 
 
 def test_report_with_no_runs_says_so(store):

@@ -12,10 +12,11 @@ import pytest
 from conftest import kill_midway, run_cli, write_mixed_tree
 from cnncodes.classifiers import report
 from cnncodes.classifiers.fit import fit_head
-from cnncodes.classifiers.heads import LogRegHead, make_head
+from cnncodes.classifiers.heads import LogRegHead
 from cnncodes.classifiers.persist import load_model, save_model
 from cnncodes.features.fingerprint import file_digest
 from cnncodes.classifiers.predict import predict_images
+from cnncodes.classifiers.registry import HEADS, make_head
 from cnncodes.classifiers.report import build_report
 from cnncodes.classifiers.runs import (all_runs, classification_record, damage_warnings, damaged_runs, format_runs,
                               kfold_tables, latest_runs, load_run, save_run)
@@ -38,13 +39,13 @@ def tiny_data(spatial=False, seed=0):
     return X, y
 
 
-@pytest.mark.parametrize("head, params, spatial", [
-    ("logreg", {"Cs": (0.1, 1.0)}, False),
-    ("svm", {"Cs": (0.1, 1.0)}, False),
-    ("svm", {"Cs": (0.1, 1.0), "probability": True}, False),
-    ("dense", {"epochs": 2, "hidden": 8}, False),
-    ("gap", {"epochs": 2}, True),
-])
+# (quick parameters, spatial maps?) for each registered head: one added to the registry needs its entry
+SAVED = {"logreg": ({"Cs": (0.1, 1.0)}, False), "svm": ({"Cs": (0.1, 1.0)}, False),
+         "dense": ({"epochs": 2, "hidden": 8}, False), "gap": ({"epochs": 2}, True)}
+
+
+@pytest.mark.parametrize("head, params, spatial", [(head, *SAVED[head]) for head in HEADS]
+                         + [("svm", {"Cs": (0.1, 1.0), "probability": True}, False)])
 def test_saved_head_predicts_exactly_as_the_fitted_one(tmp_path, head, params, spatial):
     X, y = tiny_data(spatial)
     model = make_head(head, **params).fit(X, y)
@@ -427,3 +428,68 @@ def test_runs_table_shows_names_from_data_without_control_characters():
               "feature_config": {"weights": hostile}, "run": "x"}
     text = format_runs([record], tables=[])
     assert not CONTROL.search(text) and text.count("\\x1b]0;pwned\\x07") >= 4
+
+
+# -- issue 20: a run names the code that made it ------------------------------------------------------------------
+def test_a_run_records_the_code_that_made_it(hostile_store):
+    import cnncodes
+    from cnncodes.features.provenance import code_version
+
+    code = code_version()
+    assert code.keys() == {"version", "source_sha256", "commit"} and code["version"] == cnncodes.__version__
+    assert len(code["source_sha256"]) == 64 and (code["commit"] is None or len(code["commit"]) == 40)
+    records = all_runs(hostile_store)  # made by fit_head
+    assert records and all(r["code"] == code for r in records)
+
+
+def package_copy(tmp_path):
+    """The package's .py files under a new root, beside files that are not part of it."""
+    from cnncodes.features import provenance
+
+    copy = tmp_path / "cnncodes"
+    for file in provenance.package_files(provenance.ROOT):
+        target = copy / file.relative_to(provenance.ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(file, target)
+    for other in ("tests/test_x.py", "bench/x.py", "README.md"):
+        (copy / other).parent.mkdir(exist_ok=True)
+        (copy / other).write_text("not the package\n")
+    return copy
+
+
+def test_the_source_hash_covers_the_package_files_and_changes_with_any_byte_of_them(tmp_path):
+    from cnncodes.features.provenance import ROOT, source_sha256
+
+    copy = package_copy(tmp_path)
+    assert source_sha256(copy) == source_sha256(ROOT)  # tests/, bench/ and other files are not part of it
+    heads = copy / "classifiers" / "heads.py"
+    original = heads.read_bytes()
+    heads.write_bytes(original.replace(b"import", b"imporT", 1))
+    assert source_sha256(copy) != source_sha256(ROOT)
+    heads.write_bytes(original)
+    (copy / "pipeline" / "new.py").write_text("")  # an added module is other code too
+    assert source_sha256(copy) != source_sha256(ROOT)
+
+
+def test_the_commit_is_named_only_for_an_unchanged_checkout_and_git_never_fails_a_run(tmp_path, monkeypatch):
+    import subprocess
+
+    from cnncodes.features import provenance
+
+    copy = package_copy(tmp_path)
+    assert provenance.git_commit(copy) is None  # not a repository
+    git = ["git", "-C", str(copy), "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "x"]):
+        subprocess.run(git + args, check=True, capture_output=True)
+    head = subprocess.run(git + ["rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    assert provenance.git_commit(copy) == head
+    (copy / "tests" / "test_x.py").write_text("changed\n")  # not the package: still that commit
+    assert provenance.git_commit(copy) == head
+    (copy / "features" / "errors.py").write_text("changed\n")
+    assert provenance.git_commit(copy) is None  # the source is not the commit's
+    subprocess.run(git + ["checkout", "-q", "--", "features/errors.py"], check=True)
+    (copy / "classifiers" / "untracked.py").write_text("")
+    assert provenance.git_commit(copy) is None
+    (copy / "classifiers" / "untracked.py").unlink()
+    monkeypatch.setattr(provenance, "GIT", str(tmp_path / "no-git"))
+    assert provenance.git_commit(copy) is None  # no git: no commit, and no error

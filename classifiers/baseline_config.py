@@ -1,0 +1,71 @@
+"""A pixel baseline's settings (`cnncodes baseline`, or kfold's cnn, finetune and wrn heads), and the name of
+the run they make. Apart from train.py so that the head registry reads the settings' names without training."""
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from cnncodes.features.provenance import code_version
+from cnncodes.pipeline.backbones import canonical_weights
+
+DEFAULT_EPOCHS = {"cnn": 100, "finetune": 20, "wrn": 200}
+NULL_MEANS_DEFAULT = {"epochs", "patience", "limit", "learning_rate", "unfreeze_from"}  # null: the kind's default, or off
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    kind: str                        # cnn | finetune | wrn
+    label: str | None = None
+    epochs: int | None = None
+    fold: int | None = None          # train on the other folds of the stored 6-fold split, test on this one
+    k: int = 6
+    batch_size: int = 128
+    precision: str = "fp32"
+    seed: int = 0
+    patience: int | None = None      # early stopping on a 10% validation slice when set
+    limit: int | None = None         # a stratified subset of N training rows (quick runs)
+    # finetune
+    backbone: str = "resnet50"
+    weights: str = "imagenet"
+    size: int = 224
+    head_epochs: int = 2             # phase 1: backbone frozen
+    unfreeze_from: str | None = None
+    learning_rate: float | None = None
+    # wrn
+    depth: int = 28
+    width: int = 10
+    dropout: float = 0.0
+    optimizer: str = "sgd"           # sgd (the paper's) or adam (the reference's)
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):  # --weights NONE or a kfold --param finetune.weights=NONE: the word, not a file
+        object.__setattr__(self, "weights", canonical_weights(self.weights))
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs or DEFAULT_EPOCHS[self.kind]
+
+    @property
+    def final_learning_rate(self) -> float:
+        """The rate of the last (or only) phase: the given one, or the kind's default."""
+        if self.learning_rate:
+            return float(self.learning_rate)  # Keras's optimizers refuse an int (--param learning_rate=1)
+        return {"cnn": 1e-4, "finetune": 1e-4, "wrn": 1e-3 if self.optimizer == "adam" else 0.1}[self.kind]
+
+    def run_name(self, label: str) -> str:
+        """`baseline-<kind>-<label>-<hash of the settings its checkpoints depend on and of the code>`; run
+        folders are this name after a time stamp, like fit's. The same settings and code find their run
+        again (to resume it, or to go on for more epochs); other settings, or other code, make a run of
+        their own: a run's epochs are never trained by two versions of cnncodes."""
+        key = json.dumps([resume_settings(asdict(self)), label, code_version()["source_sha256"]], sort_keys=True)
+        return f"baseline-{self.kind}-{label}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+def resume_settings(config: dict) -> dict:
+    """The settings a run's checkpoints depend on. --epochs may change (a longer run goes on where a
+    shorter one ended), unless the learning-rate schedule is spread over the epochs (wrn with sgd)."""
+    settings = json.loads(json.dumps(config))
+    if settings["kind"] == "wrn" and settings["optimizer"] == "sgd":
+        settings["epochs"] = settings["epochs"] or DEFAULT_EPOCHS["wrn"]
+    else:
+        settings.pop("epochs")
+    return settings
