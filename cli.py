@@ -12,6 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow start-up chatte
 
 from cnncodes.features.errors import UserError
 from cnncodes.features.limits import MAX_BATCH, MAX_CHUNK, MAX_IMAGE_SIDE, MAX_SEED
+from cnncodes.pipeline.augment import MAX_VIEWS
 from cnncodes.pipeline.console import printable
 
 
@@ -92,9 +93,9 @@ class LazyChoice(click.Choice):
 
 def head_choice(with_baselines: bool):
     def load():
-        from cnncodes.classifiers.heads import HEADS
+        from cnncodes.classifiers.registry import BASELINES, HEADS
 
-        return [*HEADS, *(("cnn", "finetune", "wrn") if with_baselines else ())]
+        return [*HEADS, *(BASELINES if with_baselines else ())]
 
     return LazyChoice(load)
 
@@ -149,9 +150,13 @@ def default_store(dataset: str) -> Path:
 @click.option("--size", type=SIZE,
               help="side the images are resized to on the device [the backbone's native size: 224; 240, 260 for "
                    "efficientnet_lite1, efficientnet_lite2]")
-@click.option("--layer", help="cut the backbone at this layer (`cnncodes layers BACKBONE` lists them) [its last]")
+@click.option("--layer", help="cut the backbone at this layer, or at each of A,B,C in one pass, each its own feature "
+              "set (`cnncodes layers BACKBONE` lists them, marking block outputs) [its last]")
 @click.option("--spatial", is_flag=True, help="also store the spatial maps (float16)")
 @click.option("--flip-average", is_flag=True, help="average the codes of each image and its mirror image (2x the work)")
+@click.option("--views", type=click.IntRange(1, MAX_VIEWS),
+              help="also keep K seeded augmented views (random-resized crop, flip) of each training image's codes "
+                   "(about 1 + K x train/all the work) [none]")
 @click.option("--precision", type=PRECISION, default="fp32", help="arithmetic of the forward pass (codes are stored as float32)")
 @click.option("--batch-size", default="64", help=f"images per device step (1 to {MAX_BATCH}), or auto (largest that fits)")
 @click.option("--chunk-size", default=512, type=CHUNK,
@@ -174,9 +179,9 @@ def default_store(dataset: str) -> Path:
 @click.option("--reingest", is_flag=True, help="ingest the source again into this store (when it changed); feature "
               "sets of the old data are rebuilt when asked for")
 @click.option("--quiet", is_flag=True, help="no progress bars")
-def features(dataset, store, backbone, weights, size, layer, spatial, flip_average, precision, batch_size, chunk_size,
-             limit, name, seed, holdout, image_size, folds, skip_bad, data_dir, verify, workers, scheduler, reingest,
-             quiet):
+def features(dataset, store, backbone, weights, size, layer, spatial, flip_average, views, precision, batch_size,
+             chunk_size, limit, name, seed, holdout, image_size, folds, skip_bad, data_dir, verify, workers, scheduler,
+             reingest, quiet):
     """Ingest a data set into a store (once) and cache its CNN codes (once per configuration)."""
     from cnncodes.features import schema
     from cnncodes.pipeline.backbones import check_size, checked_weights
@@ -201,18 +206,33 @@ def features(dataset, store, backbone, weights, size, layer, spatial, flip_avera
     writes_data = reingest or not schema.data_path(store).exists()
     if scheduler and writes_data:
         check_scheduler(scheduler)
+    if views is not None:  # with the stored side where it is known before ingest (else the extractor checks it)
+        from cnncodes.features.store import FeatureStore
+        from cnncodes.pipeline.augment import check_views
+        from cnncodes.pipeline.sources import FOLDER
+
+        if writes_data:
+            side = image_size if dataset.startswith(FOLDER) else None
+        else:
+            side = min(FeatureStore.open(store).image_shape[:2])
+        check_views(views, spatial, side)
+    cuts = [None] if layer is None else [part.strip() for part in layer.split(",")]
+    if "" in cuts:
+        raise UserError(f"--layer {layer!r} has an empty name: give layer names separated by commas, e.g. "
+                        f"--layer top_activation,block6a_expand_activation")
+    from cnncodes.pipeline.extract import FeatureConfig, check_layers, extract_layers  # loads no backend
+
+    check_layers(cuts)
     if layer is not None or (writes_data and weights not in ("imagenet", "none")):  # builds the network
         from cnncodes.pipeline.backbones import check_backbone
 
-        check_backbone(backbone, weights, layer)
+        check_backbone(backbone, weights, [c for c in cuts if c is not None])
     ingest(store, IngestConfig(dataset, limit, holdout, seed, image_size, skip_bad, ks), data_dir=data_dir,
            verify=verify, progress=not quiet, log=log, reingest=reingest)
-    from cnncodes.pipeline.extract import FeatureConfig, extract_features  # loads no backend when there is nothing to do
-
-    config = FeatureConfig(backbone, weights, size, layer, spatial, precision, seed, flip_average)
-    result = extract_features(store, config, name=name, batch_size=batch_size, chunk_size=chunk_size,
-                              workers=workers, scheduler=scheduler, progress=not quiet, log=log)
-    click.echo(f"{printable(result.name)}\t{result.status}\t{result.rows} rows\t{printable(result.path)}")
+    config = FeatureConfig(backbone, weights, size, cuts[0], spatial, precision, seed, flip_average, views or 0)
+    for result in extract_layers(store, config, cuts, name=name, batch_size=batch_size, chunk_size=chunk_size,
+                                 workers=workers, scheduler=scheduler, progress=not quiet, log=log):
+        click.echo(f"{printable(result.name)}\t{result.status}\t{result.rows} rows\t{printable(result.path)}")
 
 
 @cli.command()
@@ -273,7 +293,7 @@ def format_info(s: dict) -> str:
 
 @cli.command()
 @store_option()
-@click.option("--features", help="feature set name [the store's only complete one]")
+@click.option("--features", help="feature set name, or A+B to join sets' codes row by row [the store's only complete one]")
 @click.option("--spatial", is_flag=True, help="export the spatial maps instead of the pooled codes")
 @click.option("--out", required=True, type=PathType(), help="the .npz file to write")
 def export(store, features, spatial, out):
@@ -291,13 +311,16 @@ def export(store, features, spatial, out):
 @click.argument("backbone", type=backbone_choice())
 @click.option("--size", type=SIZE, help="input side [the backbone's native size]")
 def layers(backbone, size):
-    """List a backbone's layer names and output shapes (for --layer)."""
-    from cnncodes.pipeline.backbones import build_backbone, check_size
+    """List a backbone's layer names and output shapes (for --layer); block outputs, where a cut keeps a whole
+    representation, are marked."""
+    from cnncodes.pipeline.backbones import block_outputs, build_backbone, check_size
 
     size = size or native_size(backbone)
     check_size(backbone, size)
-    for layer in build_backbone(backbone, "none", size).layers:
-        click.echo(f"{layer.name}\t{tuple(layer.output.shape[1:])}")
+    model = build_backbone(backbone, "none", size)
+    ends = block_outputs(model)
+    for layer in model.layers:
+        click.echo(f"{layer.name}\t{tuple(layer.output.shape[1:])}" + ("\tblock output" if layer.name in ends else ""))
 
 
 def parse_params(pairs) -> dict:
@@ -317,7 +340,7 @@ def parse_params(pairs) -> dict:
 @cli.command()
 @store_option()
 @click.option("--head", required=True, type=head_choice(False), help="the head trained on the codes")
-@click.option("--features", help="feature set name [the store's only complete one]")
+@click.option("--features", help="feature set name, or A+B to join sets' codes row by row [the store's only complete one]")
 @click.option("--label", help="label set [the store's first, e.g. fine]")
 @click.option("--spatial", is_flag=True, help="train on the spatial maps (gap, dense)")
 @click.option("--epochs", type=POSITIVE, help="for the Keras heads (dense, gap) [their default]")
@@ -350,7 +373,7 @@ def fit(store, head, features, label, spatial, epochs, params, quiet):
               help="folds: any k up to the smallest class count, computed once and kept in the store")
 @click.option("--label", "labels", multiple=True, help="repeatable [the store's first label set]")
 @click.option("--on", type=choice("train", "all"), default="train", help="rows the folds cover")
-@click.option("--features", help="feature set name [the store's only complete one]")
+@click.option("--features", help="feature set name, or A+B to join sets' codes row by row [the store's only complete one]")
 @click.option("--scheduler", help="address of a running dask.distributed scheduler [a local cluster]")
 @click.option("--workers", default=1, type=WORKERS, help="local worker processes when no --scheduler")
 @click.option("--epochs", type=POSITIVE, help="for the heads that train in epochs [their default]")
@@ -373,6 +396,33 @@ def kfold(store, heads, k, labels, on, features, scheduler, workers, epochs, par
     click.echo(format_table(table) + f"wall time {table['wall_seconds']} s, {table['tasks_run']} tasks run")
     if table.get("path"):
         click.echo(f"saved to {printable(table['path'])}")
+
+
+@cli.command()
+@store_option()
+@click.option("--head", required=True, type=head_choice(False), help="the head every candidate is scored with")
+@click.option("-k", "k", default=5, type=click.IntRange(min=2), help="folds over the training split")
+@click.option("--features", "candidates", multiple=True,
+              help="a candidate: a set, or A+B; repeatable [every complete set, and each extraction's cuts joined]")
+@click.option("--label", help="label set [the store's first]")
+@click.option("--scheduler", help="address of a running dask.distributed scheduler [a local cluster]")
+@click.option("--workers", default=1, type=WORKERS, help="local worker processes when no --scheduler")
+@click.option("--epochs", type=POSITIVE, help="for the heads that train in epochs [their default]")
+@click.option("--param", "params", multiple=True, help="head parameter KEY=VALUE (a JSON value), repeatable")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def sweep(store, head, k, candidates, label, scheduler, workers, epochs, params, quiet):
+    """Rank feature sets by the head's k-fold mean on the training split; fit the best; test it once."""
+    from cnncodes.classifiers.params import resolve_params
+    from cnncodes.classifiers.sweep import format_sweep, sweep as run_sweep
+
+    if scheduler is not None:
+        from cnncodes.pipeline.cluster import check_address
+
+        check_address(scheduler)
+    result = run_sweep(store, head, features=list(candidates), k=k, label=label,
+                       params=resolve_params([head], parse_params(params), epochs), scheduler=scheduler,
+                       workers=workers, progress=not quiet)
+    click.echo(format_sweep(result) + f"saved to {printable(result['path'])}")
 
 
 @cli.command()

@@ -28,7 +28,7 @@ def write_member(archive: zipfile.ZipFile, name: str, array: np.ndarray):
 
 
 def stream_member(archive: zipfile.ZipFile, name: str, dataset, rows_per_slice: int = ROWS_PER_SLICE):
-    """An .npy member written slice by slice from an HDF5 dataset: header first, then the rows."""
+    """An .npy member written slice by slice from an HDF5 (or dask) array: header first, then the rows."""
     header = {"descr": np.lib.format.dtype_to_descr(dataset.dtype), "fortran_order": False, "shape": dataset.shape}
     with archive.open(f"{name}.npy", "w", force_zip64=True) as f:
         np.lib.format.write_array_header_2_0(f, header)
@@ -78,8 +78,11 @@ def export_feature_set(store_dir, out, features: str | None = None, kind: str = 
     path = schema.feature_path(store.path, info.name)
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-            with reading(path, store.rebuild(info.name)), h5py.File(path, "r") as f:
-                stream_member(archive, "codes", f[kind])
+            if info.parts:  # A+B: its sets joined slice by slice as they are read
+                stream_member(archive, "codes", store.features(info.name, kind=kind, lazy=True))
+            else:
+                with reading(path, store.rebuild(info.name)), h5py.File(path, "r") as f:
+                    stream_member(archive, "codes", f[kind])
             write_member(archive, "split", store.split)
             write_member(archive, "split_names", np.array(schema.SPLITS))
             for label_set in store.label_sets:

@@ -7,7 +7,7 @@ from pathlib import Path
 SCHEMA_VERSION = 3
 DATA_FILE = "data.h5"            # images, labels, split, sources, folds: written once by ingest
 FOLDS_DIR = "folds"              # <on>-k<K>-<seal>.npy: fold assignments computed after ingest, when first asked for
-FEATURES_DIR = "features"        # one <name>.h5 per complete feature set
+FEATURES_DIR = "features"        # one <name>.h5 per complete feature set: pooled, [spatial], [views]
 PARTS_SUFFIX = ".parts"          # <name>.parts/: committed chunks of a feature set in progress
 RUNS_DIR = "runs"                # one folder per fit / kfold / baseline run
 SPLITS = ("train", "test")       # split codes 0 and 1; ingest writes train rows first
@@ -62,9 +62,15 @@ def fold_seal(path: Path) -> str | None:
 
 
 def chunk_file(kind: str, start: int, count: int, crc: int | None = None) -> str:
-    """A committed chunk of a set in progress: `pooled-<start>_<rows>-<crc32>.npy` (and `spatial-...`).
-    The CRC of the file's bytes is in its name, so a chunk damaged on disk is caught before assembly."""
+    """A committed chunk of a set in progress: `pooled-<start>_<rows>-<crc32>.npy` (and `spatial-...`, and
+    `views-...` whose rows are the chunk's training rows, each with its views). The CRC of the file's bytes
+    is in its name, so a chunk damaged on disk is caught before assembly."""
     return f"{kind}-{start:09d}_{count}" + (f"-{crc:08x}" if crc is not None else "") + ".npy"
+
+
+def chunk_paths(parts: Path, kind: str = "pooled") -> list[tuple[int, Path]]:
+    """(start row, file) of every chunk file of `kind`, several per start row included."""
+    return [(int(p.stem.split("-")[1].split("_")[0]), p) for p in Path(parts).glob(f"{kind}-*.npy")]
 
 
 def chunk_files(parts: Path, kind: str = "pooled") -> dict[int, tuple[int, Path]]:

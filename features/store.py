@@ -141,6 +141,8 @@ class FeatureSetInfo:
     data_sha256: str | None = None  # the binding: content of the data.h5 it was made from (None: made before 0.3)
     data_rows: int | None = None    # ... and its row count
     path: Path | None = None        # its <name>.h5 or <name>.parts
+    parts: list | None = None       # a concatenation `A+B`: the stored sets whose codes it joins, in order
+    views: int = 0                  # augmented views kept of each training row's codes (0: none)
 
     @classmethod
     def of_damaged(cls, path: Path, why: str) -> "FeatureSetInfo":
@@ -159,13 +161,16 @@ def read_feature_set_info(path: Path) -> FeatureSetInfo:
             spatial = f["spatial"].shape if "spatial" in f else None
             if spatial is not None and spatial[0] != rows:
                 raise ValueError(f"its spatial maps have {spatial[0]} rows, its codes {rows}")
+            views = f["views"].shape if "views" in f else (0, 0, 0)
+            if "views" in f and (len(views) != 3 or views[0] > rows or views[2] != f["pooled"].shape[1]):
+                raise ValueError(f"its views {views} do not fit its codes {f['pooled'].shape}")
             return FeatureSetInfo(
                 name=a["name"], complete=bool(a.get("complete", False)), fingerprint=a["fingerprint"],
                 config=json.loads(a["config"]), n=rows, done=rows,
                 pooled_shape=f["pooled"].shape, pooled_dtype=str(f["pooled"].dtype),
                 spatial_shape=spatial, seconds=float(a.get("seconds", 0.0)),
                 extra=json.loads(a.get("extra", "{}")), data_sha256=a.get("data_sha256"),
-                data_rows=int(a["data_rows"]) if "data_rows" in a else None, path=path)
+                data_rows=int(a["data_rows"]) if "data_rows" in a else None, path=path, views=views[1])
     if not (path / "manifest.json").exists():
         raise ValueError("its manifest.json is missing")
     manifest = read_sealed(path / "manifest.json")
@@ -178,7 +183,7 @@ def read_feature_set_info(path: Path) -> FeatureSetInfo:
         pooled_shape=(manifest["n"], manifest["pooled_dim"]),
         spatial_shape=tuple(manifest["spatial_shape"]) if manifest.get("spatial_shape") else None,
         seconds=float(manifest.get("seconds", 0.0)), data_sha256=manifest.get("data_sha256"),
-        data_rows=manifest.get("data_rows"), path=path)
+        data_rows=manifest.get("data_rows"), path=path, views=int(manifest.get("views", 0)))
 
 
 class FeatureStore:
@@ -377,7 +382,10 @@ class FeatureStore:
 
     def feature_set(self, name: str | None = None) -> FeatureSetInfo:
         """The named complete feature set (its name in any case); without a name, the only complete one.
-        Its `.name` is the stored name. A set made from other data than this data.h5 is refused."""
+        Its `.name` is the stored name. A set made from other data than this data.h5 is refused.
+        `A+B` names the concatenation of sets A and B (see `concatenation`)."""
+        if name is not None and "+" in name:
+            return self.concatenation(name)
         sets = self.feature_sets()
         if not sets:
             raise UserError(f"{self.path} has no feature sets yet: run `cnncodes features --store {self.path} ...` first")
@@ -393,6 +401,28 @@ class FeatureStore:
         if found is None:
             raise UserError(f"no feature set {name!r} in {self.path} (complete: {names})")
         return self._usable(next(s for s in sets if s.name == found))
+
+    def concatenation(self, name: str) -> FeatureSetInfo:
+        """`A+B+...`: the codes of complete sets A, B, ... side by side, row for row (every set has one row per
+        stored image, in store order, so rows align). Nothing is written: `features()` joins them as it reads."""
+        names = [part.strip() for part in name.split("+")]
+        if "" in names:
+            raise UserError(f"--features {name!r} has an empty part: join set names with +, e.g. --features A+B")
+        parts = [self.feature_set(part) for part in names]
+        stored = [p.name for p in parts]
+        if len(set(stored)) < len(stored):
+            raise UserError(f"--features {name!r} names {next(n for n in stored if stored.count(n) > 1)} twice: "
+                            f"join each set once")
+        if len({p.n for p in parts}) > 1:  # each matched data.h5 already; kept for sets made before binding
+            raise UserError(f"--features {name!r} joins sets of different row counts "
+                            f"({', '.join(f'{p.name} {p.n}' for p in parts)}): rebuild the odd one")
+        fingerprint = hashlib.sha256("+".join(p.fingerprint for p in parts).encode()).hexdigest()
+        views = parts[0].views if len({view_identity(p) for p in parts}) == 1 else 0  # views of the same crops
+        return FeatureSetInfo(name="+".join(stored), complete=True, fingerprint=fingerprint,
+                              config={"parts": [p.config for p in parts]}, n=parts[0].n, done=parts[0].n,
+                              pooled_shape=(parts[0].n, sum(p.pooled_shape[1] for p in parts)),
+                              seconds=sum(p.seconds for p in parts), extra={"parts": stored},
+                              data_sha256=self.content, data_rows=parts[0].n, parts=stored, views=views)
 
     def _usable(self, s: FeatureSetInfo) -> FeatureSetInfo:
         if s.damaged:
@@ -421,9 +451,44 @@ class FeatureStore:
 
     def features(self, name: str | None = None, split: str | None = None, kind: str = "pooled", lazy: bool = False):
         info = self.feature_set(name)
+        if info.parts and kind == "spatial":
+            raise UserError(f"{info.name} joins pooled codes; spatial maps are read from one set: name one set")
+        if info.parts:
+            arrays = [self._read(schema.feature_path(self.path, part), kind, split, lazy) for part in info.parts]
+            if lazy:
+                import dask.array as da
+
+                return da.concatenate(arrays, axis=1)
+            return np.concatenate(arrays, axis=1)
         if kind == "spatial" and info.spatial_shape is None:
             raise UserError(f"feature set {info.name} has no spatial maps: extract with --spatial to store them")
         return self._read(schema.feature_path(self.path, info.name), kind, split, lazy)
+
+    def views(self, name: str | None = None, lazy: bool = False):
+        """The codes of the augmented views of every training row: (training rows, views, dim) float32, rows in
+        store order, so row i lines up with row i of `features(name, split="train")` and `labels(split="train")`.
+        With `lazy`, a dask array chunked by row, so memory stays flat when the views exceed it. `A+B` joins the
+        views of sets whose views are of the same crops (one run with --layer A,B, or the same --views and --seed)."""
+        info = self.feature_set(name)
+        parts = [self.feature_set(part) for part in info.parts] if info.parts else [info]
+        if lacking := next((p for p in parts if not p.views), None):
+            raise UserError(f"feature set {lacking.name} has no views: extract it with --views K to store them")
+        if len({view_identity(p) for p in parts}) > 1:
+            raise UserError(f"{info.name} joins sets whose views are of different crops (other --views, --seed or "
+                            f"augmentation): extract them in one run, --layer A,B --views K")
+        arrays = [self._read(schema.feature_path(self.path, p.name), "views", None, lazy) for p in parts]
+        train = self.counts()["train"]
+        for p, a in zip(parts, arrays):
+            if a.shape[0] != train:
+                raise DamagedError(f"feature set {p.name} has views of {a.shape[0]} rows, but data.h5 has {train} "
+                                   f"training rows: {self.rebuild(p.name)}")
+        if len(arrays) == 1:
+            return arrays[0]
+        if lazy:
+            import dask.array as da
+
+            return da.concatenate(arrays, axis=2)
+        return np.concatenate(arrays, axis=2)
 
     def _read(self, path, key, split, lazy):
         rows = self.rows(split)
@@ -500,7 +565,7 @@ class FeatureStore:
                 {"name": s.name, "damaged": s.damaged} if s.damaged else
                 {"name": s.name, "complete": s.complete, "rows": f"{s.done}/{s.n}",
                  "shape": list(s.pooled_shape), "dtype": s.pooled_dtype,
-                 "spatial_shape": list(s.spatial_shape) if s.spatial_shape else None,
+                 "spatial_shape": list(s.spatial_shape) if s.spatial_shape else None, "views": s.views,
                  "fingerprint": s.fingerprint, "seconds": round(s.seconds, 2), "config": s.config,
                  "bound": s.data_sha256 is not None, "stale": self.stale(s)}
                 for s in self.feature_sets()],
@@ -510,12 +575,23 @@ class FeatureStore:
 def read_parts(s: FeatureSetInfo):
     """Reads every committed chunk of a set in progress, each checked against its CRC and row count."""
     spatial = schema.chunk_files(s.path, "spatial")
+    views = schema.chunk_files(s.path, "views")
+    train_rows = int(read_sealed(s.path / "manifest.json").get("train_rows", 0)) if s.views else 0
     for start, (count, path) in schema.chunk_files(s.path).items():
         read_chunk(path, count)
         if s.spatial_shape is not None:
             if start not in spatial:
                 raise ValueError(f"chunk {path.name} has no spatial part")
             read_chunk(spatial[start][1], count)
+        if min(start + count, train_rows) > start and start not in views:
+            raise ValueError(f"chunk {path.name} has no views part")
+    for count, path in views.values():
+        read_chunk(path, count)
+
+
+def view_identity(s: FeatureSetInfo) -> tuple:
+    """What decides a set's views: sets alike in it hold the views of the same crops, row for row."""
+    return s.views, json.dumps(s.config.get("augmentation"), sort_keys=True), s.config.get("seed")
 
 
 def read_everything(path: Path, rows_per_read: int = 4096):

@@ -254,10 +254,13 @@ def writer_lock(store: Path, name: str):
 
 class FeatureSetWriter:
     """Commits chunks of a feature set as atomic files and assembles `<name>.h5` when all are in.
-    `data_sha256`, the content of the data.h5 the codes are computed from, binds the set to it."""
+    `data_sha256`, the content of the data.h5 the codes are computed from, binds the set to it.
+    With `views`, the set also keeps that many views' codes of each of the first `train_rows` rows
+    (the training split), committed with the chunk they belong to."""
 
     def __init__(self, store: Path, name: str, fp: str, config: dict, n: int, pooled_dim: int,
-                 spatial_shape: tuple | None, chunk_size: int = 512, data_sha256: str | None = None):
+                 spatial_shape: tuple | None, chunk_size: int = 512, data_sha256: str | None = None,
+                 views: int = 0, train_rows: int = 0):
         if int(chunk_size) < 1:
             raise UserError(f"--chunk-size {chunk_size}: a chunk holds at least one image")
         self.store, self.name, self.n = Path(store), name, n
@@ -270,9 +273,12 @@ class FeatureSetWriter:
         else:
             self.manifest = {"name": name, "fingerprint": fp, "config": config, "n": n, "pooled_dim": pooled_dim,
                              "spatial_shape": list(spatial_shape) if spatial_shape else None, "seconds": 0.0,
-                             "chunk_size": chunk_size, "data_sha256": data_sha256, "data_rows": n}
+                             "chunk_size": chunk_size, "data_sha256": data_sha256, "data_rows": n,
+                             "views": views, "train_rows": train_rows}
             self._write_manifest()
         self.spatial = spatial_shape is not None
+        self.views = int(self.manifest.get("views", 0))
+        self.train_rows = int(self.manifest.get("train_rows", 0))
 
     def committed(self) -> dict[int, int]:
         """start row -> row count of every committed chunk."""
@@ -286,7 +292,8 @@ class FeatureSetWriter:
             raise UserError(f"feature set {name} in progress has fingerprint {manifest['fingerprint'][:12]}, not {fp[:12]}")
         spatial = tuple(manifest["spatial_shape"]) if manifest["spatial_shape"] else None
         return cls(store, name, fp, manifest["config"], manifest["n"], manifest["pooled_dim"], spatial,
-                   manifest["chunk_size"], manifest.get("data_sha256"))
+                   manifest["chunk_size"], manifest.get("data_sha256"), manifest.get("views", 0),
+                   manifest.get("train_rows", 0))
 
     @property
     def chunk_size(self) -> int:
@@ -302,34 +309,58 @@ class FeatureSetWriter:
         self.manifest["seconds"] = self.seconds + seconds
         self._write_manifest()
 
-    def commit(self, start: int, pooled: np.ndarray, spatial: np.ndarray | None):
-        """Spatial first, pooled last: a chunk counts as committed once its pooled file exists.
-        Safe from several processes at once: each chunk is its own file."""
+    def view_rows(self, start: int, count: int) -> int:
+        """Rows with views (training rows) in the chunk of `count` rows from `start`."""
+        return max(0, min(start + count, self.train_rows) - start) if self.views else 0
+
+    def commit(self, start: int, pooled: np.ndarray, spatial: np.ndarray | None, views: np.ndarray | None = None):
+        """Spatial and views first, pooled last: a chunk counts as committed once its pooled file exists, and
+        so only when all of its files are in. Safe from several processes at once: each chunk is its own file."""
         if self.spatial:
             self._save("spatial", start, spatial.astype(np.float16))
+        if self.view_rows(start, len(pooled)):
+            self._save("views", start, views.astype(np.float32))
         self._save("pooled", start, pooled.astype(np.float32))
 
     def drop_damaged_chunks(self, log=print) -> list[int]:
-        """Removes committed chunks whose bytes no longer match their CRC (or that lack their spatial
-        part), so the run recomputes them; returns their start rows."""
+        """Removes committed chunks whose bytes no longer match their CRC (or that lack their spatial or
+        views part), so the run recomputes them; returns their start rows."""
         bad = []
         spatial = schema.chunk_files(self.parts, "spatial")
+        views = schema.chunk_files(self.parts, "views")
         for start, (count, path) in sorted(schema.chunk_files(self.parts).items()):
             try:
                 read_chunk(path, count)
                 if self.spatial:
                     read_chunk(spatial[start][1], count)
+                if rows := self.view_rows(start, count):
+                    if start not in views:
+                        raise ValueError("its views part is missing")
+                    read_chunk(views[start][1], rows)
             except (*DAMAGE, UserError) as e:
                 log(f"features: chunk {path.name} of {self.name} is damaged ({reason(e)}): recomputing it")
                 path.unlink(missing_ok=True)
                 bad.append(start)
+        self._drop_uncommitted_parts()
         return bad
+
+    def _drop_uncommitted_parts(self):
+        """Spatial and views files of chunks whose pooled file, the commit mark, is not in (a run killed while
+        committing, or a chunk dropped above): recomputed, they may differ in their last bits, and so in name."""
+        committed = self.committed()
+        for kind in ("spatial", "views"):
+            for start, path in schema.chunk_paths(self.parts, kind):
+                if start not in committed:
+                    path.unlink(missing_ok=True)
 
     def assemble(self, extra: dict) -> Path:
         chunks = sorted(schema.chunk_files(self.parts).items())
         spatial_files = schema.chunk_files(self.parts, "spatial")
+        view_files = schema.chunk_files(self.parts, "views")
         if sum(c for _, (c, _) in chunks) != self.n:
             raise RuntimeError(f"feature set {self.name}: {sum(c for _, (c, _) in chunks)} of {self.n} rows committed")
+        if lacking := [start for start, (c, _) in chunks if self.view_rows(start, c) and start not in view_files]:
+            raise RuntimeError(f"feature set {self.name}: the chunk at row {lacking[0]} has no views")
         m = self.manifest
         if m.get("data_sha256") and FeatureStore(self.store).content != m["data_sha256"]:
             raise UserError(f"the store was ingested again while feature set {self.name} was being extracted from "
@@ -340,7 +371,8 @@ class FeatureSetWriter:
         try:
             f.flush()
             try:
-                reserve(tmp, self.n * (4 * m["pooled_dim"] + 2 * int(np.prod(shape))) * 17 // 16 + MARGIN)
+                reserve(tmp, (self.n * (4 * m["pooled_dim"] + 2 * int(np.prod(shape)))
+                              + self.train_rows * self.views * 4 * m["pooled_dim"]) * 17 // 16 + MARGIN)
             except OSError as e:
                 if disk_full(e):
                     raise UserError(f"the disk holding {self.final.parent} is too full to assemble feature set "
@@ -353,10 +385,17 @@ class FeatureSetWriter:
                 spatial = f.create_dataset("spatial", shape=(self.n, *shape), maxshape=(None, *shape),
                                            dtype=np.float16, chunks=(min(self.n, 64), *shape), compression="lzf",
                                            shuffle=True, **schema.CHECKSUM)
+            if self.views:  # chunked by row, every view of a row together, chunks about as large as pooled's
+                shape_v = (self.train_rows, self.views, m["pooled_dim"])
+                views = f.create_dataset("views", shape=shape_v, maxshape=(None, *shape_v[1:]), dtype=np.float32,
+                                         chunks=(max(1, min(self.train_rows, 1024 // self.views)), *shape_v[1:]),
+                                         **schema.CHECKSUM)
             for start, (count, path) in chunks:
                 pooled[start:start + count] = self._checked(path, count)
                 if self.spatial:
                     spatial[start:start + count] = self._checked(spatial_files[start][1], count)
+                if rows := self.view_rows(start, count):
+                    views[start:start + rows] = self._checked(view_files[start][1], rows)
             seal_attrs(f, {"name": self.name, "fingerprint": m["fingerprint"], "config": json.dumps(m["config"]),
                            "complete": True, "seconds": self.seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                            "extra": json.dumps(extra), "schema_version": schema.SCHEMA_VERSION,

@@ -3,15 +3,17 @@
 Resize, preprocessing and the forward pass (its BatchNorms folded into the convolutions) run as one
 Keras model on big batches; a reader thread prefetches the next chunk from the store and a writer
 thread commits the last one, so the device step never waits on disk. Chunks are the unit of commit:
-a killed run resumes at the first missing one.
+a killed run resumes at the first missing one. With views, a second compiled step shares the backbone
+and computes each training image's augmented views (crop, flip and resize on the device) in the same pass.
 """
+import json
 import queue
 import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +25,14 @@ from cnncodes.features.limits import MAX_BATCH, MAX_CHUNK
 from cnncodes.features.names import check_name
 from cnncodes.features.store import DAMAGE, FeatureStore, read_everything, resolve_name
 from cnncodes.features.writers import FeatureSetWriter, bind_to_data, choose_name, discard_unusable, writer_lock
-from .backbones import build_backbone, canonical_weights, get_backbone, make_preprocess_layer
+from .augment import Augmentation, check_views, draw_boxes, view_matrices
+from .backbones import build_backbone, canonical_weights, cut, get_backbone, make_preprocess_layer
 from .cluster import dask_client
 from .console import progress_bar
 from .device import auto_batch_size, describe_device
 from .fold import fold_batch_norms
 from .ingest import check_writable
-from .resize import make_resize_layer
+from .resize import make_crop_resize_layer, make_resize_layer
 
 FORMAT = 2  # bump when a change here alters the features for an unchanged configuration (2: folded BN)
 
@@ -44,14 +47,19 @@ class FeatureConfig:
     precision: str = "fp32"
     seed: int = 0                  # initialises --weights none
     flip_average: bool = False     # codes (and maps) averaged over the image and its mirror image
+    views: int = 0                 # augmented views of each training image, stored beside the plain codes
+    augmentation: Augmentation = Augmentation()  # how views are drawn (with `seed`)
 
     def __post_init__(self):  # weights="NONE" from a Python caller: the word, not a file
         object.__setattr__(self, "weights", canonical_weights(self.weights))
+        if isinstance(self.augmentation, dict):  # as a feature set's config keeps it
+            object.__setattr__(self, "augmentation", Augmentation(**self.augmentation))
 
     def default_name(self) -> str:
         w = {"imagenet": "imagenet", "none": f"none{self.seed}"}.get(self.weights, Path(self.weights).name.split(".")[0])
         parts = [self.backbone, self.layer or "pool", str(self.size), w, self.precision]
         parts += (["flip"] if self.flip_average else []) + (["spatial"] if self.spatial else [])
+        parts += [f"views{self.views}"] if self.views else []
         return re.sub(r"[^A-Za-z0-9_.-]", "_", "-".join(parts))
 
 
@@ -70,24 +78,69 @@ def build_extractor(config: FeatureConfig, image_hw: tuple):
 
     Also returns the digest of the backbone's weights as loaded (before BatchNorm folding).
     """
+    model, _, digests = build_multi_extractor(replace(config, views=0), image_hw, [config.layer])
+    return model, digests[0]
+
+
+def build_multi_extractor(config: FeatureConfig, image_hw: tuple, layers: list):
+    """One device step that cuts the backbone at every layer in `layers` (None: its last) in one forward
+    pass. Outputs per layer: its pooled codes, then its maps with `config.spatial`. Returns the model, the
+    views' model (None without `config.views`: see `build_view_model`) and, per layer, the digest of the
+    weights a single cut there holds (as loaded, before BatchNorm folding), so each layer's set has the
+    fingerprint a one-layer run gives it."""
     import keras
 
-    loaded = build_backbone(config.backbone, config.weights, config.size, config.layer, config.seed, config.precision)
-    backbone = fold_batch_norms(loaded)
+    full = build_backbone(config.backbone, config.weights, config.size, None, config.seed, config.precision)
+    digests = [digest_arrays(cut(full, config.backbone, [layer]).get_weights()) for layer in layers]
+    backbone = fold_batch_norms(cut(full, config.backbone, list(layers)))
     images = keras.Input((*image_hw, 3), dtype="uint8", name="images")
     x = make_resize_layer(image_hw, config.size)(images)
     x = make_preprocess_layer(get_backbone(config.backbone).preprocessing)(x)
-    maps = backbone(x, training=False)
+    maps = as_list(backbone(x, training=False))
     if config.flip_average:  # test-time augmentation: the mirror image's maps, mirrored back, averaged in
         def mirror(name):
             return keras.layers.Lambda(lambda t: keras.ops.flip(t, axis=2), name=name)
 
-        mirrored = mirror("mirror_maps")(backbone(mirror("mirror_images")(x), training=False))
-        maps = keras.layers.Average(name="flip_average")([maps, mirrored])
-    pooled = keras.layers.GlobalAveragePooling2D(dtype="float32", name="pooled")(maps)
-    outputs = [pooled, maps] if config.spatial else [pooled]
-    model = keras.Model(images, outputs, name="extractor")
-    return model, digest_arrays(loaded.get_weights())
+        mirrored = as_list(backbone(mirror("mirror_images")(x), training=False))
+        maps = [keras.layers.Average(name=f"flip_average_{i}")([m, mirror(f"mirror_maps_{i}")(f)])
+                for i, (m, f) in enumerate(zip(maps, mirrored))]
+    outputs = []
+    for i, m in enumerate(maps):
+        outputs.append(keras.layers.GlobalAveragePooling2D(dtype="float32", name="pooled" + (f"_{i}" if i else ""))(m))
+        if config.spatial:
+            outputs.append(m)
+    views = build_view_model(config, image_hw, backbone) if config.views else None
+    return keras.Model(images, outputs, name="extractor"), views, digests
+
+
+def build_view_model(config: FeatureConfig, image_hw: tuple, backbone):
+    """The views' device step, sharing the folded backbone (and so its weights) with the plain one: uint8
+    images with each one's row and column interpolation matrices (crop, flip, resize) in, float32 pooled
+    codes of every cut out."""
+    import keras
+
+    images = keras.Input((*image_hw, 3), dtype="uint8", name="images")
+    rows = keras.Input((config.size, image_hw[0]), dtype="float32", name="rows")
+    cols = keras.Input((config.size, image_hw[1]), dtype="float32", name="cols")
+    x = make_crop_resize_layer(config.size)([images, rows, cols])
+    x = make_preprocess_layer(get_backbone(config.backbone).preprocessing)(x)
+    maps = as_list(backbone(x, training=False))
+    outputs = [keras.layers.GlobalAveragePooling2D(dtype="float32", name=f"view_pooled_{i}")(m)
+               for i, m in enumerate(maps)]
+    return keras.Model([images, rows, cols], outputs, name="view_extractor")
+
+
+def as_list(x) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def config_record(config: FeatureConfig) -> dict:
+    """The configuration as a set keeps it (JSON values). Views and their augmentation appear only when there
+    are views, so a set without them is described as before."""
+    record = asdict(config)
+    if not config.views:
+        del record["views"], record["augmentation"]
+    return json.loads(json.dumps(record))
 
 
 def feature_fingerprint(store: FeatureStore, config: FeatureConfig, weights_digest: str, cut_layer: str) -> str:
@@ -99,23 +152,27 @@ def feature_fingerprint(store: FeatureStore, config: FeatureConfig, weights_dige
         "interpolation": "opencv-bicubic-a-0.75-rounded", "precision": config.precision,
         "preprocessing": get_backbone(config.backbone).preprocessing, "spatial": config.spatial,
         **({"flip_average": True} if config.flip_average else {}),  # absent when off: older sets keep their fingerprint
+        **({"views": config.views, "augmentation": asdict(config.augmentation), "seed": config.seed}
+           if config.views else {}),  # the same: sets without views keep theirs
         "versions": {"keras": keras.__version__, "backend": keras.backend.backend(), "format": FORMAT},
     })
 
 
 class DeviceStep:
-    """Runs the model on fixed-size batches (the last one padded) so the compiled step is traced once."""
+    """Runs the model on fixed-size batches (the last one padded) so the compiled step is traced once.
+    A model of several inputs takes them as several arrays, row for row."""
 
     def __init__(self, model, batch_size: int, jit_compile="auto", log=print):
         self.model, self.batch_size, self.log = model, batch_size, log
         self.model.compile(jit_compile=jit_compile)
         self.checked = False
 
-    def warm_up(self, image_shape: tuple):
+    def warm_up(self):
         """Traces and compiles the step on one batch, so the streaming loop runs compiled from its start."""
-        self._predict(np.zeros((self.batch_size, *image_shape), np.uint8))
+        self._predict([np.zeros((self.batch_size, *x.shape[1:]), x.dtype) for x in self.model.inputs])
 
-    def _predict(self, x):
+    def _predict(self, x: list):
+        x = x[0] if len(x) == 1 else x
         try:
             out = self.model.predict_on_batch(x)
         except Exception as e:
@@ -128,15 +185,47 @@ class DeviceStep:
         self.checked = True
         return out if isinstance(out, (list, tuple)) else [out]
 
-    def __call__(self, images: np.ndarray) -> list[np.ndarray]:
+    def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
         outs = []
-        for lo in range(0, len(images), self.batch_size):
-            x = images[lo:lo + self.batch_size]
-            n = len(x)
+        for lo in range(0, len(inputs[0]), self.batch_size):
+            batch = [x[lo:lo + self.batch_size] for x in inputs]
+            n = len(batch[0])
             if n < self.batch_size:
-                x = np.concatenate([x, np.zeros((self.batch_size - n, *x.shape[1:]), x.dtype)])
-            outs.append([np.asarray(o[:n]) for o in self._predict(x)])
+                batch = [np.concatenate([x, np.zeros((self.batch_size - n, *x.shape[1:]), x.dtype)]) for x in batch]
+            outs.append([np.asarray(o[:n]) for o in self._predict(batch)])
         return [np.concatenate(parts) for parts in zip(*outs)]
+
+
+class ViewPass:
+    """The views' part of a pass: which rows have views (the training split, rows 0..train_rows-1: ingest
+    writes train rows first), the boxes of a chunk's views, and the step that computes their codes."""
+
+    def __init__(self, config: FeatureConfig, train_rows: int, image_hw: tuple, step: DeviceStep | None):
+        self.config, self.train_rows, self.image_hw, self.step = config, train_rows, tuple(image_hw), step
+        self.seconds = 0.0  # spent in the views' device step
+
+    def rows_in(self, lo: int, count: int) -> int:
+        """Training rows among rows lo..lo+count-1."""
+        return max(0, min(lo + count, self.train_rows) - lo)
+
+    def images_in(self, lo: int, count: int) -> int:
+        """Images a chunk of `count` rows from `lo` puts through the device: its rows and their views."""
+        return count + self.config.views * self.rows_in(lo, count)
+
+    def boxes(self, lo: int, count: int) -> np.ndarray:
+        """The chunk's views, row by row: drawn from (seed, row, view) alone, so chunking never changes them."""
+        rows = range(lo, lo + self.rows_in(lo, count))
+        return draw_boxes(self.config.augmentation, self.config.seed, rows, self.config.views, self.image_hw)
+
+    def __call__(self, images: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
+        """Codes (rows, views, dim) per cut of the views of `images`, the chunk's first rows."""
+        start, k, outs = time.time(), self.config.views, []
+        for lo in range(0, len(boxes), self.step.batch_size):  # matrices per batch: memory stays flat
+            part = boxes[lo:lo + self.step.batch_size]
+            rows, cols = view_matrices(part, self.image_hw, self.config.size)
+            outs.append(self.step(images[np.arange(lo, lo + len(part)) // k], rows, cols))
+        self.seconds += time.time() - start
+        return [np.concatenate(parts).reshape(-1, k, parts[0].shape[-1]) for parts in zip(*outs)]
 
 
 def prefetch(items, depth: int = 2):
@@ -188,7 +277,7 @@ def already_extracted(store: FeatureStore, config: FeatureConfig, name: str | No
     """A complete, sound set made with this configuration and setup from this very data, found without
     loading the backend (the full fingerprint needs the built model). None when unsure: the caller then
     checks properly (a set not bound to its data yet is bound there, once its fingerprint matched)."""
-    wanted = {**asdict(config), **setup_identity(config)}
+    wanted = {**config_record(config), **setup_identity(config)}
     base = name or config.default_name()
     for info in store.feature_sets():
         if not info.complete or not (info.name == base or (name is None and info.name.startswith(base + "-"))):
@@ -216,28 +305,86 @@ def extract_features(store_dir, config: FeatureConfig, *, name: str | None = Non
     extract on their own devices, committing into the same feature set folder (a shared file system);
     the set is assembled here once every shard is in. A lost worker's shard is retried elsewhere.
     """
+    return extract_layers(store_dir, config, [config.layer], name=name, batch_size=batch_size,
+                          chunk_size=chunk_size, jit_compile=jit_compile, workers=workers, scheduler=scheduler,
+                          progress=progress, log=log)[0]
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One layer's feature set in a run that extracts several from one forward pass."""
+    config: FeatureConfig
+    name: str
+    fingerprint: str
+    weights_digest: str
+    output: int            # the layer's place among the model's cuts
+
+
+def extract_layers(store_dir, config: FeatureConfig, layers: list, *, name: str | None = None,
+                   batch_size: int | str = 64, chunk_size: int = 512, jit_compile="auto", workers: int = 1,
+                   scheduler: str | None = None, progress: bool = True, log=print) -> list[ExtractResult]:
+    """Caches the codes of the backbone cut at each layer in `layers` (None: its last layer), each as its own
+    feature set, equal to (and fingerprinted as) a one-layer run of that layer, from ONE forward pass over
+    the images: the cost of the deepest cut, not of their sum. Sets already complete are not recomputed.
+    With several layers, `name` names the sets `NAME-<layer>`. Returns one result per layer, in order.
+    With `config.views`, each set also keeps that many augmented views of every training row's codes."""
+    layers = check_layers(layers)
     if name is not None:
         check_name(name)  # it becomes a file name inside the store
     check_run_settings(batch_size, chunk_size, workers)
     store = FeatureStore.open(store_dir)
-    if name is not None:  # names ignore case: --name R50 is the set r50 already there
-        name = resolve_name(name, [s.name for s in store.feature_sets()], "feature set") or name
-    if (done := already_extracted(store, config, name)) is not None:
-        log(f"features: {done.name} is complete with this configuration, nothing to do")
-        return done
-    model, weights_digest = build_extractor(config, store.image_shape[:2])
-    fp = feature_fingerprint(store, config, weights_digest, config.layer or "last")
-    name = choose_name(store, name or config.default_name(), fp, explicit=name is not None)
+    check_views(config.views, config.spatial, min(store.image_shape[:2]))
+    configs = [replace(config, layer=layer) for layer in layers]
+    names = [set_name(store, name, layer, several=len(layers) > 1) for layer in layers]
+    results = {}
+    for i, c in enumerate(configs):
+        if (done := already_extracted(store, c, names[i])) is not None:
+            log(f"features: {done.name} is complete with this configuration, nothing to do")
+            results[i] = done
+    todo = [i for i in range(len(configs)) if i not in results]
+    if not todo:
+        return [results[i] for i in range(len(configs))]
+    model, view_model, digests = build_multi_extractor(config, store.image_shape[:2], [layers[i] for i in todo])
+    plans = {}
+    for j, i in enumerate(todo):
+        fp = feature_fingerprint(store, configs[i], digests[j], layers[i] or "last")
+        explicit = names[i] is not None
+        plans[i] = Planned(configs[i], choose_name(store, names[i] or configs[i].default_name(), fp, explicit),
+                           fp, digests[j], j)
     with ExitStack() as held:
-        try:
-            held.enter_context(writer_lock(store.path, name))
-        except OSError as e:  # a read-only store can still answer for a set it holds complete
-            if (done := complete_set(store, name)) is not None:
-                log(f"features: {name} is complete with this fingerprint ({fp[:12]}), nothing to do")
-                return done
-            raise UserError(f"cannot write to store {store.path} ({e.strerror}): choose another --store") from None
-        return _extract_locked(store, config, model, weights_digest, fp, name, batch_size, chunk_size, jit_compile,
-                               workers, scheduler, progress, log)
+        for i, plan in list(plans.items()):
+            try:
+                held.enter_context(writer_lock(store.path, plan.name))
+            except OSError as e:  # a read-only store can still answer for a set it holds complete
+                if (done := complete_set(store, plan.name)) is None:
+                    raise UserError(f"cannot write to store {store.path} ({e.strerror}): choose another --store") from None
+                log(f"features: {plan.name} is complete with this fingerprint ({plan.fingerprint[:12]}), nothing to do")
+                results[i] = done
+                del plans[i]
+        results.update(_extract_locked(store, config, (model, view_model), plans, batch_size, chunk_size,
+                                       jit_compile, workers, scheduler, progress, log))
+    return [results[i] for i in range(len(configs))]
+
+
+def check_layers(layers) -> list:
+    """The cuts of one run: at least one, each named once."""
+    layers = list(layers)
+    if not layers:
+        raise UserError("--layer names no layer: give one or more, e.g. --layer top_activation,block6a_expand_activation")
+    if len(set(layers)) < len(layers):
+        twice = next(l for l in layers if layers.count(l) > 1)
+        raise UserError(f"--layer names {twice} twice: give each layer once")
+    return layers
+
+
+def set_name(store: FeatureStore, name: str | None, layer: str | None, several: bool) -> str | None:
+    """The set's --name (resolved in any case against the store's names); `NAME-<layer>` for one of several cuts."""
+    if name is None:
+        return None
+    if several:
+        name = f"{name}-{layer or 'last'}"
+        check_name(name)
+    return resolve_name(name, [s.name for s in store.feature_sets()], "feature set") or name
 
 
 def check_run_settings(batch_size, chunk_size: int, workers: int):
@@ -259,69 +406,120 @@ def complete_set(store: FeatureStore, name: str) -> ExtractResult | None:
                          schema.feature_path(store.path, name))
 
 
-def _extract_locked(store, config, model, weights_digest, fp, name, batch_size, chunk_size, jit_compile, workers,
-                    scheduler, progress, log) -> ExtractResult:
-    discard_unusable(store, name, log)  # a set that fails its checksums or is of other data is rebuilt, not reused
-    done = complete_set(store, name)
-    if done is not None:
-        if store.feature_set(name).data_sha256 is None:  # its fingerprint, which covers the data, matched
-            bind_to_data(store, name)
-            log(f"features: {name} (made before cnncodes bound sets to their data) is now bound to this data.h5")
-        log(f"features: {name} is complete with this fingerprint ({fp[:12]}), nothing to do")
-        return done
-    pooled_dim = model.outputs[0].shape[-1]
-    spatial_shape = tuple(model.outputs[1].shape[1:]) if config.spatial else None
-    per_row = 4 * pooled_dim + (2 * int(np.prod(spatial_shape)) if spatial_shape else 0)
-    check_writable(store.path, need_bytes=2 * per_row * store.n)  # committed chunks + the final file
-    # the weights' digest is kept so `predict` can tell if a --weights file changed since
-    writer = FeatureSetWriter(store.path, name, fp, {**asdict(config), "weights_sha256": weights_digest,
-                                                     **setup_identity(config)},
-                              store.n, pooled_dim, spatial_shape, chunk_size, data_sha256=store.content)
-    writer.drop_damaged_chunks(log)
-    committed = writer.committed()
-    if committed:
-        log(f"features: resuming {name} at {sum(committed.values())}/{store.n} rows"
-            + (f" (chunk size {writer.chunk_size}, as it was started)" if writer.chunk_size != chunk_size else ""))
-    chunk_size = writer.chunk_size
-    todo = [lo for lo in range(0, store.n, chunk_size) if lo not in committed]
+def _extract_locked(store, config, models, plans: dict, batch_size, chunk_size, jit_compile, workers, scheduler,
+                    progress, log) -> dict:
+    """Extracts the planned sets (under their writer locks); returns {layer index: result}."""
+    results, writers = {}, {}
+    for i, plan in plans.items():
+        discard_unusable(store, plan.name, log)  # a set that fails its checksums or is of other data is rebuilt
+        if (done := complete_set(store, plan.name)) is not None:
+            if store.feature_set(plan.name).data_sha256 is None:  # its fingerprint, which covers the data, matched
+                bind_to_data(store, plan.name)
+                log(f"features: {plan.name} (made before cnncodes bound sets to their data) is now bound to this data.h5")
+            log(f"features: {plan.name} is complete with this fingerprint ({plan.fingerprint[:12]}), nothing to do")
+            results[i] = done
+        else:
+            writers[i] = plan
+    if not writers:
+        return results
+    model, view_model = models
+    views = ViewPass(config, store.rows("train").stop, store.image_shape[:2], None) if config.views else None
+    train_rows = views.train_rows if views else 0
+    stride = 2 if config.spatial else 1
+    shapes = {i: (model.outputs[stride * p.output].shape[-1],
+                  tuple(model.outputs[stride * p.output + 1].shape[1:]) if config.spatial else None)
+              for i, p in writers.items()}
+    per_row = sum(4 * dim + (2 * int(np.prod(maps)) if maps else 0) for dim, maps in shapes.values())
+    per_view = sum(4 * dim for dim, _ in shapes.values())
+    # committed chunks + the final files
+    check_writable(store.path, need_bytes=2 * (per_row * store.n + per_view * config.views * train_rows))
+    opened, resumed = {}, {}
+    for i, p in writers.items():  # the weights' digest is kept so `predict` can tell if a --weights file changed
+        identity = {**config_record(p.config), "weights_sha256": p.weights_digest, **setup_identity(p.config)}
+        w = FeatureSetWriter(store.path, p.name, p.fingerprint, identity, store.n, *shapes[i], chunk_size,
+                             data_sha256=store.content, views=config.views, train_rows=train_rows)
+        w.drop_damaged_chunks(log)
+        if committed := w.committed():
+            resumed[i] = True
+            log(f"features: resuming {p.name} at {sum(committed.values())}/{store.n} rows"
+                + (f" (chunk size {w.chunk_size}, as it was started)" if w.chunk_size != chunk_size else ""))
+        opened[i] = w
     if batch_size == "auto":
         batch_size = auto_batch_size(model, store.image_shape, log=log)
+    distributed = workers > 1 or scheduler
     step = None
-    if not (workers > 1 or scheduler):
+    if not distributed:
         step = DeviceStep(model, batch_size, jit_compile, log)
-        step.warm_up(store.image_shape)
-    start = time.time()  # streaming time: model build and compilation are not counted
-    bar = progress_bar(total=store.n, initial=sum(committed.values()), unit="img", desc=name, disable=not progress,
-               smoothing=0.1)
-    with bar:
-        if workers > 1 or scheduler:
-            extract_on_dask(store, config, name, fp, todo, batch_size, chunk_size, jit_compile, workers,
-                            scheduler, bar)
-        else:
-            extract_chunks(store, step, writer, todo, chunk_size, config.spatial, bar)
+        step.warm_up()
+        if views:
+            views.step = DeviceStep(view_model, batch_size, jit_compile, log)
+            views.step.warm_up()
+    images_of = views.images_in if views else (lambda lo, count: count)
+    # streaming time: model build and compilation are not counted
+    start, images_done, view_seconds = time.time(), 0, 0.0
+    # Sets resumed with another chunk size than the rest take a pass of their own (chunks must line up).
+    for size in sorted({w.chunk_size for w in opened.values()}):
+        group = {i: w for i, w in opened.items() if w.chunk_size == size}
+        todo = [lo for lo in range(0, store.n, size) if any(lo not in w.committed() for w in group.values())]
+        label = plans[min(group)].name + (f" (+{len(group) - 1} cuts)" if len(group) > 1 else "")
+        pending = sum(images_of(lo, min(size, store.n - lo)) for lo in todo)
+        total = images_of(0, store.n)  # the bar counts the images of the pass: plain ones and views
+        with progress_bar(total=total, initial=total - pending, unit="img", desc=label, disable=not progress,
+                          smoothing=0.1) as bar:
+            outputs = {i: plans[i].output for i in group}
+            if distributed:
+                view_seconds += extract_on_dask(store, config, [plans[i] for i in group], todo, batch_size, size,
+                                                jit_compile, workers, scheduler, bar)
+            else:
+                extract_chunks(store, step, {w: outputs[i] for i, w in group.items()}, todo, size, config.spatial,
+                               bar, views)
+        images_done += pending
     elapsed = time.time() - start
-    writer.add_seconds(elapsed)
-    rate = sum(min(chunk_size, store.n - lo) for lo in todo) / max(elapsed, 1e-9)
-    writer.assemble({"images_per_second": round(rate, 2), "batch_size": batch_size, "chunk_size": chunk_size,
-                     "workers": scheduler or workers, "device": describe_device()})
-    log(f"features: {name} {'resumed and ' if committed else ''}complete, {store.n} rows, {rate:.1f} images/s")
-    return ExtractResult(name, "resumed" if committed else "extracted", store.n, writer.seconds, rate,
-                         schema.feature_path(store.path, name))
+    rate = images_done / max(elapsed, 1e-9)
+    if views and not distributed:
+        view_seconds = views.seconds
+    together = [plans[i].name for i in opened]
+    for i, w in opened.items():
+        w.add_seconds(elapsed)  # the pass they shared: each set's cost is the whole pass
+        w.assemble({"images_per_second": round(rate, 2), "batch_size": batch_size, "chunk_size": w.chunk_size,
+                    "workers": scheduler or workers, "device": describe_device(),
+                    **({"views_seconds": round(view_seconds, 2)} if views else {}),
+                    **({"extracted_with": [n for n in together if n != plans[i].name]} if len(together) > 1 else {})})
+        log(f"features: {plans[i].name} {'resumed and ' if resumed.get(i) else ''}complete, {store.n} rows"
+            + (f" and {config.views} views of {train_rows} training rows" if views else "") + f", {rate:.1f} images/s")
+        results[i] = ExtractResult(plans[i].name, "resumed" if resumed.get(i) else "extracted", store.n, w.seconds, rate,
+                                   schema.feature_path(store.path, plans[i].name))
+    return results
 
 
-def extract_chunks(store: FeatureStore, step: DeviceStep, writer: FeatureSetWriter, starts, chunk_size: int,
-                   spatial: bool, bar=None):
-    """The hot loop: next chunk read ahead on a thread, last chunk committed on another."""
-    chunks = ((lo, store.image_rows(lo, lo + chunk_size)) for lo in starts)
+def extract_chunks(store: FeatureStore, step: DeviceStep, writers: dict, starts, chunk_size: int, spatial: bool,
+                   bar=None, views: ViewPass | None = None):
+    """The hot loop: next chunk read ahead on a thread, last chunk committed on another. `writers` maps each
+    set's writer to its cut's place among the step's outputs; a chunk a set already holds is not written again.
+    With `views`, the chunk's training rows also go through the views' step (their boxes drawn on the reader
+    thread), and every set commits their codes with the chunk."""
+    stride = 2 if spatial else 1
+    held = {w: set(w.committed()) for w in writers}
+
+    def read(lo):
+        images = store.image_rows(lo, lo + chunk_size)
+        return lo, images, views.boxes(lo, len(images)) if views else None
+
+    chunks = (read(lo) for lo in starts)
     with ThreadPoolExecutor(1) as commits:
         pending = []
-        for lo, images in prefetch(chunks):
+        for lo, images, boxes in prefetch(chunks):
             outs = step(images)
-            pending.append(commits.submit(writer.commit, lo, outs[0], outs[1] if spatial else None))
-            while len(pending) > 2:
+            seen = views(images, boxes) if views and len(boxes) else None
+            for w, k in writers.items():
+                if lo not in held[w]:
+                    pending.append(commits.submit(w.commit, lo, outs[stride * k],
+                                                  outs[stride * k + 1] if spatial else None,
+                                                  seen[k] if seen is not None else None))
+            while len(pending) > 2 * len(writers):
                 pending.pop(0).result()
             if bar is not None:
-                bar.update(len(images))
+                bar.update(len(images) + (len(boxes) if views else 0))
         for p in pending:
             p.result()
 
@@ -329,36 +527,51 @@ def extract_chunks(store: FeatureStore, step: DeviceStep, writer: FeatureSetWrit
 _worker_models = {}
 
 
-def extract_shard(store_dir, config: FeatureConfig, name: str, fp: str, starts: list, batch_size: int,
-                  chunk_size: int, jit_compile) -> int:
-    """One Dask task: extract the given chunks on this worker's device, committing each one."""
+def extract_shard(store_dir, config: FeatureConfig, plans: list, starts: list, batch_size: int, chunk_size: int,
+                  jit_compile) -> tuple[int, float]:
+    """One Dask task: extract the given chunks on this worker's device, committing each one to every planned set.
+    Returns the images it put through the device (views included) and the seconds its views took."""
     store = FeatureStore.open(store_dir)
-    key = (config, store.image_shape)
+    layers = tuple(p.config.layer for p in plans)
+    key = (config, layers, store.image_shape)
     if key not in _worker_models:  # build the model once per worker process, not once per shard
-        _worker_models[key] = build_extractor(config, store.image_shape[:2])
-    model, digest = _worker_models[key]
-    mine = feature_fingerprint(store, config, digest, config.layer or "last")
-    if mine != fp:
-        raise RuntimeError(f"worker computes fingerprint {mine[:12]}, not {fp[:12]}: its weights or versions differ")
-    writer = FeatureSetWriter.existing(store.path, name, fp)
-    todo = [lo for lo in starts if lo not in writer.committed()]
-    extract_chunks(store, DeviceStep(model, batch_size, jit_compile, log=lambda m: None), writer, todo,
-                   chunk_size, config.spatial)
-    return sum(min(chunk_size, store.n - lo) for lo in starts)
+        _worker_models[key] = build_multi_extractor(config, store.image_shape[:2], list(layers))
+    model, view_model, digests = _worker_models[key]
+    writers = {}
+    for j, (plan, digest) in enumerate(zip(plans, digests)):
+        mine = feature_fingerprint(store, plan.config, digest, plan.config.layer or "last")
+        if mine != plan.fingerprint:
+            raise RuntimeError(f"worker computes fingerprint {mine[:12]}, not {plan.fingerprint[:12]}: its weights or "
+                               f"versions differ")
+        writers[FeatureSetWriter.existing(store.path, plan.name, plan.fingerprint)] = j
+    quiet = dict(jit_compile=jit_compile, log=lambda m: None)
+    views = None
+    if config.views:
+        views = ViewPass(config, store.rows("train").stop, store.image_shape[:2],
+                         DeviceStep(view_model, batch_size, **quiet))
+    extract_chunks(store, DeviceStep(model, batch_size, **quiet), writers, starts, chunk_size, config.spatial,
+                   views=views)
+    count = views.images_in if views else (lambda lo, n: n)
+    return sum(count(lo, min(chunk_size, store.n - lo)) for lo in starts), views.seconds if views else 0.0
 
 
-def extract_on_dask(store, config, name, fp, todo, batch_size, chunk_size, jit_compile, workers, scheduler, bar):
+def extract_on_dask(store, config, plans, todo, batch_size, chunk_size, jit_compile, workers, scheduler, bar) -> float:
+    """Extracts the chunks `todo` in shards on Dask workers; returns the seconds the workers' views took."""
     from distributed import KilledWorker, as_completed
 
     with dask_client(scheduler, workers) as client:
         n_workers = max(1, len(client.scheduler_info()["workers"]))
         per_shard = max(1, -(-len(todo) // (4 * n_workers)))  # a few shards per worker balance the load
         shards = [todo[i:i + per_shard] for i in range(0, len(todo), per_shard)]
-        futures = [client.submit(extract_shard, str(store.path), config, name, fp, shard, batch_size, chunk_size,
+        futures = [client.submit(extract_shard, str(store.path), config, plans, shard, batch_size, chunk_size,
                                  jit_compile, pure=False, retries=2) for shard in shards]
+        view_seconds = 0.0
         try:
             for future in as_completed(futures):
-                bar.update(future.result())
+                images, seconds = future.result()
+                bar.update(images)
+                view_seconds += seconds
         except KilledWorker as e:  # the scheduler retried a shard on another worker until its allowed failures
             raise UserError(f"Dask workers kept dying while extracting a shard ({e.args[0]}); the committed chunks are "
                             "kept: check the workers' memory and logs, then run the same command to resume") from e
+        return view_seconds

@@ -55,6 +55,10 @@ def one_class(store, tmp):
     tree(tmp, classes=("cat",))
 
 
+def two_classes(store, tmp):
+    tree(tmp)
+
+
 def not_weights(store, tmp):
     """A photo named like a weights file."""
     (tmp / "photo.weights.h5").write_bytes(b"\xff\xd8\xff\xe0 a JPEG, not HDF5")
@@ -123,4 +127,14 @@ INPUTS_ATTACKS = [
     Attack("report --out ''", ("report", "--store", "{store}", "--out", ""), r"'--out'.*an empty path", code=2),
     Attack("features --data-dir ''", features_on_new_store("--dataset", "cifar10", "--data-dir", ""),
            r"'--data-dir'.*an empty path", code=2),
+    Attack("features --views 0", ("features", "--dataset", "digits", "--store", "{store}", "--views", "0"),
+           r"'--views': 0 is not in the range 1<=x<=64", code=2),
+    Attack("more views than a store should hold", ("features", "--dataset", "digits", "--store", "{store}", "--views",
+                                                   "65"), r"'--views': 65 is not in the range 1<=x<=64", code=2),
+    Attack("views with spatial maps",
+           ("features", "--dataset", "digits", "--store", "{store}", "--views", "4", "--spatial"),
+           r"--views with --spatial: the maps of 4 views per image are too large"),
+    Attack("views of images too small to crop",
+           features_on_new_store("--dataset", "folder:{tmp}/tree", "--image-size", "7", "--views", "2"),
+           r"--views 2: the stored images are 7 px a side, too small to crop; views need at least 8 px", two_classes),
 ]

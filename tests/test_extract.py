@@ -195,17 +195,18 @@ def test_info_json_describes_feature_sets(digits_store):
 def test_other_backends_give_the_same_codes(tmp_path, resnet_weights, backend):
     pytest.importorskip(backend, reason=f"the {backend} backend is not installed (make test installs it)")
     store = small_store(tmp_path / "tf", limit=8)
-    name = extract_features(store, FeatureConfig(weights=str(resnet_weights), size=32), **quiet).name
+    name = extract_features(store, FeatureConfig(weights=str(resnet_weights), size=32, views=2), **quiet).name
     r = run_cli("features", "--dataset", "digits", "--limit", 8, "--store", tmp_path / backend, "--weights",
-                resnet_weights, "--size", 32, "--quiet", env={"KERAS_BACKEND": backend})
+                resnet_weights, "--size", 32, "--views", 2, "--quiet", env={"KERAS_BACKEND": backend})
     assert r.returncode == 0, r.stderr
-    assert "running without jit_compile" not in r.stdout + r.stderr
+    assert "running without jit_compile" not in r.stdout + r.stderr  # neither step: the views' crops compile too
     with h5py.File(tmp_path / backend / "features" / f"{name}.h5") as f:
         assert json.loads(f.attrs["config"])["weights"] == str(resnet_weights)
         assert backend in json.loads(f.attrs["extra"])["device"]
-        codes = f["pooled"][:]
-    tf_codes = FeatureStore.open(store).features(name)
-    assert np.linalg.norm(codes - tf_codes) / np.linalg.norm(tf_codes) < 1e-4
+        codes, views = f["pooled"][:], f["views"][:]
+    tf = FeatureStore.open(store)
+    for ours, theirs in ((codes, tf.features(name)), (views, tf.views(name))):
+        assert np.linalg.norm(ours - theirs) / np.linalg.norm(theirs) < 1e-4
 
 
 def test_two_worker_local_cluster_equals_single_process(tmp_path, digits_store, resnet_weights):
@@ -419,5 +420,5 @@ def test_layers_command_lists_names_and_shapes_for_layer():
 
     result = CliRunner().invoke(cli, ["layers", "vgg16", "--size", "32"])
     assert result.exit_code == 0
-    lines = dict(line.split("\t") for line in result.output.splitlines())
+    lines = {name: shape for name, shape, *_ in (line.split("\t") for line in result.output.splitlines())}
     assert lines["block3_pool"] == "(4, 4, 256)" and lines["block5_pool"] == "(1, 1, 512)"

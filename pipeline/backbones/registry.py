@@ -6,6 +6,7 @@ random weights, the cut at `--layer`, mixed precision, freezing) happens here.
 """
 import difflib
 import hashlib
+import re
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -86,9 +87,46 @@ def build_backbone(name: str, weights: str, size: int, layer: str | None = None,
         if weights == "none":
             seeded_initialization(model, seed)  # reproducible and resumable random features
     model.trainable = False
-    if layer is None:
+    return model if layer is None else cut(model, name, [layer])
+
+
+def cut(model, backbone: str, layers: list):
+    """`model` up to the named layers (None: its last), one output each, sharing the model's layers.
+    A single cut is the model `--layer` has always made, so its weights (and fingerprint) are unchanged."""
+    import keras
+
+    if layers == [None]:
         return model
-    return keras.Model(model.input, named_layer(model, name, layer).output, name=f"{name}_{layer}")
+    outputs = [model.output if l is None else named_layer(model, backbone, l).output for l in layers]
+    label = "_".join(l or "last" for l in layers) if len(layers) < 4 else f"{len(layers)}_cuts"
+    return keras.Model(model.input, outputs[0] if len(outputs) == 1 else outputs, name=f"{backbone}_{label}")
+
+
+def block_of(layer: str) -> str:
+    """The block a layer's name places it in: its name without the trailing words (and a sub-layer's
+    number after a numbered block): block6a_expand_bn -> block6a, conv3_block2_1_conv -> conv3_block2."""
+    if numbered := re.match(r"(block_?\d+[a-z]?)(_|$)", layer):  # block6a_..., block_5_..., VGG's block3_...
+        return numbered.group(1)
+    key = re.sub(r"(_[A-Za-z]+)+$", "", layer)
+    return re.sub(r"(_[A-Za-z]*\d[A-Za-z0-9]*)_\d+$", r"\1", key)
+
+
+def block_outputs(model) -> set[str]:
+    """Layers that end a block and that every path from the input to the output goes through: where a
+    cut keeps one whole representation (ResNet's conv3_block4_out, EfficientNet's block5c_add, VGG's
+    block3_pool), not one branch of a block. Blocks are read from the layer names (`block6a_...`,
+    `conv3_block2_...`, `block_5_...`)."""
+    order = {l.name: i for i, l in enumerate(model.layers)}
+    crossed = set()  # indices some edge jumps over: a skip connection's span
+    for layer in model.layers:
+        for node in layer._inbound_nodes:
+            for t in node.input_tensors:
+                source = order[t._keras_history.operation.name]
+                crossed.update(range(source + 1, order[layer.name]))
+    names = [l.name for l in model.layers]
+    group = [block_of(n) for n in names]
+    return {n for i, n in enumerate(names)
+            if i not in crossed and i > 0 and (i + 1 == len(names) or group[i + 1] != group[i])}
 
 
 def named_layer(model, backbone: str, layer: str):
@@ -101,15 +139,15 @@ def named_layer(model, backbone: str, layer: str):
                         f"(`cnncodes layers {backbone}` lists all)") from None
 
 
-def check_backbone(backbone: str, weights: str = "none", layer: str | None = None):
-    """Stops before any work when a weights file does not load into the backbone, or `layer` is not in it.
-    Builds it at 32 px (weights fit any input side); the ImageNet weights are not fetched for this."""
+def check_backbone(backbone: str, weights: str = "none", layer: str | list | None = None):
+    """Stops before any work when a weights file does not load into the backbone, or a layer (one name or a
+    list) is not in it. Builds it at 32 px (weights fit any input side); ImageNet weights are not fetched."""
     spec = get_backbone(backbone)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = family(spec).build(backbone, 32, None if weights in ("imagenet", "none") else weights)
-    if layer is not None:
-        named_layer(model, backbone, layer)
+    for name in [layer] if isinstance(layer, str) else layer or []:
+        named_layer(model, backbone, name)
 
 
 def check_layer(backbone: str, layer: str):

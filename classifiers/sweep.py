@@ -1,0 +1,114 @@
+"""`cnncodes sweep`: which feature set makes the best head, chosen on the training split alone.
+
+Every candidate (a stored set, or sets joined as `A+B`) is scored by k-fold cross-validation over the
+training rows, through `kfold_scores`, whose finished folds are kept: a rerun with one more candidate
+computes only that one. The best mean wins; the head is then fitted on the winner's whole training
+split and the test split is scored once, for the winner alone. Test accuracy never ranks anything.
+"""
+import re
+import time
+from pathlib import Path
+
+from cnncodes.features import schema
+from cnncodes.features.errors import UserError
+from cnncodes.features.provenance import code_version
+from cnncodes.features.sealed import SealBroken, read_sealed, write_sealed
+from cnncodes.features.store import FeatureSetInfo, FeatureStore
+from cnncodes.pipeline.console import printable
+from .fit import fit_head
+from .kfold import kfold_scores, write_text_atomically
+from .params import resolve_params
+from .registry import HEADS
+
+
+def default_candidates(store: FeatureStore) -> list[str]:
+    """Every complete set of this data, and, for each extraction configuration cut at several layers, all
+    its cuts joined (deepest first, as the store lists them): layers, backbones, sizes and views alike."""
+    sets = [s for s in store.feature_sets() if s.complete and not s.damaged and not store.stale(s)]
+    groups: dict[str, list[str]] = {}
+    for s in sets:
+        same = {k: v for k, v in s.config.items() if k not in ("layer", "weights_sha256")}
+        groups.setdefault(repr(sorted(same.items(), key=str)), []).append(s.name)
+    joined = ["+".join(names) for names in groups.values() if len(names) > 1]
+    return [s.name for s in sets] + joined
+
+
+def extraction_seconds(store: FeatureStore, info: FeatureSetInfo) -> float:
+    """What the codes cost to extract: a pass several cuts shared is counted once."""
+    passes = {}
+    for part in info.parts or [info.name]:
+        s = store.feature_set(part)
+        passes[frozenset([s.name, *s.extra.get("extracted_with", [])])] = s.seconds
+    return sum(passes.values())
+
+
+def sweep(store_dir, head: str, *, features: list[str] | None = None, k: int = 5, label: str | None = None,
+          params: dict | None = None, epochs: int | None = None, scheduler: str | None = None, workers: int = 1,
+          progress: bool = True, log=None) -> dict:
+    """Ranks the candidate feature sets by `head`'s k-fold mean on the training split, fits `head` on the
+    best one's training split and scores its test split once. Returns (and saves) the sweep record."""
+    if head not in HEADS:
+        raise UserError(f"sweep ranks feature sets for a head on codes: use one of {', '.join(HEADS)}, not {head!r}")
+    head_params = resolve_params([head], params or {}, epochs)[head]
+    store = FeatureStore.open(store_dir)
+    label = store.canonical_label_set(label)
+    given = list(dict.fromkeys(features or [])) or default_candidates(store)
+    if not given:
+        raise UserError(f"{store.path} has no complete feature sets to compare: run `cnncodes features` first")
+    infos = {}
+    for name in given:  # every name checked before any fold is computed
+        info = store.feature_set(name)
+        infos.setdefault(info.name, info)
+    rows = []
+    for name, info in infos.items():
+        table = kfold_scores(store.path, [head], [label], k=k, features=name, params={head: head_params},
+                             scheduler=scheduler, workers=workers, progress=progress, log=log)
+        row = next(r for r in table["rows"] if r["head"] == head and r["label"] == label
+                   and r["settings"] == head_params)
+        rows.append({"features": name, "dims": info.pooled_shape[1], "mean": row["mean"], "std": row["std"],
+                     "folds": row["folds"], "extraction_seconds": round(extraction_seconds(store, info), 1),
+                     "fit_seconds": round(row["seconds"] / k, 2), "chosen": row["chosen"]})
+    rows.sort(key=lambda r: (-r["mean"], r["extraction_seconds"] + r["fit_seconds"]))  # ties: the cheaper
+    best = rows[0]["features"]
+    start = time.time()
+    run, record = fit_head(store.path, head, features=best, label=label, params=head_params)
+    result = {"kind": "sweep", "head": head, "label": label, "k": k, "params": record["params"],
+              "candidates": rows, "chosen": best, "run": Path(run).name,
+              "test_accuracy": record["test_accuracy"], "train_accuracy": record["train_accuracy"],
+              "final_fit_seconds": round(time.time() - start, 1), "code": code_version()}
+    folder = Path(store.path) / schema.RUNS_DIR / safe_name(f"sweep-{head}-{label}-k{k}")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_sealed(folder / "sweep.json", result)
+    write_text_atomically(folder / "sweep.md", format_sweep(result))
+    return {**result, "path": str(folder / "sweep.md")}
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+=-]", "_", name)[:120]
+
+
+def format_sweep(result: dict) -> str:
+    """The ranking as Markdown, the test figure apart: it was not used to choose."""
+    lines = [printable(f"{result['head']} on each feature set, {result['k']}-fold cross-validation on the training "
+                       f"split ({result['label']})"), "",
+             "| rank | features | dims | k-fold mean ± std % | extraction s | fit s (a fold) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for i, r in enumerate(result["candidates"], 1):
+        name = f"**{r['features']}**" if r["features"] == result["chosen"] else r["features"]
+        lines.append(printable(f"| {i} | {name} | {r['dims']} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} | "
+                               f"{r['extraction_seconds']:.0f} | {r['fit_seconds']:.1f} |"))
+    lines += ["", printable(f"chosen on the training split: {result['chosen']}; {result['head']} fitted on its whole "
+                            f"training split (run {result['run']})"),
+              f"test accuracy, scored once for the chosen set only: {100 * result['test_accuracy']:.2f}%"]
+    return "\n".join(lines) + "\n"
+
+
+def sweeps(store) -> list[dict]:
+    """Every sweep record under the store's runs, for `report`."""
+    out = []
+    for path in sorted((Path(store) / schema.RUNS_DIR).glob("sweep-*/sweep.json")):
+        try:
+            out.append(read_sealed(path))
+        except SealBroken:
+            continue
+    return out
