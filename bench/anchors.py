@@ -41,6 +41,7 @@ quiet = dict(progress=False, log=lambda m: None)
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--store", default="bench/out/cifar10-full")
+    p.add_argument("--dataset", default=DATASET, help="as the store was ingested from")
     p.add_argument("--backbones", default="efficientnet_lite0")
     p.add_argument("--head", default="logreg")
     p.add_argument("-k", type=int, default=3)
@@ -52,10 +53,10 @@ def main():
 
     os.chdir(ROOT)
     code = code_version()
-    print(conditions({"data": DATASET, "store": args.store,
+    print(conditions({"data": args.dataset, "store": args.store,
                       "code": f"cnncodes {code['version']}, commit {code['commit'] or 'uncommitted'}, "
                               f"source {code['source_sha256'][:12]}"}), flush=True)
-    store = ingest(args.store, IngestConfig(DATASET), **quiet).path
+    store = ingest(args.store, IngestConfig(args.dataset), **quiet).path
     seeds = [int(s) for s in args.seeds.split(",")]
     for backbone in args.backbones.split(","):
         config = FeatureConfig(backbone, "imagenet", get_backbone(backbone).native_size)
