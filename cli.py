@@ -11,8 +11,7 @@ import click
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow start-up chatter is not for users
 
 from cnncodes.features.errors import UserError
-from cnncodes.features.limits import MAX_BATCH, MAX_CHUNK, MAX_IMAGE_SIDE, MAX_SEED
-from cnncodes.pipeline.augment import MAX_VIEWS
+from cnncodes.features.limits import MAX_BATCH, MAX_CHUNK, MAX_IMAGE_SIDE, MAX_SEED, MAX_VIEWS
 from cnncodes.pipeline.console import printable
 
 
@@ -280,6 +279,7 @@ def format_info(s: dict) -> str:
         state = "complete" if f["complete"] else f"INCOMPLETE {f['rows']}"
         lines.append(f"  {p(f['name'])}: {tuple(f['shape'])} {f['dtype']}"
                      + (f" + spatial {tuple(f['spatial_shape'])}" if f["spatial_shape"] else "")
+                     + (f" + {f['views']} views" if f.get("views") else "")
                      + f", {state}, {f['seconds']:.1f}s, fingerprint {f['fingerprint'][:12]}")
     if "check" in s:
         lines.append("check")

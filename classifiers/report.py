@@ -16,6 +16,7 @@ from .ranking import (Configuration, configurations, cross_validated_text, featu
                       percent, setting_text, settings_text)
 from .report_figures import class_name, confusion_figure, curves_figure, sample_figure
 from .runs import all_runs, damaged_runs, kfold_tables, number_or
+from .sweep import sweeps
 
 MISCLASSIFIED_ROWS = 50  # per run: the page stays readable on 10,000 test images
 NO_SOURCES = "sources not recorded (store made before cnncodes recorded them)"
@@ -85,6 +86,24 @@ def kfold_section(tables: list[dict], fold_records: int) -> list[str]:
         parts.append(f"<h3>{esc(t['k'])}-fold on {esc(t['on'])}, features {esc(t['features'])}</h3>"
                      f"<p>wall time {esc(t['wall_seconds'])} s</p>")
         parts.append(_table(*kfold_cells(t)))
+    return parts
+
+
+def sweep_section(records: list[dict]) -> list[str]:
+    """Each sweep's ranking (cross-validated on the training split) and, apart, its one test figure."""
+    if not records:
+        return []
+    parts = ["<h2>Feature-set sweeps</h2>",
+             "<p>Each candidate feature set scored by the head's k-fold mean on the training split; the best was "
+             "fitted on the whole training split and scored on the test split once. Test accuracy chose nothing.</p>"]
+    header = ["rank", "features", "dims", "k-fold mean ± std %", "extraction s", "fit s (a fold)"]
+    for r in records:
+        rows = [[i, ("★ " if c["features"] == r["chosen"] else "") + c["features"], c["dims"],
+                 f"{100 * c['mean']:.2f} ± {100 * c['std']:.2f}", f"{c['extraction_seconds']:.0f}",
+                 f"{c['fit_seconds']:.1f}"] for i, c in enumerate(r["candidates"], 1)]
+        parts += [f"<h3>{esc(r['head'])}, {esc(r['k'])}-fold, label set {esc(r['label'])}</h3>", _table(header, rows),
+                  f"<p>chosen: {esc(r['chosen'])}; test accuracy, scored once for it: "
+                  f"<b>{100 * r['test_accuracy']:.2f}%</b> (run {esc(r['run'])})</p>"]
     return parts
 
 
@@ -205,7 +224,7 @@ def build_report(store_dir, out_dir=None) -> Path:
     if damaged:
         parts.append("<h2>Damaged runs</h2><p>Left out of this page; delete them, or re-run what made them.</p><ul>"
                      + "".join(f"<li>{esc(folder.name)}: {esc(why)}</li>" for folder, why in damaged) + "</ul>")
-    parts += runs_section(groups) + kfold_section(tables, fold_records)
+    parts += runs_section(groups) + kfold_section(tables, fold_records) + sweep_section(sweeps(store.path))
     with matplotlib.rc_context({"text.usetex": False}):  # TeX would read names as markup
         for number, c in enumerate(groups, 1):
             parts += configuration_section(number, c, out, test, plt)

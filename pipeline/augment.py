@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnncodes.features.errors import UserError
+from cnncodes.features.limits import MAX_VIEWS
 from .resize import crop_matrices
 
-MAX_VIEWS = 64    # views are stored beside the codes: 64 views of 50,000 rows of 1280 floats are 16 GB
 MIN_SIDE = 8      # a stored side to crop from: a quarter of 8x8 (digits) still leaves 4x4 px
 TRIES = 10        # draws of a box before falling back to the whole image, as torchvision's RandomResizedCrop
 

@@ -132,3 +132,27 @@ def test_a_bad_concatenation_is_one_line(two_sets, name, says):
 def test_a_concatenation_has_no_spatial_maps(two_sets):
     with pytest.raises(UserError, match="spatial maps are read from one set"):
         FeatureStore.open(two_sets).features("lite-last+lite-block6a_expand_activation", kind="spatial")
+
+
+def test_predict_with_a_head_fitted_on_a_concatenation_gives_the_scores_of_its_stored_codes(two_sets, tmp_path):
+    import cv2
+
+    from cnncodes.classifiers.fit import fit_head
+    from cnncodes.classifiers.predict import predict_scored
+    from cnncodes.classifiers.runs import load_run
+
+    joined = "lite-last+lite-block6a_expand_activation"
+    run, _ = fit_head(two_sets, "logreg", features=joined)
+    store = FeatureStore.open(two_sets)
+    images = store.images(split="test")[:4]
+    paths = []
+    for i, image in enumerate(images):  # PNG: the stored pixels, exactly
+        paths.append(tmp_path / f"{i}.png")
+        cv2.imwrite(str(paths[-1]), image[..., ::-1])
+    _, top = predict_scored(run, paths, top=1)
+    _, head = load_run(run)
+    expected = head.predict_proba(store.features(joined, split="test")[:4])
+    names = store.class_names()
+    for (name, score), row in zip((t[0] for t in top), expected):
+        assert name == names[int(head.classes_[row.argmax()])]
+        assert score == pytest.approx(row.max(), rel=1e-4)

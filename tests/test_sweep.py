@@ -6,6 +6,7 @@ import pytest
 
 from conftest import run_cli
 from cnncodes.classifiers import sweep as sweep_module
+from cnncodes.classifiers.report import build_report
 from cnncodes.features.errors import UserError
 from cnncodes.features.sealed import read_sealed
 from cnncodes.features.store import FeatureStore
@@ -24,7 +25,8 @@ def cuts_store(tmp_path_factory):
     return store
 
 
-def test_sweep_ranks_on_training_folds_and_reads_the_test_split_only_for_the_chosen_fit(cuts_store, monkeypatch):
+def test_sweep_ranks_on_training_folds_and_reads_the_test_split_only_for_the_chosen_fit(cuts_store, monkeypatch,
+                                                                                         tmp_path):
     reads = []
     real_features, real_fit = FeatureStore.features, sweep_module.fit_head
 
@@ -57,6 +59,9 @@ def test_sweep_ranks_on_training_folds_and_reads_the_test_split_only_for_the_cho
     assert record["chosen"] == result["chosen"] and record["code"]["source_sha256"]
     run = json.loads((cuts_store / "runs" / record["run"] / "record.json").read_text())
     assert run["features"] == result["chosen"] and run["test_accuracy"] == record["test_accuracy"]
+    page = build_report(cuts_store, tmp_path / "report").read_text()
+    assert "Feature-set sweeps" in page and f"★ {result['chosen']}" in page
+    assert f"{100 * record['test_accuracy']:.2f}%" in page.split("Feature-set sweeps")[1]
 
 
 def test_sweep_on_the_command_line_shows_the_ranking_and_the_test_figure_apart(cuts_store):

@@ -69,6 +69,9 @@ def test_views_are_stored_per_training_row_beside_unchanged_codes(views_store):
     assert info.extra["views_seconds"] > 0 and info.name.startswith("v-")
     summary = {s["name"]: s["views"] for s in store.summary()["feature_sets"]}
     assert summary["v-last"] == summary[f"v-{CUT}"] == 3
+    from cnncodes.cli import format_info
+
+    assert "v-last: (20, 1280) float32 + 3 views, complete" in format_info(store.summary())
 
 
 def test_views_do_not_depend_on_chunks_batches_or_cuts(views_store):
