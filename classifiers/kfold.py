@@ -58,6 +58,14 @@ def run_baseline_fold(store_dir: str, label: str, fold: int, k: int, kind: str, 
             "chosen": record.get("chosen")}
 
 
+def folder_name(features: str, most: int = 100) -> str:
+    """A feature set's name as part of a folder name: itself, or, for a long `A+B+...` join (file names end at 255
+    bytes), its start and a digest of the whole; table.json keeps the name in full."""
+    if len(features) <= most:
+        return features
+    return f"{features[:most - 13]}-{hashlib.sha256(features.encode()).hexdigest()[:12]}"
+
+
 def task_key(head, label, fold, params, basis: str) -> str:
     """File name of a finished fold: the head's parameters and the data's fingerprint are part of it,
     so a result is reused only for the same head on the same features."""
@@ -100,7 +108,7 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
     labels = list(dict.fromkeys(map(store.canonical_label_set, labels or [None])))
     split = "train" if on == "train" else None
     folds = store.folds(k, on=on, split=split)
-    run = Path(store.path) / schema.RUNS_DIR / f"kfold-{source}-k{k}-{on}"
+    run = Path(store.path) / schema.RUNS_DIR / f"kfold-{folder_name(source)}-k{k}-{on}"
     basis = info.fingerprint if info else str(store.attrs["content_sha256"])
 
     def done_file(h, l, f):

@@ -5,6 +5,7 @@ training rows, through `kfold_scores`, whose finished folds are kept: a rerun wi
 computes only that one. The best mean wins; the head is then fitted on the winner's whole training
 split and the test split is scored once, for the winner alone. Test accuracy never ranks anything.
 """
+import hashlib
 import re
 import time
 from pathlib import Path
@@ -22,15 +23,15 @@ from .registry import HEADS
 
 
 def default_candidates(store: FeatureStore) -> list[str]:
-    """Every complete set of this data, and, for each extraction configuration cut at several layers, all
-    its cuts joined (deepest first, as the store lists them): layers, backbones, sizes and views alike."""
-    sets = [s for s in store.feature_sets() if s.complete and not s.damaged and not store.stale(s)]
-    groups: dict[str, list[str]] = {}
-    for s in sets:
-        same = {k: v for k, v in s.config.items() if k not in ("layer", "weights_sha256")}
-        groups.setdefault(repr(sorted(same.items(), key=str)), []).append(s.name)
-    joined = ["+".join(names) for names in groups.values() if len(names) > 1]
-    return [s.name for s in sets] + joined
+    """Every complete set of this data (layers, backbones, sizes), and, for each extraction pass that cut
+    several layers, all its cuts joined, in the order the store lists them. Sets made with views are left
+    out: no head trains on views yet, so they would score as their plain codes at a higher cost."""
+    sets = [s for s in store.feature_sets() if s.complete and not s.damaged and not store.stale(s)
+            and not s.config.get("views")]
+    passes = {frozenset([s.name, *s.extra.get("extracted_with", [])]) for s in sets if s.extra.get("extracted_with")}
+    names = [s.name for s in sets]
+    joined = ["+".join(n for n in names if n in together) for together in passes]
+    return names + sorted(j for j in joined if "+" in j)
 
 
 def extraction_seconds(store: FeatureStore, info: FeatureSetInfo) -> float:
@@ -76,7 +77,8 @@ def sweep(store_dir, head: str, *, features: list[str] | None = None, k: int = 5
               "candidates": rows, "chosen": best, "run": Path(run).name,
               "test_accuracy": record["test_accuracy"], "train_accuracy": record["train_accuracy"],
               "final_fit_seconds": round(time.time() - start, 1), "code": code_version()}
-    folder = Path(store.path) / schema.RUNS_DIR / safe_name(f"sweep-{head}-{label}-k{k}")
+    listed = hashlib.sha256("\n".join(infos).encode()).hexdigest()[:8]  # a sweep of other candidates: its own folder
+    folder = Path(store.path) / schema.RUNS_DIR / safe_name(f"sweep-{head}-{label}-k{k}-{listed}")
     folder.mkdir(parents=True, exist_ok=True)
     write_sealed(folder / "sweep.json", result)
     write_text_atomically(folder / "sweep.md", format_sweep(result))

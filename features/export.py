@@ -36,6 +36,29 @@ def stream_member(archive: zipfile.ZipFile, name: str, dataset, rows_per_slice: 
             f.write(np.ascontiguousarray(dataset[lo:lo + rows_per_slice]).tobytes())
 
 
+class JoinedRows:
+    """The codes of an `A+B` join, read a slice of rows at a time, each part's read under its own message
+    should its file be damaged."""
+
+    def __init__(self, store: FeatureStore, parts: list[str], kind: str):
+        self.store, self.parts, self.kind = store, parts, kind
+        widths = []
+        for part in parts:
+            with reading(self.path(part), store.rebuild(part)), h5py.File(self.path(part), "r") as f:
+                widths.append(f[kind].shape[1])
+        self.shape, self.dtype = (store.n, sum(widths)), np.dtype(np.float32)
+
+    def path(self, part: str) -> Path:
+        return schema.feature_path(self.store.path, part)
+
+    def __getitem__(self, rows) -> np.ndarray:
+        out = []
+        for part in self.parts:
+            with reading(self.path(part), self.store.rebuild(part)), h5py.File(self.path(part), "r") as f:
+                out.append(f[self.kind][rows])
+        return np.concatenate(out, axis=1)
+
+
 def tmp_path(out: Path, pid: int) -> Path:
     return out.with_name(f".{out.name}.{socket.gethostname()}.{pid}.tmp")
 
@@ -79,7 +102,7 @@ def export_feature_set(store_dir, out, features: str | None = None, kind: str = 
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
             if info.parts:  # A+B: its sets joined slice by slice as they are read
-                stream_member(archive, "codes", store.features(info.name, kind=kind, lazy=True))
+                stream_member(archive, "codes", JoinedRows(store, info.parts, kind))
             else:
                 with reading(path, store.rebuild(info.name)), h5py.File(path, "r") as f:
                     stream_member(archive, "codes", f[kind])

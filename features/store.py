@@ -384,8 +384,9 @@ class FeatureStore:
         """The named complete feature set (its name in any case); without a name, the only complete one.
         Its `.name` is the stored name. A set made from other data than this data.h5 is refused.
         `A+B` names the concatenation of sets A and B (see `concatenation`)."""
-        if name is not None and "+" in name:
-            return self.concatenation(name)
+        if name is not None and "+" in name and resolve_name(name, [s.name for s in self.feature_sets()],
+                                                            "feature set") is None:
+            return self.concatenation(name)  # a set stored under a name with + (before joins existed) is itself
         sets = self.feature_sets()
         if not sets:
             raise UserError(f"{self.path} has no feature sets yet: run `cnncodes features --store {self.path} ...` first")

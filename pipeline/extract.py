@@ -381,6 +381,9 @@ def set_name(store: FeatureStore, name: str | None, layer: str | None, several: 
     """The set's --name (resolved in any case against the store's names); `NAME-<layer>` for one of several cuts."""
     if name is None:
         return None
+    if "+" in name:
+        raise UserError(f"--name {name!r}: + joins feature sets when they are read (--features A+B); name the set "
+                        f"without it")
     if several:
         name = f"{name}-{layer or 'last'}"
         check_name(name)

@@ -300,7 +300,7 @@ def test_names_from_data_reach_the_terminal_escaped(tmp_path, monkeypatch):
 
     tree = write_mixed_tree(tmp_path / f"{ESC}pets", classes=(f"{ESC}cat", "dog"), per_class=2)
     result = extract.ExtractResult(f"{ESC}codes", "cached", 8, 0.0, 0.0, tmp_path / "s" / f"{ESC}codes.h5")
-    monkeypatch.setattr(extract, "extract_features", lambda *a, **k: result)
+    monkeypatch.setattr(extract, "extract_layers", lambda *a, **k: [result])
     runner = CliRunner()
     said = runner.invoke(cli, ["features", "--dataset", f"folder:{tree}", "--store", str(tmp_path / "s"), "--quiet"])
     shown = runner.invoke(cli, ["info", "--store", str(tmp_path / "s")])
@@ -343,8 +343,8 @@ def test_a_changed_source_is_ingested_again_with_reingest(tmp_path, monkeypatch)
     from conftest import write_mixed_tree
 
     tree = write_mixed_tree(tmp_path / "pets", classes=("cat", "dog"), per_class=2)
-    monkeypatch.setattr(extract, "extract_features", lambda *a, **k: extract.ExtractResult(
-        "codes", "cached", 0, 0.0, 0.0, tmp_path / "codes.h5"))  # the ingest is what is tested here
+    monkeypatch.setattr(extract, "extract_layers", lambda *a, **k: [extract.ExtractResult(
+        "codes", "cached", 0, 0.0, 0.0, tmp_path / "codes.h5")])  # the ingest is what is tested here
     args = ["features", "--dataset", f"folder:{tree}", "--store", str(tmp_path / "s"), "--image-size", "16", "--quiet"]
     assert CliRunner().invoke(cli, args).exit_code == 0
     (tree / "train" / "cat" / "000.jpg").rename(tree / "train" / "dog" / "100.jpg")  # a cat was a dog

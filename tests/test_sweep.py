@@ -54,7 +54,7 @@ def test_sweep_ranks_on_training_folds_and_reads_the_test_split_only_for_the_cho
     # one pass made both cuts: its cost is counted once for the pair
     assert joined["extraction_seconds"] == pytest.approx(max(r["extraction_seconds"] for r in result["candidates"]),
                                                          abs=0.1)
-    assert Path(result["path"]).parent.name == f"sweep-logreg-{result['label']}-k3"
+    assert Path(result["path"]).parent.name.startswith(f"sweep-logreg-{result['label']}-k3-")
     record = read_sealed(Path(result["path"]).parent / "sweep.json")
     assert record["chosen"] == result["chosen"] and record["code"]["source_sha256"]
     run = json.loads((cuts_store / "runs" / record["run"] / "record.json").read_text())
@@ -79,3 +79,36 @@ def test_an_unknown_candidate_is_refused_before_any_fold(cuts_store, tmp_path):
         sweep_module.sweep(cuts_store, "logreg", features=["lite-last", "lite-last+nosuch"], k=3, progress=False)
     after = sorted(p.name for p in (cuts_store / "runs").glob("*")) if (cuts_store / "runs").exists() else []
     assert after == before
+
+
+def test_a_long_join_keeps_its_kfold_folder_within_a_file_names_length(cuts_store, monkeypatch):
+    from cnncodes.classifiers import kfold
+
+    joined = "lite-block6a_expand_activation+lite-last"
+    assert kfold.folder_name(joined) == joined  # short names keep the folders they always had
+    long = kfold.folder_name("x" * 300)
+    assert len(long) == 100 and long != kfold.folder_name("x" * 299)
+    real = kfold.folder_name
+    monkeypatch.setattr(kfold, "folder_name", lambda name: real(name, 20))  # as a join past 100 characters is
+    table = kfold.kfold_scores(cuts_store, ["logreg"], k=3, features=joined, progress=False)
+    assert Path(table["path"]).parent.name == f"kfold-{real(joined, 20)}-k3-train" and table["features"] == joined
+
+
+def test_a_new_set_name_may_not_hold_the_join_sign(cuts_store):
+    with pytest.raises(UserError, match=r"\+ joins feature sets"):
+        extract_layers(cuts_store, FeatureConfig("efficientnet_lite0", "none", 32), [None], name="a+b", **quiet)
+
+
+def test_exporting_a_join_with_a_damaged_part_is_one_line_naming_it(cuts_store, tmp_path):
+    import shutil
+
+    from cnncodes.features.errors import DamagedError
+    from cnncodes.features.export import export_feature_set
+    from test_store import flip_byte_in_chunk
+
+    copy = tmp_path / "s"
+    shutil.copytree(cuts_store, copy)
+    flip_byte_in_chunk(copy / "features" / "lite-last.h5", "pooled")
+    with pytest.raises(DamagedError, match="lite-last"):
+        export_feature_set(copy, tmp_path / "codes.npz", "lite-block6a_expand_activation+lite-last")
+    assert not list(tmp_path.glob("*.npz")) and not list(tmp_path.glob(".codes.npz*"))
