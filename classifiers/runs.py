@@ -31,12 +31,17 @@ PARTIAL = re.compile(r"^\.partial-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-(?P<name>
 HOST = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:60] or "host"
 
 
+def folder_part(text: str) -> str:
+    """A name from data (a label set, a head) as part of a run folder's name: unsafe characters become '_'."""
+    return re.sub(r"[^A-Za-z0-9_.+=-]", "_", text)[:60]
+
+
 def new_run_dir(store: Path, kind: str, head: str, label: str) -> Path:
     """A fresh hidden folder under STORE/runs/, made before any work, so a store that cannot be written to
     fails at once; save_run renames it into place. Names come from data (label sets), so unsafe
     characters become '_'."""
     runs = Path(store) / schema.RUNS_DIR
-    name = "-".join(re.sub(r"[^A-Za-z0-9_.+=-]", "_", part)[:60] for part in (kind, head, label))
+    name = "-".join(folder_part(part) for part in (kind, head, label))
     run = runs / f".partial-{HOST}-{os.getpid()}-{time.strftime('%Y%m%d-%H%M%S')}-{name}"
     try:
         runs.mkdir(parents=True, exist_ok=True)

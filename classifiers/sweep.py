@@ -6,7 +6,6 @@ computes only that one. The best mean wins; the head is then fitted on the winne
 split and the test split is scored once, for the winner alone. Test accuracy never ranks anything.
 """
 import hashlib
-import re
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from .fit import fit_head
 from .kfold import kfold_scores, write_text_atomically
 from .params import resolve_params
 from .registry import HEADS
+from .runs import folder_part
 
 
 def default_candidates(store: FeatureStore) -> list[str]:
@@ -34,11 +34,12 @@ def default_candidates(store: FeatureStore) -> list[str]:
     return names + sorted(j for j in joined if "+" in j)
 
 
-def extraction_seconds(store: FeatureStore, info: FeatureSetInfo) -> float:
-    """What the codes cost to extract: a pass several cuts shared is counted once."""
+def extraction_seconds(stored: dict[str, FeatureSetInfo], info: FeatureSetInfo) -> float:
+    """What the codes cost to extract: a pass several cuts shared is counted once. `stored`: the store's sets
+    by name."""
     passes = {}
     for part in info.parts or [info.name]:
-        s = store.feature_set(part)
+        s = stored[part]
         passes[frozenset([s.name, *s.extra.get("extracted_with", [])])] = s.seconds
     return sum(passes.values())
 
@@ -60,6 +61,7 @@ def sweep(store_dir, head: str, *, features: list[str] | None = None, k: int = 5
     for name in given:  # every name checked before any fold is computed
         info = store.feature_set(name)
         infos.setdefault(info.name, info)
+    stored = {s.name: s for s in store.feature_sets()}
     rows = []
     for name, info in infos.items():
         table = kfold_scores(store.path, [head], [label], k=k, features=name, params={head: head_params},
@@ -67,7 +69,7 @@ def sweep(store_dir, head: str, *, features: list[str] | None = None, k: int = 5
         row = next(r for r in table["rows"] if r["head"] == head and r["label"] == label
                    and r["settings"] == head_params)
         rows.append({"features": name, "dims": info.pooled_shape[1], "mean": row["mean"], "std": row["std"],
-                     "folds": row["folds"], "extraction_seconds": round(extraction_seconds(store, info), 1),
+                     "folds": row["folds"], "extraction_seconds": round(extraction_seconds(stored, info), 1),
                      "fit_seconds": round(row["seconds"] / k, 2), "chosen": row["chosen"]})
     rows.sort(key=lambda r: (-r["mean"], r["extraction_seconds"] + r["fit_seconds"]))  # ties: the cheaper
     best = rows[0]["features"]
@@ -78,15 +80,11 @@ def sweep(store_dir, head: str, *, features: list[str] | None = None, k: int = 5
               "test_accuracy": record["test_accuracy"], "train_accuracy": record["train_accuracy"],
               "final_fit_seconds": round(time.time() - start, 1), "code": code_version()}
     listed = hashlib.sha256("\n".join(infos).encode()).hexdigest()[:8]  # a sweep of other candidates: its own folder
-    folder = Path(store.path) / schema.RUNS_DIR / safe_name(f"sweep-{head}-{label}-k{k}-{listed}")
+    folder = Path(store.path) / schema.RUNS_DIR / f"sweep-{folder_part(head)}-{folder_part(label)}-k{k}-{listed}"
     folder.mkdir(parents=True, exist_ok=True)
     write_sealed(folder / "sweep.json", result)
     write_text_atomically(folder / "sweep.md", format_sweep(result))
     return {**result, "path": str(folder / "sweep.md")}
-
-
-def safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+=-]", "_", name)[:120]
 
 
 def format_sweep(result: dict) -> str:

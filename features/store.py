@@ -383,40 +383,42 @@ class FeatureStore:
     def feature_set(self, name: str | None = None) -> FeatureSetInfo:
         """The named complete feature set (its name in any case); without a name, the only complete one.
         Its `.name` is the stored name. A set made from other data than this data.h5 is refused.
-        `A+B` names the concatenation of sets A and B (see `concatenation`)."""
-        if name is not None and "+" in name and resolve_name(name, [s.name for s in self.feature_sets()],
-                                                            "feature set") is None:
-            return self.concatenation(name)  # a set stored under a name with + (before joins existed) is itself
+        `A+B` names the concatenation of sets A and B (see `_concatenation`)."""
         sets = self.feature_sets()
         if not sets:
             raise UserError(f"{self.path} has no feature sets yet: run `cnncodes features --store {self.path} ...` first")
-        complete = [s for s in sets if s.complete and not self.stale(s)]  # what can be chosen
-        names = ", ".join(s.name for s in complete) or "none"
         if name is None:
+            complete = [s for s in sets if s.complete and not self.stale(s)]  # what can be chosen
             if len(complete) == 1:
                 return self._usable(complete[0])
             if not complete and len(sets) == 1:  # the one set there is: why it cannot be used
                 return self._usable(sets[0])
-            raise UserError(f"{self.path} has {len(complete)} complete feature sets ({names}): choose one with --features NAME")
+            raise UserError(f"{self.path} has {len(complete)} complete feature sets ({self._complete_names(sets)}): "
+                            f"choose one with --features NAME")
+        if "+" in name and resolve_name(name, [s.name for s in sets], "feature set") is None:
+            return self._concatenation(name, sets)  # a set stored under a name with + (before joins existed) is itself
+        return self._named(name, sets)
+
+    def _complete_names(self, sets: list[FeatureSetInfo]) -> str:
+        return ", ".join(s.name for s in sets if s.complete and not self.stale(s)) or "none"
+
+    def _named(self, name: str, sets: list[FeatureSetInfo]) -> FeatureSetInfo:
         found = resolve_name(name, [s.name for s in sets], "feature set")
         if found is None:
-            raise UserError(f"no feature set {name!r} in {self.path} (complete: {names})")
+            raise UserError(f"no feature set {name!r} in {self.path} (complete: {self._complete_names(sets)})")
         return self._usable(next(s for s in sets if s.name == found))
 
-    def concatenation(self, name: str) -> FeatureSetInfo:
-        """`A+B+...`: the codes of complete sets A, B, ... side by side, row for row (every set has one row per
-        stored image, in store order, so rows align). Nothing is written: `features()` joins them as it reads."""
+    def _concatenation(self, name: str, sets: list[FeatureSetInfo]) -> FeatureSetInfo:
+        """`A+B+...`: the codes of complete sets A, B, ... side by side, row for row (every usable set has one row
+        per stored image, in store order, so rows align). Nothing is written: `features()` joins them as it reads."""
         names = [part.strip() for part in name.split("+")]
         if "" in names:
             raise UserError(f"--features {name!r} has an empty part: join set names with +, e.g. --features A+B")
-        parts = [self.feature_set(part) for part in names]
+        parts = [self._named(part, sets) for part in names]
         stored = [p.name for p in parts]
         if len(set(stored)) < len(stored):
             raise UserError(f"--features {name!r} names {next(n for n in stored if stored.count(n) > 1)} twice: "
                             f"join each set once")
-        if len({p.n for p in parts}) > 1:  # each matched data.h5 already; kept for sets made before binding
-            raise UserError(f"--features {name!r} joins sets of different row counts "
-                            f"({', '.join(f'{p.name} {p.n}' for p in parts)}): rebuild the odd one")
         fingerprint = hashlib.sha256("+".join(p.fingerprint for p in parts).encode()).hexdigest()
         views = parts[0].views if len({view_identity(p) for p in parts}) == 1 else 0  # views of the same crops
         return FeatureSetInfo(name="+".join(stored), complete=True, fingerprint=fingerprint,

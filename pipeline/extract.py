@@ -463,7 +463,8 @@ def _extract_locked(store, config, models, plans: dict, batch_size, chunk_size, 
     # Sets resumed with another chunk size than the rest take a pass of their own (chunks must line up).
     for size in sorted({w.chunk_size for w in opened.values()}):
         group = {i: w for i, w in opened.items() if w.chunk_size == size}
-        todo = [lo for lo in range(0, store.n, size) if any(lo not in w.committed() for w in group.values())]
+        held = [set(w.committed()) for w in group.values()]  # listed once: a folder read per set, not per chunk
+        todo = [lo for lo in range(0, store.n, size) if any(lo not in h for h in held)]
         label = plans[min(group)].name + (f" (+{len(group) - 1} cuts)" if len(group) > 1 else "")
         pending = sum(images_of(lo, min(size, store.n - lo)) for lo in todo)
         total = images_of(0, store.n)  # the bar counts the images of the pass: plain ones and views
