@@ -106,12 +106,18 @@ def test_an_unbound_set_of_another_row_count_is_refused(store_copy):
         FeatureStore.open(store_copy).features("r50")
 
 
-def test_a_set_in_progress_of_replaced_data_is_started_again(tmp_path):
-    store = tmp_path / "s"
-    ingest(store, IngestConfig("digits", limit=10), **quiet)
-    writer = FeatureSetWriter(store, "x", "fp", {}, 20, 4, None, chunk_size=10,
+def started_set(store, limit: int) -> FeatureSetWriter:
+    """A store of `limit` digits a split and set `x` in progress on it: its first chunk of 10 rows committed."""
+    ingest(store, IngestConfig("digits", limit=limit), **quiet)
+    writer = FeatureSetWriter(store, "x", "fp", {}, 2 * limit, 4, None, chunk_size=10,
                               data_sha256=FeatureStore.open(store).content)
     writer.commit(0, np.ones((10, 4)), None)
+    return writer
+
+
+def test_a_set_in_progress_of_replaced_data_is_started_again(tmp_path):
+    store = tmp_path / "s"
+    writer = started_set(store, limit=10)
     (store / "data.h5").unlink()
     ingest(store, IngestConfig("digits", limit=10, seed=1), **quiet)
     opened = FeatureStore.open(store)
@@ -125,10 +131,7 @@ def test_a_set_in_progress_of_replaced_data_is_started_again(tmp_path):
 
 def test_assembly_refuses_chunks_of_data_replaced_meanwhile(tmp_path):
     store = tmp_path / "s"
-    ingest(store, IngestConfig("digits", limit=5), **quiet)
-    writer = FeatureSetWriter(store, "x", "fp", {}, 10, 4, None, chunk_size=10,
-                              data_sha256=FeatureStore.open(store).content)
-    writer.commit(0, np.ones((10, 4)), None)
+    writer = started_set(store, limit=5)
     ingest(store, IngestConfig("digits", limit=5, seed=2), reingest=True, **quiet)
     with pytest.raises(UserError, match="ingested again while feature set x was being extracted"):
         writer.assemble({})
