@@ -345,8 +345,10 @@ def parse_params(pairs) -> dict:
 @click.option("--spatial", is_flag=True, help="train on the spatial maps (gap, dense)")
 @click.option("--epochs", type=POSITIVE, help="for the Keras heads (dense, gap) [their default]")
 @click.option("--param", "params", multiple=True, help="head parameter KEY=VALUE (a JSON value), repeatable")
+@click.option("--no-views", "plain", is_flag=True,
+              help="train on the plain codes only, though the set has cached augmented views")
 @click.option("--quiet", is_flag=True, help="no progress (the C grid's fits, the Keras heads' epochs)")
-def fit(store, head, features, label, spatial, epochs, params, quiet):
+def fit(store, head, features, label, spatial, epochs, params, plain, quiet):
     """Train a head on the training split's codes, test it, save it and its run record."""
     from cnncodes.classifiers.fit import fit_head
     from cnncodes.classifiers.params import resolve_params
@@ -354,14 +356,15 @@ def fit(store, head, features, label, spatial, epochs, params, quiet):
     params = resolve_params([head], parse_params(params), epochs)[head]
     if not quiet:
         params.setdefault("verbose", keras_verbosity())
-    run, r = fit_head(store, head, features=features, label=label, spatial=spatial, params=params)
+    run, r = fit_head(store, head, features=features, label=label, spatial=spatial, params=params, views=not plain)
     chosen = ", ".join(f"{k} {v}" for k, v in (r.get("chosen") or {}).items())
     validation = r.get("validation_accuracy")
     click.echo(f"{head} on {printable(r['features'])} ({printable(r['label'])}): "
                f"test accuracy {100 * r['test_accuracy']:.2f}%, "
                f"train {100 * r['train_accuracy']:.2f}%"
                + (f", validation {100 * validation:.2f}%" if validation is not None else "")
-               + (f"; chose {chosen}" if chosen else "") + f"; {r['fit_seconds']:.1f} s")
+               + (f"; chose {chosen}" if chosen else "") + (f"; trained with {r['views']} views" if r["views"] else "")
+               + f"; {r['fit_seconds']:.1f} s")
     click.echo(f"saved to {printable(run)}")
 
 
@@ -379,8 +382,10 @@ def fit(store, head, features, label, spatial, epochs, params, quiet):
 @click.option("--epochs", type=POSITIVE, help="for the heads that train in epochs [their default]")
 @click.option("--param", "params", multiple=True,
               help="KEY=VALUE for every requested head that has KEY, or HEAD.KEY=VALUE for one; repeatable")
+@click.option("--no-views", "plain", is_flag=True,
+              help="train on the plain codes only, though the set has cached augmented views")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def kfold(store, heads, k, labels, on, features, scheduler, workers, epochs, params, quiet):
+def kfold(store, heads, k, labels, on, features, scheduler, workers, epochs, params, plain, quiet):
     """k-fold evaluation over the store's folds, every (head, label, fold) a Dask task."""
     from cnncodes.classifiers.kfold import format_table, kfold_scores
     from cnncodes.classifiers.params import resolve_params
@@ -392,7 +397,7 @@ def kfold(store, heads, k, labels, on, features, scheduler, workers, epochs, par
         check_address(scheduler)
     table = kfold_scores(store, heads, list(labels) or None, k=k, on=on, features=features,
                          params=resolve_params(heads, parse_params(params), epochs),
-                         scheduler=scheduler, workers=workers, progress=not quiet)
+                         scheduler=scheduler, workers=workers, progress=not quiet, views=not plain)
     click.echo(format_table(table) + f"wall time {table['wall_seconds']} s, {table['tasks_run']} tasks run")
     if table.get("path"):
         click.echo(f"saved to {printable(table['path'])}")
@@ -409,8 +414,10 @@ def kfold(store, heads, k, labels, on, features, scheduler, workers, epochs, par
 @click.option("--workers", default=1, type=WORKERS, help="local worker processes when no --scheduler")
 @click.option("--epochs", type=POSITIVE, help="for the heads that train in epochs [their default]")
 @click.option("--param", "params", multiple=True, help="head parameter KEY=VALUE (a JSON value), repeatable")
+@click.option("--no-views", "plain", is_flag=True,
+              help="train on the plain codes only, though the set has cached augmented views")
 @click.option("--quiet", is_flag=True, help="no progress bars")
-def sweep(store, head, k, candidates, label, scheduler, workers, epochs, params, quiet):
+def sweep(store, head, k, candidates, label, scheduler, workers, epochs, params, plain, quiet):
     """Rank feature sets by the head's k-fold mean on the training split; fit the best; test it once."""
     from cnncodes.classifiers.params import resolve_params
     from cnncodes.classifiers.sweep import format_sweep, sweep as run_sweep
@@ -421,7 +428,7 @@ def sweep(store, head, k, candidates, label, scheduler, workers, epochs, params,
         check_address(scheduler)
     result = run_sweep(store, head, features=list(candidates), k=k, label=label,
                        params=resolve_params([head], parse_params(params), epochs), scheduler=scheduler,
-                       workers=workers, progress=not quiet)
+                       workers=workers, progress=not quiet, views=not plain)
     click.echo(format_sweep(result) + f"saved to {printable(result['path'])}")
 
 

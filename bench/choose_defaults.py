@@ -54,7 +54,7 @@ def main():
                               f"source {code['source_sha256'][:12]}"}), flush=True)
     for head in args.heads.split(","):
         print(f"\n{head}: {args.k}-fold on the training split of {args.features}\n")
-        print("| setting | " + " | ".join(f"fold {i}" for i in range(args.k)) + " | mean ± std % | epochs |")
+        print("| setting | " + " | ".join(f"fold {i}" for i in range(args.k)) + " | mean ± std % | best epoch per fold |")
         print("| --- |" + " --- |" * (args.k + 2))
         results = []
         for setting in CANDIDATES[head]:
@@ -63,7 +63,7 @@ def main():
             row = next(r for r in table["rows"] if r["head"] == head and r["settings"] == setting)
             results.append((row["mean"], setting))
             label = ", ".join(f"{k} {v}" for k, v in setting.items())
-            epochs = row["chosen"].get("epochs", "-")  # per fold, where the head stops early
+            epochs = ", ".join(map(str, row["chosen"].get("best_epoch", ["-"])))  # per fold: the epoch kept
             print(f"| {label} | " + " | ".join(f"{100 * a:.2f}" for a in row["folds"])
                   + f" | {100 * row['mean']:.2f} ± {100 * row['std']:.2f} | {epochs} |", flush=True)
         best = max(results, key=lambda r: r[0])

@@ -31,10 +31,19 @@ def check_finite(info, *arrays):
                         f"codes: no head can learn from them; {fix}")
 
 
+def training_views(store: FeatureStore, info, spatial: bool, views: bool):
+    """The set's cached augmented views (lazy: read in blocks) when it has them and `views` is on, else None;
+    a head trains on them beside the plain codes. Spatial maps have none (views are pooled)."""
+    if not views or spatial or not info.views:
+        return None
+    return store.views(info.name, lazy=True)
+
+
 def fit_head(store_dir, head: str, *, features: str | None = None, label: str | None = None, spatial: bool = False,
-             params: dict | None = None, epochs: int | None = None):
+             params: dict | None = None, epochs: int | None = None, views: bool = True):
     """Trains, tests, saves the head and its run record; returns (run folder, record).
-    `params` as resolve_params reads them: KEY or HEAD.KEY."""
+    `params` as resolve_params reads them: KEY or HEAD.KEY. With `views` (the default), a set's cached
+    augmented views train too (`--no-views`: its plain codes only)."""
     params = resolve_params([head], params or {}, epochs)[head]
     store = FeatureStore.open(store_dir)
     info = store.feature_set(features)
@@ -46,16 +55,17 @@ def fit_head(store_dir, head: str, *, features: str | None = None, label: str | 
     X, y = load_xy(store, info.name, label, "train", spatial)
     X_test, y_test = load_xy(store, info.name, label, "test", spatial)
     check_finite(info, X, X_test)
+    train_views = training_views(store, info, spatial, views)
     partial = new_run_dir(store.path, "fit", head, label)  # before training: a read-only store fails now, not after
     try:
         start = time.time()
-        model.fit(X, y)
+        model.fit(X, y, views=train_views)
         seconds = time.time() - start
         names = store.class_names(label)
         record = {
             "kind": "fit", "head": head, "label": label, "features": info.name, "fingerprint": info.fingerprint,
             "feature_config": info.config, "image_shape": list(store.image_shape), "class_names": names,
-            "params": model.get_params(), "spatial": spatial, "fit_seconds": round(seconds, 3),
+            "params": model.get_params(), "spatial": spatial, "views": model.n_views_, "fit_seconds": round(seconds, 3),
             "train_accuracy": float(model.score(X, y)),
             **classification_record(y_test, model.predict(X_test), len(names)),
             "history": getattr(model, "history_", None), "epochs": getattr(model, "n_epochs_", None),

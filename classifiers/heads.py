@@ -11,6 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from cnncodes.features.errors import BadParameter
 from cnncodes.pipeline.console import progress_bar
 from .inputs import as_vectors, fit_standardizer, holdout, new_data, standardize, training_data
+from .views import drawn_views, view_count, with_all_views
 
 
 def layer_seeds(random_state):
@@ -20,12 +21,14 @@ def layer_seeds(random_state):
         yield int(rng.integers(2**31 - 1))
 
 
-def seeded_batches(X, y, batch_size: int, seed: int):
+def seeded_batches(X, y, batch_size: int, seed: int, inputs_for_epoch=None):
     """(batches, callback): shuffled training batches whose order is drawn from (seed, epoch) alone.
 
     Keras's own shuffle draws from process-wide random state, which other threads share and which a
     resumed fit starts over (it replayed the first epoch's order). The callback tells the batches which
-    epoch begins. Fit with shuffle=False, or Keras shuffles the batches again with Python's `random`."""
+    epoch begins. Fit with shuffle=False, or Keras shuffles the batches again with Python's `random`.
+    `inputs_for_epoch(rng)`, when given, makes each epoch's inputs in place of X (drawn views), from the
+    epoch's own generator."""
     import keras
 
     class SeededBatches(keras.utils.PyDataset):
@@ -34,14 +37,18 @@ def seeded_batches(X, y, batch_size: int, seed: int):
             self.start_epoch(0)
 
         def start_epoch(self, epoch):
-            self.order = np.random.default_rng(None if seed is None else [seed, epoch]).permutation(len(y))
+            if epoch == getattr(self, "epoch", None):  # epoch 0 is begun here and again by the callback
+                return
+            self.epoch, rng = epoch, np.random.default_rng(None if seed is None else [seed, epoch])
+            self.order = rng.permutation(len(y))
+            self.X = X if inputs_for_epoch is None else inputs_for_epoch(rng)
 
         def __len__(self):
             return -(-len(y) // batch_size)
 
         def __getitem__(self, i):
             rows = self.order[i * batch_size:(i + 1) * batch_size]
-            return X[rows], y[rows]
+            return self.X[rows], y[rows]
 
     class FollowEpochs(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -93,13 +100,16 @@ class KerasHead(ClassifierMixin, BaseEstimator):
         """Whether these parameters can be fitted on rows of `input_shape` with these class sizes: called
         by training_data before any work (and by kfold for each fold before it starts)."""
 
-    def fit(self, X, y):
+    def fit(self, X, y, views=None):
+        """`views`: (rows, K, dim) cached augmented views of X's rows (optional): each epoch draws, for each
+        training row, its plain codes or one of its views; the validation rows are always plain."""
         import keras
 
         X, y = training_data(self, X, y)  # epochs=0 (or "abc") is refused there, as every parameter is
+        self.n_views_ = view_count(X, views)
         self.scaler_ = fit_standardizer(X) if self.standardize else None  # per channel, over samples and positions
         X = standardize(self.scaler_, X)
-        fit, val = holdout(y, self.validation_fraction, self.random_state)
+        fit, val = holdout(y, self.validation_fraction, self.random_state)  # by image: its views go with it
         Y = np.eye(len(self.classes_), dtype=np.float32)[y]  # one-hot: label smoothing needs it
         # Every random draw (initial weights, dropout, batch order) comes from random_state, none from
         # process-wide state, which other threads (a Dask worker's heartbeat) draw from too.
@@ -108,7 +118,8 @@ class KerasHead(ClassifierMixin, BaseEstimator):
                                           "config": {"learning_rate": float(self.learning_rate)}})
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=self.label_smoothing)
         self.model_.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
-        batches, follow = seeded_batches(X[fit], Y[fit], self.batch_size, self.random_state)
+        draw = (lambda rng: drawn_views(X, views, fit, self.scaler_, rng)) if self.n_views_ else None
+        batches, follow = seeded_batches(X[fit], Y[fit], self.batch_size, self.random_state, draw)
         best = best_epoch(self.patience)
         history = self.model_.fit(batches, validation_data=(X[val], Y[val]), epochs=self.epochs, shuffle=False,
                                   callbacks=[follow, best], verbose=self.verbose)
@@ -205,29 +216,35 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
     def _model(self, C):
         return LogisticRegression(C=C, max_iter=self.max_iter, tol=self.tol)
 
-    def fit(self, X, y):
+    def fit(self, X, y, views=None):
+        """`views`: (rows, K, dim) cached augmented views of X's rows (optional): every view trains beside its
+        plain row; C is still chosen on plain held-out rows, whose views are left out of the fit."""
         X, y = training_data(self, X, y)
         X = as_vectors(X)
+        self.n_views_ = view_count(X, views)
         self.scaler_ = fit_standardizer(X) if self.standardize else None
         X = standardize(self.scaler_, X)
         fit, val = holdout(y, self.validation_fraction, self.random_state)
         with progress_bar(total=len(self.Cs) + 1, desc="logreg", unit="fit", disable=not self.verbose) as bar:
             self.scores_ = {}
+            train = with_all_views(X, y, views, fit, self.scaler_) if self.n_views_ else (X[fit], y[fit])
             for C in self.Cs:
-                self.scores_[C] = self._score_on_holdout(C, X, y, fit, val)
+                self.scores_[C] = self._score_on_holdout(C, *train, X[val], y[val])
                 bar.update()
+            del train
             self.C_ = max(self.Cs, key=lambda C: (self.scores_[C], -C))
-            self.model_ = self._model(self.C_).fit(X, y)
+            everything = with_all_views(X, y, views, np.arange(len(y)), self.scaler_) if self.n_views_ else (X, y)
+            self.model_ = self._model(self.C_).fit(*everything)
             bar.update()
         self.n_iter_ = self.model_.n_iter_
         self.validation_score_ = self.scores_[self.C_]
         self.chosen_params_ = {"C": self.C_}
         return self
 
-    def _score_on_holdout(self, C, X, y, fit, val) -> float:
-        if len(np.unique(y[fit])) < 2:  # tiny data: the slice left one class to learn from, which says nothing
-            return float(np.mean(y[val] == y[fit][0])) if len(fit) else 0.0
-        return float(self._model(C).fit(X[fit], y[fit]).score(X[val], y[val]))
+    def _score_on_holdout(self, C, X_fit, y_fit, X_val, y_val) -> float:
+        if len(np.unique(y_fit)) < 2:  # tiny data: the slice left one class to learn from, which says nothing
+            return float(np.mean(y_val == y_fit[0])) if len(y_fit) else 0.0
+        return float(self._model(C).fit(X_fit, y_fit).score(X_val, y_val))
 
     def _codes(self, X):
         X = as_vectors(new_data(self, X))  # checks fitted first

@@ -29,16 +29,19 @@ from .registry import BASELINES, make_head
 from .train import check_config, train_baseline
 
 
-def run_fold(X, y, folds, fold: int, head: str, params: dict) -> dict:
+def run_fold(X, y, folds, fold: int, head: str, params: dict, views_of: tuple | None = None) -> dict:
     """One task: train on every fold but `fold`, score on `fold`. Runs on a Dask worker.
+    `views_of` (store folder, feature set): the training rows' cached views train too, read lazily by the task
+    itself (never sent to the worker whole).
 
     One BLAS thread per task, wherever it runs: float sums then happen in the same order in this
     process and on any worker, so the table does not depend on how many workers computed it.
     """
     train, test = (folds >= 0) & (folds != fold), folds == fold
+    views = FeatureStore.open(views_of[0]).views(views_of[1], lazy=True)[np.flatnonzero(train)] if views_of else None
     start = time.time()
     with threadpool_limits(limits=1):
-        model = make_head(head, **params).fit(X[train], y[train])
+        model = make_head(head, **params).fit(X[train], y[train], views=views)
         seconds = time.time() - start
         accuracy = float(model.score(X[test], y[test]))
         train_accuracy = float(model.score(X[train], y[train]))  # as `fit` reports it: on the rows it learnt
@@ -91,11 +94,14 @@ def finished_fold(path: Path) -> dict | None:
 
 def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *, k: int = 6, on: str = "train",
                  features: str | None = None, params: dict | None = None, epochs: int | None = None,
-                 scheduler: str | None = None, workers: int = 1, progress: bool = True, log=None) -> dict:
+                 scheduler: str | None = None, workers: int = 1, progress: bool = True, log=None,
+                 views: bool = True) -> dict:
     """Runs what is missing, then returns (and saves) the table: one row per head, label and settings
     finished on these folds and features, by this call or an earlier one.
     `params` as resolve_params reads them: KEY (every head that takes it), HEAD.KEY, or {HEAD: {KEY: value}}.
-    `log` hears about saved fold results computed again (standard error by default)."""
+    `log` hears about saved fold results computed again (standard error by default).
+    With `views` (the default) a set's cached augmented views of the training folds' rows train too; their
+    table is its own (`kfold-SET-views-...`), beside the plain codes' one."""
     params = resolve_params(heads, params or {}, epochs)
     log = log or (lambda m: print(m, file=sys.stderr))
     if k < 2:
@@ -108,8 +114,13 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
     labels = list(dict.fromkeys(map(store.canonical_label_set, labels or [None])))
     split = "train" if on == "train" else None
     folds = store.folds(k, on=on, split=split)
-    run = Path(store.path) / schema.RUNS_DIR / f"kfold-{folder_name(source)}-k{k}-{on}"
-    basis = info.fingerprint if info else str(store.attrs["content_sha256"])
+    n_views = info.views if info and views and any(h not in BASELINES for h in heads) else 0
+    if n_views and on != "train":
+        log(f"kfold: the views of {info.name} are of training rows only; --on {on} trains on the plain codes")
+        n_views = 0
+    views_of = (str(store.path), info.name) if n_views else None
+    run = Path(store.path) / schema.RUNS_DIR / f"kfold-{folder_name(source)}{'-views' if n_views else ''}-k{k}-{on}"
+    basis = (info.fingerprint + (f"+{n_views}views" if n_views else "")) if info else str(store.attrs["content_sha256"])
 
     def done_file(h, l, f):
         return run / "folds" / f"{task_key(h, l, f, params.get(h, {}), basis)}.json"
@@ -136,7 +147,7 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
             Y = {l: client.scatter(store.labels(l, split=split), broadcast=True) for l in {l for _, l, _ in todo}}
             futures = {(client.submit(run_baseline_fold, str(store.path), l, f, k, h, params.get(h, {}), pure=False)
                         if h in BASELINES else
-                        client.submit(run_fold, X, Y[l], F, f, h, params.get(h, {}), pure=False)): (h, l, f)
+                        client.submit(run_fold, X, Y[l], F, f, h, params.get(h, {}), views_of, pure=False)): (h, l, f)
                        for h, l, f in todo}
             from distributed import as_completed  # a second of imports, paid only when folds are computed
 
@@ -148,7 +159,8 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
     wall = time.time() - start
 
     rows = table_rows(run / "folds", k, basis)
-    table = {"kind": "kfold", "features": source, "fingerprint": info.fingerprint if info else None, "k": k, "on": on,
+    table = {"kind": "kfold", "features": source, "fingerprint": info.fingerprint if info else None, "views": n_views,
+             "k": k, "on": on,
              "rows": rows, "wall_seconds": round(wall, 2), "tasks_run": len(todo), "workers": scheduler or workers,
              "code": code_version()}
     run.mkdir(parents=True, exist_ok=True)
@@ -230,7 +242,8 @@ def run_params(head: str, given: dict) -> dict | None:
 def format_table(table: dict) -> str:
     """The table as Markdown (printed by `kfold`, saved as table.md), laid out as the report shows it."""
     header, rows = kfold_cells(table)  # names and settings come from data: never a terminal's control codes
-    lines = [printable(f"{table['k']}-fold on {table['on']}, features {table['features']}"), "",
+    views = f", trained with its {table['views']} views" if table.get("views") else ""
+    lines = [printable(f"{table['k']}-fold on {table['on']}, features {table['features']}{views}"), "",
              "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(map(printable, cells)) + " |" for cells in rows]
     return "\n".join(lines) + "\n"

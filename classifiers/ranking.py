@@ -26,14 +26,17 @@ def params_of(record: dict) -> dict:
 
 
 def configuration_key(record: dict) -> str:
-    """A head fitted on a feature set's spatial maps is another configuration than on its pooled codes."""
+    """A head fitted on a feature set's spatial maps, or trained on its views, is another configuration than
+    on its pooled codes alone."""
     return json.dumps([record.get(k) for k in ("kind", "head", "features", "fingerprint", "label")]
-                      + [bool(record.get("spatial")), params_of(record)], sort_keys=True, default=str)
+                      + [bool(record.get("spatial")), params_of(record)]
+                      + ([views] if (views := record.get("views")) else []), sort_keys=True, default=str)
 
 
 def features_text(record: dict) -> str:
-    """The feature set a run learnt from, and whether from its spatial maps (else its pooled codes)."""
-    return str(record.get("features")) + (" (spatial maps)" if record.get("spatial") else "")
+    """The feature set a run learnt from, and whether from its spatial maps (else its pooled codes) or its views."""
+    return (str(record.get("features")) + (" (spatial maps)" if record.get("spatial") else "")
+            + (f" (+ {record['views']} views)" if record.get("views") else ""))
 
 
 def created_order(record: dict):
@@ -88,12 +91,19 @@ def configurations(records: list[dict], tables: list[dict] = ()) -> list[Configu
 
 
 def cross_validated_scores(run: dict, tables: list[dict]) -> list[dict]:
-    """The k-fold rows of the same configuration: head, features, label set and parameters. A score of
-    other settings (another C, probability=true) would pass for this run's."""
+    """The k-fold rows of the same configuration: head, features, label set and parameters, computed by the
+    code that made the run. A score of other settings (another C, probability=true), or of other code, would
+    pass for this run's."""
     return [{"k": t["k"], "on": t["on"], "mean": row["mean"], "std": row["std"]}
-            for t in tables if same_features(run, t)
+            for t in tables if same_features(run, t) and source_of(run) == source_of(t)
             for row in t["rows"] if row["head"] == run.get("head") and row["label"] == run.get("label")
             and same_params(params_of(run), row.get("params"))]
+
+
+def source_of(record: dict) -> str | None:
+    """The source hash of the code that made a run or table (None for records that kept none)."""
+    code = record.get("code")
+    return code.get("source_sha256") if isinstance(code, dict) else None
 
 
 def same_features(run: dict, table: dict) -> bool:
@@ -101,6 +111,8 @@ def same_features(run: dict, table: dict) -> bool:
         return False
     if run.get("kind") == "baseline":  # pixel baselines' tables are on "pixels", their runs on "pixels 32px"
         return table["features"] == "pixels"
+    if (run.get("views") or 0) != (table.get("views") or 0):  # trained on views, or not: other figures
+        return False
     both = run.get("fingerprint") and table.get("fingerprint")
     return table["features"] == run.get("features") and (not both or run["fingerprint"] == table["fingerprint"])
 

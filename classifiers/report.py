@@ -83,7 +83,8 @@ def kfold_section(tables: list[dict], fold_records: int) -> list[str]:
              + (f" The {fold_records} per-fold baseline runs in the store belong to these tables." if fold_records
                 else "") + "</p>"]
     for t in tables:
-        parts.append(f"<h3>{esc(t['k'])}-fold on {esc(t['on'])}, features {esc(t['features'])}</h3>"
+        views = f", trained with its {esc(t['views'])} views" if t.get("views") else ""
+        parts.append(f"<h3>{esc(t['k'])}-fold on {esc(t['on'])}, features {esc(t['features'])}{views}</h3>"
                      f"<p>wall time {esc(t['wall_seconds'])} s</p>")
         parts.append(_table(*kfold_cells(t)))
     return parts
@@ -96,9 +97,9 @@ def sweep_section(records: list[dict]) -> list[str]:
     parts = ["<h2>Feature-set sweeps</h2>",
              "<p>Each candidate feature set scored by the head's k-fold mean on the training split; the best was "
              "fitted on the whole training split and scored on the test split once. Test accuracy chose nothing.</p>"]
-    header = ["rank", "features", "dims", "k-fold mean ± std %", "extraction s", "fit s (a fold)"]
+    header = ["rank", "features", "views", "dims", "k-fold mean ± std %", "extraction s", "fit s (a fold)"]
     for r in records:
-        rows = [[i, ("★ " if c["features"] == r["chosen"] else "") + c["features"], c["dims"],
+        rows = [[i, ("★ " if c["features"] == r["chosen"] else "") + c["features"], c.get("views") or "-", c["dims"],
                  f"{100 * c['mean']:.2f} ± {100 * c['std']:.2f}", f"{c['extraction_seconds']:.0f}",
                  f"{c['fit_seconds']:.1f}"] for i, c in enumerate(r["candidates"], 1)]
         parts += [f"<h3>{esc(r['head'])}, {esc(r['k'])}-fold, label set {esc(r['label'])}</h3>", _table(header, rows),

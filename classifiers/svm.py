@@ -27,6 +27,12 @@ from sklearn.utils.metaestimators import available_if
 from cnncodes.features.errors import BadParameter
 from cnncodes.pipeline.console import progress_bar
 from .inputs import as_vectors, fit_standardizer, new_data, standardize, training_data
+from .views import view_count, with_all_views
+
+
+def with_bias(X) -> np.ndarray:
+    """X with a column of ones: the bias, regularised as LinearSVC's."""
+    return np.hstack([X, np.ones((len(X), 1), np.float32)])
 
 
 def newton_basis(X) -> dict:
@@ -160,20 +166,32 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
             raise BadParameter(f"LinearSVM: choosing C on cv={self.cv} folds needs {self.cv} training rows of every "
                                f"class; the smallest class has {smallest}: {fix}")
 
-    def fit(self, X, y):
+    def fit(self, X, y, views=None):
+        """`views`: (rows, K, dim) cached augmented views of X's rows (optional): every view trains beside its
+        plain row. C is cross-validated over images (a scored row's views never train its fold); the
+        probability sigmoids are fitted on plain rows only."""
         X, y = training_data(self, X, y)
         X = as_vectors(X)
+        self.n_views_ = view_count(X, views)
         self.scaler_ = fit_standardizer(X) if self.standardize else None
-        A, Y = self._design(X), self._targets(y)
+
+        def design(rows):  # (design, targets, class codes) of these rows, their views stacked after them
+            if not self.n_views_:
+                return self._design(X[rows]), self._targets(y[rows]), y[rows]
+            codes, labels = with_all_views(standardize(self.scaler_, X), y, views, rows, self.scaler_)
+            return with_bias(codes), self._targets(labels), labels
+
         unconverged = set()  # the Cs whose fits max_iter ended: one warning names them all
         fits = 1 + (self.cv * len(self.Cs) if self.C is None else 0)
         with progress_bar(total=fits, desc="svm", unit="fit", disable=not self.verbose) as bar:
             if self.C is None:
-                self.cv_scores_ = self._cross_validate(A, Y, y, unconverged, bar)
+                self.cv_scores_ = self._cross_validate(X, y, design, unconverged, bar)
                 self.C_ = max(self.Cs, key=lambda C: (self.cv_scores_[C], -C))
             else:
                 self.C_ = self.C
+            A, Y, _ = design(np.arange(len(y)))
             W, self.n_iter_ = self._solve(A, Y, self.C_, None, unconverged)
+            del A, Y
             bar.update()
         self.coef_, self.intercept_ = W[:-1].T, W[-1]
         self.validation_score_ = self.cv_scores_[self.C_] if self.C is None else None  # nothing held out
@@ -200,8 +218,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
                 np.array([c.b_ for c in calibrated.calibrators], np.float64))
 
     def _design(self, X):
-        X = standardize(self.scaler_, X)
-        return np.hstack([X, np.ones((len(X), 1), np.float32)])  # bias column, regularised as LinearSVC's
+        return with_bias(standardize(self.scaler_, X))
 
     def _targets(self, y):
         """+1/-1 per class; two classes are one problem, positive for classes_[1] (LinearSVC's convention)."""
@@ -215,15 +232,17 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
             unconverged.add(C)
         return W, steps
 
-    def _cross_validate(self, A, Y, y, unconverged, bar):
+    def _cross_validate(self, X, y, design, unconverged, bar):
+        """Mean accuracy per C over `cv` folds of the rows; `design(rows)` gives a fold's training data."""
         scores = {C: [] for C in self.Cs}
         folds = StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state)
-        for train, test in folds.split(A, y):
-            A_train, Y_train = A[train], Y[train]
+        for train, test in folds.split(X, y):
+            A_train, Y_train, _ = design(np.sort(train))
+            A_test = self._design(X[test])  # plain rows only
             W, basis = None, newton_basis(A_train)
             for C in sorted(self.Cs):  # warm start along the regularisation path
                 W, _ = self._solve(A_train, Y_train, C, W, unconverged, basis)
-                scores[C].append(float((self._classify(A[test] @ W) == y[test]).mean()))
+                scores[C].append(float((self._classify(A_test @ W) == y[test]).mean()))
                 bar.update()
         return {C: float(np.mean(s)) for C, s in scores.items()}
 

@@ -23,11 +23,9 @@ from .runs import folder_part
 
 
 def default_candidates(store: FeatureStore) -> list[str]:
-    """Every complete set of this data (layers, backbones, sizes), and, for each extraction pass that cut
-    several layers, all its cuts joined, in the order the store lists them. Sets made with views are left
-    out: no head trains on views yet, so they would score as their plain codes at a higher cost."""
-    sets = [s for s in store.feature_sets() if s.complete and not s.damaged and not store.stale(s)
-            and not s.config.get("views")]
+    """Every complete set of this data (layers, backbones, sizes, views), and, for each extraction pass that
+    cut several layers, all its cuts joined, in the order the store lists them."""
+    sets = [s for s in store.feature_sets() if s.complete and not s.damaged and not store.stale(s)]
     passes = {frozenset([s.name, *s.extra.get("extracted_with", [])]) for s in sets if s.extra.get("extracted_with")}
     names = [s.name for s in sets]
     joined = ["+".join(n for n in names if n in together) for together in passes]
@@ -46,9 +44,10 @@ def extraction_seconds(stored: dict[str, FeatureSetInfo], info: FeatureSetInfo) 
 
 def sweep(store_dir, head: str, *, features: list[str] | None = None, k: int = 5, label: str | None = None,
           params: dict | None = None, epochs: int | None = None, scheduler: str | None = None, workers: int = 1,
-          progress: bool = True, log=None) -> dict:
+          progress: bool = True, log=None, views: bool = True) -> dict:
     """Ranks the candidate feature sets by `head`'s k-fold mean on the training split, fits `head` on the
-    best one's training split and scores its test split once. Returns (and saves) the sweep record."""
+    best one's training split and scores its test split once. Returns (and saves) the sweep record.
+    With `views` (the default), a set with cached augmented views is scored, and fitted, trained on them."""
     if head not in HEADS:
         raise UserError(f"sweep ranks feature sets for a head on codes: use one of {', '.join(HEADS)}, not {head!r}")
     head_params = resolve_params([head], params or {}, epochs)[head]
@@ -65,21 +64,21 @@ def sweep(store_dir, head: str, *, features: list[str] | None = None, k: int = 5
     rows = []
     for name, info in infos.items():
         table = kfold_scores(store.path, [head], [label], k=k, features=name, params={head: head_params},
-                             scheduler=scheduler, workers=workers, progress=progress, log=log)
+                             scheduler=scheduler, workers=workers, progress=progress, log=log, views=views)
         row = next(r for r in table["rows"] if r["head"] == head and r["label"] == label
                    and r["settings"] == head_params)
-        rows.append({"features": name, "dims": info.pooled_shape[1], "mean": row["mean"], "std": row["std"],
+        rows.append({"features": name, "views": table["views"], "dims": info.pooled_shape[1], "mean": row["mean"], "std": row["std"],
                      "folds": row["folds"], "extraction_seconds": round(extraction_seconds(stored, info), 1),
                      "fit_seconds": round(row["seconds"] / k, 2), "chosen": row["chosen"]})
     rows.sort(key=lambda r: (-r["mean"], r["extraction_seconds"] + r["fit_seconds"]))  # ties: the cheaper
     best = rows[0]["features"]
     start = time.time()
-    run, record = fit_head(store.path, head, features=best, label=label, params=head_params)
+    run, record = fit_head(store.path, head, features=best, label=label, params=head_params, views=views)
     result = {"kind": "sweep", "head": head, "label": label, "k": k, "params": record["params"],
               "candidates": rows, "chosen": best, "run": Path(run).name,
               "test_accuracy": record["test_accuracy"], "train_accuracy": record["train_accuracy"],
               "final_fit_seconds": round(time.time() - start, 1), "code": code_version()}
-    listed = hashlib.sha256("\n".join(infos).encode()).hexdigest()[:8]  # a sweep of other candidates: its own folder
+    listed = hashlib.sha256(("\n".join(infos) + ("" if views else "\nno views")).encode()).hexdigest()[:8]  # a sweep of other candidates: its own folder
     folder = Path(store.path) / schema.RUNS_DIR / f"sweep-{folder_part(head)}-{folder_part(label)}-k{k}-{listed}"
     folder.mkdir(parents=True, exist_ok=True)
     write_sealed(folder / "sweep.json", result)
@@ -91,11 +90,12 @@ def format_sweep(result: dict) -> str:
     """The ranking as Markdown, the test figure apart: it was not used to choose."""
     lines = [printable(f"{result['head']} on each feature set, {result['k']}-fold cross-validation on the training "
                        f"split ({result['label']})"), "",
-             "| rank | features | dims | k-fold mean ± std % | extraction s | fit s (a fold) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| rank | features | views | dims | k-fold mean ± std % | extraction s | fit s (a fold) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for i, r in enumerate(result["candidates"], 1):
         name = f"**{r['features']}**" if r["features"] == result["chosen"] else r["features"]
-        lines.append(printable(f"| {i} | {name} | {r['dims']} | {100 * r['mean']:.2f} ± {100 * r['std']:.2f} | "
+        lines.append(printable(f"| {i} | {name} | {r.get('views') or '-'} | {r['dims']} | "
+                               f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f} | "
                                f"{r['extraction_seconds']:.0f} | {r['fit_seconds']:.1f} |"))
     lines += ["", printable(f"chosen on the training split: {result['chosen']}; {result['head']} fitted on its whole "
                             f"training split (run {result['run']})"),

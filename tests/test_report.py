@@ -16,7 +16,7 @@ from cnncodes.classifiers.kfold import run_params
 from cnncodes.classifiers.runs import all_runs, classification_record, format_runs, latest_runs
 from cnncodes.classifiers.svm import LinearSVM
 from cnncodes.classifiers.baseline_config import BaselineConfig
-from cnncodes.features.sealed import write_sealed
+from cnncodes.features.sealed import read_sealed, write_sealed
 from cnncodes.features.store import FeatureStore
 
 matplotlib.use("Agg")
@@ -155,6 +155,13 @@ def test_a_kfold_mean_is_shown_only_beside_runs_of_the_same_parameters(store):
     assert sum("r50 (spatial maps)" in line for line in lines) == 1  # the spatial run tells itself apart
     table = runs_table(build_report(store))
     assert table.count("77.00 ± 1.00") == 1 and "55.00" not in table
+
+    other_code = write_record(store, "20251231-000000-fit-svm-digit", head="svm", params={**svm, "C": 0.01},
+                              created="2025-12-31T00:00:00", code={"source_sha256": "made-by-other-code"})
+    views = write_record(store, "20260101-000004-fit-svm-digit", head="svm", params={**svm, "C": 0.01}, views=2)
+    assert kfold_scores_beside(read_sealed(other_code / "record.json"), store) == []  # the table's code kept none
+    assert kfold_scores_beside(read_sealed(views / "record.json"), store) == []  # its table would be its own
+    assert "r50 (+ 2 views)" in format_runs(latest_runs(store))
 
 
 def kfold_scores_beside(run, store) -> list[str]:

@@ -1,0 +1,73 @@
+"""What cached augmented views cost and gain, measured by k-fold on the training split only (issue 20).
+
+    python bench/views_gain.py [--store bench/out/cifar10-views] [--limit 5000] [--size 224] [--views 4]
+                               [--heads logreg,dense] [-k 3] [--workers 2]
+
+Ingests a stratified subset of the shared CIFAR-10 photos (--limit per split), extracts Lite0's pooled last
+layer with its ImageNet weights and --views K augmented views of each training image in one pass (resumable,
+fingerprinted), then scores each head by k-fold on the training split twice: trained on the plain codes
+(`--no-views`) and on the views. Prints the cost (the pass's seconds beside a plain pass over the same
+images, from the same run) and both means in Markdown, with the commit, for bench/RESULTS.md. The test
+split is never read.
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.conditions import conditions  # noqa: E402
+from cnncodes.classifiers.kfold import kfold_scores  # noqa: E402
+from cnncodes.features.provenance import code_version  # noqa: E402
+from cnncodes.pipeline.extract import FeatureConfig, extract_features  # noqa: E402
+from cnncodes.pipeline.ingest import IngestConfig, ingest  # noqa: E402
+
+DATASET = "folder:../shared/data/cifar10-jpg.tar"
+quiet = dict(progress=False, log=lambda m: None)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--store", default="bench/out/cifar10-views")
+    p.add_argument("--dataset", default=DATASET)
+    p.add_argument("--limit", type=int, default=5000, help="images per split")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--views", type=int, default=4)
+    p.add_argument("--heads", default="logreg,dense")
+    p.add_argument("-k", type=int, default=3)
+    p.add_argument("--workers", type=int, default=2)
+    args = p.parse_args()
+    import keras  # noqa: F401  (so conditions() reports its version and backend)
+
+    os.chdir(ROOT)
+    code = code_version()
+    print(conditions({"data": f"{args.dataset}, {args.limit} images per split", "store": args.store,
+                      "code": f"cnncodes {code['version']}, commit {code['commit'] or 'uncommitted'}"}), flush=True)
+    ingest(args.store, IngestConfig(args.dataset, limit=args.limit), **quiet)
+    plain = FeatureConfig("efficientnet_lite0", "imagenet", args.size)
+    viewed = FeatureConfig("efficientnet_lite0", "imagenet", args.size, views=args.views)
+    seconds = {}
+    for config in (plain, viewed):  # a rerun finds both cached, with the seconds their passes took
+        result = extract_features(args.store, config, **quiet)
+        seconds[config.views] = result.seconds
+    name = result.name
+    print(f"\nextraction: plain pass {seconds[0]:.0f} s, with {args.views} views {seconds[args.views]:.0f} s "
+          f"({seconds[args.views] / seconds[0]:.2f}x)\n", flush=True)
+    print(f"| head | plain codes, {args.k}-fold mean ± std % | with {args.views} views | gain (points) |")
+    print("| --- | --- | --- | --- |")
+    for head in args.heads.split(","):
+        means = []
+        for views in (False, True):
+            table = kfold_scores(args.store, [head], k=args.k, features=name, workers=args.workers, progress=False,
+                                 views=views)
+            row = next(r for r in table["rows"] if r["head"] == head and r["settings"] == {})
+            means.append((row["mean"], row["std"]))
+        (a, sa), (b, sb) = means
+        print(f"| {head} | {100 * a:.2f} ± {100 * sa:.2f} | {100 * b:.2f} ± {100 * sb:.2f} | {100 * (b - a):+.2f} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
