@@ -47,7 +47,7 @@ def run_fold(X, y, folds, fold: int, head: str, params: dict, views_of: tuple | 
         train_accuracy = float(model.score(X[train], y[train]))  # as `fit` reports it: on the rows it learnt
     return {"accuracy": accuracy, "train_accuracy": train_accuracy, "seconds": seconds,
             "epochs": getattr(model, "n_epochs_", None), "validation_accuracy": model.validation_score_,
-            "chosen": model.chosen_params_}
+            "chosen": model.chosen_params_, "code": code_version()}  # the worker's: it imported the code it ran
 
 
 def run_baseline_fold(store_dir: str, label: str, fold: int, k: int, kind: str, params: dict) -> dict:
@@ -58,7 +58,7 @@ def run_baseline_fold(store_dir: str, label: str, fold: int, k: int, kind: str, 
                                progress=False, log=lambda m: None)
     return {"accuracy": record["test_accuracy"], "seconds": time.time() - start, "epochs": record["epochs"],
             "train_accuracy": record.get("train_accuracy"), "validation_accuracy": record.get("validation_accuracy"),
-            "chosen": record.get("chosen")}
+            "chosen": record.get("chosen"), "code": code_version()}
 
 
 def folder_name(features: str, most: int = 100) -> str:
@@ -154,8 +154,13 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
             for future in progress_bar(as_completed(futures), total=len(futures), desc="kfold", unit="fold",
                                        disable=not progress):  # each fold written as it arrives: the table reads them
                 h, l, f = futures[future]
+                # the code the worker ran (a cluster's, or this checkout's if it was edited since this process began)
                 write_sealed(done_file(h, l, f), {"head": h, "label": l, "fold": f, "params": params.get(h, {}),
-                                                  **future.result(), "code": code_version()})
+                                                  "code": code_version(), **future.result()})
+        if strays := sum(finished_fold(done_file(*task)) is None for task in todo):
+            log(printable(f"kfold: {strays} fold(s) were computed by other code than this process's (cnncodes' source "
+                          f"changed while it ran, or the cluster runs another version): they are left out of the "
+                          f"table; run the command again with one version"))
     wall = time.time() - start
 
     rows = table_rows(run / "folds", k, basis)

@@ -65,8 +65,10 @@ def sweep(store_dir, head: str, *, features: list[str] | None = None, k: int = 5
     for name, info in infos.items():
         table = kfold_scores(store.path, [head], [label], k=k, features=name, params={head: head_params},
                              scheduler=scheduler, workers=workers, progress=progress, log=log, views=views)
-        row = next(r for r in table["rows"] if r["head"] == head and r["label"] == label
-                   and r["settings"] == head_params)
+        row = next((r for r in table["rows"] if r["head"] == head and r["label"] == label
+                    and r["settings"] == head_params), None)
+        if row is None:  # kfold said why: its folds were computed by other code
+            raise UserError(f"sweep: {name}'s folds were not all computed by this cnncodes; run the sweep again")
         rows.append({"features": name, "views": table["views"], "dims": info.pooled_shape[1], "mean": row["mean"], "std": row["std"],
                      "folds": row["folds"], "extraction_seconds": round(extraction_seconds(stored, info), 1),
                      "fit_seconds": round(row["seconds"] / k, 2), "chosen": row["chosen"]})
