@@ -505,7 +505,9 @@ def report(store, out):
 def baseline(kind, store, quiet, **options):
     """Train a pixel baseline (basic CNN, fine-tuned backbone, Wide ResNet) on the store's images."""
     from cnncodes.classifiers.params import check_values
-    from cnncodes.classifiers.train import BaselineConfig, finished_run, train_baseline
+    from cnncodes.classifiers.baseline_config import BaselineConfig
+    from cnncodes.classifiers.baseline_runs import finished_run
+    from cnncodes.classifiers.train import train_baseline
 
     options["size"] = options["size"] or native_size(options["backbone"])
     check_values(kind, options)  # the rules kfold's --param uses for baselines (a WRN's depth is 6n+4, ...)

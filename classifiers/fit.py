@@ -1,5 +1,6 @@
 """`cnncodes fit`: one head on a feature set's training split, evaluated on the test split."""
 import shutil
+import sys
 import time
 
 import numpy as np
@@ -31,19 +32,39 @@ def check_finite(info, *arrays):
                         f"codes: no head can learn from them; {fix}")
 
 
-def training_views(store: FeatureStore, info, spatial: bool, views: bool):
+def training_views(store: FeatureStore, info, spatial: bool, views: bool, log):
     """The set's cached augmented views (lazy: read in blocks) when it has them and `views` is on, else None;
-    a head trains on them beside the plain codes. Spatial maps have none (views are pooled)."""
+    a head trains on them beside the plain codes. Spatial maps have none (views are pooled). A join whose parts'
+    views cannot be joined trains on its plain codes, and `log` hears why."""
+    if views and (why := views_left_out(store, info)):
+        log(f"fit: {why}")
     if not views or spatial or not info.views:
         return None
     return store.views(info.name, lazy=True)
 
 
+def views_left_out(store: FeatureStore, info) -> str | None:
+    """Why a join `A+B` trains on plain codes though a part has views (they are of different crops, or a part
+    has none), else None."""
+    if not info.parts or info.views:
+        return None
+    parts = [store.feature_set(part) for part in info.parts]
+    if not any(p.views for p in parts):
+        return None
+    try:
+        store.views(info.name, lazy=True)
+    except UserError as e:
+        return f"{info.name} trains on its plain codes: {e}"
+    return None
+
+
 def fit_head(store_dir, head: str, *, features: str | None = None, label: str | None = None, spatial: bool = False,
-             params: dict | None = None, epochs: int | None = None, views: bool = True):
+             params: dict | None = None, epochs: int | None = None, views: bool = True, log=None):
     """Trains, tests, saves the head and its run record; returns (run folder, record).
     `params` as resolve_params reads them: KEY or HEAD.KEY. With `views` (the default), a set's cached
-    augmented views train too (`--no-views`: its plain codes only)."""
+    augmented views train too (`--no-views`: its plain codes only); `log` (standard error by default) hears
+    when a join's views cannot be used."""
+    log = log or (lambda m: print(m, file=sys.stderr))
     params = resolve_params([head], params or {}, epochs)[head]
     store = FeatureStore.open(store_dir)
     info = store.feature_set(features)
@@ -55,7 +76,7 @@ def fit_head(store_dir, head: str, *, features: str | None = None, label: str | 
     X, y = load_xy(store, info.name, label, "train", spatial)
     X_test, y_test = load_xy(store, info.name, label, "test", spatial)
     check_finite(info, X, X_test)
-    train_views = training_views(store, info, spatial, views)
+    train_views = training_views(store, info, spatial, views, log)
     partial = new_run_dir(store.path, "fit", head, label)  # before training: a read-only store fails now, not after
     try:
         start = time.time()

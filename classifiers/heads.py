@@ -21,68 +21,6 @@ def layer_seeds(random_state):
         yield int(rng.integers(2**31 - 1))
 
 
-def seeded_batches(X, y, batch_size: int, seed: int, inputs_for_epoch=None):
-    """(batches, callback): shuffled training batches whose order is drawn from (seed, epoch) alone.
-
-    Keras's own shuffle draws from process-wide random state, which other threads share and which a
-    resumed fit starts over (it replayed the first epoch's order). The callback tells the batches which
-    epoch begins. Fit with shuffle=False, or Keras shuffles the batches again with Python's `random`.
-    `inputs_for_epoch(rng)`, when given, makes each epoch's inputs in place of X (drawn views), from the
-    epoch's own generator."""
-    import keras
-
-    class SeededBatches(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__()
-            self.start_epoch(0)
-
-        def start_epoch(self, epoch):
-            if epoch == getattr(self, "epoch", None):  # epoch 0 is begun here and again by the callback
-                return
-            self.epoch, rng = epoch, np.random.default_rng(None if seed is None else [seed, epoch])
-            self.order = rng.permutation(len(y))
-            self.X = X if inputs_for_epoch is None else inputs_for_epoch(rng)
-
-        def __len__(self):
-            return -(-len(y) // batch_size)
-
-        def __getitem__(self, i):
-            rows = self.order[i * batch_size:(i + 1) * batch_size]
-            return self.X[rows], y[rows]
-
-    class FollowEpochs(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            batches.start_epoch(epoch)
-
-    batches = SeededBatches()
-    return batches, FollowEpochs()
-
-
-def best_epoch(patience: int):
-    """Early stopping on validation accuracy, ties broken by validation loss, the best epoch's weights
-    restored. Accuracy, not loss: the loss keeps rising after the accuracy peaks (more so with
-    smoothed labels); the tie-break matters on small validation slices, where accuracy moves in steps."""
-    import keras
-
-    class BestEpoch(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.best, self.best_epoch, self.best_weights, self.waited = None, None, None, 0
-
-        def on_epoch_end(self, epoch, logs=None):
-            score = (logs["val_accuracy"], -logs["val_loss"])
-            if self.best is None or score > self.best:
-                self.best, self.best_epoch, self.best_weights, self.waited = score, epoch, self.model.get_weights(), 0
-            else:
-                self.waited += 1
-                self.model.stop_training = self.waited >= patience
-
-        def on_train_end(self, logs=None):
-            if self.best_weights is not None:
-                self.model.set_weights(self.best_weights)
-
-    return BestEpoch()
-
-
 # Weights a dense head may have: 2**28 float32 are 1 GiB, 4 GiB with the gradients and Adam's two moments.
 # More (hidden=1000000000) ended in the backend's ResourceExhaustedError after 16 s of allocating.
 MAX_DENSE_WEIGHTS = 2**28
@@ -102,8 +40,11 @@ class KerasHead(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y, views=None):
         """`views`: (rows, K, dim) cached augmented views of X's rows (optional): each epoch draws, for each
-        training row, its plain codes or one of its views; the validation rows are always plain."""
+        training row, its plain codes or one of its views; the validation rows are always plain. Early
+        stopping is early_stopping.BestEpoch's, on a validation slice of the training rows."""
         import keras
+
+        from .keras_training import KeepBestEpoch, seeded_batches
 
         X, y = training_data(self, X, y)  # epochs=0 (or "abc") is refused there, as every parameter is
         self.n_views_ = view_count(X, views)
@@ -120,7 +61,7 @@ class KerasHead(ClassifierMixin, BaseEstimator):
         self.model_.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
         draw = (lambda rng: drawn_views(X, views, fit, self.scaler_, rng)) if self.n_views_ else None
         batches, follow = seeded_batches(X[fit], Y[fit], self.batch_size, self.random_state, draw)
-        best = best_epoch(self.patience)
+        best = KeepBestEpoch(self.patience)
         history = self.model_.fit(batches, validation_data=(X[val], Y[val]), epochs=self.epochs, shuffle=False,
                                   callbacks=[follow, best], verbose=self.verbose)
         self.history_ = {k: [float(v) for v in vs] for k, vs in history.history.items()}
@@ -129,8 +70,8 @@ class KerasHead(ClassifierMixin, BaseEstimator):
                                f"learning_rate={self.learning_rate}: lower learning_rate"
                                + ("" if self.standardize else ", or standardize the inputs (standardize=true)"))
         self.n_epochs_ = len(self.history_["loss"])
-        self.validation_score_ = float(best.best[0])
-        self.chosen_params_ = {"best_epoch": best.best_epoch + 1, "epochs_trained": self.n_epochs_,
+        self.validation_score_ = best.policy.record["val_accuracy"]
+        self.chosen_params_ = {"best_epoch": best.policy.record["epoch"], "epochs_trained": self.n_epochs_,
                                "learning_rate": self.learning_rate, "batch_size": self.batch_size}
         return self
 

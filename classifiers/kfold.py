@@ -22,11 +22,14 @@ from cnncodes.features.store import FeatureStore
 from cnncodes.pipeline.cluster import dask_client
 from cnncodes.pipeline.console import printable, progress_bar
 from .baseline_config import BaselineConfig
-from .fit import check_finite
+from .fit import check_finite, views_left_out
 from .params import resolve_params
 from .ranking import kfold_cells, number
 from .registry import BASELINES, make_head
 from .train import check_config, train_baseline
+from .views import check_memory, stacked_bytes
+
+STACKING_HEADS = ("logreg", "svm")  # the heads that train on every view at once (views.with_all_views)
 
 
 def run_fold(X, y, folds, fold: int, head: str, params: dict, views_of: tuple | None = None) -> dict:
@@ -37,6 +40,7 @@ def run_fold(X, y, folds, fold: int, head: str, params: dict, views_of: tuple | 
     One BLAS thread per task, wherever it runs: float sums then happen in the same order in this
     process and on any worker, so the table does not depend on how many workers computed it.
     """
+    code = code_version()  # the worker's, as it imported the code it runs (a checkout edited later is not this)
     train, test = (folds >= 0) & (folds != fold), folds == fold
     views = FeatureStore.open(views_of[0]).views(views_of[1], lazy=True)[np.flatnonzero(train)] if views_of else None
     start = time.time()
@@ -47,18 +51,18 @@ def run_fold(X, y, folds, fold: int, head: str, params: dict, views_of: tuple | 
         train_accuracy = float(model.score(X[train], y[train]))  # as `fit` reports it: on the rows it learnt
     return {"accuracy": accuracy, "train_accuracy": train_accuracy, "seconds": seconds,
             "epochs": getattr(model, "n_epochs_", None), "validation_accuracy": model.validation_score_,
-            "chosen": model.chosen_params_, "code": code_version()}  # the worker's: it imported the code it ran
+            "chosen": model.chosen_params_, "code": code}
 
 
 def run_baseline_fold(store_dir: str, label: str, fold: int, k: int, kind: str, params: dict) -> dict:
     """A pixel baseline as a fold task: it reads the store's images itself and trains with checkpoints,
     so a killed k-fold run also resumes inside a fold."""
-    start = time.time()
+    code, start = code_version(), time.time()
     _, record = train_baseline(store_dir, BaselineConfig(kind, label=label, fold=fold, k=k, **params),
                                progress=False, log=lambda m: None)
     return {"accuracy": record["test_accuracy"], "seconds": time.time() - start, "epochs": record["epochs"],
             "train_accuracy": record.get("train_accuracy"), "validation_accuracy": record.get("validation_accuracy"),
-            "chosen": record.get("chosen"), "code": code_version()}
+            "chosen": record.get("chosen"), "code": code}
 
 
 def folder_name(features: str, most: int = 100) -> str:
@@ -115,6 +119,8 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
     split = "train" if on == "train" else None
     folds = store.folds(k, on=on, split=split)
     n_views = info.views if info and views and any(h not in BASELINES for h in heads) else 0
+    if info and views and (why := views_left_out(store, info)):
+        log(f"kfold: {why}")
     if n_views and on != "train":
         log(f"kfold: the views of {info.name} are of training rows only; --on {on} trains on the plain codes")
         n_views = 0
@@ -140,6 +146,8 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
         if codes is not None:
             check_finite(info, codes)
         check_tasks(store, todo, params, folds, split, codes)  # every refusal before Dask starts
+        if n_views and not scheduler:  # linear heads stack every view: those running at once must fit together
+            check_stacked_views(todo, folds, n_views, codes.shape[1], min(workers, len(todo)))
         (run / "folds").mkdir(parents=True, exist_ok=True)
         with dask_client(scheduler, workers) as client:
             X = client.scatter(codes, broadcast=True) if info else None
@@ -154,9 +162,11 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
             for future in progress_bar(as_completed(futures), total=len(futures), desc="kfold", unit="fold",
                                        disable=not progress):  # each fold written as it arrives: the table reads them
                 h, l, f = futures[future]
-                # the code the worker ran (a cluster's, or this checkout's if it was edited since this process began)
+                # the code the worker ran (a cluster's, or this checkout's if it was edited since this process
+                # began); a worker that said none ran code too old to say: its fold is not this code's
+                result = future.result()
                 write_sealed(done_file(h, l, f), {"head": h, "label": l, "fold": f, "params": params.get(h, {}),
-                                                  "code": code_version(), **future.result()})
+                                                  **result, "code": result.get("code")})
         if strays := sum(finished_fold(done_file(*task)) is None for task in todo):
             log(printable(f"kfold: {strays} fold(s) were computed by other code than this process's (cnncodes' source "
                           f"changed while it ran, or the cluster runs another version): they are left out of the "
@@ -188,6 +198,14 @@ def check_tasks(store: FeatureStore, todo: list[tuple], params: dict, folds, spl
             for fold in sorted({f for h, l, f in todo if (h, l) == (head, label)}):
                 train = (folds >= 0) & (folds != fold)
                 model.check_data(codes.shape[1:], np.unique(y[train], return_counts=True)[1])
+
+
+def check_stacked_views(todo: list[tuple], folds, n_views: int, dim: int, tasks: int):
+    """Refuses, before any fold, linear heads whose stacked views `tasks` folds at once would not fit in memory."""
+    linear = [f for h, _, f in todo if h in STACKING_HEADS]
+    if linear:
+        rows = max(int(((folds >= 0) & (folds != f)).sum()) for f in linear)
+        check_memory(stacked_bytes(rows, n_views, dim), min(tasks, len(linear)))
 
 
 def write_text_atomically(path: Path, text: str):

@@ -168,8 +168,9 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y, views=None):
         """`views`: (rows, K, dim) cached augmented views of X's rows (optional): every view trains beside its
-        plain row. C is cross-validated over images (a scored row's views never train its fold); the
-        probability sigmoids are fitted on plain rows only."""
+        plain row. C is cross-validated over images (a scored row's views never train its fold), and so are
+        the probability sigmoids: each fold's SVM trains on its rows and their views, and is scored on plain
+        rows it did not see."""
         X, y = training_data(self, X, y)
         X = as_vectors(X)
         self.n_views_ = view_count(X, views)
@@ -178,8 +179,8 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         def design(rows):  # (design, targets, class codes) of these rows, their views stacked after them
             if not self.n_views_:
                 return self._design(X[rows]), self._targets(y[rows]), y[rows]
-            codes, labels = with_all_views(standardize(self.scaler_, X), y, views, rows, self.scaler_)
-            return with_bias(codes), self._targets(labels), labels
+            codes, labels = with_all_views(standardize(self.scaler_, X), y, views, rows, self.scaler_, bias=True)
+            return codes, self._targets(labels), labels
 
         unconverged = set()  # the Cs whose fits max_iter ended: one warning names them all
         fits = 1 + (self.cv * len(self.Cs) if self.C is None else 0)
@@ -201,19 +202,20 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
             warnings.warn(f"LinearSVM: the solver reached max_iter={self.max_iter} Newton steps before converging "
                           f"(C={Cs}): raise max_iter, or leave those Cs out", ConvergenceWarning, stacklevel=2)
         if self.probability:
-            self.sigmoid_a_, self.sigmoid_b_ = self._platt_scaling(X, y)
+            self.sigmoid_a_, self.sigmoid_b_ = self._platt_scaling(X, y, views)
         return self
 
-    def _platt_scaling(self, X, y):
+    def _platt_scaling(self, X, y, views=None):
         """(a, b) per one-vs-rest problem: P(class k | x) ~ 1 / (1 + exp(a_k score_k(x) + b_k)), fitted by
-        scikit-learn's CalibratedClassifierCV on decision scores of rows each fold's SVM did not see.
+        scikit-learn's CalibratedClassifierCV on decision scores of rows each fold's SVM did not see (its views,
+        sliced with its rows by scikit-learn, train that fold's SVM as they trained this one).
         Only the sigmoids are kept (plain numbers, saved without pickles); the SVM is the one fitted above."""
         fixed = clone(self).set_params(C=self.C_, probability=False, verbose=0)
         folds = StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # said once already, for this C
             (calibrated,) = CalibratedClassifierCV(fixed, method="sigmoid", cv=folds, ensemble=False) \
-                .fit(X, y).calibrated_classifiers_
+                .fit(X, y, **({} if views is None else {"views": views})).calibrated_classifiers_
         return (np.array([c.a_ for c in calibrated.calibrators], np.float64),
                 np.array([c.b_ for c in calibrated.calibrators], np.float64))
 
@@ -244,6 +246,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
                 W, _ = self._solve(A_train, Y_train, C, W, unconverged, basis)
                 scores[C].append(float((self._classify(A_test @ W) == y[test]).mean()))
                 bar.update()
+            del A_train, Y_train, A_test, basis  # before the next fold's design is built: one fold's at a time
         return {C: float(np.mean(s)) for C, s in scores.items()}
 
     @staticmethod

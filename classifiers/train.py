@@ -1,56 +1,31 @@
-"""`cnncodes baseline`: trains a pixel baseline on the store's images, split and folds.
+"""`cnncodes baseline`: the loop that trains a pixel baseline on the store's images, split and folds.
 
-Every epoch ends in a checkpoint (weights, optimizer state, the random layers' seeds, history)
-written atomically, and every random draw comes from the run's seed and the epoch, so a killed run
-resumes at the next epoch and ends as an uninterrupted one would. The run record has the same shape
-as `fit`'s, so `report` shows baselines beside the heads.
+Every epoch ends in a checkpoint (checkpoint.py: weights, optimizer state, the random layers' seeds,
+history) written atomically, and every random draw comes from the run's seed and the epoch (seeding.py),
+so a killed run resumes at the next epoch and ends as an uninterrupted one would; early stopping is
+early_stopping.BestEpoch's, as the heads'. The run's folder and state are baseline_runs.py's. The run
+record has the same shape as `fit`'s, so `report` shows baselines beside the heads.
 """
-import hashlib
-import os
-import shutil
-import time
-import zipfile
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import asdict
 
 import numpy as np
 
-from cnncodes.features import schema
 from cnncodes.features.errors import UserError
 from cnncodes.features.folds import stratified_subset
-from cnncodes.features.sealed import SealBroken, all_finite, read_sealed, write_sealed
+from cnncodes.features.sealed import all_finite, write_sealed
 from cnncodes.features.store import FeatureStore
 from cnncodes.pipeline.backbones import check_layer, check_size, dtype_policy
 from . import baselines
-from .baseline_config import BaselineConfig, resume_settings
-from .heads import seeded_batches
+from .baseline_config import BaselineConfig
+from .baseline_runs import (chosen_params, is_finished, kept_if_resumable, phase_done, phases, run_folder, run_state,
+                            with_stored_label)
+from .checkpoint import Checkpoint
+from .early_stopping import BestEpoch
 from .params import check_values
 from .registry import head_parameters
 from .runs import classification_record, read_record, save_run
-
-
-def run_folder(store: Path, config: BaselineConfig, label: str) -> Path:
-    """The latest run folder with these settings, or the path of a new one (made only once training starts)."""
-    runs = Path(store) / schema.RUNS_DIR
-    existing = sorted(runs.glob(f"*-{config.run_name(label)}")) if runs.exists() else []
-    if existing:
-        return existing[-1]
-    return runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{config.run_name(label)}"
-
-
-@contextmanager
-def kept_if_resumable(run: Path):
-    """Makes the run folder; a run that fails before its first checkpoint leaves no empty folder
-    behind, one with a checkpoint stays to resume from."""
-    new = not run.exists()
-    run.mkdir(parents=True, exist_ok=True)
-    try:
-        yield
-    except BaseException:
-        if new and not Checkpoint(run).state_file.exists():
-            shutil.rmtree(run, ignore_errors=True)
-        raise
+from .schedules import wrn_schedule
+from .seeding import seed_new_layers
 
 
 def build(config: BaselineConfig, image_shape, n_classes):
@@ -84,200 +59,6 @@ def compile_phase(built, config: BaselineConfig, phase: int):
     else:
         optimizer = keras.optimizers.RMSprop(learning_rate=rate)
     built.model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-
-
-def derived_seed(seed: int, *where) -> int:
-    """A seed of its own for each place in the model, the same in every process."""
-    return int(hashlib.sha256("/".join(map(str, (seed, *where))).encode()).hexdigest()[:8], 16) % (2**31 - 1)
-
-
-def seed_states(model) -> list:
-    """The random layers' seed states: model variables that are not weights, and not saved with them."""
-    weights = {id(w) for w in model.weights}
-    return [v for v in model.variables if id(v) not in weights]
-
-
-def seed_new_layers(built, seed: int):
-    """Re-draws the new layers' weights from their own initializers, and every seed state, from
-    (seed, position in the model).
-
-    Keras seeds unseeded layers from Python's process-wide `random` when it makes them, and a Dask
-    worker's heartbeat draws from it on another thread (dask.sizeof), so a baseline trained as a k-fold
-    task started from weights that depended on timing. Positions, not names: Keras numbers layer names
-    by what was built before in the process. The backbone is left as build_backbone made it."""
-    for i, layer in enumerate(built.model.layers):
-        if layer is built.backbone:
-            continue
-        for j, var in enumerate(layer.weights):
-            init = getattr(layer, f"{var.name}_initializer", None)
-            if init is None:
-                raise RuntimeError(f"no initializer found for {var.path}")
-            config = init.get_config()
-            if "seed" in config:
-                init = init.__class__.from_config({**config, "seed": derived_seed(seed, i, j)})
-            var.assign(init(var.shape, dtype=var.dtype))
-    for i, state in enumerate(seed_states(built.model)):
-        state.assign(np.array([derived_seed(seed, "rng", i), 0], dtype=state.dtype))
-
-
-def wrn_steps(epochs: int) -> list[int]:
-    """The epochs after which the WRN paper's rate drops x0.2: 30%, 60% and 80% of the run (SGD only).
-    A short run keeps only the steps that fit, each at least one epoch after the one before, so none
-    falls on the first epoch (1 epoch: no step; 3 epochs: after epochs 1 and 2)."""
-    steps = []
-    for fraction in (0.3, 0.6, 0.8):
-        step = max(int(epochs * fraction), (steps[-1] if steps else 0) + 1)
-        if step < epochs:
-            steps.append(step)
-    return steps
-
-
-def wrn_schedule(config: BaselineConfig):
-    """The learning rate of each (0-based) epoch under wrn_steps."""
-    base, steps = config.final_learning_rate, wrn_steps(config.total_epochs)
-    return lambda epoch: base * 0.2 ** sum(epoch >= s for s in steps)
-
-
-def chosen_params(config: BaselineConfig, state: dict) -> dict:
-    """`fit`'s chosen hyperparameters: the epochs trained and the one whose weights were kept (the best
-    under --patience, else the last), the learning rate (wrn's first), and the steps wrn's schedule took."""
-    best = state["best"]["epoch"] if state["best"] else state["epoch"]
-    chosen = {"best_epoch": best, "epochs_trained": state["epoch"], "learning_rate": config.final_learning_rate,
-              "batch_size": config.batch_size}
-    if config.kind == "wrn" and config.optimizer == "sgd":  # the steps taken (early stopping may come first)
-        steps = [str(s) for s in wrn_steps(config.total_epochs) if s < state["epoch"]]
-        # no commas: k-fold tables separate each fold's value by them
-        chosen["schedule"] = f"x0.2 after epoch{'s' * (len(steps) > 1)} {'/'.join(steps)}" if steps else "constant"
-    return chosen
-
-
-class Checkpoint:
-    """Everything training goes on from, in one file per epoch: the weights, the optimizer's variables
-    (its step counter included), the random layers' seed states and, under early stopping, the best
-    epoch's weights. state.json names the file and is replaced only once the file is complete, so a kill
-    at any moment leaves a state and a checkpoint that belong together."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.state_file = folder / "state.json"
-
-    def state(self) -> dict | None:
-        if not self.state_file.exists():
-            return None
-        try:
-            return read_sealed(self.state_file)
-        except SealBroken as e:
-            raise self.damaged(self.state_file, str(e)) from None
-
-    def save(self, model, state: dict, best_weights: list | None = None):
-        name = f"checkpoint-{state['epoch']}.npz"
-        parts = {"weights": model.weights, "optimizer": model.optimizer.variables, "seeds": seed_states(model),
-                 "best": best_weights or []}
-        arrays = {f"{part}.{i}": np.asarray(v) for part, values in parts.items() for i, v in enumerate(values)}
-        tmp = self.folder / f".{name}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, self.folder / name)
-        except BaseException:  # a full disk: no half-written file stays beside the last good checkpoint
-            tmp.unlink(missing_ok=True)
-            raise
-        state["checkpoint"] = name
-        write_sealed(self.state_file, state)
-        for old in self.folder.glob("checkpoint-*.npz"):
-            if old.name != name:
-                old.unlink()
-
-    def restore(self, model) -> list | None:
-        """Weights and seed states; returns the best epoch's weights when early stopping kept them."""
-        saved = self._load()
-        self._assign(model.weights, saved, "weights")
-        self._assign(seed_states(model), saved, "seeds")
-        return self._part(saved, "best") or None
-
-    def restore_optimizer(self, model):
-        model.optimizer.build(model.trainable_variables)
-        self._assign(model.optimizer.variables, self._load(), "optimizer")
-
-    def _load(self):
-        name = (self.state() or {}).get("checkpoint")
-        if name is None or not (self.folder / name).exists():
-            raise self.damaged(self.folder / (name or "checkpoint-*.npz"))
-        try:
-            with np.load(self.folder / name) as saved:
-                return dict(saved)
-        except (OSError, ValueError, zipfile.BadZipFile):
-            raise self.damaged(self.folder / name) from None
-
-    def damaged(self, path, why: str = "is damaged or missing") -> UserError:
-        return UserError(f"{path} {why}: delete {self.folder} to train this run from the start")
-
-    @staticmethod
-    def _part(saved: dict, part: str) -> list:
-        return [saved[f"{part}.{i}"] for i in range(sum(k.startswith(f"{part}.") for k in saved))]
-
-    def _assign(self, variables, saved: dict, part: str):
-        values = self._part(saved, part)
-        if [tuple(v.shape) for v in variables] != [a.shape for a in values]:
-            raise UserError(f"the checkpoint in {self.folder} does not fit this model: delete {self.folder} "
-                            "to train this run from the start")
-        for v, a in zip(variables, values):
-            v.assign(a)
-
-
-@dataclass
-class BestEpoch:
-    """Early stopping on validation loss whose memory (the best epoch so far and its weights) goes into
-    the checkpoint, so a resumed run stops where an uninterrupted one would."""
-    patience: int
-    record: dict | None = None     # {"epoch": epochs done at the best, "val_loss"}
-    weights: list | None = None
-
-    def should_stop(self, epochs_done: int, val_loss: float, model) -> bool:
-        if self.record is None or val_loss < self.record["val_loss"]:
-            self.record, self.weights = {"epoch": epochs_done, "val_loss": val_loss}, model.get_weights()
-            return False
-        return epochs_done - self.record["epoch"] >= self.patience
-
-
-def phase_done(state: dict, phase: int, until: int) -> bool:
-    return state["epoch"] >= until or state["phase"] > phase or (state["phase"] == phase and state["stopped"])
-
-
-def phases(config: BaselineConfig) -> list[tuple[int, int]]:
-    """(phase, the epoch it trains until): finetune's frozen and unfrozen phases, one phase otherwise."""
-    if config.kind == "finetune":
-        return [(1, min(config.head_epochs, config.total_epochs)), (2, config.total_epochs)]
-    return [(1, config.total_epochs)]
-
-
-def run_state(run: Path, config: BaselineConfig) -> dict:
-    """The run's training state (a fresh one for a new run), checked against these settings."""
-    fresh = {"epoch": 0, "phase": 1, "stopped": False, "best": None, "history": {}, "seconds": 0.0}
-    state = {**fresh, **(Checkpoint(run).state() or {"config": asdict(config)})}
-    if resume_settings(state["config"]) != resume_settings(asdict(config)):
-        raise UserError(f"{run} holds a run with other settings: delete it and run the same command again")
-    if state["epoch"] > config.total_epochs:
-        raise UserError(f"{run} has trained {state['epoch']} epochs already: give --epochs {state['epoch']} or more")
-    return state
-
-
-def is_finished(state: dict, config: BaselineConfig) -> bool:
-    return bool(state.get("done")) and all(phase_done(state, p, until) for p, until in phases(config))
-
-
-def finished_run(store_dir, config: BaselineConfig) -> Path | None:
-    """The run folder of these settings when it has nothing left to train, else None: what
-    train_baseline would only read back."""
-    store = FeatureStore.open(store_dir)
-    config = with_stored_label(store, config)
-    run = run_folder(store.path, config, store.canonical_label_set(config.label))
-    return run if is_finished(run_state(run, config), config) else None
-
-
-def with_stored_label(store: FeatureStore, config: BaselineConfig) -> BaselineConfig:
-    """--label CLASS as the store names it (`class`), so both find the same run; None stays the default."""
-    return config if config.label is None else replace(config, label=store.canonical_label_set(config.label))
 
 
 def check_config(config: BaselineConfig):
@@ -397,26 +178,14 @@ def train_phase(model, config: BaselineConfig, until: int, state: dict, ckpt: Ch
     under early stopping. Batches are drawn from (seed, epoch), so a resumed epoch sees the same ones."""
     import keras  # the backend: only where a network trains, never on quick commands
 
+    from .keras_training import EndOfEpoch, seeded_batches
+
     stopper = BestEpoch(config.patience, state["best"], best) if config.patience else None
-
-    class EndOfEpoch(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.time()
-
-        def on_epoch_end(self, epoch, logs=None):
-            for k, v in (logs or {}).items():
-                state["history"].setdefault(k, []).append(float(v))
-            state.update(epoch=epoch + 1, seconds=state["seconds"] + time.time() - self.start)
-            if stopper:
-                state["stopped"] = stopper.should_stop(epoch + 1, logs["val_loss"], self.model)
-                state["best"], self.model.stop_training = stopper.record, state["stopped"]
-            ckpt.save(self.model, state, stopper and stopper.weights)
-
     batches, follow_epochs = seeded_batches(X, y, config.batch_size, config.seed)
     callbacks = [follow_epochs]
     if config.kind == "wrn" and config.optimizer == "sgd":  # before EndOfEpoch, which then keeps each epoch's rate
         callbacks.append(keras.callbacks.LearningRateScheduler(wrn_schedule(config)))
-    callbacks.append(EndOfEpoch())
+    callbacks.append(EndOfEpoch(state, ckpt, stopper))
     model.fit(batches, epochs=until, initial_epoch=state["epoch"], shuffle=False, callbacks=callbacks,
               verbose=2 if progress else 0, **validation)
     return stopper.weights if stopper else None

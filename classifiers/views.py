@@ -3,16 +3,17 @@ row's plain codes. Views come as (rows, K, dim), aligned with the plain codes' r
 dask array over the store): they are read in blocks of rows, so a lazy set is never loaded whole here.
 
 Linear heads train on every view (the plain rows and their K views as (K + 1) x rows rows, which must fit in
-memory); the dense head draws one of the K + 1 per row and epoch (one epoch's inputs, the size of the plain
-codes, however large K). Either way only the rows given train: a held-out image's views never do."""
+memory); the dense head draws one of the K + 1 per row and epoch (one epoch's inputs are the size of the plain
+codes, however large K; views are read BLOCK_BYTES at a time). Either way only the rows given train: a
+held-out image's views never do."""
 import numpy as np
 import psutil
 
 from cnncodes.features.errors import BadParameter
 from .inputs import standardize
 
-BLOCK_ROWS = 2048  # rows of views read at a time: 2048 x K x dim float32
-MEMORY_SHARE = 0.5  # of the memory available now, the most a linear head's stacked views may take
+BLOCK_BYTES = 64 * 2**20  # views read at a time: memory stays flat however large K or dim
+MEMORY_SHARE = 0.5  # of the memory available now, the most the stacked views of running linear heads may take
 
 
 def view_count(X, views) -> int:
@@ -29,12 +30,18 @@ def view_count(X, views) -> int:
     return shape[1]
 
 
+def block_rows(views) -> int:
+    """Rows of views read at a time: BLOCK_BYTES of them."""
+    return max(1, BLOCK_BYTES // (4 * views.shape[1] * views.shape[2]))
+
+
 def view_blocks(views, rows):
     """(offset into `rows`, float32 block (len, K, dim)) over the given sorted rows, a block at a time; a lazy
-    array is computed here, in this thread (never by a Dask client that may be busy running this very task)."""
-    rows = np.asarray(rows)
-    for start in range(0, len(rows), BLOCK_ROWS):
-        block = views[rows[start:start + BLOCK_ROWS]]
+    array is computed here, in this thread (never by a Dask client that may be busy running this very task).
+    A block holds every view of its rows: the store keeps a row's views together."""
+    rows, step = np.asarray(rows), block_rows(views)
+    for start in range(0, len(rows), step):
+        block = views[rows[start:start + step]]
         block = block.compute(scheduler="sync") if hasattr(block, "compute") else block
         block = np.asarray(block, dtype=np.float32)
         if not np.isfinite(block).all():
@@ -43,22 +50,36 @@ def view_blocks(views, rows):
         yield start, block
 
 
-def with_all_views(X, y, views, rows, scaler):
-    """(codes, labels) for a linear head: the rows' plain codes X (standardised already), then every view of
-    each row (row by row) standardised by `scaler`, the labels repeated to match. Refused, before it is built, when it would take
-    more than MEMORY_SHARE of the memory available."""
-    K, d = views.shape[1], X.shape[1]
-    need = (K + 1) * len(rows) * d * 4
+def stacked_bytes(rows: int, K: int, dim: int) -> int:
+    """What a linear head's training data takes with every view stacked: (K + 1) x rows x (dim + a bias column)."""
+    return (K + 1) * rows * (dim + 1) * 4
+
+
+def check_memory(need: int, tasks: int = 1):
+    """Refuses, in one line, stacked views that `tasks` heads training at once would hold beyond MEMORY_SHARE of
+    the memory available now."""
     available = _available_memory()
-    if need > MEMORY_SHARE * available:
-        raise BadParameter(f"training a linear head on {K} views of {len(rows)} rows needs {need / 2**30:.1f} GiB, "
-                           f"more than half the {available / 2**30:.1f} GiB available: use --head dense (which draws "
-                           f"views per epoch, in flat memory), fewer views, or --no-views")
-    out = np.empty(((K + 1) * len(rows), d), np.float32)
-    out[:len(rows)] = X[rows]
+    if tasks * need > MEMORY_SHARE * available:
+        who = f"{tasks} linear heads at once (--workers)" if tasks > 1 else "a linear head"
+        raise BadParameter(f"training {who} on every view needs {tasks * need / 2**30:.1f} GiB, more than half the "
+                           f"{available / 2**30:.1f} GiB available: use --head dense (which draws views per epoch, "
+                           f"in flat memory), fewer views or workers, or --no-views")
+
+
+def with_all_views(X, y, views, rows, scaler, bias: bool = False):
+    """(codes, labels) for a linear head: the rows' plain codes X (standardised already), then every view of
+    each row (row by row) standardised by `scaler`, the labels repeated to match; with `bias`, a last column of
+    ones (the SVM's), so that no copy is made to add it. Refused, before it is built, when it would take more
+    than MEMORY_SHARE of the memory available."""
+    K, d = views.shape[1], X.shape[1]
+    check_memory(stacked_bytes(len(rows), K, d))
+    out = np.empty(((K + 1) * len(rows), d + bias), np.float32)
+    if bias:
+        out[:, d] = 1.0
+    out[:len(rows), :d] = X[rows]
     for start, block in view_blocks(views, rows):
         first = len(rows) + start * K
-        out[first:first + block.shape[0] * K] = standardize(scaler, block.reshape(-1, d))
+        out[first:first + block.shape[0] * K, :d] = standardize(scaler, block.reshape(-1, d))
     return out, np.concatenate([y[rows], np.repeat(y[rows], K)])
 
 

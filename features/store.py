@@ -1,5 +1,6 @@
 """Read access to a store directory: `FeatureStore.open(DIR)` hands out numpy or dask arrays."""
 import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -497,8 +498,8 @@ class FeatureStore:
         rows = self.rows(split)
         fix = self.reingest if Path(path) == self.data_file else self.rebuild(Path(path).stem)
         with reading(path, fix):
-            if lazy:
-                return dask_array(path, key)[rows]
+            if lazy:  # read later, chunk by chunk: each read is guarded as this one
+                return dask_array(path, key, guard=functools.partial(reading, path, fix))[rows]
             with h5py.File(path, "r") as f:
                 if path == self.data_file and f.attrs.get("content_sha256") != self.content:
                     raise UserError(f"{self.data_file} was replaced while this command ran (ingested again?): what "

@@ -39,49 +39,14 @@ def cubic_matrix(n_in: int, n_out: int) -> np.ndarray:
 
 
 def make_resize_layer(in_hw: tuple, size: int):
-    import keras
-    from keras import ops
+    """The device resize of (h, w) images to size x size (pipeline/layers.py's BicubicResize)."""
+    from .layers import BicubicResize  # imports the backend: only where a model is built
 
-    class BicubicResize(keras.layers.Layer):
-        """uint8 (b, h, w, 3) -> float32 (b, size, size, 3) in 0..255, rounded like OpenCV's uint8 output."""
-
-        def __init__(self, **kwargs):
-            super().__init__(dtype="float32", **kwargs)
-            self.rows = cubic_matrix(in_hw[0], size)
-            self.cols = cubic_matrix(in_hw[1], size)
-            self.identity = tuple(in_hw) == (size, size)
-
-        def call(self, x):
-            x = ops.cast(x, "float32")
-            if self.identity:
-                return x
-            x = ops.einsum("Hh,bhwc->bHwc", ops.convert_to_tensor(self.rows), x)
-            x = ops.einsum("Ww,bHwc->bHWc", ops.convert_to_tensor(self.cols), x)
-            return ops.round(ops.clip(x, 0.0, 255.0))
-
-        def compute_output_shape(self, input_shape):
-            return (input_shape[0], size, size, input_shape[3])
-
-    return BicubicResize(name="bicubic_resize")
+    return BicubicResize(in_hw, size, name="bicubic_resize")
 
 
 def make_crop_resize_layer(size: int):
-    import keras
-    from keras import ops
+    """The views' crop, flip and resize to size x size in one step (pipeline/layers.py's CropResize)."""
+    from .layers import CropResize
 
-    class CropResize(keras.layers.Layer):
-        """[uint8 images (b, h, w, 3), row matrices (b, size, h), column matrices (b, size, w)] -> float32
-        (b, size, size, 3) in 0..255: each image's own crop, flip and bicubic resize, rounded as OpenCV's."""
-
-        def __init__(self, **kwargs):
-            super().__init__(dtype="float32", **kwargs)
-
-        def call(self, inputs):
-            images, rows, cols = inputs
-            x = ops.einsum("bih,bhwc,bjw->bijc", rows, ops.cast(images, "float32"), cols)
-            return ops.round(ops.clip(x, 0.0, 255.0))
-
-        def compute_output_shape(self, input_shapes):
-            return (input_shapes[0][0], size, size, input_shapes[0][3])
-
-    return CropResize(name="crop_resize")
+    return CropResize(size, name="crop_resize")

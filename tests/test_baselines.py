@@ -8,7 +8,10 @@ from conftest import kill_midway, run_cli, write_mixed_tree
 from cnncodes.classifiers.baselines import finetune_model, set_phase
 from cnncodes.classifiers.registry import BASELINES
 from cnncodes.pipeline.backbones import get_backbone
-from cnncodes.classifiers.train import BaselineConfig, Checkpoint, build, compile_phase, seed_states, train_baseline
+from cnncodes.classifiers.baseline_config import BaselineConfig
+from cnncodes.classifiers.checkpoint import Checkpoint
+from cnncodes.classifiers.seeding import seed_states
+from cnncodes.classifiers.train import build, compile_phase, train_baseline
 from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureStore
 from cnncodes.pipeline.ingest import IngestConfig, ingest
@@ -133,10 +136,10 @@ def test_limit_and_validation_slice_are_stratified_though_rows_are_grouped_by_cl
     """Stored training rows are sorted by class: 'the first N rows' would hold one class only."""
     import keras
 
-    from cnncodes.classifiers import train
+    from cnncodes.classifiers import keras_training
 
     seen = {}
-    fit, batches = keras.Model.fit, train.seeded_batches
+    fit, batches = keras.Model.fit, keras_training.seeded_batches
 
     def spy_fit(self, x, **kw):
         seen["val"] = np.bincount(kw["validation_data"][1], minlength=3)
@@ -147,7 +150,7 @@ def test_limit_and_validation_slice_are_stratified_though_rows_are_grouped_by_cl
         return batches(X, y, *args)
 
     monkeypatch.setattr(keras.Model, "fit", spy_fit)
-    monkeypatch.setattr(train, "seeded_batches", spy_batches)
+    monkeypatch.setattr(keras_training, "seeded_batches", spy_batches)
     train_baseline(colour_store, BaselineConfig("cnn", epochs=1, batch_size=16, limit=30, patience=2, seed=1), **quiet)
     assert seen["train"].tolist() == [9, 9, 9] and seen["val"].tolist() == [1, 1, 1]
 
@@ -257,7 +260,9 @@ def test_a_baseline_records_the_epoch_it_kept_and_scores_that_model_on_its_train
     run, record = train_baseline(digits_store, config, **quiet)
     history, chosen = record["history"], record["chosen"]
     assert chosen["epochs_trained"] == record["epochs"] == len(history["loss"])
-    assert chosen["best_epoch"] == np.argmin(history["val_loss"]) + 1 < chosen["epochs_trained"], \
+    # the one early-stopping policy (early_stopping.BestEpoch): the highest validation accuracy, then the lowest loss
+    ranked = sorted(range(len(history["loss"])), key=lambda e: (-history["val_accuracy"][e], history["val_loss"][e]))
+    assert chosen["best_epoch"] == ranked[0] + 1 < chosen["epochs_trained"], \
         "the run no longer stops early: choose other settings"
     assert record["validation_accuracy"] == history["val_accuracy"][chosen["best_epoch"] - 1]
 
@@ -282,7 +287,7 @@ def test_wrn_steps_never_fall_on_the_first_epoch_and_the_record_says_where_they_
         assert record["history"]["learning_rate"] == pytest.approx([0.1, 0.02][:epochs])  # what Keras trained at
         assert record["chosen"]["learning_rate"] == 0.1 and record["chosen"]["schedule"] == schedule
 
-    from cnncodes.classifiers.train import wrn_steps
+    from cnncodes.classifiers.schedules import wrn_steps
 
     assert [wrn_steps(n) for n in (1, 2, 3, 4, 10, 200)] == [[], [1], [1, 2], [1, 2, 3], [3, 6, 8], [60, 120, 160]]
 
@@ -298,7 +303,7 @@ def test_a_finished_baseline_is_read_back_not_saved_again(colour_store, tmp_path
     assert again == run and said == [f"baseline: {run.name} was finished before: nothing to train, its record follows"]
     assert (run / "record.json").stat().st_mtime_ns == written and read_back["history"] == record["history"]
 
-    from cnncodes.classifiers.train import finished_run
+    from cnncodes.classifiers.baseline_runs import finished_run
 
     assert finished_run(store, config) == run
     assert finished_run(store, BaselineConfig("cnn", epochs=2, batch_size=16)) is None  # more epochs: more to train

@@ -68,7 +68,7 @@ def test_names_in_any_case_and_path_mistakes_are_answered_before_the_backend_sta
 
 
 def test_weights_named_in_any_case_are_the_words_for_python_callers_and_kfold_too():
-    from cnncodes.classifiers.train import BaselineConfig
+    from cnncodes.classifiers.baseline_config import BaselineConfig
     from cnncodes.pipeline.extract import FeatureConfig
 
     assert BaselineConfig("finetune", weights="NONE").weights == "none"  # kfold --param finetune.weights=NONE

@@ -289,16 +289,24 @@ def test_a_fold_result_of_other_code_is_computed_again_and_said_once(store, tmp_
     assert read_sealed(folds[0])["code"] == code_version()
 
 
+@pytest.mark.parametrize("other", [{"version": "0.3.0", "source_sha256": "0" * 64, "commit": None}, None])
 def test_a_fold_computed_by_a_worker_running_other_code_is_kept_as_its_codes_and_left_out(store, tmp_path,
-                                                                                           monkeypatch):
+                                                                                           monkeypatch, other):
     """A local cluster's workers import the checkout when they start: edited mid-run, they ran other code than
-    the process that writes the table, whose commit a fold must not claim."""
+    the process that writes the table, whose commit a fold must not claim; a worker too old to say (None) ran
+    other code too."""
     from cnncodes.classifiers import kfold
 
     store = fresh_copy(store, tmp_path / "copy")
     real = kfold.run_fold
-    other = {"version": "0.3.0", "source_sha256": "0" * 64, "commit": None}
-    monkeypatch.setattr(kfold, "run_fold", lambda *a: {**real(*a), "code": other} if a[3] == 1 else real(*a))
+
+    def worker(*a):
+        result = real(*a)
+        if a[3] == 1:
+            result = {k: v for k, v in result.items() if k != "code"} | ({"code": other} if other else {})
+        return result
+
+    monkeypatch.setattr(kfold, "run_fold", worker)
     said = []
     table = kfold_scores(store, ["logreg"], k=3, params={"logreg": {"Cs": [0.1]}}, progress=False, log=said.append)
     fold1 = next((store / "runs" / "kfold-r50-k3-train" / "folds").glob("logreg-*-fold1-*.json"))

@@ -9,7 +9,10 @@ import pytest
 
 from conftest import kill_midway, write_mixed_tree
 from cnncodes.classifiers.kfold import kfold_scores
-from cnncodes.classifiers.train import BaselineConfig, Checkpoint, build, seed_states, train_baseline
+from cnncodes.classifiers.baseline_config import BaselineConfig
+from cnncodes.classifiers.checkpoint import Checkpoint
+from cnncodes.classifiers.seeding import seed_states
+from cnncodes.classifiers.train import build, train_baseline
 from cnncodes.features.errors import UserError
 from cnncodes.features.sealed import write_sealed
 from cnncodes.pipeline.ingest import IngestConfig, ingest

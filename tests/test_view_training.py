@@ -69,7 +69,7 @@ def test_a_network_head_never_reads_the_views_of_its_validation_rows(head):
     model = make_head(head, **{**FAST[head], "epochs": 3}).fit(X, y, views=spy)
     fit, val = holdout(model.classes_.searchsorted(y), model.validation_fraction, model.random_state)
     assert spy.rows_read() == set(fit.tolist()) and not spy.rows_read() & set(val.tolist())
-    assert len(spy.reads) == 3 * -(-len(fit) // views_module.BLOCK_ROWS)  # one pass over the rows an epoch
+    assert len(spy.reads) == 3 * -(-len(fit) // views_module.block_rows(spy))  # one pass over the rows an epoch
 
 
 def test_logreg_chooses_C_without_the_views_of_its_holdout_and_fits_every_view_after():
@@ -91,6 +91,38 @@ def test_svm_cross_validates_C_over_images_their_views_with_them():
     assert len(spy.reads) == model.cv + 1 and spy.rows_read(model.cv) == set(range(len(y)))
 
 
+def test_svm_probabilities_are_calibrated_on_folds_trained_with_their_rows_views(monkeypatch):
+    """The sigmoids were fitted on scores of SVMs trained on plain rows only, then applied to one trained on
+    views too."""
+    X, y, V, X_test, y_test = signal_only_in_views()
+    X = X + 3 * np.eye(8, dtype=np.float32)[y]  # the plain codes show the class too, less clearly than the views
+    X_test = X_test + 3 * np.eye(8, dtype=np.float32)[y_test]
+    calls = []
+    fit = HEADS["svm"].fit
+
+    def spy(self, X_fit, y_fit, views=None):
+        calls.append((len(X_fit), None if views is None else np.asarray(views)))
+        return fit(self, X_fit, y_fit, views=views)
+
+    monkeypatch.setattr(HEADS["svm"], "fit", spy)
+    model = make_head("svm", **FAST["svm"], probability=True).fit(X, y, views=V)
+    folds = StratifiedKFold(model.cv, shuffle=True, random_state=model.random_state).split(X, y)
+    calibration = calls[1:1 + model.cv]  # after the fit itself: one SVM per calibration fold
+    for (rows, views), (train, _) in zip(calibration, folds):
+        assert rows == len(train) and np.array_equal(views, V[train])  # each fold's rows' views, no others
+    proba = model.predict_proba(X_test)
+    assert (model.classes_[proba.argmax(1)] == model.predict(X_test)).mean() >= 0.95
+    assert proba[np.arange(len(y_test)), y_test].mean() > 0.6  # the true class's probability
+
+
+def test_blocks_of_views_are_read_a_bounded_number_of_bytes_at_a_time(monkeypatch):
+    monkeypatch.setattr(views_module, "BLOCK_BYTES", 4 * 4 * 8 * 10)  # 10 rows of 4 views of 8 floats
+    X, y, V, _, _ = signal_only_in_views(n=55, K=4)
+    spy = RecordingViews(V)
+    blocks = list(views_module.view_blocks(spy, np.arange(55)))
+    assert [len(b) for _, b in blocks] == [10] * 5 + [5] and [s for s, _ in blocks] == list(range(0, 55, 10))
+
+
 def test_every_view_follows_its_row_standardised_as_the_plain_codes():
     from sklearn.preprocessing import StandardScaler
 
@@ -101,6 +133,9 @@ def test_every_view_follows_its_row_standardised_as_the_plain_codes():
     np.testing.assert_allclose(codes[:3], scaler.transform(X[rows]), rtol=1e-6)
     np.testing.assert_allclose(codes[3:], scaler.transform(V[rows].reshape(-1, X.shape[1])), rtol=1e-5, atol=1e-6)
     assert labels.tolist() == y[rows].tolist() + np.repeat(y[rows], 3).tolist()
+    with_bias, _ = with_all_views(scaler.transform(X), y, V, rows, scaler, bias=True)  # the SVM's: no copy to add it
+    np.testing.assert_array_equal(with_bias[:, :-1], codes)
+    assert (with_bias[:, -1] == 1).all()
 
 
 def test_each_epoch_draws_the_plain_codes_or_one_view_per_row_from_its_seed():
@@ -126,7 +161,7 @@ def test_views_that_do_not_line_up_or_with_spatial_maps_are_refused():
 def test_a_linear_head_whose_views_exceed_memory_is_one_line_naming_the_way_out(monkeypatch):
     X, y, V, _, _ = signal_only_in_views(n=50)
     monkeypatch.setattr(views_module, "_available_memory", lambda: 1000)
-    with pytest.raises(BadParameter, match="--head dense .* fewer views, or --no-views"):
+    with pytest.raises(BadParameter, match="--head dense .* fewer views or workers, or --no-views"):
         make_head("logreg").fit(X, y, views=V)
 
 
@@ -180,3 +215,43 @@ def test_kfold_with_views_trains_each_fold_on_its_training_rows_views_in_a_table
     again = kfold_scores(store, ["logreg"], k=2, features=name, params=params, **quiet)
     assert again["tasks_run"] == 0 and again["rows"] == table["rows"]  # kept apart from the plain table's folds
     assert read_sealed(Path(table["path"]).with_name("table.json"))["views"] == 2
+
+
+def test_kfold_refuses_linear_heads_whose_views_would_not_fit_in_memory_together(views_store, monkeypatch):
+    """Each fold checked its own stacked views against the memory free as it started: two at once took twice."""
+    from cnncodes.classifiers import kfold
+
+    store, name = views_store
+    stacked = views_module.stacked_bytes(20, 2, FeatureStore.open(store).feature_set(name).pooled_shape[1])
+    monkeypatch.setattr(views_module, "_available_memory", lambda: int(3 * stacked))  # one fits in half, two not
+    monkeypatch.setattr(kfold, "dask_client", lambda *a: pytest.fail("Dask started before the check"))
+    with pytest.raises(BadParameter, match="2 linear heads at once"):
+        kfold_scores(store, ["logreg"], k=3, features=name, params={"logreg": {"Cs": [0.3]}}, workers=2, **quiet)
+
+
+def test_damaged_views_are_one_line_naming_the_file_however_late_they_are_read(views_store, monkeypatch):
+    import h5py
+
+    from cnncodes.features.errors import DamagedError
+
+    store, name = views_store
+    read = h5py.Dataset.__getitem__
+
+    def failing(self, index):
+        if self.name == "/views":
+            raise OSError("Can't synchronously read data (filter returned failure during read)")
+        return read(self, index)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", failing)
+    with pytest.raises(DamagedError, match=rf"{name}.h5 is damaged .*filter returned failure.*: re-run"):
+        fit_head(store, "logreg", features=name, params={"Cs": [0.1]})
+
+
+def test_a_join_whose_views_cannot_be_joined_trains_on_its_plain_codes_and_says_why(views_store):
+    store, name = views_store
+    plain = extract_features(store, FeatureConfig("efficientnet_lite0", "none", 32, layer="block6a_expand_activation"),
+                             name="plaincodes", **quiet).name
+    said = []
+    _, record = fit_head(store, "logreg", features=f"{name}+{plain}", params={"Cs": [0.1]}, log=said.append)
+    assert record["views"] == 0 and len(said) == 1 and "trains on its plain codes" in said[0]
+    assert "plaincodes has no views" in said[0]

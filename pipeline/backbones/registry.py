@@ -176,23 +176,9 @@ def seeded_initialization(model, seed: int):
 
 
 def make_preprocess_layer(mode: str):
-    import keras
-    from keras import ops
+    from cnncodes.pipeline.layers import Preprocess  # imports the backend: only where a model is built
 
-    class Preprocess(keras.layers.Layer):
-        """The backbone's own input convention, applied to RGB 0..255 on the device."""
-
-        def __init__(self, **kwargs):
-            super().__init__(dtype="float32", **kwargs)
-
-        def call(self, x):
-            if mode == "caffe":
-                return ops.flip(x, axis=-1) - ops.convert_to_tensor([103.939, 116.779, 123.68])
-            if mode == "lite":
-                return (x - 127.0) / 128.0
-            return x / 127.5 - 1.0
-
-    return Preprocess(name=f"preprocess_{mode}")
+    return Preprocess(mode, name=f"preprocess_{mode}")
 
 
 def canonical_weights(weights: str) -> str:

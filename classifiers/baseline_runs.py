@@ -1,0 +1,90 @@
+"""A baseline run's folder and state: where a configuration's run lives, what it has trained, whether it
+is finished, and the hyperparameters it reports as chosen. Every epoch's state is the checkpoint's."""
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from cnncodes.features import schema
+from cnncodes.features.errors import UserError
+from cnncodes.features.store import FeatureStore
+from .baseline_config import BaselineConfig, resume_settings
+from .checkpoint import Checkpoint
+from .schedules import wrn_steps
+
+
+def run_folder(store: Path, config: BaselineConfig, label: str) -> Path:
+    """The latest run folder with these settings, or the path of a new one (made only once training starts)."""
+    runs = Path(store) / schema.RUNS_DIR
+    existing = sorted(runs.glob(f"*-{config.run_name(label)}")) if runs.exists() else []
+    if existing:
+        return existing[-1]
+    return runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{config.run_name(label)}"
+
+
+@contextmanager
+def kept_if_resumable(run: Path):
+    """Makes the run folder; a run that fails before its first checkpoint leaves no empty folder
+    behind, one with a checkpoint stays to resume from."""
+    new = not run.exists()
+    run.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if new and not Checkpoint(run).state_file.exists():
+            shutil.rmtree(run, ignore_errors=True)
+        raise
+
+
+def phase_done(state: dict, phase: int, until: int) -> bool:
+    return state["epoch"] >= until or state["phase"] > phase or (state["phase"] == phase and state["stopped"])
+
+
+def phases(config: BaselineConfig) -> list[tuple[int, int]]:
+    """(phase, the epoch it trains until): finetune's frozen and unfrozen phases, one phase otherwise."""
+    if config.kind == "finetune":
+        return [(1, min(config.head_epochs, config.total_epochs)), (2, config.total_epochs)]
+    return [(1, config.total_epochs)]
+
+
+def run_state(run: Path, config: BaselineConfig) -> dict:
+    """The run's training state (a fresh one for a new run), checked against these settings."""
+    fresh = {"epoch": 0, "phase": 1, "stopped": False, "best": None, "history": {}, "seconds": 0.0}
+    state = {**fresh, **(Checkpoint(run).state() or {"config": asdict(config)})}
+    if resume_settings(state["config"]) != resume_settings(asdict(config)):
+        raise UserError(f"{run} holds a run with other settings: delete it and run the same command again")
+    if state["epoch"] > config.total_epochs:
+        raise UserError(f"{run} has trained {state['epoch']} epochs already: give --epochs {state['epoch']} or more")
+    return state
+
+
+def is_finished(state: dict, config: BaselineConfig) -> bool:
+    return bool(state.get("done")) and all(phase_done(state, p, until) for p, until in phases(config))
+
+
+def finished_run(store_dir, config: BaselineConfig) -> Path | None:
+    """The run folder of these settings when it has nothing left to train, else None: what
+    train_baseline would only read back."""
+    store = FeatureStore.open(store_dir)
+    config = with_stored_label(store, config)
+    run = run_folder(store.path, config, store.canonical_label_set(config.label))
+    return run if is_finished(run_state(run, config), config) else None
+
+
+def with_stored_label(store: FeatureStore, config: BaselineConfig) -> BaselineConfig:
+    """--label CLASS as the store names it (`class`), so both find the same run; None stays the default."""
+    return config if config.label is None else replace(config, label=store.canonical_label_set(config.label))
+
+
+def chosen_params(config: BaselineConfig, state: dict) -> dict:
+    """`fit`'s chosen hyperparameters: the epochs trained and the one whose weights were kept (the best
+    under --patience, else the last), the learning rate (wrn's first), and the steps wrn's schedule took."""
+    best = state["best"]["epoch"] if state["best"] else state["epoch"]
+    chosen = {"best_epoch": best, "epochs_trained": state["epoch"], "learning_rate": config.final_learning_rate,
+              "batch_size": config.batch_size}
+    if config.kind == "wrn" and config.optimizer == "sgd":  # the steps taken (early stopping may come first)
+        steps = [str(s) for s in wrn_steps(config.total_epochs) if s < state["epoch"]]
+        # no commas: k-fold tables separate each fold's value by them
+        chosen["schedule"] = f"x0.2 after epoch{'s' * (len(steps) > 1)} {'/'.join(steps)}" if steps else "constant"
+    return chosen

@@ -1,0 +1,67 @@
+"""One early-stopping policy for the heads and the baselines: the best validation accuracy, ties broken by
+the lower validation loss, stopping after `patience` epochs without a better one."""
+import numpy as np
+import pytest
+
+from cnncodes.classifiers.early_stopping import BestEpoch
+
+
+class Model:
+    """Weights that say which epoch they are from."""
+
+    def __init__(self):
+        self.epoch = 0
+
+    def get_weights(self):
+        return [np.array(self.epoch)]
+
+
+def run(policy: BestEpoch, epochs: list[tuple[float, float]], model=None, first=1) -> int:
+    """Feeds (val_accuracy, val_loss) per epoch; returns the epochs done when it stopped (or all)."""
+    model = model or Model()
+    for done, (accuracy, loss) in enumerate(epochs, first):
+        model.epoch = done
+        if policy.should_stop(done, {"val_accuracy": accuracy, "val_loss": loss}, model):
+            return done
+    return first + len(epochs) - 1
+
+
+def test_the_best_accuracy_wins_though_its_loss_is_higher_and_ties_go_to_the_lower_loss():
+    policy = BestEpoch(patience=3)
+    stopped = run(policy, [(0.5, 1.0), (0.7, 1.2), (0.6, 0.5), (0.7, 1.1), (0.65, 0.4), (0.7, 1.15), (0.6, 0.3)])
+    assert policy.record == {"epoch": 4, "val_accuracy": 0.7, "val_loss": 1.1} and int(policy.weights[0]) == 4
+    assert stopped == 7  # three epochs after the fourth without a better one
+
+
+@pytest.mark.parametrize("patience", [1, 2, 5])
+def test_it_stops_patience_epochs_after_the_best(patience):
+    policy = BestEpoch(patience)
+    assert run(policy, [(0.9, 0.1)] + [(0.5, 1.0)] * 10) == 1 + patience
+
+
+def test_a_resumed_run_stops_where_an_uninterrupted_one_would():
+    curve = [(0.5, 1.0), (0.6, 0.9), (0.55, 0.8), (0.6, 0.95), (0.58, 0.7), (0.57, 0.6), (0.56, 0.5)]
+    whole = BestEpoch(2)
+    stopped = run(whole, curve)
+    first = BestEpoch(2)
+    run(first, curve[:3])
+    resumed = BestEpoch(2, first.record, first.weights)  # what a checkpoint keeps
+    assert run(resumed, curve[3:], first=4) == stopped and resumed.record == whole.record
+
+
+def test_nan_never_ranks_as_better_and_an_old_checkpoint_record_yields_to_any_accuracy():
+    policy = BestEpoch(5)
+    run(policy, [(0.5, 1.0), (float("nan"), float("nan"))])
+    assert policy.record["epoch"] == 1
+    old = BestEpoch(5, {"epoch": 3, "val_loss": 0.2})  # saved when baselines stopped on the loss alone
+    run(old, [(0.1, 5.0)], first=4)
+    assert old.record["epoch"] == 4
+
+
+def test_heads_and_baselines_share_it():
+    import inspect
+
+    from cnncodes.classifiers import keras_training, train
+
+    assert isinstance(keras_training.KeepBestEpoch(3).policy, BestEpoch)
+    assert "BestEpoch(config.patience" in inspect.getsource(train.train_phase)
