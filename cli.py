@@ -496,11 +496,22 @@ def report(store, out):
 @click.option("--size", type=SIZE, help="finetune: input side, resized on the device [the backbone's native size]")
 @click.option("--head-epochs", default=2, type=click.IntRange(min=0),
               help="finetune: phase-1 epochs, backbone frozen")
-@click.option("--unfreeze-from", help="finetune: first layer trained in phase 2 [the last stage]")
+@click.option("--unfreeze-from", help="finetune: first layer trained in phase 2, or all [the last stage]")
+@click.option("--label-smoothing", default=0.0, type=click.FloatRange(0, 1, max_open=True),
+              help="every kind: 1 - s on the class, s spread over all classes")
+@click.option("--weight-decay", default=0.0, type=click.FloatRange(0, 1, max_open=True),
+              help="finetune phase 2, wrn: decoupled, never on BatchNorm or biases")
+@click.option("--warmup-epochs", default=0, type=click.IntRange(min=0), help="finetune phase 2: the rate rises from 0")
+@click.option("--cosine", is_flag=True, help="finetune phase 2: then falls along a half cosine to 0")
+@click.option("--crop-area", default=1.0, type=click.FloatRange(0, 1, min_open=True),
+              help="finetune: random-resized crops of this much of the area and more, and flips [1: flips only]")
+@click.option("--train-batchnorm", is_flag=True,
+              help="finetune phase 2: train BatchNorm on batch statistics [frozen, inference mode]")
 @click.option("--depth", default=28, type=click.IntRange(min=10), help="wrn: 6n+4 (16, 22, 28, 40)")
 @click.option("--width", default=10, type=POSITIVE, help="wrn")
 @click.option("--dropout", default=0.0, type=click.FloatRange(0, 1, max_open=True), help="wrn")
-@click.option("--optimizer", type=choice("sgd", "adam"), default="sgd", help="wrn")
+@click.option("--optimizer", type=choice("sgd", "adam", "adamw"), default="sgd",
+              help="wrn; finetune phase 2 (sgd: Nesterov momentum 0.9)")
 @click.option("--quiet", is_flag=True, help="no per-epoch lines")
 def baseline(kind, store, quiet, **options):
     """Train a pixel baseline (basic CNN, fine-tuned backbone, Wide ResNet) on the store's images."""

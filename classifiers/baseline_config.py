@@ -28,13 +28,20 @@ class BaselineConfig:
     weights: str = "imagenet"
     size: int = 224
     head_epochs: int = 2             # phase 1: backbone frozen
-    unfreeze_from: str | None = None
+    unfreeze_from: str | None = None  # a layer name, or "all": every layer trained in phase 2
     learning_rate: float | None = None
+    label_smoothing: float = 0.0     # every kind: the target puts 1 - s on the class and s over all classes
+    weight_decay: float = 0.0        # finetune's phase 2: decoupled, never on BatchNorm's scales and shifts or biases
+    warmup_epochs: int = 0           # finetune's phase 2: the rate rises from 0 over these epochs...
+    cosine: bool = False             # ... then falls along a half cosine to 0 by the last epoch
+    train_batchnorm: bool = False    # finetune's phase 2: BatchNorm trained, on batch statistics (frozen otherwise)
+    crop_area: float = 1.0           # finetune: below 1, random-resized crops of this much of the area and more
     # wrn
     depth: int = 28
     width: int = 10
     dropout: float = 0.0
-    optimizer: str = "sgd"           # sgd (the paper's) or adam (the reference's)
+    optimizer: str = "sgd"           # wrn: sgd (the paper's) or adam (the reference's); finetune's phase 2: sgd
+                                     # (Nesterov momentum 0.9), adam or adamw
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):  # --weights NONE or a kfold --param finetune.weights=NONE: the word, not a file

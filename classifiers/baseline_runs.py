@@ -83,6 +83,9 @@ def chosen_params(config: BaselineConfig, state: dict) -> dict:
     best = state["best"]["epoch"] if state["best"] else state["epoch"]
     chosen = {"best_epoch": best, "epochs_trained": state["epoch"], "learning_rate": config.final_learning_rate,
               "batch_size": config.batch_size}
+    if config.kind == "finetune" and (config.warmup_epochs or config.cosine):  # no commas: see below
+        warmup = f"warm-up {config.warmup_epochs} epoch{'s' * (config.warmup_epochs > 1)}" if config.warmup_epochs else ""
+        chosen["schedule"] = " then ".join(filter(None, [warmup, "cosine" if config.cosine else "constant"]))
     if config.kind == "wrn" and config.optimizer == "sgd":  # the steps taken (early stopping may come first)
         steps = [str(s) for s in wrn_steps(config.total_epochs) if s < state["epoch"]]
         # no commas: k-fold tables separate each fold's value by them

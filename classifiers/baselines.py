@@ -50,27 +50,42 @@ def basic_cnn(image_shape, n_classes):
     return Built(keras.Model(inputs, layers.Dense(n_classes, activation="softmax", dtype="float32")(x), name="cnn"))
 
 
-def finetune_model(image_shape, n_classes, backbone="resnet50", weights="imagenet", size=224, seed=0):
-    """uint8 -> device resize -> backbone preprocessing -> backbone (BatchNorm in inference mode)
-    -> global average pooling -> Dense(1024) -> softmax."""
+def finetune_model(image_shape, n_classes, backbone="resnet50", weights="imagenet", size=224, seed=0,
+                   train_batchnorm=False, crop_area=1.0):
+    """uint8 -> random flip (or, with `crop_area` below 1, after the resize a random-resized crop of that
+    much of the area at least, and flip) -> device resize -> backbone preprocessing -> backbone (BatchNorm in
+    inference mode, unless `train_batchnorm`: then a trainable BatchNorm normalises by batch statistics while
+    training) -> global average pooling -> Dense(1024) -> softmax. Augmentation runs only while training."""
     import keras
     from keras import layers
 
+    from cnncodes.pipeline.layers import RandomResizedCrop
+
     base = build_backbone(backbone, weights, size, seed=seed)
     inputs = keras.Input(image_shape, dtype="uint8")
-    x = layers.RandomFlip("horizontal")(inputs)
-    x = make_resize_layer(image_shape[:2], size)(x)
+    if crop_area < 1:
+        x = make_resize_layer(image_shape[:2], size)(inputs)
+        x = RandomResizedCrop(crop_area, name="random_resized_crop")(x)  # at the network's size: finer crops
+    else:
+        x = layers.RandomFlip("horizontal")(inputs)
+        x = make_resize_layer(image_shape[:2], size)(x)
     x = make_preprocess_layer(get_backbone(backbone).preprocessing)(x)
-    x = base(x, training=False)  # BatchNorm statistics stay frozen even once layers are unfrozen
+    # frozen BatchNorm statistics even once layers are unfrozen; trained ones follow the model's training flag
+    x = base(x) if train_batchnorm else base(x, training=False)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dense(1024, activation="relu")(x)
     outputs = layers.Dense(n_classes, activation="softmax", dtype="float32")(x)
     return Built(keras.Model(inputs, outputs, name="finetune"), base)
 
 
-def set_phase(built: Built, phase: int, unfreeze_from: str | None, backbone: str = "resnet50") -> list[str]:
-    """Phase 1: the backbone frozen. Phase 2: layers from `unfreeze_from` (default: the last stage)
-    on are trainable, BatchNorm layers excepted. Returns the backbone layers left trainable."""
+UNFREEZE_ALL = "all"  # --unfreeze-from all: every layer of the backbone
+
+
+def set_phase(built: Built, phase: int, unfreeze_from: str | None, backbone: str = "resnet50",
+              train_batchnorm: bool = False) -> list[str]:
+    """Phase 1: the backbone frozen. Phase 2: layers from `unfreeze_from` (default: the last stage; "all":
+    every layer) on are trainable, BatchNorm layers excepted unless `train_batchnorm`. Returns the backbone
+    layers left trainable."""
     import keras
 
     base = built.backbone
@@ -79,11 +94,12 @@ def set_phase(built: Built, phase: int, unfreeze_from: str | None, backbone: str
         return []
     start = unfreeze_from or get_backbone(backbone).last_stage
     names = [l.name for l in base.layers]
-    if start not in names:
-        raise UserError(f"{backbone} has no layer {start!r} to unfreeze from (`cnncodes layers {backbone}` lists them)")
-    cut = names.index(start)
+    if start != UNFREEZE_ALL and start not in names:
+        raise UserError(f"{backbone} has no layer {start!r} to unfreeze from (`cnncodes layers {backbone}` lists "
+                        f"them), or give all")
+    cut = 0 if start == UNFREEZE_ALL else names.index(start)
     for i, layer in enumerate(base.layers):
-        layer.trainable = i >= cut and not isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = i >= cut and (train_batchnorm or not isinstance(layer, keras.layers.BatchNormalization))
     return [l.name for l in base.layers if l.trainable and l.weights]
 
 

@@ -90,3 +90,40 @@ class EndOfEpoch(keras.callbacks.Callback):
             state["stopped"] = self.stopper.should_stop(epoch + 1, logs, self.model)
             state["best"], self.model.stop_training = self.stopper.record, state["stopped"]
         self.checkpoint.save(self.model, state, self.stopper and self.stopper.weights)
+
+
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy against integer labels with label smoothing (Keras's sparse loss has none): the target puts
+    1 - s on the class and s spread evenly over all classes."""
+
+    def __init__(self, label_smoothing: float, name="smoothed_sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+        targets = keras.ops.one_hot(labels, y_pred.shape[-1], dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(targets, y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """The rate by optimizer step: up from rate / warmup to `rate` over the first `warmup` steps, then `rate`,
+    or with `cosine` down along a half cosine to 0 at step `total`. Drawn from the optimizer's own step
+    counter, which a checkpoint keeps, so a resumed phase goes on along the same curve."""
+
+    def __init__(self, rate: float, warmup: int, total: int, cosine: bool):
+        self.rate, self.warmup, self.total, self.cosine = float(rate), int(warmup), int(total), bool(cosine)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        factor = keras.ops.minimum(1.0, (step + 1.0) / self.warmup) if self.warmup else keras.ops.ones(())
+        if self.cosine:
+            progress = keras.ops.clip((step - self.warmup) / max(self.total - self.warmup, 1), 0.0, 1.0)
+            factor = factor * 0.5 * (1.0 + keras.ops.cos(np.pi * progress))
+        return self.rate * factor
+
+    def get_config(self):
+        return {"rate": self.rate, "warmup": self.warmup, "total": self.total, "cosine": self.cosine}

@@ -36,7 +36,7 @@ def build(config: BaselineConfig, image_shape, n_classes):
             built = baselines.basic_cnn(image_shape, n_classes)
         elif config.kind == "finetune":
             built = baselines.finetune_model(image_shape, n_classes, config.backbone, config.weights, config.size,
-                                             config.seed)
+                                             config.seed, config.train_batchnorm, config.crop_area)
         elif config.kind == "wrn":
             built = baselines.wide_resnet(image_shape, n_classes, config.depth, config.width, config.dropout)
         else:
@@ -45,20 +45,57 @@ def build(config: BaselineConfig, image_shape, n_classes):
     return built
 
 
-def compile_phase(built, config: BaselineConfig, phase: int):
-    """Makes `phase`'s layers trainable (finetune has 2 phases, the others 1) and compiles a fresh optimizer."""
+NO_WEIGHT_DECAY = ["gamma", "beta", "bias"]  # BatchNorm's scales and shifts, and biases: decay only shrinks them
+
+
+def compile_phase(built, config: BaselineConfig, phase: int, steps_per_epoch: int | None = None):
+    """Makes `phase`'s layers trainable (finetune has 2 phases, the others 1) and compiles a fresh optimizer.
+    `steps_per_epoch` sets out finetune's warm-up and cosine schedule (--warmup-epochs, --cosine) in steps."""
     import keras  # the backend: only where a network trains, never on quick commands
+
+    from .keras_training import SmoothedSparseCrossentropy
 
     rate = config.final_learning_rate
     if config.kind == "finetune":
-        baselines.set_phase(built, phase, config.unfreeze_from, config.backbone)
-        optimizer = keras.optimizers.Adam(1e-3) if phase == 1 else keras.optimizers.SGD(learning_rate=rate, momentum=0.9)
+        baselines.set_phase(built, phase, config.unfreeze_from, config.backbone, config.train_batchnorm)
+        optimizer = keras.optimizers.Adam(1e-3) if phase == 1 else trained_phase_optimizer(
+            config, finetune_schedule(config, steps_per_epoch))
     elif config.kind == "wrn":
-        optimizer = (keras.optimizers.Adam(rate) if config.optimizer == "adam" else
-                     keras.optimizers.SGD(learning_rate=rate, momentum=0.9, nesterov=True))
+        optimizer = trained_phase_optimizer(config, rate)
     else:
         optimizer = keras.optimizers.RMSprop(learning_rate=rate)
-    built.model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    loss = SmoothedSparseCrossentropy(config.label_smoothing) if config.label_smoothing else "sparse_categorical_crossentropy"
+    built.model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+
+
+def trained_phase_optimizer(config: BaselineConfig, rate):
+    """--optimizer sgd (Nesterov momentum 0.9), adam or adamw at `rate` (a number or a schedule), with
+    --weight-decay decoupled from the gradient and never applied to BatchNorm's scales and shifts or biases."""
+    import keras
+
+    decay = config.weight_decay or None
+    if config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(learning_rate=rate, momentum=0.9, nesterov=True, weight_decay=decay)
+    elif config.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(learning_rate=rate, weight_decay=config.weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate=rate, weight_decay=decay)
+    if config.weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
+    return optimizer
+
+
+def finetune_schedule(config: BaselineConfig, steps_per_epoch: int | None):
+    """finetune's phase-2 rate: a number, or a WarmupCosine over the phase's steps."""
+    rate = config.final_learning_rate
+    if not (config.warmup_epochs or config.cosine):
+        return rate
+    if steps_per_epoch is None:
+        raise ValueError("a warm-up or cosine schedule needs the steps per epoch")
+    from .keras_training import WarmupCosine
+
+    epochs = max(config.total_epochs - min(config.head_epochs, config.total_epochs), 1)
+    return WarmupCosine(rate, config.warmup_epochs * steps_per_epoch, epochs * steps_per_epoch, config.cosine)
 
 
 def check_config(config: BaselineConfig):
@@ -67,8 +104,8 @@ def check_config(config: BaselineConfig):
     check_values(config.kind, {name: getattr(config, name) for name in head_parameters(config.kind)})
     if config.kind == "finetune":  # the backbone's input is --size, whatever the images' size
         check_size(config.backbone, config.size)
-        if config.unfreeze_from:  # builds the network without weights: seconds, not a phase of training first
-            check_layer(config.backbone, config.unfreeze_from)
+        if config.unfreeze_from and config.unfreeze_from != baselines.UNFREEZE_ALL:  # builds the network without
+            check_layer(config.backbone, config.unfreeze_from)  # weights: seconds, not a phase of training first
 
 
 def validation_slice(y, seed: int):
@@ -133,7 +170,7 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
         for phase, until in phases(config):
             if phase_done(state, phase, until):
                 continue
-            compile_phase(built, config, phase)
+            compile_phase(built, config, phase, steps_per_epoch=-(-len(y) // config.batch_size))
             if state["phase"] == phase and state["epoch"]:  # resumed inside this phase: its optimizer goes on
                 ckpt.restore_optimizer(built.model)
             else:  # a phase begins from the best weights of the one before, with a fresh optimizer and patience

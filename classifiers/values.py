@@ -78,11 +78,12 @@ VALUE_RULES = {
     "dropout": FRACTION, "input_dropout": FRACTION, "label_smoothing": FRACTION,
     "validation_fraction": OPEN_FRACTION,
     "standardize": SWITCH, "probability": SWITCH,
-    "optimizer": _one_of("adam", "sgd"), "precision": _one_of("fp32", "bf16", "fp16"),
+    "optimizer": _one_of("adam", "sgd", "adamw"), "precision": _one_of("fp32", "bf16", "fp16"),
+    "weight_decay": FRACTION, "crop_area": ("a number above 0 up to 1", lambda x: _number(x) and 0 < x <= 1), "warmup_epochs": _whole(0, MAX_WHOLE), "cosine": SWITCH, "train_batchnorm": SWITCH,
     "backbone": (f"one of {', '.join(BACKBONES)}",  # the registry itself: a backbone added there is taken here
                  lambda x: isinstance(x, str) and x in BACKBONES),
     "weights": ("imagenet, none or a weights file that exists", _weights),
-    "unfreeze_from": ("a layer name", lambda x: isinstance(x, str) and x != ""),  # checked in the network: train.py
+    "unfreeze_from": ("a layer name or all", lambda x: isinstance(x, str) and x != ""),  # checked in the network
 }
 
 

@@ -3,6 +3,7 @@ and resize, the backbones' preprocessing and the pass-through left where a Batch
 imports the backend at its top: the functions that build a model import it where they run, so quick
 commands never load Keras."""
 import keras
+import numpy as np
 from keras import ops
 
 from .resize import cubic_matrix
@@ -78,3 +79,40 @@ class FoldedBatchNorm(keras.layers.Layer):
 
     def call(self, x, **kwargs):
         return x
+
+
+class RandomResizedCrop(keras.layers.Layer):
+    """While training, each image becomes a random crop of `min_area` to all of its area (aspect ratio 3/4 to
+    4/3, as the views' crops), flipped left-right with chance 1/2 and resized back to its own size (bilinear,
+    reflecting at the border); at inference, the image itself. Draws come from the layer's seed generator,
+    whose state a baseline's checkpoint keeps."""
+
+    def __init__(self, min_area: float = 0.25, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.min_area, self.seed = float(min_area), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=False):
+        if not training:
+            return images
+        batch, h, w = ops.shape(images)[0], float(images.shape[1]), float(images.shape[2])
+
+        def uniform(low, high):
+            return keras.random.uniform((batch,), low, high, seed=self.seed_generator)
+
+        area, aspect = uniform(self.min_area, 1.0), ops.exp(uniform(np.log(3 / 4), np.log(4 / 3)))
+        sx, sy = ops.minimum(ops.sqrt(area * aspect), 1.0), ops.minimum(ops.sqrt(area / aspect), 1.0)
+        x0, y0 = uniform(0.0, 1.0) * (1.0 - sx) * w, uniform(0.0, 1.0) * (1.0 - sy) * h
+        flip = uniform(0.0, 1.0) < 0.5
+        zero = ops.zeros_like(sx)
+        # affine_transform maps each output pixel (x, y) to the input point (a0 x + a2, b1 y + b2)
+        a0 = ops.where(flip, -sx, sx)
+        a2 = ops.where(flip, x0 + (w - 1.0) * sx, x0)
+        transform = ops.stack([a0, zero, a2, zero, sy, y0, zero, zero], axis=1)
+        return ops.image.affine_transform(images, transform, interpolation="bilinear", fill_mode="reflect")
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "min_area": self.min_area, "seed": self.seed}
