@@ -337,6 +337,10 @@ def parse_params(pairs) -> dict:
     return out
 
 
+no_views_option = click.option("--no-views", "plain", is_flag=True,
+                               help="train on the plain codes only, though the set has cached augmented views")
+
+
 @cli.command()
 @store_option()
 @click.option("--head", required=True, type=head_choice(False), help="the head trained on the codes")
@@ -345,8 +349,7 @@ def parse_params(pairs) -> dict:
 @click.option("--spatial", is_flag=True, help="train on the spatial maps (gap, dense)")
 @click.option("--epochs", type=POSITIVE, help="for the Keras heads (dense, gap) [their default]")
 @click.option("--param", "params", multiple=True, help="head parameter KEY=VALUE (a JSON value), repeatable")
-@click.option("--no-views", "plain", is_flag=True,
-              help="train on the plain codes only, though the set has cached augmented views")
+@no_views_option
 @click.option("--quiet", is_flag=True, help="no progress (the C grid's fits, the Keras heads' epochs)")
 def fit(store, head, features, label, spatial, epochs, params, plain, quiet):
     """Train a head on the training split's codes, test it, save it and its run record."""
@@ -382,8 +385,7 @@ def fit(store, head, features, label, spatial, epochs, params, plain, quiet):
 @click.option("--epochs", type=POSITIVE, help="for the heads that train in epochs [their default]")
 @click.option("--param", "params", multiple=True,
               help="KEY=VALUE for every requested head that has KEY, or HEAD.KEY=VALUE for one; repeatable")
-@click.option("--no-views", "plain", is_flag=True,
-              help="train on the plain codes only, though the set has cached augmented views")
+@no_views_option
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def kfold(store, heads, k, labels, on, features, scheduler, workers, epochs, params, plain, quiet):
     """k-fold evaluation over the store's folds, every (head, label, fold) a Dask task."""
@@ -414,8 +416,7 @@ def kfold(store, heads, k, labels, on, features, scheduler, workers, epochs, par
 @click.option("--workers", default=1, type=WORKERS, help="local worker processes when no --scheduler")
 @click.option("--epochs", type=POSITIVE, help="for the heads that train in epochs [their default]")
 @click.option("--param", "params", multiple=True, help="head parameter KEY=VALUE (a JSON value), repeatable")
-@click.option("--no-views", "plain", is_flag=True,
-              help="train on the plain codes only, though the set has cached augmented views")
+@no_views_option
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def sweep(store, head, k, candidates, label, scheduler, workers, epochs, params, plain, quiet):
     """Rank feature sets by the head's k-fold mean on the training split; fit the best; test it once."""

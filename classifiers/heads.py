@@ -30,6 +30,8 @@ class KerasHead(ClassifierMixin, BaseEstimator):
     """Shared training loop of the Keras heads: standardised inputs, label smoothing, early stopping on
     the accuracy of a validation slice of the training data, the best epoch's weights kept."""
 
+    stacks_views = False  # draws one view per row and epoch (views.drawn_views): memory flat in K
+
     def _build(self, input_shape, n_classes, seeds):
         """The network; `seeds` yields one seed per random layer or initializer."""
         raise NotImplementedError
@@ -146,6 +148,8 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
     Every C is fitted from zero: warm starts along the C path let lbfgs stop at its first step, since
     scikit-learn's objective (mean loss + |w|^2 / (2 C n)) barely changes its gradient when C moves.
     """
+
+    stacks_views = True  # trains on every view at once (views.with_all_views): kfold sizes its memory
 
     def __init__(self, Cs=(0.001, 0.003, 0.01, 0.03, 0.1, 1.0), validation_fraction=0.1, max_iter=1000, tol=1e-4,
                  standardize=True, random_state=0, verbose=0):

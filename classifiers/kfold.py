@@ -25,11 +25,9 @@ from .baseline_config import BaselineConfig
 from .fit import check_finite, views_left_out
 from .params import resolve_params
 from .ranking import kfold_cells, number
-from .registry import BASELINES, make_head
+from .registry import BASELINES, HEADS, make_head
 from .train import check_config, train_baseline
 from .views import check_memory, stacked_bytes
-
-STACKING_HEADS = ("logreg", "svm")  # the heads that train on every view at once (views.with_all_views)
 
 
 def run_fold(X, y, folds, fold: int, head: str, params: dict, views_of: tuple | None = None) -> dict:
@@ -202,7 +200,7 @@ def check_tasks(store: FeatureStore, todo: list[tuple], params: dict, folds, spl
 
 def check_stacked_views(todo: list[tuple], folds, n_views: int, dim: int, tasks: int):
     """Refuses, before any fold, linear heads whose stacked views `tasks` folds at once would not fit in memory."""
-    linear = [f for h, _, f in todo if h in STACKING_HEADS]
+    linear = [f for h, _, f in todo if h in HEADS and HEADS[h].stacks_views]
     if linear:
         rows = max(int(((folds >= 0) & (folds != f)).sum()) for f in linear)
         check_memory(stacked_bytes(rows, n_views, dim), min(tasks, len(linear)))

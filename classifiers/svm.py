@@ -145,6 +145,8 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
     CalibratedClassifierCV (sigmoid per class, fitted on out-of-fold decision scores at the chosen C;
     `cv` more fits). Without it the SVM has decision scores only, which are not probabilities."""
 
+    stacks_views = True  # trains on every view at once (views.with_all_views): kfold sizes its memory
+
     def __init__(self, C=None, Cs=(0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 100.0), cv=3, tol=1e-4, max_iter=50,
                  standardize=True, probability=False, random_state=0, verbose=0):
         self.C, self.Cs, self.cv, self.tol, self.max_iter = C, Cs, cv, tol, max_iter
@@ -175,18 +177,19 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         X = as_vectors(X)
         self.n_views_ = view_count(X, views)
         self.scaler_ = fit_standardizer(X) if self.standardize else None
+        plain = standardize(self.scaler_, X)  # once: every fold's design is cut from it
 
         def design(rows):  # (design, targets, class codes) of these rows, their views stacked after them
             if not self.n_views_:
-                return self._design(X[rows]), self._targets(y[rows]), y[rows]
-            codes, labels = with_all_views(standardize(self.scaler_, X), y, views, rows, self.scaler_, bias=True)
+                return with_bias(plain[rows]), self._targets(y[rows]), y[rows]
+            codes, labels = with_all_views(plain, y, views, rows, self.scaler_, bias=True)
             return codes, self._targets(labels), labels
 
         unconverged = set()  # the Cs whose fits max_iter ended: one warning names them all
         fits = 1 + (self.cv * len(self.Cs) if self.C is None else 0)
         with progress_bar(total=fits, desc="svm", unit="fit", disable=not self.verbose) as bar:
             if self.C is None:
-                self.cv_scores_ = self._cross_validate(X, y, design, unconverged, bar)
+                self.cv_scores_ = self._cross_validate(plain, y, design, unconverged, bar)
                 self.C_ = max(self.Cs, key=lambda C: (self.cv_scores_[C], -C))
             else:
                 self.C_ = self.C
@@ -219,9 +222,6 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         return (np.array([c.a_ for c in calibrated.calibrators], np.float64),
                 np.array([c.b_ for c in calibrated.calibrators], np.float64))
 
-    def _design(self, X):
-        return with_bias(standardize(self.scaler_, X))
-
     def _targets(self, y):
         """+1/-1 per class; two classes are one problem, positive for classes_[1] (LinearSVC's convention)."""
         if len(self.classes_) == 2:
@@ -234,13 +234,14 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
             unconverged.add(C)
         return W, steps
 
-    def _cross_validate(self, X, y, design, unconverged, bar):
-        """Mean accuracy per C over `cv` folds of the rows; `design(rows)` gives a fold's training data."""
+    def _cross_validate(self, plain, y, design, unconverged, bar):
+        """Mean accuracy per C over `cv` folds of the standardised rows `plain`; `design(rows)` gives a fold's
+        training data."""
         scores = {C: [] for C in self.Cs}
         folds = StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state)
-        for train, test in folds.split(X, y):
+        for train, test in folds.split(plain, y):
             A_train, Y_train, _ = design(np.sort(train))
-            A_test = self._design(X[test])  # plain rows only
+            A_test = with_bias(plain[test])  # plain rows only
             W, basis = None, newton_basis(A_train)
             for C in sorted(self.Cs):  # warm start along the regularisation path
                 W, _ = self._solve(A_train, Y_train, C, W, unconverged, basis)

@@ -69,7 +69,8 @@ def sweep(store_dir, head: str, *, features: list[str] | None = None, k: int = 5
                     and r["settings"] == head_params), None)
         if row is None:  # kfold said why: its folds were computed by other code
             raise UserError(f"sweep: {name}'s folds were not all computed by this cnncodes; run the sweep again")
-        rows.append({"features": name, "views": table["views"], "dims": info.pooled_shape[1], "mean": row["mean"], "std": row["std"],
+        rows.append({"features": name, "views": table["views"], "dims": info.pooled_shape[1],
+                     "mean": row["mean"], "std": row["std"],
                      "folds": row["folds"], "extraction_seconds": round(extraction_seconds(stored, info), 1),
                      "fit_seconds": round(row["seconds"] / k, 2), "chosen": row["chosen"]})
     rows.sort(key=lambda r: (-r["mean"], r["extraction_seconds"] + r["fit_seconds"]))  # ties: the cheaper
@@ -80,7 +81,8 @@ def sweep(store_dir, head: str, *, features: list[str] | None = None, k: int = 5
               "candidates": rows, "chosen": best, "run": Path(run).name,
               "test_accuracy": record["test_accuracy"], "train_accuracy": record["train_accuracy"],
               "final_fit_seconds": round(time.time() - start, 1), "code": code_version()}
-    listed = hashlib.sha256(("\n".join(infos) + ("" if views else "\nno views")).encode()).hexdigest()[:8]  # a sweep of other candidates: its own folder
+    # a sweep of other candidates (or without views) has its own folder
+    listed = hashlib.sha256(("\n".join(infos) + ("" if views else "\nno views")).encode()).hexdigest()[:8]
     folder = Path(store.path) / schema.RUNS_DIR / f"sweep-{folder_part(head)}-{folder_part(label)}-k{k}-{listed}"
     folder.mkdir(parents=True, exist_ok=True)
     write_sealed(folder / "sweep.json", result)
