@@ -478,6 +478,16 @@ def report(store, out):
     click.echo(f"report written to {printable(build_report(store, out))}")
 
 
+def progressive_option(value: str | None) -> tuple[int | None, int]:
+    """--progressive SIZE:EPOCHS as (SIZE, EPOCHS); (None, 0) when not given."""
+    if value is None:
+        return None, 0
+    size, _, epochs = value.partition(":")
+    if not (size.isdigit() and epochs.isdigit()):
+        raise click.BadParameter(f"give SIZE:EPOCHS, e.g. 128:3, not {value!r}", param_hint="--progressive")
+    return int(size), int(epochs)
+
+
 @cli.command()
 @click.argument("kind", type=choice("cnn", "finetune", "wrn"))
 @store_option()
@@ -508,6 +518,8 @@ def report(store, out):
               help="finetune: random-resized crops of this much of the area and more, and flips [1: flips only]")
 @click.option("--train-batchnorm", is_flag=True,
               help="finetune phase 2: train BatchNorm on batch statistics [frozen, inference mode]")
+@click.option("--progressive", callback=lambda ctx, param, value: progressive_option(value), metavar="SIZE:EPOCHS",
+              help="finetune: the first EPOCHS epochs at the smaller side SIZE, the rest at --size [off]")
 @click.option("--depth", default=28, type=click.IntRange(min=10), help="wrn: 6n+4 (16, 22, 28, 40)")
 @click.option("--width", default=10, type=POSITIVE, help="wrn")
 @click.option("--dropout", default=0.0, type=click.FloatRange(0, 1, max_open=True), help="wrn")
@@ -522,6 +534,7 @@ def baseline(kind, store, quiet, **options):
     from cnncodes.classifiers.train import train_baseline
 
     options["size"] = options["size"] or native_size(options["backbone"])
+    options["progressive_size"], options["progressive_epochs"] = options.pop("progressive")
     check_values(kind, options)  # the rules kfold's --param uses for baselines (a WRN's depth is 6n+4, ...)
     if kind == "finetune":
         from cnncodes.pipeline.backbones import checked_weights

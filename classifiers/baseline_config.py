@@ -8,7 +8,7 @@ from cnncodes.features.provenance import code_version
 from cnncodes.pipeline.backbones import canonical_weights
 
 DEFAULT_EPOCHS = {"cnn": 100, "finetune": 20, "wrn": 200}
-NULL_MEANS_DEFAULT = {"epochs", "patience", "limit", "learning_rate", "unfreeze_from"}  # null: the kind's default, or off
+NULL_MEANS_DEFAULT = {"epochs", "patience", "limit", "learning_rate", "unfreeze_from", "progressive_size"}  # null: the kind's default, or off
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class BaselineConfig:
     cosine: bool = False             # ... then falls along a half cosine to 0 by the last epoch
     train_batchnorm: bool = False    # finetune's phase 2: BatchNorm trained, on batch statistics (frozen otherwise)
     crop_area: float = 1.0           # finetune: below 1, random-resized crops of this much of the area and more
+    progressive_size: int | None = None  # finetune: the first progressive_epochs epochs at this smaller side...
+    progressive_epochs: int = 0          # ... then the rest at `size`, with the same weights and optimizer state
     # wrn
     depth: int = 28
     width: int = 10
@@ -57,6 +59,10 @@ class BaselineConfig:
         if self.learning_rate:
             return float(self.learning_rate)  # Keras's optimizers refuse an int (--param learning_rate=1)
         return {"cnn": 1e-4, "finetune": 1e-4, "wrn": 1e-3 if self.optimizer == "adam" else 0.1}[self.kind]
+
+    def size_at(self, epoch: int) -> int:
+        """The input side of the epoch after `epoch` (0-based count of epochs done): progressive resizing."""
+        return self.progressive_size if self.progressive_size and epoch < self.progressive_epochs else self.size
 
     def run_name(self, label: str) -> str:
         """`baseline-<kind>-<label>-<hash of the settings its checkpoints depend on and of the code>`; run

@@ -25,17 +25,17 @@ from .params import check_values
 from .registry import head_parameters
 from .runs import classification_record, read_record, save_run
 from .schedules import wrn_schedule
-from .seeding import seed_new_layers
+from .seeding import seed_new_layers, seed_states
 
 
-def build(config: BaselineConfig, image_shape, n_classes):
-    """The model, every random draw in it (initial weights, dropout and augmentation seeds) made from
-    config.seed alone."""
+def build(config: BaselineConfig, image_shape, n_classes, size: int | None = None):
+    """The model (finetune's at input side `size`, config.size by default), every random draw in it (initial
+    weights, dropout and augmentation seeds) made from config.seed alone."""
     with dtype_policy(config.precision):
         if config.kind == "cnn":
             built = baselines.basic_cnn(image_shape, n_classes)
         elif config.kind == "finetune":
-            built = baselines.finetune_model(image_shape, n_classes, config.backbone, config.weights, config.size,
+            built = baselines.finetune_model(image_shape, n_classes, config.backbone, config.weights, size or config.size,
                                              config.seed, config.train_batchnorm, config.crop_area)
         elif config.kind == "wrn":
             built = baselines.wide_resnet(image_shape, n_classes, config.depth, config.width, config.dropout)
@@ -106,6 +106,42 @@ def check_config(config: BaselineConfig):
         check_size(config.backbone, config.size)
         if config.unfreeze_from and config.unfreeze_from != baselines.UNFREEZE_ALL:  # builds the network without
             check_layer(config.backbone, config.unfreeze_from)  # weights: seconds, not a phase of training first
+        if config.progressive_size:
+            check_progressive(config)
+
+
+def check_progressive(config: BaselineConfig):
+    """--progressive SIZE:EPOCHS: a smaller side the backbone takes, for some but not all of the epochs (the
+    model scored at the end is the one at --size)."""
+    size, epochs = config.progressive_size, config.progressive_epochs
+    if size >= config.size:
+        raise UserError(f"--progressive {size}:{epochs}: the early side must be smaller than --size {config.size}")
+    check_size(config.backbone, size)
+    if not 0 < epochs < config.total_epochs:
+        raise UserError(f"--progressive {size}:{epochs}: give from 1 to {config.total_epochs - 1} epochs at {size} "
+                        f"(of --epochs {config.total_epochs}), so that the last ones train at --size {config.size}")
+
+
+def size_segments(config: BaselineConfig, start: int, until: int) -> list[tuple[int, int]]:
+    """(input side, the epoch it trains until) for epochs start+1..until: progressive resizing's pieces."""
+    switch = config.progressive_epochs if config.progressive_size else 0
+    if start < switch < until:
+        return [(config.size_at(start), switch), (config.size, until)]
+    return [(config.size_at(start), until)]
+
+
+def resized(built, config: BaselineConfig, phase: int, size: int, image_shape, n_classes, steps_per_epoch: int):
+    """The model at input side `size` going on from `built`: its weights, optimizer variables (the step count,
+    so the rate schedule, included) and random layers' seed states. The weights do not depend on the side:
+    the backbone is convolutional and pooled, the device resize holds no weights."""
+    new = build(config, image_shape, n_classes, size)
+    compile_phase(new, config, phase, steps_per_epoch)
+    new.model.set_weights(built.model.get_weights())
+    new.model.optimizer.build(new.model.trainable_variables)
+    for dst, src in [*zip(new.model.optimizer.variables, built.model.optimizer.variables),
+                     *zip(seed_states(new.model), seed_states(built.model))]:
+        dst.assign(src)
+    return new
 
 
 def validation_slice(y, seed: int):
@@ -165,12 +201,14 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
         if config.patience:
             val = validation_slice(y, config.seed)
             X, y, validation = X[~val], y[~val], {"validation_data": (X[val], y[val])}
-        built = build(config, store.image_shape, len(names))
+        size = config.size_at(state["epoch"])
+        built = build(config, store.image_shape, len(names), size)
         best = ckpt.restore(built.model) if state["epoch"] else None
+        steps = -(-len(y) // config.batch_size)
         for phase, until in phases(config):
             if phase_done(state, phase, until):
                 continue
-            compile_phase(built, config, phase, steps_per_epoch=-(-len(y) // config.batch_size))
+            compile_phase(built, config, phase, steps_per_epoch=steps)
             if state["phase"] == phase and state["epoch"]:  # resumed inside this phase: its optimizer goes on
                 ckpt.restore_optimizer(built.model)
             else:  # a phase begins from the best weights of the one before, with a fresh optimizer and patience
@@ -178,9 +216,19 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
                     built.model.set_weights(best)
                 state.update(phase=phase, stopped=False, best=None)
                 best = None
-            best = train_phase(built.model, config, until, state, ckpt, best, X, y, validation, progress)
+            for segment_size, segment_until in size_segments(config, state["epoch"], until):
+                if segment_size != size:  # --progressive: the rest of the epochs at --size, going on as they were
+                    built, size = resized(built, config, phase, segment_size, store.image_shape, len(names),
+                                          steps), segment_size
+                best = train_phase(built.model, config, segment_until, state, ckpt, best, X, y, validation, progress)
+                if state["stopped"]:
+                    break
         if best is not None:  # early stopping keeps the best epoch's weights
             built.model.set_weights(best)
+        if size != config.size:  # stopped early while --progressive's smaller side trained: scored at --size
+            at_size = build(config, store.image_shape, len(names))
+            at_size.model.set_weights(built.model.get_weights())
+            built = at_size
         if not all_finite(state["history"]):  # never a record of NaN: the run's numbers mean nothing
             raise UserError(f"baseline {config.kind} diverged (its loss became NaN or inf) at learning rate "
                             f"{config.final_learning_rate}: give a lower --learning-rate ({run} holds the diverged "

@@ -34,14 +34,22 @@ def filter_native_stderr():
     except OSError:
         return
     sys.stderr.flush()
-    sys.stderr = os.fdopen(os.dup(console), "w", buffering=1, encoding=sys.stderr.encoding,
-                           errors=sys.stderr.errors)
+    if _writes_to_descriptor_2(sys.stderr):  # Python's own writes keep the console; a capture (tests) stays
+        sys.stderr = os.fdopen(os.dup(console), "w", buffering=1, encoding=sys.stderr.encoding,
+                               errors=sys.stderr.errors)
     os.dup2(write_end, 2)
     os.close(write_end)
     reader = threading.Thread(target=_pass_on, args=(read_end, console), daemon=True, name="native-stderr")
     reader.start()
     atexit.register(_drain, reader)
     _installed = True
+
+
+def _writes_to_descriptor_2(stream) -> bool:
+    try:
+        return stream.fileno() == 2
+    except (AttributeError, ValueError, OSError):  # io.UnsupportedOperation is an OSError and a ValueError
+        return False
 
 
 def _pass_on(read_end: int, console: int):

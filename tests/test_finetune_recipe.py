@@ -127,5 +127,14 @@ def test_bad_recipe_values_are_one_line_before_any_training(colour_store):
                           ("--crop-area", "0")]:
         bad = CliRunner().invoke(cli, ["baseline", "finetune", "--store", str(colour_store), option, value])
         assert bad.exit_code == 2 and option in bad.output
+    for value, problem in [("224:1", "the early side must be smaller than --size 32"),
+                           ("16:3", "give from 1 to 2 epochs at 16 .of --epochs 3."), ("16:0", "give from 1 to 2 epochs")]:
+        bad = CliRunner().invoke(cli, ["baseline", "finetune", "--store", str(colour_store), "--backbone",
+                                       "efficientnet_lite0", "--weights", "none", "--size", "32", "--epochs", "3",
+                                       "--progressive", value])
+        assert bad.exit_code == 1 and problem in bad.output.replace("(", ".").replace(")", "."), bad.output
+        assert "Traceback" not in bad.output
+    bad = CliRunner().invoke(cli, ["baseline", "finetune", "--store", str(colour_store), "--progressive", "128"])
+    assert bad.exit_code == 2 and "give SIZE:EPOCHS, e.g. 128:3, not '128'" in bad.output
     with pytest.raises(BadParameter, match="head finetune: weight_decay takes a number from 0 to below 1"):
         train_baseline(colour_store, BaselineConfig("finetune", **LITE, weight_decay=2.0), **quiet)

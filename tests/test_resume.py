@@ -143,6 +143,30 @@ def test_finetune_killed_at_the_phase_boundary_resumes_to_the_uninterrupted_resu
     assert_same_run(uninterrupted, train_baseline(store, config, **quiet))
 
 
+@pytest.mark.parametrize("kill_at", [None, 2, 1], ids=["sizes", "killed-at-the-switch", "killed-before-it"])
+def test_progressive_resizing_switches_size_going_on_as_it_was_resumed_or_not(fresh_store, monkeypatch, kill_at):
+    """--progressive 24:2: epochs 1-2 (phase 1, then phase 2's first) at 24 px, epoch 3 at 32 px, with the same
+    weights, optimizer state (so the schedule's step) and seed states; a run killed on either side of the
+    switch ends where the uninterrupted one does."""
+    from cnncodes.classifiers import train
+
+    config = BaselineConfig("finetune", epochs=3, head_epochs=1, batch_size=16, backbone="efficientnet_lite0",
+                            weights="none", size=32, progressive_size=24, progressive_epochs=2, learning_rate=1e-3,
+                            warmup_epochs=1, cosine=True)
+    sizes, make = [], train.build
+    monkeypatch.setattr(train, "build", lambda *a, **k: sizes.append(a[3] if len(a) > 3 else k.get("size")) or make(*a, **k))
+    uninterrupted = train_baseline(fresh_store("a"), config, **quiet)
+    assert sizes == [24, 32] and uninterrupted[1]["epochs"] == 3
+    if kill_at is None:
+        return
+    store = fresh_store("b")
+    kill_after_epoch(monkeypatch, kill_at)
+    with pytest.raises(Killed):
+        train_baseline(store, config, **quiet)
+    monkeypatch.undo()
+    assert_same_run(uninterrupted, train_baseline(store, config, **quiet))
+
+
 def test_a_baseline_starts_from_its_seed_alone(colour_store, monkeypatch):
     """Keras seeds unseeded layers from Python's global `random`, which a Dask worker's heartbeat draws
     from on another thread: here every layer made draws from it first, as that thread might."""
