@@ -8,7 +8,8 @@ from cnncodes.features.provenance import code_version
 from cnncodes.pipeline.backbones import canonical_weights
 
 DEFAULT_EPOCHS = {"cnn": 100, "finetune": 20, "wrn": 200}
-NULL_MEANS_DEFAULT = {"epochs", "patience", "limit", "learning_rate", "unfreeze_from", "progressive_size"}  # null: the kind's default, or off
+NULL_MEANS_DEFAULT = {"epochs", "patience", "limit", "learning_rate", "unfreeze_from", "progressive_size",
+                      "from_features"}  # null: the kind's default, or off
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class BaselineConfig:
     crop_area: float = 1.0           # finetune: below 1, random-resized crops of this much of the area and more
     progressive_size: int | None = None  # finetune: the first progressive_epochs epochs at this smaller side...
     progressive_epochs: int = 0          # ... then the rest at `size`, with the same weights and optimizer state
+    from_features: str | None = None     # finetune: train the layers above this set's cut on its stored maps
     # wrn
     depth: int = 28
     width: int = 10

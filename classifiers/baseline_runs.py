@@ -73,7 +73,10 @@ def finished_run(store_dir, config: BaselineConfig) -> Path | None:
 
 
 def with_stored_label(store: FeatureStore, config: BaselineConfig) -> BaselineConfig:
-    """--label CLASS as the store names it (`class`), so both find the same run; None stays the default."""
+    """--label CLASS as the store names it (`class`), so both find the same run; None stays the default. The
+    same for --from-features: the set's own name."""
+    if config.from_features:
+        config = replace(config, from_features=store.feature_set(config.from_features).name)
     return config if config.label is None else replace(config, label=store.canonical_label_set(config.label))
 
 

@@ -17,6 +17,7 @@ from cnncodes.features.store import FeatureStore
 from cnncodes.pipeline.backbones import check_layer, check_size, dtype_policy
 from . import baselines
 from .baseline_config import BaselineConfig
+from .cached_maps import above_cut, check_from_features, check_memory
 from .baseline_runs import (chosen_params, is_finished, kept_if_resumable, phase_done, phases, run_folder, run_state,
                             with_stored_label)
 from .checkpoint import Checkpoint
@@ -28,9 +29,10 @@ from .schedules import wrn_schedule
 from .seeding import seed_new_layers, seed_states
 
 
-def build(config: BaselineConfig, image_shape, n_classes, size: int | None = None):
-    """The model (finetune's at input side `size`, config.size by default), every random draw in it (initial
-    weights, dropout and augmentation seeds) made from config.seed alone."""
+def build(config: BaselineConfig, image_shape, n_classes, size: int | None = None, maps: tuple | None = None):
+    """The model (finetune's at input side `size`, config.size by default; with `maps`, (layer, map shape), the
+    part above that cut, on its stored maps), every random draw in it (initial weights, dropout and
+    augmentation seeds) made from config.seed alone."""
     with dtype_policy(config.precision):
         if config.kind == "cnn":
             built = baselines.basic_cnn(image_shape, n_classes)
@@ -42,6 +44,8 @@ def build(config: BaselineConfig, image_shape, n_classes, size: int | None = Non
         else:
             raise UserError(f"unknown baseline {config.kind!r}: use cnn, finetune or wrn")
     seed_new_layers(built, config.seed)
+    if maps:  # after seeding: the layers above the cut start as a fine-tune from pixels would
+        built = above_cut(built, config.backbone, *maps, config.unfreeze_from, config.train_batchnorm)
     return built
 
 
@@ -108,6 +112,12 @@ def check_config(config: BaselineConfig):
             check_layer(config.backbone, config.unfreeze_from)  # weights: seconds, not a phase of training first
         if config.progressive_size:
             check_progressive(config)
+        if config.from_features and (config.progressive_size or config.crop_area < 1):
+            option = "--progressive" if config.progressive_size else "--crop-area"
+            raise UserError(f"{option} changes the pixels, and --from-features trains on maps already computed: "
+                            f"fine-tune from pixels to use {option}")
+    elif config.from_features:
+        raise UserError(f"--from-features is finetune's: {config.kind} trains on pixels")
 
 
 def check_progressive(config: BaselineConfig):
@@ -174,6 +184,12 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
     config = with_stored_label(store, config)
     label = store.canonical_label_set(config.label)
     names = store.class_names(label)
+    maps = None
+    if config.from_features:  # checked before any training: a set of maps this fine-tune can start from
+        info = store.feature_set(config.from_features)
+        maps = (check_from_features(info, config.backbone, config.size, config.weights, config.seed),
+                info.spatial_shape[1:])
+        check_memory(info)
     run = run_folder(store.path, config, label)
     state = run_state(run, config)
     if is_finished(state, config):
@@ -182,10 +198,12 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
         if problem:
             raise UserError(f"{run} is damaged ({problem}): delete it to train this run from the start")
         return run, record
-    images, labels = store.images(), store.labels(label)
+    labels = store.labels(label)
+    images = store.features(config.from_features, kind="spatial") if maps else store.images()
     train_idx, test = train_rows(store, config, labels)
     X, y, X_test, y_test = images[train_idx], labels[train_idx], images[test], labels[test]
-    features = f"pixels {store.image_shape[0]}px"
+    del images
+    features = f"maps of {config.from_features}" if maps else f"pixels {store.image_shape[0]}px"
     if config.kind == "cnn" and (side := baselines.basic_cnn_upsampled_side(store.image_shape)):
         features += f", upsampled to {side}px"
         log(f"baseline: the store's {store.image_shape[0]}x{store.image_shape[1]} images are smaller than the "
@@ -202,7 +220,7 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
             val = validation_slice(y, config.seed)
             X, y, validation = X[~val], y[~val], {"validation_data": (X[val], y[val])}
         size = config.size_at(state["epoch"])
-        built = build(config, store.image_shape, len(names), size)
+        built = build(config, store.image_shape, len(names), size, maps)
         best = ckpt.restore(built.model) if state["epoch"] else None
         steps = -(-len(y) // config.batch_size)
         for phase, until in phases(config):

@@ -81,6 +81,7 @@ VALUE_RULES = {
     "optimizer": _one_of("adam", "sgd", "adamw"), "precision": _one_of("fp32", "bf16", "fp16"),
     "weight_decay": FRACTION, "crop_area": ("a number above 0 up to 1", lambda x: _number(x) and 0 < x <= 1), "warmup_epochs": _whole(0, MAX_WHOLE), "cosine": SWITCH, "train_batchnorm": SWITCH,
     "progressive_size": _or_null(_whole(8, MAX_IMAGE_SIDE)), "progressive_epochs": _whole(0, MAX_WHOLE),
+    "from_features": ("the name of a feature set with maps", lambda x: x is None or (isinstance(x, str) and x != "")),
     "backbone": (f"one of {', '.join(BACKBONES)}",  # the registry itself: a backbone added there is taken here
                  lambda x: isinstance(x, str) and x in BACKBONES),
     "weights": ("imagenet, none or a weights file that exists", _weights),
