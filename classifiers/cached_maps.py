@@ -8,6 +8,9 @@ import math
 
 from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureSetInfo
+from cnncodes.pipeline.backbones import get_backbone
+from .baselines import UNFREEZE_ALL, Built
+from .views import available_memory
 
 MAPS_MEMORY_SHARE = 0.5  # of the memory available now, the most the training maps may take
 
@@ -39,10 +42,8 @@ def check_from_features(info: FeatureSetInfo, backbone: str, size: int, weights:
 
 def check_memory(info: FeatureSetInfo):
     """Refuses, in one line, maps that would take more than MAPS_MEMORY_SHARE of the memory available now."""
-    from .views import _available_memory
-
     need = 2 * info.n * 2 * math.prod(info.spatial_shape[1:])  # float16, read whole, then split into train and test
-    available = _available_memory()
+    available = available_memory()
     if need > MAPS_MEMORY_SHARE * available:
         raise UserError(f"--from-features {info.name}: its maps take {need / 2**30:.1f} GiB while read, more than half the "
                         f"{available / 2**30:.1f} GiB available: cut at a later layer (smaller maps), or fine-tune "
@@ -53,9 +54,6 @@ def above_cut(built, backbone: str, layer: str, map_shape, unfreeze_from: str | 
     """The fine-tune model from `layer`'s maps (float16, as stored) to the class probabilities: the backbone's
     layers above the cut, then the same pooling and head, every layer shared with `built`."""
     import keras
-
-    from cnncodes.pipeline.backbones import get_backbone
-    from .baselines import UNFREEZE_ALL, Built
 
     base = built.backbone
     names = [l.name for l in base.layers]

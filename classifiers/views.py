@@ -58,7 +58,7 @@ def stacked_bytes(rows: int, K: int, dim: int) -> int:
 def check_memory(need: int, tasks: int = 1):
     """Refuses, in one line, stacked views that `tasks` heads training at once would hold beyond MEMORY_SHARE of
     the memory available now."""
-    available = _available_memory()
+    available = available_memory()
     if tasks * need > MEMORY_SHARE * available:
         who = f"{tasks} linear heads at once (--workers)" if tasks > 1 else "a linear head"
         raise BadParameter(f"training {who} on every view needs {tasks * need / 2**30:.1f} GiB, more than half the "
@@ -96,5 +96,5 @@ def drawn_views(X, views, rows, scaler, rng) -> np.ndarray:
     return out
 
 
-def _available_memory() -> int:
+def available_memory() -> int:
     return psutil.virtual_memory().available

@@ -87,3 +87,11 @@ def test_from_features_on_the_command_line(mirrored_store):
                                    "efficientnet_lite0", "--weights", "none", "--size", "32",
                                    "--from-features", "pooled"])
     assert bad.exit_code == 1 and bad.output.count("\n") == 1 and "holds pooled codes only" in bad.output
+
+
+def test_maps_beyond_half_the_memory_are_refused_before_reading(mirrored_store, monkeypatch):
+    from cnncodes.classifiers import cached_maps
+
+    monkeypatch.setattr(cached_maps, "available_memory", lambda: 1000)
+    with pytest.raises(UserError, match="--from-features maps: its maps take .* GiB while read, more than half"):
+        train_baseline(mirrored_store, BaselineConfig(**FINETUNE, from_features="maps"), **quiet)

@@ -160,7 +160,7 @@ def test_views_that_do_not_line_up_or_with_spatial_maps_are_refused():
 
 def test_a_linear_head_whose_views_exceed_memory_is_one_line_naming_the_way_out(monkeypatch):
     X, y, V, _, _ = signal_only_in_views(n=50)
-    monkeypatch.setattr(views_module, "_available_memory", lambda: 1000)
+    monkeypatch.setattr(views_module, "available_memory", lambda: 1000)
     with pytest.raises(BadParameter, match="--head dense .* fewer views or workers, or --no-views"):
         make_head("logreg").fit(X, y, views=V)
 
@@ -223,7 +223,7 @@ def test_kfold_refuses_linear_heads_whose_views_would_not_fit_in_memory_together
 
     store, name = views_store
     stacked = views_module.stacked_bytes(20, 2, FeatureStore.open(store).feature_set(name).pooled_shape[1])
-    monkeypatch.setattr(views_module, "_available_memory", lambda: int(3 * stacked))  # one fits in half, two not
+    monkeypatch.setattr(views_module, "available_memory", lambda: int(3 * stacked))  # one fits in half, two not
     monkeypatch.setattr(kfold, "dask_client", lambda *a: pytest.fail("Dask started before the check"))
     with pytest.raises(BadParameter, match="2 linear heads at once"):
         kfold_scores(store, ["logreg"], k=3, features=name, params={"logreg": {"Cs": [0.3]}}, workers=2, **quiet)
