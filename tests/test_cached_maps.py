@@ -95,3 +95,15 @@ def test_maps_beyond_half_the_memory_are_refused_before_reading(mirrored_store, 
     monkeypatch.setattr(cached_maps, "available_memory", lambda: 1000)
     with pytest.raises(UserError, match="--from-features maps: its maps take .* GiB while read, more than half"):
         train_baseline(mirrored_store, BaselineConfig(**FINETUNE, from_features="maps"), **quiet)
+
+
+def test_damaged_maps_are_one_line_naming_the_file(mirrored_store, tmp_path):
+    import shutil
+
+    store = shutil.copytree(mirrored_store, tmp_path / "store", ignore=shutil.ignore_patterns("runs"))
+    maps = store / "features" / "maps.h5"
+    maps.write_bytes(maps.read_bytes()[: maps.stat().st_size // 2])
+    bad = CliRunner().invoke(cli, ["baseline", "finetune", "--store", str(store), "--backbone", "efficientnet_lite0",
+                                   "--weights", "none", "--size", "32", "--from-features", "maps"])
+    assert bad.exit_code == 1 and bad.output.count("\n") == 1 and "maps" in bad.output, bad.output
+    assert "Traceback" not in bad.output and not (store / "runs").exists()
