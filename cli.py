@@ -519,7 +519,8 @@ def progressive_option(value: str | None) -> tuple[int | None, int]:
 @click.option("--train-batchnorm", is_flag=True,
               help="finetune phase 2: train BatchNorm on batch statistics [frozen, inference mode]")
 @click.option("--from-features", metavar="SET",
-              help="finetune: train the layers above SET's cut on its stored maps (`features --layer X --spatial`)")
+              help="finetune: train the layers above SET's cut on its stored maps (`features --layer X --spatial`), "
+                   "without flips or crops")
 @click.option("--progressive", callback=lambda ctx, param, value: progressive_option(value), metavar="SIZE:EPOCHS",
               help="finetune: the first EPOCHS epochs at the smaller side SIZE, the rest at --size [off]")
 @click.option("--depth", default=28, type=click.IntRange(min=10), help="wrn: 6n+4 (16, 22, 28, 40)")

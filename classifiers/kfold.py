@@ -110,6 +110,9 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
         raise UserError(f"-k must be at least 2, not {k}: each fold is scored by a model trained on the others")
     if any(h in BASELINES for h in heads) and on != "train":
         raise UserError("pixel baselines use the stored folds over the training split: use --on train")
+    if params.get("finetune", {}).get("from_features"):
+        raise UserError("kfold fine-tunes each fold from pixels: --from-features is `cnncodes baseline finetune`'s "
+                        "(give it --fold I -k K to fine-tune one fold from the maps)")
     store = FeatureStore.open(store_dir)
     info = store.feature_set(features) if any(h not in BASELINES for h in heads) else None  # pixels need none
     source = info.name if info else "pixels"

@@ -14,7 +14,7 @@ from cnncodes.features.errors import UserError
 from cnncodes.features.folds import stratified_subset
 from cnncodes.features.sealed import all_finite, write_sealed
 from cnncodes.features.store import FeatureStore
-from cnncodes.pipeline.backbones import check_layer, check_size, dtype_policy
+from cnncodes.pipeline.backbones import check_layer, check_size, dtype_policy, get_backbone
 from . import baselines
 from .baseline_config import BaselineConfig
 from .cached_maps import above_cut, check_from_features, check_memory
@@ -43,9 +43,9 @@ def build(config: BaselineConfig, image_shape, n_classes, size: int | None = Non
             built = baselines.wide_resnet(image_shape, n_classes, config.depth, config.width, config.dropout)
         else:
             raise UserError(f"unknown baseline {config.kind!r}: use cnn, finetune or wrn")
-    seed_new_layers(built, config.seed)
-    if maps:  # after seeding: the layers above the cut start as a fine-tune from pixels would
-        built = above_cut(built, config.backbone, *maps, config.unfreeze_from, config.train_batchnorm)
+        seed_new_layers(built, config.seed)
+        if maps:  # after seeding: the layers above the cut start as a fine-tune from pixels would
+            built = above_cut(built, config.backbone, *maps, config.unfreeze_from, config.train_batchnorm)
     return built
 
 
@@ -118,6 +118,11 @@ def check_config(config: BaselineConfig):
                             f"fine-tune from pixels to use {option}")
     elif config.from_features:
         raise UserError(f"--from-features is finetune's: {config.kind} trains on pixels")
+    elif config.progressive_size:
+        raise UserError(f"--progressive is finetune's: {config.kind} trains at its own size")
+    if config.progressive_epochs and not config.progressive_size:
+        raise UserError(f"progressive_epochs {config.progressive_epochs} without progressive_size: give both, as "
+                        f"--progressive SIZE:EPOCHS does")
 
 
 def check_progressive(config: BaselineConfig):
@@ -126,7 +131,11 @@ def check_progressive(config: BaselineConfig):
     size, epochs = config.progressive_size, config.progressive_epochs
     if size >= config.size:
         raise UserError(f"--progressive {size}:{epochs}: the early side must be smaller than --size {config.size}")
-    check_size(config.backbone, size)
+    try:
+        check_size(config.backbone, size)
+    except UserError:
+        raise UserError(f"--progressive {size}:{epochs}: {config.backbone} takes at least "
+                        f"{get_backbone(config.backbone).min_size} px a side") from None
     if not 0 < epochs < config.total_epochs:
         raise UserError(f"--progressive {size}:{epochs}: give from 1 to {config.total_epochs - 1} epochs at {size} "
                         f"(of --epochs {config.total_epochs}), so that the last ones train at --size {config.size}")
@@ -147,9 +156,11 @@ def resized(built, config: BaselineConfig, phase: int, size: int, image_shape, n
     new = build(config, image_shape, n_classes, size)
     compile_phase(new, config, phase, steps_per_epoch)
     new.model.set_weights(built.model.get_weights())
-    new.model.optimizer.build(new.model.trainable_variables)
-    for dst, src in [*zip(new.model.optimizer.variables, built.model.optimizer.variables),
-                     *zip(seed_states(new.model), seed_states(built.model))]:
+    pairs = list(zip(seed_states(new.model), seed_states(built.model), strict=True))
+    if built.model.optimizer.built:  # not yet when the switch falls on a phase's first epoch: a fresh one either way
+        new.model.optimizer.build(new.model.trainable_variables)
+        pairs += zip(new.model.optimizer.variables, built.model.optimizer.variables, strict=True)
+    for dst, src in pairs:
         dst.assign(src)
     return new
 
@@ -189,7 +200,6 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
         info = store.feature_set(config.from_features)
         maps = (check_from_features(info, config.backbone, config.size, config.weights, config.seed),
                 info.spatial_shape[1:])
-        check_memory(info)
     run = run_folder(store.path, config, label)
     state = run_state(run, config)
     if is_finished(state, config):
@@ -198,6 +208,8 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
         if problem:
             raise UserError(f"{run} is damaged ({problem}): delete it to train this run from the start")
         return run, record
+    if maps:
+        check_memory(store.feature_set(config.from_features))
     labels = store.labels(label)
     images = store.features(config.from_features, kind="spatial") if maps else store.images()
     train_idx, test = train_rows(store, config, labels)
@@ -238,15 +250,12 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
                 if segment_size != size:  # --progressive: the rest of the epochs at --size, going on as they were
                     built, size = resized(built, config, phase, segment_size, store.image_shape, len(names),
                                           steps), segment_size
-                best = train_phase(built.model, config, segment_until, state, ckpt, best, X, y, validation, progress)
+                best = train_phase(built.model, config, segment_until, state, ckpt, best, X, y, validation, progress,
+                                   selects=size == config.size)
                 if state["stopped"]:
                     break
         if best is not None:  # early stopping keeps the best epoch's weights
             built.model.set_weights(best)
-        if size != config.size:  # stopped early while --progressive's smaller side trained: scored at --size
-            at_size = build(config, store.image_shape, len(names))
-            at_size.model.set_weights(built.model.get_weights())
-            built = at_size
         if not all_finite(state["history"]):  # never a record of NaN: the run's numbers mean nothing
             raise UserError(f"baseline {config.kind} diverged (its loss became NaN or inf) at learning rate "
                             f"{config.final_learning_rate}: give a lower --learning-rate ({run} holds the diverged "
@@ -276,14 +285,15 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
 
 
 def train_phase(model, config: BaselineConfig, until: int, state: dict, ckpt: Checkpoint, best: list | None,
-                X, y, validation: dict, progress: bool) -> list | None:
+                X, y, validation: dict, progress: bool, selects: bool = True) -> list | None:
     """Trains from state["epoch"] to `until`, checkpointing every epoch; returns the best epoch's weights
-    under early stopping. Batches are drawn from (seed, epoch), so a resumed epoch sees the same ones."""
+    under early stopping. Batches are drawn from (seed, epoch), so a resumed epoch sees the same ones. Without
+    `selects` (--progressive's smaller side) no epoch can be kept or stop the run: the model is scored at --size."""
     import keras  # the backend: only where a network trains, never on quick commands
 
     from .keras_training import EndOfEpoch, seeded_batches
 
-    stopper = BestEpoch(config.patience, state["best"], best) if config.patience else None
+    stopper = BestEpoch(config.patience, state["best"], best) if config.patience and selects else None
     batches, follow_epochs = seeded_batches(X, y, config.batch_size, config.seed)
     callbacks = [follow_epochs]
     if config.kind == "wrn" and config.optimizer == "sgd":  # before EndOfEpoch, which then keeps each epoch's rate

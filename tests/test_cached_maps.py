@@ -38,26 +38,45 @@ def mirrored_store(tmp_path_factory):
     extract_features(store, FeatureConfig("efficientnet_lite0", "none", 32, layer=CUT, spatial=True), name="maps",
                      **quiet)
     extract_features(store, FeatureConfig("efficientnet_lite0", "none", 32, layer=CUT), name="pooled", **quiet)
+    for name, options in [("crossed", dict(layer="block5b_project_bn")), ("top", dict(layer=None)),
+                          ("flipped", dict(layer=CUT, flip_average=True))]:  # sets no fine-tune can start from
+        extract_features(store, FeatureConfig("efficientnet_lite0", "none", 32, spatial=True, **options), name=name,
+                         **quiet)
     return store
 
 
-def head_weights(run):
-    """The last four arrays of the run's checkpoint: the Dense(1024) and softmax kernels and biases."""
-    saved = np.load(run / json.loads((run / "state.json").read_text())["checkpoint"])
-    count = sum(k.startswith("weights.") for k in saved.files)
-    return [saved[f"weights.{i}"] for i in range(count - 4, count)]
+def trainable_arrays(monkeypatch) -> list:
+    """Filled, at each train_phase call, with (name, before, after) for every array it trains: block6a on, then
+    the head."""
+    from cnncodes.classifiers import train
+
+    kept, real = [], train.train_phase
+
+    def spy(model, *args, **kwargs):
+        before = [np.array(v) for v in model.trainable_variables]
+        out = real(model, *args, **kwargs)
+        kept[:] = [(v.name, b, np.array(v)) for v, b in zip(model.trainable_variables, before, strict=True)]
+        return out
+
+    monkeypatch.setattr(train, "train_phase", spy)
+    return kept
 
 
-def test_one_epoch_from_cached_maps_equals_one_epoch_from_pixels(mirrored_store):
-    pixels_run, pixels = train_baseline(mirrored_store, BaselineConfig(**FINETUNE), **quiet)
-    maps_run, maps = train_baseline(mirrored_store, BaselineConfig(**FINETUNE, from_features="maps"), **quiet)
+def test_one_epoch_from_cached_maps_equals_one_epoch_from_pixels(mirrored_store, monkeypatch):
+    trained = trainable_arrays(monkeypatch)
+    _, pixels = train_baseline(mirrored_store, BaselineConfig(**FINETUNE), **quiet)
+    from_pixels = list(trained)
+    _, maps = train_baseline(mirrored_store, BaselineConfig(**FINETUNE, from_features="maps"), **quiet)
     assert maps["features"] == "maps of maps" and pixels["features"].startswith("pixels")
     np.testing.assert_allclose(maps["history"]["loss"], pixels["history"]["loss"], rtol=2e-3)
-    for a, b in zip(head_weights(maps_run), head_weights(pixels_run), strict=True):
-        # float16 maps move a ReLU unit sitting at 0 now and then: compared as a whole, not element by element;
-        # the biases start at 0, so theirs is the comparison of what training changed (about 1% apart here)
-        assert np.linalg.norm(a - b) <= 3e-2 * np.linalg.norm(b)
-    assert not np.allclose(head_weights(maps_run)[0], head_weights(pixels_run)[0] * 0)  # trained, not zero
+    assert [n for n, _, _ in trained] == [n for n, _, _ in from_pixels] and len(trained) > 4  # block6a on, head
+    for (name, start, end), (_, start_pixels, end_pixels) in zip(trained, from_pixels, strict=True):
+        np.testing.assert_array_equal(start, start_pixels, err_msg=name)  # the same initial weights...
+        # ... and the same steps: float16 maps move a ReLU unit sitting at 0 now and then, so each array's
+        # update is compared as a whole, not element by element (about 1% apart here)
+        update, update_pixels = end - start, end_pixels - start_pixels
+        assert np.linalg.norm(update_pixels) > 0 and np.linalg.norm(update - update_pixels) <= \
+            3e-2 * np.linalg.norm(update_pixels), name
     assert maps["test_predictions"] == pixels["test_predictions"]
 
 
@@ -70,6 +89,13 @@ def test_one_epoch_from_cached_maps_equals_one_epoch_from_pixels(mirrored_store)
     (dict(from_features="maps", crop_area=0.5), "--crop-area changes the pixels"),
     (dict(from_features="maps", kind="cnn"), "--from-features is finetune's: cnn trains on pixels"),
     (dict(from_features="nothing"), "nothing"),
+    (dict(from_features="maps", backbone="efficientnet_lite1"), "was extracted with backbone efficientnet_lite0, but"),
+    (dict(from_features="maps+pooled"), "joins several sets: name one set extracted with --spatial"),
+    (dict(from_features="crossed"), "block5b_project_bn is not a cut point of efficientnet_lite0 .a skip connection"),
+    (dict(from_features="top"), "is cut at efficientnet_lite0's last layer, which leaves nothing of it to train"),
+    (dict(from_features="flipped"), "holds flip-averaged maps, which no image has"),
+    (dict(progressive_size=24, progressive_epochs=1, kind="cnn"), "--progressive is finetune's"),
+    (dict(progressive_epochs=1), "progressive_epochs 1 without progressive_size"),
 ])
 def test_maps_a_fine_tune_cannot_start_from_are_one_line_before_training(mirrored_store, options, problem):
     runs = set((mirrored_store / "runs").glob("*"))
@@ -91,10 +117,12 @@ def test_from_features_on_the_command_line(mirrored_store):
 
 def test_maps_beyond_half_the_memory_are_refused_before_reading(mirrored_store, monkeypatch):
     from cnncodes.classifiers import cached_maps
+    from cnncodes.features.store import FeatureStore
 
     monkeypatch.setattr(cached_maps, "available_memory", lambda: 1000)
+    monkeypatch.setattr(FeatureStore, "features", lambda *a, **k: pytest.fail("the maps were read"))
     with pytest.raises(UserError, match="--from-features maps: its maps take .* GiB while read, more than half"):
-        train_baseline(mirrored_store, BaselineConfig(**FINETUNE, from_features="maps"), **quiet)
+        train_baseline(mirrored_store, BaselineConfig(**{**FINETUNE, "batch_size": 4}, from_features="maps"), **quiet)
 
 
 def test_damaged_maps_are_one_line_naming_the_file(mirrored_store, tmp_path):
@@ -107,3 +135,11 @@ def test_damaged_maps_are_one_line_naming_the_file(mirrored_store, tmp_path):
                                    "--weights", "none", "--size", "32", "--from-features", "maps"])
     assert bad.exit_code == 1 and bad.output.count("\n") == 1 and "maps" in bad.output, bad.output
     assert "Traceback" not in bad.output and not (store / "runs").exists()
+
+
+def test_kfold_says_that_its_folds_fine_tune_from_pixels(mirrored_store):
+    from cnncodes.classifiers.kfold import kfold_scores
+
+    with pytest.raises(UserError, match="kfold fine-tunes each fold from pixels: .*--fold I -k K"):
+        kfold_scores(mirrored_store, ["finetune"], k=2, params={"finetune.from_features": "maps"}, progress=False)
+    assert not list((mirrored_store / "runs").glob("kfold-*"))

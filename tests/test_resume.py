@@ -143,28 +143,57 @@ def test_finetune_killed_at_the_phase_boundary_resumes_to_the_uninterrupted_resu
     assert_same_run(uninterrupted, train_baseline(store, config, **quiet))
 
 
-@pytest.mark.parametrize("kill_at", [None, 2, 1], ids=["sizes", "killed-at-the-switch", "killed-before-it"])
-def test_progressive_resizing_switches_size_going_on_as_it_was_resumed_or_not(fresh_store, monkeypatch, kill_at):
-    """--progressive 24:2: epochs 1-2 (phase 1, then phase 2's first) at 24 px, epoch 3 at 32 px, with the same
-    weights, optimizer state (so the schedule's step) and seed states; a run killed on either side of the
-    switch ends where the uninterrupted one does."""
+PROGRESSIVE = dict(kind="finetune", epochs=3, head_epochs=1, batch_size=16, backbone="efficientnet_lite0",
+                   weights="none", size=32, progressive_size=24, learning_rate=1e-3, warmup_epochs=1, cosine=True)
+
+
+def spy_on_segments(monkeypatch) -> list:
+    """(input side, first epoch, last epoch, whether it may keep an epoch) of every train_phase call."""
     from cnncodes.classifiers import train
 
-    config = BaselineConfig("finetune", epochs=3, head_epochs=1, batch_size=16, backbone="efficientnet_lite0",
-                            weights="none", size=32, progressive_size=24, progressive_epochs=2, learning_rate=1e-3,
-                            warmup_epochs=1, cosine=True)
-    sizes, make = [], train.build
-    monkeypatch.setattr(train, "build", lambda *a, **k: sizes.append(a[3] if len(a) > 3 else k.get("size")) or make(*a, **k))
+    calls, real = [], train.train_phase
+
+    def spy(model, config, until, state, *args, **kwargs):
+        side = model.get_layer("bicubic_resize").size
+        start = state["epoch"]
+        out = real(model, config, until, state, *args, **kwargs)
+        calls.append((side, start, state["epoch"], kwargs.get("selects", True)))
+        return out
+
+    monkeypatch.setattr(train, "train_phase", spy)
+    return calls
+
+
+@pytest.mark.parametrize("switch, kill_at, segments", [
+    (2, 2, [(24, 0, 1, False), (24, 1, 2, False), (32, 2, 3, True)]),  # phase 1 at 24, phase 2 switches inside
+    (2, 1, [(24, 0, 1, False), (24, 1, 2, False), (32, 2, 3, True)]),
+    (1, 1, [(24, 0, 1, False), (32, 1, 3, True)]),  # the switch on phase 2's first epoch: its optimizer is fresh
+], ids=["killed-at-the-switch", "killed-before-it", "switch-at-the-phase-boundary"])
+def test_progressive_resizing_switches_size_going_on_as_it_was_resumed_or_not(fresh_store, monkeypatch, switch,
+                                                                             kill_at, segments):
+    """--progressive 24:N: the first N epochs at 24 px, the rest at 32 px, with the same weights, optimizer state
+    (so the schedule's step) and seed states; a run killed on either side of the switch ends where the
+    uninterrupted one does."""
+    config = BaselineConfig(**PROGRESSIVE, progressive_epochs=switch)
+    calls = spy_on_segments(monkeypatch)
     uninterrupted = train_baseline(fresh_store("a"), config, **quiet)
-    assert sizes == [24, 32] and uninterrupted[1]["epochs"] == 3
-    if kill_at is None:
-        return
+    assert calls == segments and uninterrupted[1]["epochs"] == 3
+    monkeypatch.undo()
     store = fresh_store("b")
     kill_after_epoch(monkeypatch, kill_at)
     with pytest.raises(Killed):
         train_baseline(store, config, **quiet)
     monkeypatch.undo()
     assert_same_run(uninterrupted, train_baseline(store, config, **quiet))
+
+
+def test_under_patience_only_epochs_at_full_size_can_be_kept(fresh_store, monkeypatch):
+    config = BaselineConfig(**{**PROGRESSIVE, "epochs": 4, "head_epochs": 0}, progressive_epochs=2, patience=5)
+    calls = spy_on_segments(monkeypatch)
+    run, record = train_baseline(fresh_store(), config, **quiet)
+    assert calls == [(24, 0, 2, False), (32, 2, 4, True)]
+    assert record["chosen"]["best_epoch"] in (3, 4) and record["epochs"] == 4
+    assert record["validation_accuracy"] == record["history"]["val_accuracy"][record["chosen"]["best_epoch"] - 1]
 
 
 def test_a_baseline_starts_from_its_seed_alone(colour_store, monkeypatch):
