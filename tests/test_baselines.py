@@ -339,8 +339,8 @@ def test_a_diverged_baseline_is_an_error_never_a_record(colour_store, tmp_path, 
     store = fresh_copy(colour_store, tmp_path)
     phase = train.train_phase
 
-    def diverging(model, config, until, state, *args):
-        best = phase(model, config, until, state, *args)
+    def diverging(model, config, until, state, *args, **kwargs):
+        best = phase(model, config, until, state, *args, **kwargs)
         state["history"]["loss"][-1] = float("nan")  # what a too-high rate gives
         return best
 
