@@ -14,7 +14,7 @@ from cnncodes.features.errors import UserError
 from cnncodes.features.folds import stratified_subset
 from cnncodes.features.sealed import all_finite, write_sealed
 from cnncodes.features.store import FeatureStore
-from cnncodes.pipeline.backbones import check_layer, check_size, dtype_policy, get_backbone
+from cnncodes.pipeline.backbones import check_layer, check_size, dtype_policy
 from . import baselines
 from .baseline_config import BaselineConfig
 from .cached_maps import above_cut, check_from_features, check_memory
@@ -131,11 +131,7 @@ def check_progressive(config: BaselineConfig):
     size, epochs = config.progressive_size, config.progressive_epochs
     if size >= config.size:
         raise UserError(f"--progressive {size}:{epochs}: the early side must be smaller than --size {config.size}")
-    try:
-        check_size(config.backbone, size)
-    except UserError:
-        raise UserError(f"--progressive {size}:{epochs}: {config.backbone} takes at least "
-                        f"{get_backbone(config.backbone).min_size} px a side") from None
+    check_size(config.backbone, size, option=f"--progressive {size}:{epochs}")
     if not 0 < epochs < config.total_epochs:
         raise UserError(f"--progressive {size}:{epochs}: give from 1 to {config.total_epochs - 1} epochs at {size} "
                         f"(of --epochs {config.total_epochs}), so that the last ones train at --size {config.size}")
@@ -195,7 +191,7 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
     config = with_stored_label(store, config)
     label = store.canonical_label_set(config.label)
     names = store.class_names(label)
-    maps = None
+    maps, info = None, None
     if config.from_features:  # checked before any training: a set of maps this fine-tune can start from
         info = store.feature_set(config.from_features)
         maps = (check_from_features(info, config.backbone, config.size, config.weights, config.seed),
@@ -209,7 +205,7 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
             raise UserError(f"{run} is damaged ({problem}): delete it to train this run from the start")
         return run, record
     if maps:
-        check_memory(store.feature_set(config.from_features))
+        check_memory(info)
     labels = store.labels(label)
     images = store.features(config.from_features, kind="spatial") if maps else store.images()
     train_idx, test = train_rows(store, config, labels)

@@ -11,7 +11,7 @@ from cnncodes.classifiers.baseline_config import BaselineConfig
 from cnncodes.classifiers.baselines import finetune_model, set_phase
 from cnncodes.classifiers.train import compile_phase, train_baseline
 from cnncodes.cli import cli
-from cnncodes.features.errors import BadParameter
+from cnncodes.features.errors import BadParameter, UserError
 from cnncodes.features.sealed import read_sealed
 from cnncodes.pipeline.ingest import IngestConfig, ingest
 
@@ -134,6 +134,10 @@ def test_bad_recipe_values_are_one_line_before_any_training(colour_store):
                                        "--progressive", value])
         assert bad.exit_code == 1 and problem in bad.output.replace("(", ".").replace(")", "."), bad.output
         assert "Traceback" not in bad.output
+    with pytest.raises(UserError, match=r"^--progressive 16:1 is too small for resnet50, which takes at least 32x32 "
+                                        r"px: give a side of 32 or more"):
+        train_baseline(colour_store, BaselineConfig("finetune", weights="none", size=64, epochs=2,
+                                                    progressive_size=16, progressive_epochs=1), **quiet)
     bad = CliRunner().invoke(cli, ["baseline", "finetune", "--store", str(colour_store), "--progressive", "128"])
     assert bad.exit_code == 2 and "give SIZE:EPOCHS, e.g. 128:3, not '128'" in bad.output
     with pytest.raises(BadParameter, match="head finetune: weight_decay takes a number from 0 to below 1"):

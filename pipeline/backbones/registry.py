@@ -42,12 +42,14 @@ def get_backbone(name: str) -> Backbone:
     return BACKBONES[name]
 
 
-def check_size(name: str, size: int):
-    """Stops before any work when `size` is under what backbone `name` builds at."""
+def check_size(name: str, size: int, option: str | None = None):
+    """Stops before any work when `size` is under what backbone `name` builds at; `option` names the setting
+    that gave it (--size by default)."""
     least = get_backbone(name).min_size
     if size < least:
-        raise UserError(f"--size {size} is too small for {name}, which takes at least {least}x{least} px: "
-                        f"give --size {least} or more (images are resized to it on the device)")
+        given, fix = (option, f"a side of {least}") if option else (f"--size {size}", f"--size {least}")
+        raise UserError(f"{given} is too small for {name}, which takes at least {least}x{least} px: "
+                        f"give {fix} or more (images are resized to it on the device)")
 
 
 def family(spec: Backbone):
