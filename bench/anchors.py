@@ -96,10 +96,7 @@ def main():
     import keras  # noqa: F401  (so conditions() reports its version and backend)
 
     os.chdir(ROOT)
-    code = code_version()
-    print(conditions({"data": args.dataset, "store": args.store,
-                      "code": f"cnncodes {code['version']}, commit {code['commit'] or 'uncommitted'}, "
-                              f"source {code['source_sha256'][:12]}"}), flush=True)
+    print(conditions({"data": args.dataset, "store": args.store}), flush=True)
     store = ingest(args.store, IngestConfig(args.dataset), **quiet).path
     seeds = [int(s) for s in args.seeds.split(",")]
     cut_counts = [int(n) for n in args.cuts.split(",")]

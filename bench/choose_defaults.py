@@ -17,7 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
 from cnncodes.classifiers.kfold import kfold_scores  # noqa: E402
-from cnncodes.features.provenance import code_version  # noqa: E402
 
 # One change at a time from the reference head (Adam 1e-3, no input dropout, no label smoothing), then the
 # combinations the single changes point to.
@@ -48,10 +47,7 @@ def main():
     args = p.parse_args()
     import keras  # noqa: F401  (so conditions() reports its version and backend)
 
-    code = code_version()
-    print(conditions({"store": args.store, "features": args.features,
-                      "code": f"cnncodes {code['version']}, commit {code['commit'] or 'uncommitted'}, "
-                              f"source {code['source_sha256'][:12]}"}), flush=True)
+    print(conditions({"store": args.store, "features": args.features}), flush=True)
     for head in args.heads.split(","):
         print(f"\n{head}: {args.k}-fold on the training split of {args.features}\n")
         print("| setting | " + " | ".join(f"fold {i}" for i in range(args.k)) + " | mean ± std % | best epoch per fold |")

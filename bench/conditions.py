@@ -32,4 +32,13 @@ def conditions(extra: dict | None = None) -> str:
              "versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
              "command: " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])]
     lines += [f"{k}: {v}" for k, v in (extra or {}).items()]
-    return "\n".join(lines)
+    return "\n".join(lines + [f"code: {code_description()}"])
+
+
+def code_description() -> str:
+    """The cnncodes that made the figures: version, commit and the hash of its source (what runs record)."""
+    from cnncodes.features.provenance import code_version
+
+    code = code_version()
+    return (f"cnncodes {code['version']}, commit {code['commit'] or 'uncommitted'}, "
+            f"source {code['source_sha256'][:12]}")

@@ -15,13 +15,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
-from cnncodes.features.provenance import code_version  # noqa: E402
 
 
 def main():
-    code = code_version()
-    print(conditions({"code": f"cnncodes {code['version']}, commit {code['commit'] or 'uncommitted'}, "
-                              f"source {code['source_sha256'][:12]}"}), flush=True)
+    print(conditions(), flush=True)
     with tempfile.TemporaryDirectory() as store:
         start = time.time()
         done = subprocess.run(["make", "-s", "demo", f"STORE={store}"], cwd=ROOT, capture_output=True, text=True,

@@ -20,7 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
 from cnncodes.classifiers.kfold import kfold_scores  # noqa: E402
-from cnncodes.features.provenance import code_version  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
 from cnncodes.pipeline.extract import FeatureConfig, extract_features  # noqa: E402
 from cnncodes.pipeline.ingest import IngestConfig, ingest  # noqa: E402
@@ -43,9 +42,7 @@ def main():
     import keras  # noqa: F401  (so conditions() reports its version and backend)
 
     os.chdir(ROOT)
-    code = code_version()
-    print(conditions({"data": f"{args.dataset}, {args.limit} images per split", "store": args.store,
-                      "code": f"cnncodes {code['version']}, commit {code['commit'] or 'uncommitted'}"}), flush=True)
+    print(conditions({"data": f"{args.dataset}, {args.limit} images per split", "store": args.store}), flush=True)
     ingest(args.store, IngestConfig(args.dataset, limit=args.limit), **quiet)
     config = FeatureConfig("efficientnet_lite0", "imagenet", args.size, views=args.views)
     name = extract_features(args.store, config, **quiet).name  # a rerun finds it cached, with its seconds
