@@ -104,22 +104,21 @@ def main():
     for backbone in args.backbones.split(","):
         config = FeatureConfig(backbone, "imagenet", get_backbone(backbone).native_size)
         sets_by_backbone[backbone] = [r.name for r in extract_layers(store, config, CUTS[:max(cut_counts)], **quiet)]
-    params = {args.head: json.loads(args.params)}
+    ranking_params = json.loads(args.params)
 
     chosen, ranked = args.chosen, []
     if chosen is None:
         result = sweep(store, args.head, features=candidates(sets_by_backbone, cut_counts), k=args.k,
-                       params=params[args.head], workers=args.workers, progress=False)
+                       params=ranking_params, workers=args.workers, progress=False)
         print("\n" + format_sweep(result), flush=True)
         chosen, ranked = result["chosen"], [r["features"] for r in result["candidates"]]
 
     heads = (args.heads or args.head).split(",")
-    params = {h: params.get(h, {}) for h in heads} | params  # the ranking head's parameters; the others' defaults
-    table = kfold_scores(store, heads, k=args.k, features=chosen, params={h: params[h] for h in heads}, workers=args.workers,
-                         progress=False)
+    params = {h: ranking_params if h == args.head else {} for h in heads}  # the other heads: their defaults
+    table = kfold_scores(store, heads, k=args.k, features=chosen, params=params, workers=args.workers, progress=False)
     print(f"\nheads on the chosen set, {args.k}-fold on the training split\n\n| head | folds % | mean ± std % |\n"
           "| --- | --- | --- |", flush=True)
-    scored, resolved = [], resolve_params(heads, {h: params[h] for h in heads})
+    scored, resolved = [], resolve_params(heads, params)
     for row in table["rows"]:  # the table keeps rows of earlier settings too: ours are the resolved ones
         if row["head"] in heads and row["settings"] == resolved[row["head"]]:
             scored.append((row["mean"], row["head"]))
@@ -127,13 +126,13 @@ def main():
                   f"{100 * row['mean']:.2f} ± {100 * row['std']:.2f} |", flush=True)
     best_head = max(scored)[1] if scored else args.head
     print(f"\nchosen on the training split: {best_head} on {chosen}\ntest accuracy: "
-          f"{scored_over_seeds(store, best_head, chosen, params.get(best_head, {}), seeds)}", flush=True)
+          f"{scored_over_seeds(store, best_head, chosen, params[best_head], seeds)}", flush=True)
 
     if len(sets_by_backbone) > 1 and ranked:  # each backbone alone: its best-ranked candidate, tested the same way
         for backbone, sets in sets_by_backbone.items():
             own = next(f for f in ranked if set(f.split("+")) <= set(sets))
             print(f"{backbone} alone, chosen on the training split: {args.head} on {own}\ntest accuracy: "
-                  f"{scored_over_seeds(store, args.head, own, params[args.head], seeds)}", flush=True)
+                  f"{scored_over_seeds(store, args.head, own, ranking_params, seeds)}", flush=True)
 
 
 if __name__ == "__main__":
