@@ -18,6 +18,7 @@ NOISE = re.compile(
     rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     rb"|[IW]\d{4} [\d:.]+ +\d+ (port|cpu_feature_guard|cuda_\w+|gpu_device|computation_placer|service)\.cc:\d+\]"
     rb"|To enable the following instructions: .* in other operations, rebuild TensorFlow"
+    rb"|fully_quantize: \d+, inference_type: \d+, input_inference_type: "  # the TFLite converter's summary
     rb"|E\d{4} [\d:.]+ +\d+ cuda_(dnn|fft|blas)\.cc:\d+\] Unable to register)")
 
 _installed = False

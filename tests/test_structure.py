@@ -72,9 +72,9 @@ def test_value_rules_are_a_leaf_and_the_registry_is_imported_at_the_top():
     assert "registry" in graph["params"] and "registry" in graph["persist"]
 
 
-# the backend, the heavy libraries and the modules that import the backend at their top (the Keras classes of
+# the backend (and TensorFlow's own converters), the heavy libraries and the modules that import the backend at their top (the Keras classes of
 # training, cnncodes' Keras layers), which quick commands never load
-LAZY = {"keras", "matplotlib", "distributed", ".keras_training", "cnncodes.pipeline.layers"}
+LAZY = {"keras", "tensorflow", "matplotlib", "distributed", ".keras_training", "cnncodes.pipeline.layers"}
 
 
 def function_imports() -> list[tuple[str, str]]:

@@ -1,0 +1,186 @@
+"""`cnncodes export-model`: a fitted head and everything before it as one Keras model of built-in layers.
+
+uint8 RGB images in (a batch of one size, `--input-size`, by default the store's), class probabilities out
+(for the SVM its decision scores, so named): the ingest's scaling and centre crop, the device resize, the
+preprocessing, the backbone with BatchNorm folded, the pooled cut (or the cuts joined), the standardisation
+and the head. Written by the suffix of --out:
+
+    PATH.keras   loads with `keras.saving.load_model` (safe mode) where cnncodes is not installed
+    DIR          a SavedModel (`model.export`) for TF Serving, TensorFlow backend only
+    PATH.tflite  float32, or float16 / int8 weights with --quantize (int8 calibrated on the store's images)
+
+The class names travel with the model: in the .keras file (`classes.json` in its zip) and the SavedModel
+folder, and beside a .tflite file as PATH.classes.json. Nothing is left at --out unless all of it was written.
+"""
+import contextlib
+import io
+import json
+import os
+import tempfile
+import warnings
+import zipfile
+from dataclasses import fields, replace
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+
+from cnncodes.features import schema
+from cnncodes.features.errors import UserError
+from cnncodes.features.store import FeatureStore
+from cnncodes.features.limits import MAX_IMAGE_SIDE
+from cnncodes.pipeline.extract import FeatureConfig
+from cnncodes.pipeline.portable import portable_codes
+from .heads import KerasHead, LogRegHead
+from .predict import feature_parts, load_fitted_head
+
+FORMATS = {".keras": "keras", ".tflite": "tflite", "": "savedmodel"}
+QUANTIZE = ("fp16", "int8")
+CLASSES_FILE = "classes.json"
+
+
+def export_format(out: Path, quantize: str | None) -> str:
+    """The format --out's suffix names; one line naming the fix when it names none or is already there."""
+    out = Path(out)
+    kind = FORMATS.get(out.suffix.lower())
+    if kind is None:
+        raise UserError(f"--out {out}: {out.suffix!r} names no model format; end it in .keras or .tflite, "
+                        f"or give a folder name without a suffix for a SavedModel")
+    if out.exists() or out.is_symlink():
+        raise UserError(f"--out {out} already exists: remove it or give another path")
+    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+        raise UserError(f"--out {out}: its folder {out.parent} does not exist or cannot be written")
+    if quantize is not None and kind != "tflite":
+        raise UserError(f"--quantize {quantize} is for a .tflite model: give --out PATH.tflite, or drop --quantize")
+    if quantize is not None and quantize not in QUANTIZE:
+        raise UserError(f"--quantize {quantize}: choose one of {', '.join(QUANTIZE)}")
+    if kind in ("savedmodel", "tflite") and keras.backend.backend() != "tensorflow":
+        raise UserError(f"a {'SavedModel' if kind == 'savedmodel' else '.tflite model'} is written by TensorFlow: "
+                        f"run with KERAS_BACKEND=tensorflow (the default), or write a .keras file")
+    return kind
+
+
+def build_export_model(run, input_hw: tuple | None = None, trust_pickle: bool = False):
+    """(model, class names in output order, "probability" or "decision score") for the head fitted in `run`."""
+    record, head = load_fitted_head(run, trust_pickle)
+    side = record["image_shape"][0]
+    in_hw = tuple(input_hw) if input_hw else (side, side)
+    if not all(1 <= n <= MAX_IMAGE_SIDE for n in in_hw):
+        raise UserError(f"--input-size {in_hw[0]}x{in_hw[1]}: each side must be 1 to {MAX_IMAGE_SIDE}")
+    spatial = bool(record.get("spatial", record["params"].get("spatial")))
+    parts = feature_parts(record)
+    if spatial and len(parts) > 1:
+        raise UserError(f"{run}: a head fitted on joined spatial maps cannot be exported; fit it on one set")
+    names = {f.name for f in fields(FeatureConfig)}
+    configs = [FeatureConfig(**{k: v for k, v in p.items() if k in names and k not in ("views", "augmentation")})
+               for p in parts]
+    if any(c.flip_average for c in configs):
+        raise UserError(f"{run}: the head's features are flip-averaged, which export-model does not build yet; "
+                        f"fit the head on a set extracted without --flip-average")
+
+    images = keras.Input((*in_hw, 3), dtype="uint8", name="images")
+    setups = {}
+    for i, c in enumerate(configs):  # parts that differ only in their layer share one backbone, as in predict
+        setups.setdefault(replace(c, layer=None), []).append(i)
+    codes, setters = [None] * len(configs), []
+    for g, (setup, members) in enumerate(setups.items()):
+        outs, set_weights = portable_codes(images, in_hw, side, setup, [configs[i].layer for i in members],
+                                           spatial, prefix=f"part{g}_" if len(setups) > 1 else "")
+        setters.append(set_weights)
+        for i, out in zip(members, outs):
+            codes[i] = out
+    x = codes[0] if len(codes) == 1 else keras.layers.Concatenate(name="joined_codes")(codes)
+    # the SVM's calibrated probabilities (probability=True) are an average of calibrators, not one layer: its
+    # margins go out, named so; every other head's probabilities are its softmax
+    kind = "probability" if isinstance(head, (KerasHead, LogRegHead)) else "decision score"
+    outputs, set_head = head_layers(head, x, "probabilities" if kind == "probability" else "decision_scores")
+    model = keras.Model(images, outputs, name="cnncodes_classifier")
+    for set_weights in setters + [set_head]:
+        set_weights(model)
+    class_names = [record["class_names"][int(c)] for c in head.classes_]
+    return model, class_names, kind
+
+
+def head_layers(head, x, output_name: str):
+    """(outputs, a function that sets their weights): a linear head (logreg, svm) as one Dense layer with the
+    standardisation folded in; a Keras head (dense, gap) as a Normalization before its own network."""
+    scaler = head.scaler_
+    mean = scaler.mean_.astype(np.float64) if scaler is not None else 0.0
+    scale = scaler.scale_.astype(np.float64) if scaler is not None else 1.0
+    if isinstance(head, KerasHead):
+        if scaler is not None:
+            x = keras.layers.Normalization(mean=scaler.mean_, variance=scaler.scale_ ** 2, name="standardize")(x)
+        network = head.model_
+        outputs = keras.layers.Identity(name=output_name)(network(x))
+        return outputs, lambda model: None
+    if len(x.shape) == 4:  # maps: the linear heads learn their pooled vectors (inputs.as_vectors)
+        x = keras.layers.GlobalAveragePooling2D(name="pooled")(x)
+    linear = head.model_ if isinstance(head, LogRegHead) else head  # logreg wraps scikit-learn's; the SVM is its own
+    W, b = np.asarray(linear.coef_, np.float64), np.asarray(linear.intercept_, np.float64).reshape(-1)
+    W, b = W / scale, b - (W / scale) @ np.broadcast_to(mean, W.shape[1:])  # x -> (x - mean) / scale folded in
+    probabilities = output_name == "probabilities"
+    if W.shape[0] == 1:  # two classes, one score for the second: [0, z] under softmax, [-z, z] as margins
+        W, b = (np.vstack([0 * W, W]), np.array([0.0, b[0]])) if probabilities else (np.vstack([-W, W]), np.array([-b[0], b[0]]))
+    dense = keras.layers.Dense(len(W), activation="softmax" if probabilities else None, name=output_name)
+    outputs = dense(x)
+    return outputs, lambda model: dense.set_weights([W.T.astype(np.float32), b.astype(np.float32)])
+
+
+def export_model(run, out, quantize: str | None = None, input_hw: tuple | None = None, store=None,
+                 calibration_images: int = 200, trust_pickle: bool = False, log=print) -> dict:
+    """Writes the model to `out` in the format its suffix names; returns what was written. int8 calibrates on
+    `store`'s training images (default: the store the run folder lies in, STORE/runs/RUN)."""
+    out, run = Path(out), Path(run)
+    kind = export_format(out, quantize)
+    if quantize == "int8":
+        store = Path(store) if store is not None else run.resolve().parent.parent
+        if not (store / schema.DATA_FILE).is_file():
+            raise UserError(f"--quantize int8 calibrates on images, and {store} is not a store: give --store DIR, "
+                            f"the store the head was fitted from")
+    model, class_names, score = build_export_model(run, input_hw, trust_pickle)
+    classes = {"class_names": class_names, "output": score, "input": "uint8 RGB images, (batch, "
+               f"{model.input.shape[1]}, {model.input.shape[2]}, 3)"}
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        staged = Path(tmp) / out.name
+        if kind == "keras":
+            model.save(staged)
+            with zipfile.ZipFile(staged, "a") as z:
+                z.writestr(CLASSES_FILE, json.dumps(classes, indent=1))
+        elif kind == "savedmodel":
+            model.export(staged, format="tf_saved_model", verbose=False)
+            (staged / CLASSES_FILE).write_text(json.dumps(classes, indent=1))
+        else:
+            staged.write_bytes(tflite_bytes(model, quantize, store, calibration_images))
+            beside = staged.with_name(staged.name + ".classes.json")
+            beside.write_text(json.dumps(classes, indent=1))
+            os.replace(beside, out.with_name(out.name + ".classes.json"))
+        os.replace(staged, out)  # one rename: --out holds the whole model or nothing
+    log(f"export-model: wrote {out} ({kind}{f', {quantize}' if quantize else ''}): uint8 images of "
+        f"{model.input.shape[1]}x{model.input.shape[2]} in, {len(class_names)} classes' "
+        f"{'probabilities' if score == 'probability' else 'decision scores'} out")
+    return {"path": str(out), "format": kind, "quantize": quantize, "classes": class_names, "output": score}
+
+
+def tflite_bytes(model, quantize: str | None, store, calibration_images: int) -> bytes:
+    import tensorflow as tf  # the converter is TensorFlow's own; export_format refuses other backends first
+
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # the converter's own chatter
+        warnings.simplefilter("ignore")
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        if quantize == "fp16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "int8":  # weights and activations, their ranges from the calibration images
+            images = calibration_batch(store, model.input.shape[1:3], calibration_images)
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([img[None]] for img in images)
+        return converter.convert()
+
+
+def calibration_batch(store, in_hw, n: int) -> np.ndarray:
+    """Up to n training images of the store (a seeded draw), resized to the model's input size."""
+    images = FeatureStore.open(store).images(split="train")
+    pick = np.random.default_rng(0).permutation(len(images))[:n]
+    return np.stack([img if img.shape[:2] == tuple(in_hw) else cv2.resize(img, (in_hw[1], in_hw[0]))
+                     for img in images[np.sort(pick)]])
