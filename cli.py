@@ -437,17 +437,40 @@ def sweep(store, head, k, candidates, label, scheduler, workers, epochs, params,
 @click.option("--model", "run", required=True, type=PathType(exists=True, file_okay=False),
               help="a run folder made by fit")
 @click.option("--top", default=5, type=POSITIVE, help="classes shown per image")
+@click.option("--out", type=PathType(dir_okay=False), help="write FILE.csv: path, class, score, the next classes and "
+              "scores up to --top, and why a file could not be read")
+@click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--trust-model", is_flag=True,
               help="load a run saved by an older cnncodes (model.joblib: a pickle, which can run code): only runs you made yourself")
-@click.argument("images", nargs=-1, required=True, type=PathType(exists=True, dir_okay=False))
-def predict(run, top, trust_model, images):
-    """Top classes for image files: probabilities, or an SVM's decision scores (labelled as such)."""
-    from cnncodes.classifiers.predict import predict_scored
+@click.argument("images", nargs=-1, required=True)
+def predict(run, top, out, quiet, trust_model, images):
+    """Top classes for images: files, folders, glob patterns ("photos/**/*.jpg") or .txt lists of paths.
+    Probabilities, or an SVM's decision scores (labelled as such). A file that cannot be read is listed with
+    its reason and the exit status is 1; the others are still classified."""
+    from cnncodes.classifiers.predict import expand_inputs, predict_files, write_predictions_csv
 
-    kind, answers = predict_scored(run, list(images), top=top, trust_pickle=trust_model)
-    click.echo(f"top {top} classes by {kind}" + (" (margins, not probabilities)" if kind != "probability" else ""))
-    for path, best in zip(images, answers):  # file names and the run's class names are data
-        click.echo(f"{printable(path)}: " + ", ".join(f"{printable(name)} {p:.3f}" for name, p in best))
+    paths = expand_inputs(list(images))
+    if not paths:
+        raise UserError(f"no images in {' '.join(images)}: give image files, folders holding some, a glob that "
+                        f"matches some, or a .txt list of paths")
+    if out is not None and (out.exists() or not out.parent.is_dir()):
+        raise UserError(f"--out {out}: " + ("it already exists; remove it or give another path" if out.exists()
+                                            else f"its folder {out.parent} does not exist"))
+    kind, predictions = predict_files(run, paths, top=top, trust_pickle=trust_model, progress=not quiet)
+    if out is not None:
+        write_predictions_csv(out, predictions, top)
+    else:
+        click.echo(f"top {top} classes by {kind}" + (" (margins, not probabilities)" if kind != "probability" else ""))
+        for p in predictions:  # file names and the run's class names are data
+            click.echo(f"{printable(p.path)}: " + (f"cannot be used: {p.error}" if p.error else
+                                                   ", ".join(f"{printable(name)} {s:.3f}" for name, s in p.top)))
+    failed = [p for p in predictions if p.error]
+    log(f"predict: {len(predictions) - len(failed)} of {len(predictions)} images classified"
+        + (f" into {printable(out)} ({kind} scores)" if out is not None else ""))
+    if failed:
+        log(f"predict: {len(failed)} could not be read, listed with their reason" + (f" in {printable(out)}" if out else
+                                                                                     "") + f", e.g. {printable(failed[0].path)}: {failed[0].error}")
+        sys.exit(1)
 
 
 class InputSize(click.ParamType):

@@ -1,5 +1,9 @@
-"""`cnncodes predict`: top-5 classes for image files, their codes computed with the run's backbone setup."""
-from dataclasses import fields, replace
+"""`cnncodes predict`: top classes for image files, folders, globs and lists of paths, their codes computed with
+the run's backbone setup a chunk at a time; a file that cannot be read is reported, never fatal to the rest."""
+import csv
+import glob
+import os
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -8,37 +12,50 @@ from cnncodes.features.errors import UserError
 from cnncodes.features.limits import MAX_IMAGE_SIDE
 from cnncodes.pipeline.backbones import BACKBONES
 from cnncodes.pipeline.extract import DeviceStep, FeatureConfig, build_multi_extractor
-from cnncodes.pipeline.images import decode_rgb, fit_square
+from cnncodes.pipeline.console import progress_bar
+from cnncodes.pipeline.images import IMAGE_EXTENSIONS, BadImage, decode_image, fit_square
 from .runs import load_run
 from .values import value_problem
 
 
+class CodeMaker:
+    """The run's backbone setups built once (parts that differ only in their layer share one pass), so that
+    any number of batches of store-sized images get their codes as the head's features were made: each part's
+    cut, joined in the parts' order."""
+
+    def __init__(self, parts: list, image_hw: tuple, batch_size: int, spatial: bool, run=""):
+        names = {f.name for f in fields(FeatureConfig)}
+        try:
+            self.configs = [FeatureConfig(**{k: v for k, v in p.items()
+                                             if k in names and k not in ("views", "augmentation")}) for p in parts]
+        except (TypeError, ValueError) as e:
+            raise UserError(f"{run}/record.json has a feature_config cnncodes cannot use ({e}): "
+                            f"fit the head again") from None
+        self.spatial, self.steps = spatial, []
+        setups = {}
+        for i, c in enumerate(self.configs):
+            setups.setdefault(replace(c, layer=None), []).append(i)
+        for setup, members in setups.items():
+            model, _, digests = build_multi_extractor(setup, tuple(image_hw), [self.configs[i].layer for i in members])
+            for i, digest in zip(members, digests):
+                recorded = parts[i].get("weights_sha256")
+                if recorded is not None and digest != recorded:
+                    raise UserError(f"the backbone weights ({setup.weights}) are not those the head's features "
+                                    f"were extracted with: restore them, or re-extract the features and fit again")
+            self.steps.append((DeviceStep(model, batch_size), members, 2 if setup.spatial else 1))
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        codes = [None] * len(self.configs)
+        for step, members, stride in self.steps:
+            outs = step(images)
+            for j, i in enumerate(members):
+                codes[i] = outs[stride * j + 1] if self.spatial else outs[stride * j]
+        return codes[0] if len(codes) == 1 else np.concatenate(codes, axis=1)
+
+
 def codes_of(run, parts: list, images: np.ndarray, batch_size: int, spatial: bool) -> np.ndarray:
-    """The images' codes as the head's features were made: each part's cut from one pass per backbone setup
-    (parts that differ only in their layer share it), joined in the parts' order."""
-    names = {f.name for f in fields(FeatureConfig)}
-    try:
-        configs = [FeatureConfig(**{k: v for k, v in p.items() if k in names and k not in ("views", "augmentation")})
-                   for p in parts]
-    except (TypeError, ValueError) as e:
-        raise UserError(f"{run}/record.json has a feature_config cnncodes cannot use ({e}): "
-                        f"fit the head again") from None
-    codes = [None] * len(configs)
-    setups = {}
-    for i, c in enumerate(configs):
-        setups.setdefault(replace(c, layer=None), []).append(i)
-    for setup, members in setups.items():
-        model, _, digests = build_multi_extractor(setup, images.shape[1:3], [configs[i].layer for i in members])
-        for i, digest in zip(members, digests):
-            recorded = parts[i].get("weights_sha256")
-            if recorded is not None and digest != recorded:
-                raise UserError(f"the backbone weights ({setup.weights}) are not those the head's features were "
-                                f"extracted with: restore them, or re-extract the features and fit again")
-        outs = DeviceStep(model, batch_size)(images)
-        stride = 2 if setup.spatial else 1
-        for j, i in enumerate(members):
-            codes[i] = outs[stride * j + 1] if spatial else outs[stride * j]
-    return codes[0] if len(codes) == 1 else np.concatenate(codes, axis=1)
+    """The images' codes as the head's features were made (see CodeMaker)."""
+    return CodeMaker(parts, images.shape[1:3], batch_size, spatial, run)(images)
 
 
 def scores(model, X) -> np.ndarray:
@@ -100,6 +117,13 @@ def config_problems(part: dict) -> list[str]:
     return problems
 
 
+@dataclass
+class Prediction:
+    path: str
+    top: list            # (class name, score), best first; empty when the file could not be read
+    error: str | None = None  # why it could not be read
+
+
 def predict_images(run, paths: list, top: int = 5, batch_size: int = 32,
                    trust_pickle: bool = False) -> list[list[tuple[str, float]]]:
     """Top classes per image with their scores (see `predict_scored`)."""
@@ -108,25 +132,89 @@ def predict_images(run, paths: list, top: int = 5, batch_size: int = 32,
 
 def predict_scored(run, paths: list, top: int = 5, batch_size: int = 32,
                    trust_pickle: bool = False) -> tuple[str, list[list[tuple[str, float]]]]:
-    """(what the scores are: "probability" or "decision score", top classes with their scores per
-    image). `trust_pickle` loads a head saved by an older cnncodes as a pickle (model.joblib), which
-    can run code: only for runs the user made."""
+    """(what the scores are: "probability" or "decision score", top classes with their scores per image);
+    a file that cannot be read is one UserError. `trust_pickle` loads a head saved by an older cnncodes as a
+    pickle (model.joblib), which can run code: only for runs the user made."""
+    kind, predictions = predict_files(run, [str(p) for p in paths], top, batch_size, trust_pickle)
+    for p in predictions:
+        if p.error:
+            raise UserError(f"{p.path}: {p.error}")
+    return kind, [p.top for p in predictions]
+
+
+def predict_files(run, paths: list[str], top: int = 5, batch_size: int = 32, trust_pickle: bool = False,
+                  chunk: int = 512, progress: bool = False) -> tuple[str, list[Prediction]]:
+    """(score kind, one Prediction per path, in order). Images are read, brought to the store's size by the
+    ingest rule and scored a chunk at a time, so memory stays flat for any number of files; a file that is
+    missing or does not decode gets its reason instead of classes, and the others go on."""
     record, model = load_fitted_head(run, trust_pickle)
     side = record["image_shape"][0]
-    images = []
-    for p in map(Path, paths):
-        if not p.is_file():
-            raise UserError(f"image {p} not found")
-        img = decode_rgb(p.read_bytes())
-        if img is None:
-            raise UserError(f"{p} is not a readable image (JPEG, PNG or BMP)")
-        images.append(fit_square(img, side))  # the same ingest rule the store's images went through
     spatial = record.get("spatial", record["params"].get("spatial"))  # runs before "spatial" was recorded: pooled
-    X = codes_of(run, feature_parts(record), np.stack(images), batch_size, spatial)
-    probs = scores(model, X)
-    classes = np.asarray(model.classes_)
+    codes = None  # built at the first readable image: a list of unreadable files costs no backbone
+    classes, names = np.asarray(model.classes_), record["class_names"]
     out = []
-    for p in probs:
-        best = np.argsort(-p)[:top]
-        out.append([(record["class_names"][int(classes[i])], float(p[i])) for i in best])
+    with progress_bar(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
+        for start in range(0, len(paths), chunk):
+            batch = [(path, *read_image(path, side)) for path in paths[start:start + chunk]]
+            good = [(path, img) for path, img, _ in batch if img is not None]
+            scored = {}
+            if good:
+                codes = codes or CodeMaker(feature_parts(record), (side, side), batch_size, spatial, run)
+                probs = scores(model, codes(np.stack([img for _, img in good])))
+                for (path, _), p in zip(good, probs):
+                    best = np.argsort(-p)[:top]
+                    scored[path] = [(names[int(classes[i])], float(p[i])) for i in best]
+            for path, img, error in batch:
+                out.append(Prediction(path, scored[path] if img is not None else [], error))
+            bar.update(len(batch))
     return score_kind(model), out
+
+
+def read_image(path: str, side: int) -> tuple[np.ndarray | None, str | None]:
+    """(the image at the store's size, None) or (None, why it cannot be used)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None, "not found"
+    except OSError as e:
+        return None, f"cannot be read ({e.strerror or e})"
+    try:
+        return fit_square(decode_image(data), side), None  # the same ingest rule the store's images went through
+    except BadImage as e:
+        return None, f"not a readable image ({e})"
+
+
+LIST_SUFFIX = ".txt"
+
+
+def expand_inputs(items: list[str]) -> list[str]:
+    """Image paths from what a user names: files, folders (every image under them, sorted), glob patterns and
+    .txt lists of paths (one a line, relative to the list's folder). A name that is none of these stays, and
+    is reported as not found."""
+    paths = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            paths += sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        elif path.is_file() and path.suffix.lower() == LIST_SUFFIX:
+            lines = [l.strip() for l in path.read_text(errors="replace").splitlines()]
+            paths += [str(path.parent / l) for l in lines if l and not l.startswith("#")]
+        elif not path.exists() and glob.has_magic(item):
+            paths += sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file())
+        else:
+            paths.append(item)
+    return paths
+
+
+def write_predictions_csv(out: Path, predictions: list, top: int):
+    """path, class, score, then the next classes and scores up to --top, and why a file could not be read;
+    written beside `out` and renamed, so a killed run leaves no half file."""
+    header = ["path", "class", "score"] + [f"{c}_{k}" for k in range(2, top + 1) for c in ("class", "score")]
+    staged = out.with_name(f".{out.name}.partial")
+    with open(staged, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header + ["error"])
+        for p in predictions:
+            cells = [c for name, score in p.top for c in (name, f"{score:.6g}")]
+            writer.writerow([p.path] + cells + [""] * (len(header) - 1 - len(cells)) + [p.error or ""])
+    os.replace(staged, out)

@@ -232,8 +232,8 @@ def test_predict_labels_an_svms_decision_scores_and_its_calibrated_probabilities
     assert result.stdout.splitlines()[0] == "top 3 classes by decision score (margins, not probabilities)"
     fit_run, _ = fit_head(store, "svm", params={"Cs": [1.0], "probability": True})  # calibrated: probabilities
     assert run_cli("predict", "--model", fit_run, image).stdout.startswith("top 5 classes by probability")
-    missing = run_cli("predict", "--model", fit_run, tmp_path / "missing.png")
-    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    missing = run_cli("predict", "--model", fit_run, tmp_path / "missing.png")  # listed, with the exit status
+    assert missing.returncode == 1 and "missing.png: cannot be used: not found" in missing.stdout
 
 
 def test_an_in_memory_data_set_shows_no_images_per_second(tmp_path, capsys):
