@@ -31,9 +31,12 @@ from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureStore
 from cnncodes.features.limits import MAX_IMAGE_SIDE
 from cnncodes.pipeline.extract import FeatureConfig
-from cnncodes.pipeline.portable import portable_codes
+from cnncodes.pipeline.portable import portable_clone, portable_codes
+from .baseline_config import BaselineConfig
 from .heads import KerasHead, LogRegHead
 from .predict import feature_parts, load_fitted_head
+from .runs import load_run
+from .train import build
 
 FORMATS = {".keras": "keras", ".tflite": "tflite", "": "savedmodel"}
 QUANTIZE = ("fp16", "int8")
@@ -62,8 +65,11 @@ def export_format(out: Path, quantize: str | None) -> str:
 
 
 def build_export_model(run, input_hw: tuple | None = None, trust_pickle: bool = False, fold: bool = True):
-    """(model, class names in output order, "probability" or "decision score") for the head fitted in `run`.
-    `fold`: a linear head's standardisation folded into its Dense layer (see head_layers)."""
+    """(model, class names in output order, "probability" or "decision score") for the head fitted in `run`, or
+    the pixel baseline trained there. `fold`: a linear head's standardisation folded into its Dense layer."""
+    record, _ = load_run(run, trust_pickle)
+    if record.get("kind") == "baseline":
+        return baseline_model(Path(run), record, input_hw), list(record["class_names"]), "probability"
     record, head = load_fitted_head(run, trust_pickle)
     side = record["image_shape"][0]
     in_hw = tuple(input_hw) if input_hw else (side, side)
@@ -101,6 +107,30 @@ def build_export_model(run, input_hw: tuple | None = None, trust_pickle: bool = 
         set_weights(model)
     class_names = [record["class_names"][int(c)] for c in head.classes_]
     return model, class_names, kind
+
+
+def baseline_model(run: Path, record: dict, input_hw: tuple | None):
+    """A pixel baseline's trained network (cnn, finetune, wrn) in built-in layers, for the store's image size."""
+    side = record["image_shape"][0]
+    if input_hw and tuple(input_hw) != (side, side):
+        raise UserError(f"--input-size: a baseline takes images of the store's size, {side}x{side}; "
+                        f"bring them to it first (cnncodes predict does), or drop --input-size")
+    try:
+        config = BaselineConfig(**record["params"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise UserError(f"{run}/record.json has baseline settings cnncodes cannot use ({e}): train it again") from None
+    if config.from_features:
+        raise UserError(f"{run} was fine-tuned from cached maps, so it holds only the layers above the cut; "
+                        f"export-model needs a fine-tune from pixels")
+    if not (run / "model.weights.h5").is_file():
+        raise UserError(f"{run} has no model.weights.h5: the run did not finish, or is damaged; train it again")
+    built = build(config, tuple(record["image_shape"]), len(record["class_names"]))
+    try:
+        built.model.load_weights(run / "model.weights.h5")
+    except (ValueError, OSError) as e:
+        raise UserError(f"{run}/model.weights.h5 does not fit the baseline its record describes ({e}): "
+                        f"train it again") from None
+    return portable_clone(built.model)
 
 
 def head_layers(head, x, output_name: str, fold: bool = True):

@@ -17,6 +17,7 @@ from .resize import cubic_matrix
 ROUNDING_BINS = [float(k + 0.5) if k % 2 else float(np.nextafter(np.float32(k + 0.5), np.float32(np.inf)))
                  for k in range(255)]
 CAFFE_MEANS = [103.939, 116.779, 123.68]  # pipeline/layers.py's Preprocess, BGR order
+CAFFE_WEIGHTS = [np.eye(3, dtype=np.float32)[::-1].copy(), -np.asarray(CAFFE_MEANS, np.float32)]  # x @ swap - means
 
 
 def ingest_matrix(n_in: int, n_scaled: int, side: int) -> np.ndarray:
@@ -41,14 +42,20 @@ def fit_square_matrices(in_hw: tuple, side: int) -> tuple[np.ndarray, np.ndarray
     return ingest_matrix(h, nh, side), ingest_matrix(w, nw, side)
 
 
-def matrix_resize(x, rows: np.ndarray, cols: np.ndarray, name: str):
+def matrix_resize(x, rows: np.ndarray, cols: np.ndarray, name: str, set_now: bool = False):
     """(b, h, w, c) float -> (b, H, W, c) = rows @ x @ cols^T per channel, clipped to 0..255 and rounded to
-    integers as a uint8 image is, all in built-in layers."""
+    integers as a uint8 image is, all in built-in layers. The matrices are set by set_resize_weights once the
+    model is built, or at once with `set_now`."""
     layers = keras.layers
     x = layers.Permute((2, 3, 1), name=f"{name}_rows_last")(x)                       # (b, w, c, h)
-    x = layers.Dense(rows.shape[0], use_bias=False, name=f"{name}_rows")(x)          # (b, w, c, H)
+    by_rows = layers.Dense(rows.shape[0], use_bias=False, name=f"{name}_rows")
+    x = by_rows(x)                                                                    # (b, w, c, H)
     x = layers.Permute((3, 2, 1), name=f"{name}_cols_last")(x)                       # (b, H, c, w)
-    x = layers.Dense(cols.shape[0], use_bias=False, name=f"{name}_cols")(x)          # (b, H, c, W)
+    by_cols = layers.Dense(cols.shape[0], use_bias=False, name=f"{name}_cols")
+    x = by_cols(x)                                                                    # (b, H, c, W)
+    if set_now:
+        by_rows.set_weights([rows.T])
+        by_cols.set_weights([cols.T])
     x = layers.Permute((1, 3, 2), name=f"{name}_channels_last")(x)                   # (b, H, W, c)
     x = layers.ReLU(max_value=255.0, name=f"{name}_clip")(x)
     x = layers.Discretization(bin_boundaries=ROUNDING_BINS, output_mode="int", name=f"{name}_round")(x)
@@ -60,19 +67,22 @@ def set_resize_weights(model, name: str, rows: np.ndarray, cols: np.ndarray):
     model.get_layer(f"{name}_cols").set_weights([cols.T])
 
 
-def preprocess(x, mode: str, prefix: str):
+def preprocess(x, mode: str, prefix: str, set_now: bool = False):
     """The backbone's input convention on RGB 0..255 (pipeline/layers.py's Preprocess) in built-in layers."""
     if mode == "lite":
         return keras.layers.Rescaling(1 / 128, offset=-127 / 128, name=f"{prefix}preprocess_lite")(x)
     if mode == "tf":
         return keras.layers.Rescaling(1 / 127.5, offset=-1.0, name=f"{prefix}preprocess_tf")(x)
-    return keras.layers.Dense(3, name=f"{prefix}preprocess_caffe")(x)  # RGB -> BGR, minus the means: weights below
+    caffe = keras.layers.Dense(3, name=f"{prefix}preprocess_caffe")  # RGB -> BGR, minus the means
+    x = caffe(x)
+    if set_now:
+        caffe.set_weights(CAFFE_WEIGHTS)
+    return x
 
 
 def set_preprocess_weights(model, mode: str, prefix: str):
     if mode == "caffe":
-        model.get_layer(f"{prefix}preprocess_caffe").set_weights([np.eye(3, dtype=np.float32)[::-1].copy(),
-                                                         -np.asarray(CAFFE_MEANS, np.float32)])
+        model.get_layer(f"{prefix}preprocess_caffe").set_weights(CAFFE_WEIGHTS)
 
 
 def portable_backbone(setup, layers: list):
@@ -114,3 +124,24 @@ def portable_codes(images, in_hw: tuple, side: int, setup, layers: list, spatial
             set_resize_weights(model, name, rows, cols)
         set_preprocess_weights(model, mode, prefix)
     return outputs, set_weights
+
+
+def portable_clone(model):
+    """A trained `model` (a pixel baseline) for inference in built-in layers only: its own layers shared (so its
+    trained weights), cnncodes' layers replaced by what they compute at inference: the device resize by
+    matrix_resize, the preprocessing by preprocess, a folded BatchNorm's pass-through and the training-time
+    random-resized crop by nothing."""
+    from .layers import BicubicResize, FoldedBatchNorm, Preprocess, RandomResizedCrop
+
+    def call(layer, *args, **kwargs):
+        x = args[0]
+        if isinstance(layer, BicubicResize):
+            x = keras.layers.Rescaling(1.0, name=f"{layer.name}_cast")(x)
+            return x if layer.identity else matrix_resize(x, layer.rows, layer.cols, layer.name, set_now=True)
+        if isinstance(layer, Preprocess):
+            return preprocess(x, layer.mode, f"{layer.name}_", set_now=True)
+        if isinstance(layer, (FoldedBatchNorm, RandomResizedCrop)):
+            return x
+        return layer(*args, **kwargs)
+
+    return keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call)

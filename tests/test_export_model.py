@@ -211,3 +211,26 @@ def test_images_of_another_size_are_scaled_and_cropped_inside_the_model(fitted, 
     expected, _ = predicted_scores(runs["logreg"], np.stack([fit_square(img, small.shape[1]) for img in wide]))
     got = model.predict(wide, verbose=0)
     assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.95  # uint8 rounding of the ingest may differ by 1 level
+
+
+@pytest.mark.parametrize("kind", ["cnn", "finetune"])  # wrn is built-in layers only: nothing of ours to replace
+def test_a_pixel_baseline_exports_to_the_same_probabilities(digits_store, kind, tmp_path):
+    """The trained network, its resize and preprocessing in built-in layers, run without cnncodes: the
+    probabilities the baseline's own model gives (8x8 digits, so the CNN upsamples on the device too)."""
+    from test_baselines import ON_8PX
+
+    from cnncodes.classifiers.train import build, train_baseline
+
+    store = shutil.copytree(digits_store, tmp_path / "store")
+    run, record = train_baseline(store, ON_8PX[kind], progress=False, log=lambda m: None)
+    out = tmp_path / "baseline.keras"
+    done = run_cli("export-model", "--model", run, "--out", out)
+    assert done.returncode == 0, done.stderr
+    images = FeatureStore.open(store).images(split="test")
+    trained = build(ON_8PX[kind], tuple(record["image_shape"]), len(record["class_names"])).model
+    trained.load_weights(run / "model.weights.h5")
+    expected = trained.predict(images, verbose=0)
+    scores, classes = run_fresh(tmp_path, images, out)
+    assert classes == record["class_names"]
+    assert (scores.argmax(1) == np.asarray(record["test_predictions"])).mean() >= 0.999
+    assert np.abs(scores - expected).max() < 1e-4
