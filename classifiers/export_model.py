@@ -64,9 +64,9 @@ def export_format(out: Path, quantize: str | None) -> str:
     return kind
 
 
-def build_export_model(run, input_hw: tuple | None = None, trust_pickle: bool = False, fold: bool = True):
+def build_export_model(run, input_hw: tuple | None = None, trust_pickle: bool = False):
     """(model, class names in output order, "probability" or "decision score") for the head fitted in `run`, or
-    the pixel baseline trained there. `fold`: a linear head's standardisation folded into its Dense layer."""
+    the pixel baseline trained there."""
     record, _ = load_run(run, trust_pickle)
     if record.get("kind") == "baseline":
         return baseline_model(Path(run), record, input_hw), list(record["class_names"]), "probability"
@@ -101,7 +101,7 @@ def build_export_model(run, input_hw: tuple | None = None, trust_pickle: bool = 
     # the SVM's calibrated probabilities (probability=True) are an average of calibrators, not one layer: its
     # margins go out, named so; every other head's probabilities are its softmax
     kind = "probability" if isinstance(head, (KerasHead, LogRegHead)) else "decision score"
-    outputs, set_head = head_layers(head, x, "probabilities" if kind == "probability" else "decision_scores", fold)
+    outputs, set_head = head_layers(head, x, "probabilities" if kind == "probability" else "decision_scores")
     model = keras.Model(images, outputs, name="cnncodes_classifier")
     for set_weights in setters + [set_head]:
         set_weights(model)
@@ -133,11 +133,9 @@ def baseline_model(run: Path, record: dict, input_hw: tuple | None):
     return portable_clone(built.model)
 
 
-def head_layers(head, x, output_name: str, fold: bool = True):
+def head_layers(head, x, output_name: str):
     """(outputs, a function that sets their weights): a linear head (logreg, svm) as one Dense layer with the
-    standardisation folded in; a Keras head (dense, gap) as a Normalization before its own network. Without
-    `fold` a linear head keeps its Normalization too: int8 quantizes a Dense layer's weights on one scale, and
-    folded weights (divided by each feature's spread) span orders of magnitude, so most would round to 0."""
+    standardisation folded in; a Keras head (dense, gap) as a Normalization before its own network."""
     scaler = head.scaler_
     mean = scaler.mean_.astype(np.float64) if scaler is not None else 0.0
     scale = scaler.scale_.astype(np.float64) if scaler is not None else 1.0
@@ -149,9 +147,6 @@ def head_layers(head, x, output_name: str, fold: bool = True):
         return outputs, lambda model: None
     if len(x.shape) == 4:  # maps: the linear heads learn their pooled vectors (inputs.as_vectors)
         x = keras.layers.GlobalAveragePooling2D(name="pooled")(x)
-    if not fold and scaler is not None:
-        x = keras.layers.Normalization(mean=scaler.mean_, variance=scaler.scale_ ** 2, name="standardize")(x)
-        mean, scale = 0.0, 1.0
     linear = head.model_ if isinstance(head, LogRegHead) else head  # logreg wraps scikit-learn's; the SVM is its own
     W, b = np.asarray(linear.coef_, np.float64), np.asarray(linear.intercept_, np.float64).reshape(-1)
     W, b = W / scale, b - (W / scale) @ np.broadcast_to(mean, W.shape[1:])  # x -> (x - mean) / scale folded in
@@ -174,7 +169,7 @@ def export_model(run, out, quantize: str | None = None, input_hw: tuple | None =
         if not (store / schema.DATA_FILE).is_file():
             raise UserError(f"--quantize int8 calibrates on images, and {store} is not a store: give --store DIR, "
                             f"the store the head was fitted from")
-    model, class_names, score = build_export_model(run, input_hw, trust_pickle, fold=quantize != "int8")
+    model, class_names, score = build_export_model(run, input_hw, trust_pickle)
     classes = {"class_names": class_names, "output": score, "input": "uint8 RGB images, (batch, "
                f"{model.input.shape[1]}, {model.input.shape[2]}, 3)"}
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
