@@ -454,22 +454,23 @@ def predict(run, top, out, quiet, trust_model, images):
         raise UserError(f"no images in {' '.join(images)}: give image files, folders holding some, a glob that "
                         f"matches some, or a .txt list of paths")
     if out is not None and (out.exists() or not out.parent.is_dir()):
-        raise UserError(f"--out {out}: " + ("it already exists; remove it or give another path" if out.exists()
-                                            else f"its folder {out.parent} does not exist"))
+        raise UserError(f"--out {printable(out)}: " + ("it already exists; remove it or give another path"
+                                                       if out.exists() else "its folder does not exist"))
     kind, predictions = predict_files(run, paths, top=top, trust_pickle=trust_model, progress=not quiet)
     if out is not None:
         write_predictions_csv(out, predictions, top)
     else:
         click.echo(f"top {top} classes by {kind}" + (" (margins, not probabilities)" if kind != "probability" else ""))
         for p in predictions:  # file names and the run's class names are data
-            click.echo(f"{printable(p.path)}: " + (f"cannot be used: {p.error}" if p.error else
+            click.echo(f"{printable(p.path)}: " + (f"cannot be used: {printable(p.error)}" if p.error else
                                                    ", ".join(f"{printable(name)} {s:.3f}" for name, s in p.top)))
     failed = [p for p in predictions if p.error]
     log(f"predict: {len(predictions) - len(failed)} of {len(predictions)} images classified"
         + (f" into {printable(out)} ({kind} scores)" if out is not None else ""))
     if failed:
-        log(f"predict: {len(failed)} could not be read, listed with their reason" + (f" in {printable(out)}" if out else
-                                                                                     "") + f", e.g. {printable(failed[0].path)}: {failed[0].error}")
+        where = f" in {printable(out)}" if out is not None else ""
+        log(f"predict: {len(failed)} could not be read, listed with their reason{where}, e.g. "
+            f"{printable(failed[0].path)}: {printable(failed[0].error)}")
         sys.exit(1)
 
 

@@ -306,8 +306,9 @@ def test_names_from_data_reach_the_terminal_escaped(tmp_path, monkeypatch):
     shown = runner.invoke(cli, ["info", "--store", str(tmp_path / "s")])
     image = tmp_path / f"{ESC}.png"
     image.write_bytes(b"")
-    monkeypatch.setattr(predict, "predict_scored", lambda *a, **k: ("probability", [[(f"{ESC}cat", 0.9)]]))
-    predicted = runner.invoke(cli, ["predict", "--model", str(tmp_path), str(image)])
+    monkeypatch.setattr(predict, "predict_files", lambda run, paths, **k: (
+        "probability", [predict.Prediction(paths[0], [(f"{ESC}cat", 0.9)])]))
+    predicted = runner.invoke(cli, ["predict", "--model", str(tmp_path), str(image), "--quiet"])
     for result in (said, shown, predicted):
         assert result.exit_code == 0 and not CONTROL.search(result.output), result.output
     assert "\\x1b]0;pwned\\x07\\x1b[2Jpets" in said.stderr + shown.output  # the source named in the ingest log
