@@ -19,7 +19,6 @@ import os
 import tempfile
 import warnings
 import zipfile
-from dataclasses import fields, replace
 from pathlib import Path
 
 import cv2
@@ -30,11 +29,10 @@ from cnncodes.features import schema
 from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureStore
 from cnncodes.features.limits import MAX_IMAGE_SIDE
-from cnncodes.pipeline.extract import FeatureConfig
 from cnncodes.pipeline.portable import portable_clone, portable_codes
 from .baseline_config import BaselineConfig
 from .heads import KerasHead, LogRegHead
-from .predict import feature_parts, load_fitted_head
+from .predict import check_weights, feature_parts, load_fitted_head, part_configs, shared_setups
 from .runs import load_run
 from .train import build
 
@@ -79,21 +77,18 @@ def build_export_model(run, input_hw: tuple | None = None, trust_pickle: bool = 
     parts = feature_parts(record)
     if spatial and len(parts) > 1:
         raise UserError(f"{run}: a head fitted on joined spatial maps cannot be exported; fit it on one set")
-    names = {f.name for f in fields(FeatureConfig)}
-    configs = [FeatureConfig(**{k: v for k, v in p.items() if k in names and k not in ("views", "augmentation")})
-               for p in parts]
+    configs = part_configs(parts, run)
     if any(c.flip_average for c in configs):
         raise UserError(f"{run}: the head's features are flip-averaged, which export-model does not build yet; "
                         f"fit the head on a set extracted without --flip-average")
 
     images = keras.Input((*in_hw, 3), dtype="uint8", name="images")
-    setups = {}
-    for i, c in enumerate(configs):  # parts that differ only in their layer share one backbone, as in predict
-        setups.setdefault(replace(c, layer=None), []).append(i)
+    setups = shared_setups(configs)
     codes, setters = [None] * len(configs), []
     for g, (setup, members) in enumerate(setups.items()):
-        outs, set_weights = portable_codes(images, in_hw, side, setup, [configs[i].layer for i in members],
-                                           spatial, prefix=f"part{g}_" if len(setups) > 1 else "")
+        outs, set_weights, digests = portable_codes(images, in_hw, side, setup, [configs[i].layer for i in members],
+                                                    spatial, prefix=f"part{g}_" if len(setups) > 1 else "")
+        check_weights(parts, members, digests, setup)
         setters.append(set_weights)
         for i, out in zip(members, outs):
             codes[i] = out

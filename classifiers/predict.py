@@ -24,24 +24,11 @@ class CodeMaker:
     cut, joined in the parts' order."""
 
     def __init__(self, parts: list, image_hw: tuple, batch_size: int, spatial: bool, run=""):
-        names = {f.name for f in fields(FeatureConfig)}
-        try:
-            self.configs = [FeatureConfig(**{k: v for k, v in p.items()
-                                             if k in names and k not in ("views", "augmentation")}) for p in parts]
-        except (TypeError, ValueError) as e:
-            raise UserError(f"{run}/record.json has a feature_config cnncodes cannot use ({e}): "
-                            f"fit the head again") from None
+        self.configs = part_configs(parts, run)
         self.spatial, self.steps = spatial, []
-        setups = {}
-        for i, c in enumerate(self.configs):
-            setups.setdefault(replace(c, layer=None), []).append(i)
-        for setup, members in setups.items():
+        for setup, members in shared_setups(self.configs).items():
             model, _, digests = build_multi_extractor(setup, tuple(image_hw), [self.configs[i].layer for i in members])
-            for i, digest in zip(members, digests):
-                recorded = parts[i].get("weights_sha256")
-                if recorded is not None and digest != recorded:
-                    raise UserError(f"the backbone weights ({setup.weights}) are not those the head's features "
-                                    f"were extracted with: restore them, or re-extract the features and fit again")
+            check_weights(parts, members, digests, setup)
             self.steps.append((DeviceStep(model, batch_size), members, 2 if setup.spatial else 1))
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
@@ -51,6 +38,33 @@ class CodeMaker:
             for j, i in enumerate(members):
                 codes[i] = outs[stride * j + 1] if self.spatial else outs[stride * j]
         return codes[0] if len(codes) == 1 else np.concatenate(codes, axis=1)
+
+
+def part_configs(parts: list, run="") -> list[FeatureConfig]:
+    """The FeatureConfig of each part the head's features were made from (views play no part in a code)."""
+    names = {f.name for f in fields(FeatureConfig)}
+    try:
+        return [FeatureConfig(**{k: v for k, v in p.items() if k in names and k not in ("views", "augmentation")})
+                for p in parts]
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{run}/record.json has a feature_config cnncodes cannot use ({e}): fit the head again") from None
+
+
+def shared_setups(configs: list) -> dict:
+    """{backbone setup: the parts cut from it}: parts that differ only in their layer share one pass."""
+    setups = {}
+    for i, c in enumerate(configs):
+        setups.setdefault(replace(c, layer=None), []).append(i)
+    return setups
+
+
+def check_weights(parts: list, members: list, digests: list, setup):
+    """One line when the backbone's weights as loaded now are not those a part's features were made with."""
+    for i, digest in zip(members, digests):
+        recorded = parts[i].get("weights_sha256")
+        if recorded is not None and digest != recorded:
+            raise UserError(f"the backbone weights ({setup.weights}) are not those the head's features were "
+                            f"extracted with: restore them, or re-extract the features and fit again")
 
 
 def codes_of(run, parts: list, images: np.ndarray, batch_size: int, spatial: bool) -> np.ndarray:

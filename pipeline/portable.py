@@ -8,6 +8,7 @@ import cv2
 import keras
 import numpy as np
 
+from cnncodes.features.fingerprint import digest_arrays
 from .backbones import build_backbone, cut, get_backbone
 from .fold import fold_batch_norms
 from .resize import cubic_matrix
@@ -86,22 +87,25 @@ def set_preprocess_weights(model, mode: str, prefix: str):
 
 
 def portable_backbone(setup, layers: list):
-    """The frozen backbone cut at `layers`, BatchNorms folded, the folded ones' pass-throughs as Identity."""
+    """(the frozen backbone cut at `layers`, BatchNorms folded, the folded ones' pass-throughs as Identity; per
+    layer, the digest of the weights a single cut there holds, as pipeline/extract.py's extractor gives it)."""
     from .layers import FoldedBatchNorm
 
     full = build_backbone(setup.backbone, setup.weights, setup.size, None, setup.seed, setup.precision)
+    digests = [digest_arrays(cut(full, setup.backbone, [layer]).get_weights()) for layer in layers]
     folded = fold_batch_norms(cut(full, setup.backbone, list(layers)))
     def call(layer, *args, **kwargs):  # the folded BatchNorms' nodes were called with mask=, which Identity refuses
         return layer(*args) if isinstance(layer, keras.layers.Identity) else layer(*args, **kwargs)
 
     return keras.models.clone_model(
         folded, call_function=call,
-        clone_function=lambda l: keras.layers.Identity(name=l.name) if isinstance(l, FoldedBatchNorm) else l)
+        clone_function=lambda l: keras.layers.Identity(name=l.name) if isinstance(l, FoldedBatchNorm) else l), digests
 
 def portable_codes(images, in_hw: tuple, side: int, setup, layers: list, spatial: bool, prefix: str):
-    """(symbolic outputs, a function that sets the matrices' weights on the built model): each layer's pooled
-    codes, or its maps with `spatial`, of uint8 `images` of `in_hw`, as `cnncodes predict` computes them:
-    fit_square to the store's `side`, the device resize to `setup.size`, the preprocessing, the backbone."""
+    """(symbolic outputs, a function that sets the matrices' weights on the built model, the backbone weights'
+    digest per layer): each layer's pooled codes, or its maps with `spatial`, of uint8 `images` of `in_hw`, as
+    `cnncodes predict` computes them: fit_square to the store's `side`, the device resize to `setup.size`, the
+    preprocessing, the backbone."""
     x = keras.layers.Rescaling(1.0, name=f"{prefix}uint8_to_float")(images)
     resizes = []
     if tuple(in_hw) != (side, side):
@@ -112,7 +116,7 @@ def portable_codes(images, in_hw: tuple, side: int, setup, layers: list, spatial
         x = matrix_resize(x, rows, cols, name)
     mode = get_backbone(setup.backbone).preprocessing
     x = preprocess(x, mode, prefix)
-    backbone = portable_backbone(setup, layers)
+    backbone, digests = portable_backbone(setup, layers)
     backbone = keras.Model(backbone.inputs, backbone.outputs, name=f"{prefix}{backbone.name}")  # unique in joins
     maps = backbone(x, training=False)
     maps = list(maps) if isinstance(maps, (list, tuple)) else [maps]
@@ -123,7 +127,7 @@ def portable_codes(images, in_hw: tuple, side: int, setup, layers: list, spatial
         for name, rows, cols in resizes:
             set_resize_weights(model, name, rows, cols)
         set_preprocess_weights(model, mode, prefix)
-    return outputs, set_weights
+    return outputs, set_weights, digests
 
 
 def portable_clone(model):

@@ -146,7 +146,7 @@ def test_the_portable_device_step_equals_the_extractors(name, tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (4, 12, 12, 3), dtype=np.uint8)
     extractor, _, _ = build_multi_extractor(setup, (12, 12), [None])
     inputs = keras.Input((12, 12, 3), dtype="uint8")
-    outputs, set_weights = portable_codes(inputs, (12, 12), 12, setup, [None], False, "")
+    outputs, set_weights, _ = portable_codes(inputs, (12, 12), 12, setup, [None], False, "")
     portable = keras.Model(inputs, outputs)
     set_weights(portable)
     want = np.asarray(extractor.predict(images, verbose=0))
@@ -245,3 +245,21 @@ def test_a_pixel_baseline_exports_to_the_same_probabilities(digits_store, kind, 
     assert classes == record["class_names"]
     assert (scores.argmax(1) == np.asarray(record["test_predictions"])).mean() >= 0.999
     assert np.abs(scores - expected).max() < 1e-4
+
+
+def test_weights_changed_since_extraction_are_refused_as_predict_refuses_them(fitted, tmp_path, resnet_weights):
+    import keras
+
+    from cnncodes.features.sealed import read_sealed, write_sealed
+
+    store, runs = fitted
+    run = shutil.copytree(runs["logreg"], tmp_path / "run")
+    weights = tmp_path / "mine.weights.h5"
+    keras.utils.set_random_seed(8)
+    keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(weights)
+    record = read_sealed(run / "record.json")
+    record["feature_config"]["weights"] = str(weights)  # as if the codes came from this file, which has changed
+    write_sealed(run / "record.json", record)
+    done = export("--model", run, "--out", tmp_path / "m.keras")
+    assert done.exit_code == 1 and "not those the head's features were extracted with" in done.output
+    assert not (tmp_path / "m.keras").exists()
