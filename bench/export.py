@@ -88,7 +88,7 @@ def main():
     import keras  # noqa: F401  (so conditions() reports its version and backend)
 
     from cnncodes.classifiers.export_model import export_model
-    from cnncodes.classifiers.predict import codes_of, feature_parts, load_fitted_head, scores
+    from cnncodes.classifiers.predict import codes_of, feature_parts, load_fitted_head, record_spatial, scores
     from cnncodes.features.store import FeatureStore
     from cnncodes.pipeline.console import filter_native_stderr
 
@@ -103,7 +103,7 @@ def main():
     margins = type(head).__name__ == "LinearSVM"
 
     def predicted(batch):  # the predict path, its codes computed in batches of `batch`
-        X = codes_of(args.model, feature_parts(record), images, batch, record.get("spatial", False))
+        X = codes_of(args.model, feature_parts(record), images, batch, record_spatial(record))
         return head.decision_function(X) if margins else scores(head, X)
     ref = predicted(BATCH)
     # the float summation order of a matrix product depends on its shapes, so predict itself differs with the

@@ -32,7 +32,7 @@ from cnncodes.features.limits import MAX_IMAGE_SIDE
 from cnncodes.pipeline.portable import portable_clone, portable_codes
 from .baseline_config import BaselineConfig
 from .heads import KerasHead, LogRegHead
-from .predict import check_weights, feature_parts, load_fitted_head, part_configs, shared_setups
+from .predict import check_weights, checked_fitted_head, feature_parts, part_configs, record_spatial, shared_setups
 from .runs import load_run
 from .train import build
 
@@ -65,15 +65,15 @@ def export_format(out: Path, quantize: str | None) -> str:
 def build_export_model(run, input_hw: tuple | None = None, trust_pickle: bool = False):
     """(model, class names in output order, "probability" or "decision score") for the head fitted in `run`, or
     the pixel baseline trained there."""
-    record, _ = load_run(run, trust_pickle)
+    record, head = load_run(run, trust_pickle)  # read once: a baseline's record, or a fitted head checked below
     if record.get("kind") == "baseline":
         return baseline_model(Path(run), record, input_hw), list(record["class_names"]), "probability"
-    record, head = load_fitted_head(run, trust_pickle)
+    record, head = checked_fitted_head(run, record, head)
     side = record["image_shape"][0]
     in_hw = tuple(input_hw) if input_hw else (side, side)
     if not all(1 <= n <= MAX_IMAGE_SIDE for n in in_hw):
         raise UserError(f"--input-size {in_hw[0]}x{in_hw[1]}: each side must be 1 to {MAX_IMAGE_SIDE}")
-    spatial = bool(record.get("spatial", record["params"].get("spatial")))
+    spatial = record_spatial(record)
     parts = feature_parts(record)
     if spatial and len(parts) > 1:
         raise UserError(f"{run}: a head fitted on joined spatial maps cannot be exported; fit it on one set")
@@ -84,22 +84,19 @@ def build_export_model(run, input_hw: tuple | None = None, trust_pickle: bool = 
 
     images = keras.Input((*in_hw, 3), dtype="uint8", name="images")
     setups = shared_setups(configs)
-    codes, setters = [None] * len(configs), []
+    codes = [None] * len(configs)
     for g, (setup, members) in enumerate(setups.items()):
-        outs, set_weights, digests = portable_codes(images, in_hw, side, setup, [configs[i].layer for i in members],
-                                                    spatial, prefix=f"part{g}_" if len(setups) > 1 else "")
+        outs, digests = portable_codes(images, in_hw, side, setup, [configs[i].layer for i in members], spatial,
+                                       prefix=f"part{g}_" if len(setups) > 1 else "")
         check_weights(parts, members, digests, setup)
-        setters.append(set_weights)
         for i, out in zip(members, outs):
             codes[i] = out
     x = codes[0] if len(codes) == 1 else keras.layers.Concatenate(name="joined_codes")(codes)
     # the SVM's calibrated probabilities (probability=True) are an average of calibrators, not one layer: its
     # margins go out, named so; every other head's probabilities are its softmax
     kind = "probability" if isinstance(head, (KerasHead, LogRegHead)) else "decision score"
-    outputs, set_head = head_layers(head, x, "probabilities" if kind == "probability" else "decision_scores")
+    outputs = head_layers(head, x, "probabilities" if kind == "probability" else "decision_scores")
     model = keras.Model(images, outputs, name="cnncodes_classifier")
-    for set_weights in setters + [set_head]:
-        set_weights(model)
     class_names = [record["class_names"][int(c)] for c in head.classes_]
     return model, class_names, kind
 
@@ -129,8 +126,8 @@ def baseline_model(run: Path, record: dict, input_hw: tuple | None):
 
 
 def head_layers(head, x, output_name: str):
-    """(outputs, a function that sets their weights): a linear head (logreg, svm) as one Dense layer with the
-    standardisation folded in; a Keras head (dense, gap) as a Normalization before its own network."""
+    """The head's outputs on codes `x`: a linear head (logreg, svm) as one Dense layer with the standardisation
+    folded in; a Keras head (dense, gap) as a Normalization before its own network."""
     scaler = head.scaler_
     mean = scaler.mean_.astype(np.float64) if scaler is not None else 0.0
     scale = scaler.scale_.astype(np.float64) if scaler is not None else 1.0
@@ -138,8 +135,7 @@ def head_layers(head, x, output_name: str):
         if scaler is not None:
             x = keras.layers.Normalization(mean=scaler.mean_, variance=scaler.scale_ ** 2, name="standardize")(x)
         network = head.model_
-        outputs = keras.layers.Identity(name=output_name)(network(x))
-        return outputs, lambda model: None
+        return keras.layers.Identity(name=output_name)(network(x))
     if len(x.shape) == 4:  # maps: the linear heads learn their pooled vectors (inputs.as_vectors)
         x = keras.layers.GlobalAveragePooling2D(name="pooled")(x)
     linear = head.model_ if isinstance(head, LogRegHead) else head  # logreg wraps scikit-learn's; the SVM is its own
@@ -149,8 +145,9 @@ def head_layers(head, x, output_name: str):
     if W.shape[0] == 1:  # two classes, one score for the second: [0, z] under softmax, [-z, z] as margins
         W, b = (np.vstack([0 * W, W]), np.array([0.0, b[0]])) if probabilities else (np.vstack([-W, W]), np.array([-b[0], b[0]]))
     dense = keras.layers.Dense(len(W), activation="softmax" if probabilities else None, name=output_name)
-    outputs = dense(x)
-    return outputs, lambda model: dense.set_weights([W.T.astype(np.float32), b.astype(np.float32)])
+    outputs = dense(x)  # built by the call: its weights can be set at once
+    dense.set_weights([W.T.astype(np.float32), b.astype(np.float32)])
+    return outputs
 
 
 def export_model(run, out, quantize: str | None = None, input_hw: tuple | None = None, store=None,

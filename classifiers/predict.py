@@ -91,7 +91,11 @@ FEATURE_CONFIG_RULES = {"backbone": "resnet50", "size": 224, "precision": "fp32"
 
 def load_fitted_head(run, trust_pickle: bool = False):
     """(record, head) of a run made by `cnncodes fit`, or one UserError saying what is wrong with it."""
-    record, model = load_run(run, trust_pickle=trust_pickle)
+    return checked_fitted_head(run, *load_run(run, trust_pickle=trust_pickle))
+
+
+def checked_fitted_head(run, record: dict, model):
+    """(record, head) of a run loaded by runs.load_run, if it is one `cnncodes fit` made; else one UserError."""
     if model is None or record.get("kind") != "fit":
         raise UserError(f"{run} holds no fitted head: give a run made by `cnncodes fit`")
     missing = [k for k, kind in FIT_KEYS.items() if not isinstance(record.get(k), kind)]
@@ -113,6 +117,11 @@ def load_fitted_head(run, trust_pickle: bool = False):
         raise UserError(f"{run}: the head's classes do not match the record's {len(record['class_names'])} "
                         f"class names: fit the head again")
     return record, model
+
+
+def record_spatial(record) -> bool:
+    """Whether the head learned spatial maps; runs from before "spatial" was recorded keep it in their params."""
+    return bool(record.get("spatial", record["params"].get("spatial")))
 
 
 def feature_parts(record) -> list:
@@ -163,7 +172,7 @@ def predict_files(run, paths: list[str], top: int = 5, batch_size: int = 32, tru
     missing or does not decode gets its reason instead of classes, and the others go on."""
     record, model = load_fitted_head(run, trust_pickle)
     side = record["image_shape"][0]
-    spatial = record.get("spatial", record["params"].get("spatial"))  # runs before "spatial" was recorded: pooled
+    spatial = record_spatial(record)
     codes = None  # built at the first readable image: a list of unreadable files costs no backbone
     classes, names = np.asarray(model.classes_), record["class_names"]
     out = []

@@ -54,14 +54,19 @@ def decode_rgb(data: bytes) -> np.ndarray | None:
         return None
 
 
+def scaled_size(h: int, w: int, size: int) -> tuple[int, int]:
+    """(height, width) of an h x w image whose shorter side is scaled to `size`."""
+    scale = size / min(h, w)
+    return max(size, round(h * scale)), max(size, round(w * scale))
+
+
 def fit_square(img: np.ndarray, size: int) -> np.ndarray:
     """The ingest rule: scale the shorter side to `size` (area when shrinking, bicubic when enlarging),
     then take the centred size x size square."""
     h, w = img.shape[:2]
     if (h, w) != (size, size):
-        scale = size / min(h, w)
-        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+        nh, nw = scaled_size(h, w, size)
+        interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_CUBIC
         img = cv2.resize(img, (nw, nh), interpolation=interp)
         top, left = (nh - size) // 2, (nw - size) // 2
         img = img[top:top + size, left:left + size]

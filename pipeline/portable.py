@@ -11,6 +11,7 @@ import numpy as np
 from cnncodes.features.fingerprint import digest_arrays
 from .backbones import build_backbone, cut, get_backbone
 from .fold import fold_batch_norms
+from .images import scaled_size
 from .resize import cubic_matrix
 
 # x's bucket among these is round(x) as keras.ops.round gives it, halves to even: k + 0.5 goes up for odd k
@@ -38,15 +39,14 @@ def ingest_matrix(n_in: int, n_scaled: int, side: int) -> np.ndarray:
 def fit_square_matrices(in_hw: tuple, side: int) -> tuple[np.ndarray, np.ndarray]:
     """(rows, cols) matrices of the ingest rule for images of `in_hw`: shorter side scaled to `side`, centre crop."""
     h, w = in_hw
-    scale = side / min(h, w)
-    nh, nw = max(side, round(h * scale)), max(side, round(w * scale))
+    nh, nw = scaled_size(h, w, side)
     return ingest_matrix(h, nh, side), ingest_matrix(w, nw, side)
 
 
-def matrix_resize(x, rows: np.ndarray, cols: np.ndarray, name: str, set_now: bool = False):
+def matrix_resize(x, rows: np.ndarray, cols: np.ndarray, name: str):
     """(b, h, w, c) float -> (b, H, W, c) = rows @ x @ cols^T per channel, clipped to 0..255 and rounded to
-    integers as a uint8 image is, all in built-in layers. The matrices are set by set_resize_weights once the
-    model is built, or at once with `set_now`."""
+    integers as a uint8 image is, all in built-in layers (each Dense is built by its call, so it takes its
+    matrix at once)."""
     layers = keras.layers
     x = layers.Permute((2, 3, 1), name=f"{name}_rows_last")(x)                       # (b, w, c, h)
     by_rows = layers.Dense(rows.shape[0], use_bias=False, name=f"{name}_rows")
@@ -54,21 +54,15 @@ def matrix_resize(x, rows: np.ndarray, cols: np.ndarray, name: str, set_now: boo
     x = layers.Permute((3, 2, 1), name=f"{name}_cols_last")(x)                       # (b, H, c, w)
     by_cols = layers.Dense(cols.shape[0], use_bias=False, name=f"{name}_cols")
     x = by_cols(x)                                                                    # (b, H, c, W)
-    if set_now:
-        by_rows.set_weights([rows.T])
-        by_cols.set_weights([cols.T])
+    by_rows.set_weights([rows.T])
+    by_cols.set_weights([cols.T])
     x = layers.Permute((1, 3, 2), name=f"{name}_channels_last")(x)                   # (b, H, W, c)
     x = layers.ReLU(max_value=255.0, name=f"{name}_clip")(x)
     x = layers.Discretization(bin_boundaries=ROUNDING_BINS, output_mode="int", name=f"{name}_round")(x)
     return layers.Rescaling(1.0, name=f"{name}_float")(x)
 
 
-def set_resize_weights(model, name: str, rows: np.ndarray, cols: np.ndarray):
-    model.get_layer(f"{name}_rows").set_weights([rows.T])
-    model.get_layer(f"{name}_cols").set_weights([cols.T])
-
-
-def preprocess(x, mode: str, prefix: str, set_now: bool = False):
+def preprocess(x, mode: str, prefix: str):
     """The backbone's input convention on RGB 0..255 (pipeline/layers.py's Preprocess) in built-in layers."""
     if mode == "lite":
         return keras.layers.Rescaling(1 / 128, offset=-127 / 128, name=f"{prefix}preprocess_lite")(x)
@@ -76,14 +70,8 @@ def preprocess(x, mode: str, prefix: str, set_now: bool = False):
         return keras.layers.Rescaling(1 / 127.5, offset=-1.0, name=f"{prefix}preprocess_tf")(x)
     caffe = keras.layers.Dense(3, name=f"{prefix}preprocess_caffe")  # RGB -> BGR, minus the means
     x = caffe(x)
-    if set_now:
-        caffe.set_weights(CAFFE_WEIGHTS)
+    caffe.set_weights(CAFFE_WEIGHTS)
     return x
-
-
-def set_preprocess_weights(model, mode: str, prefix: str):
-    if mode == "caffe":
-        model.get_layer(f"{prefix}preprocess_caffe").set_weights(CAFFE_WEIGHTS)
 
 
 def portable_backbone(setup, layers: list):
@@ -102,32 +90,22 @@ def portable_backbone(setup, layers: list):
         clone_function=lambda l: keras.layers.Identity(name=l.name) if isinstance(l, FoldedBatchNorm) else l), digests
 
 def portable_codes(images, in_hw: tuple, side: int, setup, layers: list, spatial: bool, prefix: str):
-    """(symbolic outputs, a function that sets the matrices' weights on the built model, the backbone weights'
-    digest per layer): each layer's pooled codes, or its maps with `spatial`, of uint8 `images` of `in_hw`, as
+    """(symbolic outputs, the backbone weights' digest per layer): each layer's pooled codes, or its maps with `spatial`, of uint8 `images` of `in_hw`, as
     `cnncodes predict` computes them: fit_square to the store's `side`, the device resize to `setup.size`, the
     preprocessing, the backbone."""
     x = keras.layers.Rescaling(1.0, name=f"{prefix}uint8_to_float")(images)
-    resizes = []
     if tuple(in_hw) != (side, side):
-        resizes.append((f"{prefix}ingest", *fit_square_matrices(in_hw, side)))
+        x = matrix_resize(x, *fit_square_matrices(in_hw, side), f"{prefix}ingest")
     if side != setup.size:
-        resizes.append((f"{prefix}resize", cubic_matrix(side, setup.size), cubic_matrix(side, setup.size)))
-    for name, rows, cols in resizes:
-        x = matrix_resize(x, rows, cols, name)
-    mode = get_backbone(setup.backbone).preprocessing
-    x = preprocess(x, mode, prefix)
+        x = matrix_resize(x, cubic_matrix(side, setup.size), cubic_matrix(side, setup.size), f"{prefix}resize")
+    x = preprocess(x, get_backbone(setup.backbone).preprocessing, prefix)
     backbone, digests = portable_backbone(setup, layers)
     backbone = keras.Model(backbone.inputs, backbone.outputs, name=f"{prefix}{backbone.name}")  # unique in joins
     maps = backbone(x, training=False)
     maps = list(maps) if isinstance(maps, (list, tuple)) else [maps]
     outputs = maps if spatial else [keras.layers.GlobalAveragePooling2D(name=f"{prefix}pooled_{i}")(m)
                                     for i, m in enumerate(maps)]
-
-    def set_weights(model):
-        for name, rows, cols in resizes:
-            set_resize_weights(model, name, rows, cols)
-        set_preprocess_weights(model, mode, prefix)
-    return outputs, set_weights, digests
+    return outputs, digests
 
 
 def portable_clone(model):
@@ -141,9 +119,9 @@ def portable_clone(model):
         x = args[0]
         if isinstance(layer, BicubicResize):
             x = keras.layers.Rescaling(1.0, name=f"{layer.name}_cast")(x)
-            return x if layer.identity else matrix_resize(x, layer.rows, layer.cols, layer.name, set_now=True)
+            return x if layer.identity else matrix_resize(x, layer.rows, layer.cols, layer.name)
         if isinstance(layer, Preprocess):
-            return preprocess(x, layer.mode, f"{layer.name}_", set_now=True)
+            return preprocess(x, layer.mode, f"{layer.name}_")
         if isinstance(layer, (FoldedBatchNorm, RandomResizedCrop)):
             return x
         return layer(*args, **kwargs)
