@@ -23,8 +23,12 @@ class BicubicResize(keras.layers.Layer):
         x = ops.cast(x, "float32")
         if self.identity:
             return x
-        x = ops.einsum("Hh,bhwc->bHwc", ops.convert_to_tensor(self.rows), x)
-        x = ops.einsum("Ww,bHwc->bHWc", ops.convert_to_tensor(self.cols), x)
+        # The products as pipeline/portable.py's matrix_resize takes them (the contracted axis last, a matmul
+        # by the transposed matrix), so an exported model sums in the same order and rounds the same pixels:
+        # an einsum here summed some near-half values to the other side (23 pixels in 2,000 photos).
+        x = ops.matmul(ops.transpose(x, (0, 2, 3, 1)), ops.convert_to_tensor(self.rows.T))  # (b, w, c, H)
+        x = ops.matmul(ops.transpose(x, (0, 3, 2, 1)), ops.convert_to_tensor(self.cols.T))  # (b, H, c, W)
+        x = ops.transpose(x, (0, 1, 3, 2))
         return ops.round(ops.clip(x, 0.0, 255.0))
 
     def compute_output_shape(self, input_shape):

@@ -169,6 +169,23 @@ def test_the_models_scaling_and_centre_crop_is_the_ingests(shape):
     assert np.abs(ours8 - fit_square(img.astype(np.uint8), 16)).max() <= 1
 
 
+def test_the_device_resize_and_the_portable_one_round_the_same_pixels():
+    """The extractor's resize and the exported model's sum their products in one order, so near-half values
+    (which an einsum summed to the other side) round alike: every pixel equal, not only close."""
+    import keras
+
+    from cnncodes.pipeline.layers import BicubicResize
+    from cnncodes.pipeline.portable import matrix_resize
+
+    images = np.random.default_rng(3).integers(0, 256, (256, 32, 32, 3)).astype(np.uint8)
+    device = BicubicResize((32, 32), 224)
+    inputs = keras.Input((32, 32, 3), dtype="uint8")
+    portable = keras.Model(inputs, matrix_resize(keras.layers.Rescaling(1.0)(inputs), device.rows, device.cols, "r"))
+    for lo in range(0, len(images), 64):
+        batch = images[lo:lo + 64]
+        assert np.array_equal(np.asarray(device(batch)), np.asarray(portable(batch)))
+
+
 def test_the_rounding_layer_rounds_halves_to_even_as_the_extractor_does():
     import keras
 
