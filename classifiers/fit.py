@@ -10,6 +10,7 @@ from cnncodes.features.store import FeatureStore
 from .params import resolve_params
 from .registry import make_head
 from .runs import classification_record, new_run_dir, save_run
+from .scoring import predicted_with_confidence, score_kind
 
 CHECK_ROWS = 4096  # rows per finiteness pass: memory stays flat on spatial maps
 
@@ -88,7 +89,7 @@ def fit_head(store_dir, head: str, *, features: str | None = None, label: str | 
             "feature_config": info.config, "image_shape": list(store.image_shape), "class_names": names,
             "params": model.get_params(), "spatial": spatial, "views": model.n_views_, "fit_seconds": round(seconds, 3),
             "train_accuracy": float(model.score(X, y)),
-            **classification_record(y_test, model.predict(X_test), len(names)),
+            **test_record(model, X_test, y_test, len(names)),
             "history": getattr(model, "history_", None), "epochs": getattr(model, "n_epochs_", None),
             "validation_accuracy": model.validation_score_, "chosen": model.chosen_params_,
             "validation_scores": grid_scores(model),
@@ -98,6 +99,11 @@ def fit_head(store_dir, head: str, *, features: str | None = None, label: str | 
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return run, record
+
+
+def test_record(model, X_test, y_test, n_classes: int) -> dict:
+    predicted, confidence = predicted_with_confidence(model, X_test)
+    return classification_record(y_test, predicted, n_classes, confidence, score_kind(model))
 
 
 def grid_scores(model) -> list | None:

@@ -15,6 +15,7 @@ from cnncodes.pipeline.extract import DeviceStep, FeatureConfig, build_multi_ext
 from cnncodes.pipeline.console import progress_bar
 from cnncodes.pipeline.images import IMAGE_EXTENSIONS, BadImage, decode_image, fit_square
 from .runs import load_run
+from .scoring import score_kind, scores
 from .values import value_problem
 
 
@@ -70,19 +71,6 @@ def check_weights(parts: list, members: list, digests: list, setup):
 def codes_of(run, parts: list, images: np.ndarray, batch_size: int, spatial: bool) -> np.ndarray:
     """The images' codes as the head's features were made (see CodeMaker)."""
     return CodeMaker(parts, images.shape[1:3], batch_size, spatial, run)(images)
-
-
-def scores(model, X) -> np.ndarray:
-    """Class probabilities for heads that have them; the decision scores (margins) of those that do
-    not (the SVM), which are not probabilities and are never shown as such."""
-    if hasattr(model, "predict_proba"):
-        return model.predict_proba(X)
-    z = np.asarray(model.decision_function(X))
-    return np.column_stack([-z, z]) if z.ndim == 1 else z  # two classes: one margin, for the second
-
-
-def score_kind(model) -> str:
-    return "probability" if hasattr(model, "predict_proba") else "decision score"
 
 
 FIT_KEYS = {"feature_config": dict, "image_shape": list, "params": dict}  # what predict needs beyond any run's

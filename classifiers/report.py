@@ -14,11 +14,12 @@ import numpy as np
 from cnncodes.features.store import FeatureStore
 from .ranking import (Configuration, configurations, cross_validated_text, features_text, is_run, kfold_cells,
                       percent, setting_text, settings_text)
-from .report_figures import class_name, confusion_figure, curves_figure, sample_figure
+from .report_figures import class_name, confusion_figure, curves_figure, sample_figure, thumbnails_figure
 from .runs import all_runs, damaged_runs, kfold_tables, number_or
 from .sweep import sweeps
 
 MISCLASSIFIED_ROWS = 50  # per run: the page stays readable on 10,000 test images
+THUMBNAILS = 24  # of them drawn, per run
 NO_SOURCES = "sources not recorded (store made before cnncodes recorded them)"
 RUNS_EXPLAINED = (
     "One row per configuration (head, features, label set, parameters), with the numbers of its latest run "
@@ -127,21 +128,42 @@ class HeldOutTest:
         return is_run(run) and len(run["test_predictions"]) == self.n and self.truth(run["label"]) is not None
 
 
-def misclassified(run: dict, test: HeldOutTest) -> str:
-    """The test images the run got wrong: source, true class, predicted class (at most MISCLASSIFIED_ROWS)."""
+def wrong_surest_first(run: dict, truth) -> tuple[np.ndarray, bool]:
+    """(the test rows the run got wrong, whether they are ordered by the run's confidence, surest first); a run
+    made before runs recorded their confidence keeps the rows' order."""
+    predicted = np.asarray(run["test_predictions"])
+    wrong = np.flatnonzero(predicted != truth)
+    confidence = run.get("test_confidence")
+    if not isinstance(confidence, list) or len(confidence) != len(predicted):
+        return wrong, False
+    return wrong[np.argsort(-np.asarray(confidence, dtype=float)[wrong], kind="stable")], True
+
+
+def misclassified(run: dict, test: HeldOutTest, out: Path, plt) -> str:
+    """The test images the run got wrong, surest first: thumbnails of the first THUMBNAILS, then a table of
+    source, true class, predicted class and score (at most MISCLASSIFIED_ROWS)."""
     if not test.aligned(run):
         return "<p>Its predictions are not on this store's test split: no list of misclassified images.</p>"
     predicted, truth, names = np.asarray(run["test_predictions"]), test.truth(run["label"]), run["class_names"]
-    wrong = np.flatnonzero(predicted != truth)
+    wrong, ordered = wrong_surest_first(run, truth)
     shown = wrong[:MISCLASSIFIED_ROWS]
-    head = (f"<h3>Misclassified test images</h3><p>{len(wrong)} of {test.n} test images"
+    order = (f"surest first (by the run's {run.get('test_score_kind', 'probability')} of the class it gave)"
+             if ordered else "in store order (the run did not record its confidence: fit it again to order them)")
+    head = (f"<h3>Misclassified test images</h3><p>{len(wrong)} of {test.n} test images, {esc(order)}"
             + (f"; the first {len(shown)} listed" if len(shown) < len(wrong) else "") + ".</p>")
     if not len(wrong):
         return head
+    score = (lambda i: f"{run['test_confidence'][i]:.3g}") if ordered else (lambda i: "–")
+    drawn = shown[:THUMBNAILS]
+    titles = [f"{class_name(names, predicted[i])} {score(i)}\n({class_name(names, truth[i])})" for i in drawn]
+    images = test.store.images_at(drawn, split="test")
+    figure = _png(thumbnails_figure(images, titles, plt, None if test.sources is None else test.sources[drawn]),
+                  out / f"{run_name(run)}-misclassified.png")
+    caption = f"<p>The first {len(drawn)}: predicted class and score, (true class).</p>"
     if test.sources is None:
-        return head + f"<p>{esc(NO_SOURCES)}.</p>"
-    rows = [[test.sources[i], class_name(names, truth[i]), class_name(names, predicted[i])] for i in shown]
-    return head + _table(["source", "true class", "predicted class"], rows)
+        return head + caption + figure + f"<p>{esc(NO_SOURCES)}.</p>"
+    rows = [[test.sources[i], class_name(names, truth[i]), class_name(names, predicted[i]), score(i)] for i in shown]
+    return head + caption + figure + _table(["source", "true class", "predicted class", "score"], rows)
 
 
 def code_text(run: dict) -> str:
@@ -191,7 +213,7 @@ def configuration_section(number: int, c: Configuration, out: Path, test: HeldOu
     if isinstance(r.get("history"), dict) and r["history"]:
         parts.append(_png(curves_figure(r["history"], plt), out / f"{name}-curves.png"))
     parts.append(_png(confusion_figure(r["confusion"], r["class_names"], plt), out / f"{name}-confusion.png"))
-    parts.append(misclassified(r, test))
+    parts.append(misclassified(r, test, out, plt))
     return parts
 
 

@@ -112,3 +112,22 @@ def sample_figure(images, predicted, truth, names, sources, plt, shown: int = 24
             ax.text(0.5, -0.06, short_source(sources[i]), transform=ax.transAxes, ha="center", va="top",
                     fontsize=6, parse_math=False)
     return fig
+
+
+def thumbnails_figure(images, titles: list[str], plt, sources=None, colour: str = "red", columns: int = 8):
+    """A grid of thumbnails, each with its title over it and its source under it (where recorded), framed in
+    `colour`: the report's misclassified images, in the order given."""
+    rows = max(1, -(-len(images) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.5 * columns, 1.75 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (ax, image, title) in enumerate(zip(axes.flat, images, titles)):
+        ax.axis("on"), ax.set_xticks([]), ax.set_yticks([])
+        ax.imshow(image)
+        for spine in ax.spines.values():
+            spine.set_edgecolor(colour), spine.set_linewidth(2.0)
+        ax.set_title(title, fontsize=7, parse_math=False, color=colour)
+        if sources is not None:
+            ax.text(0.5, -0.06, short_source(sources[i]), transform=ax.transAxes, ha="center", va="top",
+                    fontsize=6, parse_math=False)
+    return fig

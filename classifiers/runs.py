@@ -87,11 +87,17 @@ def publish(partial: Path) -> Path:
                 raise
 
 
-def classification_record(y_true, y_pred, n_classes: int) -> dict:
+def classification_record(y_true, y_pred, n_classes: int, confidence=None, score_kind: str = "probability") -> dict:
+    """The test split's numbers; with `confidence` (each prediction's score, of `score_kind`) the report can show
+    the wrong answers surest first."""
     cm = confusion_matrix(y_true, y_pred, labels=np.arange(n_classes))
     per_class = cm.diagonal() / np.maximum(cm.sum(axis=1), 1)
-    return {"test_accuracy": float((y_true == y_pred).mean()), "per_class_accuracy": per_class.round(4).tolist(),
-            "confusion": cm.tolist(), "test_predictions": np.asarray(y_pred).tolist()}
+    record = {"test_accuracy": float((y_true == y_pred).mean()), "per_class_accuracy": per_class.round(4).tolist(),
+              "confusion": cm.tolist(), "test_predictions": np.asarray(y_pred).tolist()}
+    if confidence is not None:
+        record |= {"test_confidence": np.round(np.asarray(confidence, dtype=float), 5).tolist(),
+                   "test_score_kind": score_kind}
+    return record
 
 
 def save_run(run: Path, record: dict, model=None) -> Path:

@@ -257,8 +257,13 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
                             f"{config.final_learning_rate}: give a lower --learning-rate ({run} holds the diverged "
                             f"weights: delete it)")
 
-        def predict(images):  # inference mode: no augmentation, no dropout
-            return built.model.predict(images, batch_size=256, verbose=0).argmax(1)
+        def probabilities(images):  # inference mode: no augmentation, no dropout
+            return built.model.predict(images, batch_size=256, verbose=0)
+
+        def predict(images):
+            return probabilities(images).argmax(1)
+
+        test_probabilities = probabilities(X_test)
 
         chosen = chosen_params(config, state)
         record = {
@@ -272,7 +277,7 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
             "validation_accuracy": (state["history"]["val_accuracy"][chosen["best_epoch"] - 1]
                                     if config.patience else None),
             "chosen": chosen,
-            **classification_record(y_test, predict(X_test), len(names)),
+            **classification_record(y_test, test_probabilities.argmax(1), len(names), test_probabilities.max(1)),
         }
         built.model.save_weights(run / "model.weights.h5")
         save_run(run, record)

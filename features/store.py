@@ -367,6 +367,14 @@ class FeatureStore:
         with reading(self.data_file, self.reingest), h5py.File(self.data_file, "r") as f:
             return f["images"][start:stop]
 
+    def images_at(self, rows, split: str | None = None) -> np.ndarray:
+        """Images of the given rows of `split` (any order, repeats allowed), read without reading the split whole:
+        the report's thumbnails."""
+        first = self.rows(split).start or 0
+        wanted, order = np.unique(first + np.asarray(rows, dtype=np.int64), return_inverse=True)
+        with reading(self.data_file, self.reingest), h5py.File(self.data_file, "r") as f:
+            return f["images"][wanted][order.reshape(-1)] if len(wanted) else f["images"][:0]
+
     # -- feature sets -----------------------------------------------------------------------------------
     def feature_sets(self) -> list[FeatureSetInfo]:
         """Every feature set, complete or in progress; one whose files cannot be read is listed with

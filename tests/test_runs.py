@@ -288,26 +288,47 @@ def test_report_escapes_every_name_from_data_and_draws_them_as_plain_text(hostil
         assert name not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;" in text
     assert "<script" not in text and "<img src=x" not in text and "<svg" not in text
-    assert text.count("data:image/png;base64,") == 3  # 2 confusion matrices, samples
+    assert text.count("data:image/png;base64,") == 5  # 2 confusion matrices, 2 misclassified thumbnails, samples
     assert (tmp_path / "out" / "samples.png").exists()
 
 
-def test_report_lists_the_misclassified_test_images_with_their_sources(hostile_store, tmp_path, monkeypatch):
+def test_report_lists_the_misclassified_test_images_surest_first_with_thumbnails(hostile_store, tmp_path, monkeypatch):
     store = copy_of(hostile_store, tmp_path)
     s = FeatureStore.open(store)
     (run,) = [r for r in all_runs(store) if r["label"] == "class"]
     truth, sources = s.labels("class", split="test"), s.sources(split="test")
     wrong = np.flatnonzero(np.array(run["test_predictions"]) != truth)
     assert 2 <= len(wrong) < len(truth), "the tiny random-weight codes should get some test images wrong"
-    text = build_report(store).read_text(encoding="utf-8")
-    assert f"{len(wrong)} of {len(truth)} test images" in text
-    first = wrong[0]
-    row = [sources[first], run["class_names"][truth[first]], run["class_names"][run["test_predictions"][first]]]
-    assert "<tr>" + "".join(f"<td>{report.esc(c)}</td>" for c in row) + "</tr>" in text
+    confidence = np.array(run["test_confidence"])
+    assert len(confidence) == len(truth) and ((confidence > 0) & (confidence <= 1)).all()  # logreg: probabilities
+    surest = wrong[np.argsort(-confidence[wrong], kind="stable")]
+    out = tmp_path / "out"
+    text = build_report(store, out).read_text(encoding="utf-8")
+    assert f"{len(wrong)} of {len(truth)} test images, surest first" in text
+    name = os.path.basename(run["run"])
+    table = text.split(f"Latest run {report.esc(name)} ")[1].split("Misclassified")[1].split("</table>")[0]
+    for i in surest:  # every wrong image, in order of the run's confidence
+        row = [sources[i], run["class_names"][truth[i]], run["class_names"][run["test_predictions"][i]],
+               f"{confidence[i]:.3g}"]
+        assert "<tr>" + "".join(f"<td>{report.esc(c)}</td>" for c in row) + "</tr>" in table
+    positions = [table.index(report.esc(sources[i])) for i in surest]
+    assert positions == sorted(positions)
+    assert (out / f"{name}-misclassified.png").exists()
     monkeypatch.setattr(report, "MISCLASSIFIED_ROWS", 1)  # long lists are cut, and say so
     text = build_report(store).read_text(encoding="utf-8")
-    assert f"{len(wrong)} of {len(truth)} test images; the first 1 listed" in text
-    assert report.esc(sources[wrong[1]]) not in text.split("Misclassified")[1].split("</table>")[0]
+    section = text.split(f"Latest run {report.esc(name)} ")[1].split("Misclassified")[1].split("</table>")[0]
+    assert "; the first 1 listed" in section and report.esc(sources[surest[0]]) in section
+    assert report.esc(sources[surest[1]]) not in section
+
+
+def test_a_run_without_confidences_lists_its_wrong_images_in_store_order(hostile_store, tmp_path):
+    from cnncodes.classifiers.report import wrong_surest_first
+
+    truth = np.array([0, 1, 1, 0])
+    run = {"test_predictions": [1, 1, 0, 1], "test_confidence": [0.2, 0.9, 0.7, 0.6]}
+    assert wrong_surest_first(run, truth)[0].tolist() == [2, 3, 0] and wrong_surest_first(run, truth)[1]
+    del run["test_confidence"]
+    assert wrong_surest_first(run, truth)[0].tolist() == [0, 2, 3] and not wrong_surest_first(run, truth)[1]
 
 
 def test_report_on_a_store_made_before_sources_says_so(hostile_store, tmp_path):
