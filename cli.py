@@ -434,6 +434,25 @@ def sweep(store, head, k, candidates, label, scheduler, workers, epochs, params,
 
 
 @cli.command()
+@store_option()
+@click.option("--head", required=True, type=head_choice(False), help="the head fitted at every point")
+@click.option("--features", help="feature set, or A+B [the store's default]")
+@click.option("--label", help="label set [the store's first]")
+@click.option("--per-class", default="1,2,5,10,25,50,100,all", help="labelled training images per class, or all")
+@click.option("--seeds", default=3, type=POSITIVE, help="draws (and head seeds) per point")
+@click.option("--param", "params", multiple=True, help="head parameter KEY=VALUE (a JSON value), repeatable")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def curve(store, head, features, label, per_class, seeds, params, quiet):
+    """What more labels would buy: test accuracy (mean ± std over seeds) against labelled images per class, each
+    point the head fitted on a seeded draw of that many training images of each class. Resumes where it stopped."""
+    from cnncodes.classifiers.label_curve import format_curve, label_curve, parse_per_class
+
+    record = label_curve(store, head, features=features, label=label, per_class=parse_per_class(per_class),
+                         seeds=tuple(range(seeds)), params=parse_params(params), progress=not quiet)
+    click.echo(format_curve(record) + f"saved to {printable(record['path'])}")
+
+
+@cli.command()
 @click.option("--model", "run", required=True, type=PathType(exists=True, file_okay=False),
               help="a run folder made by fit")
 @click.option("--top", default=5, type=POSITIVE, help="classes shown per image")

@@ -19,6 +19,7 @@ from cnncodes.features.errors import UserError
 from cnncodes.features.provenance import code_version, made_by_this_code
 from cnncodes.features.sealed import SealBroken, all_finite, read_sealed, write_sealed
 from cnncodes.features.store import FeatureStore
+from cnncodes.features.writers import write_text_atomically
 from cnncodes.pipeline.cluster import dask_client
 from cnncodes.pipeline.console import printable, progress_bar
 from .baseline_config import BaselineConfig
@@ -207,16 +208,6 @@ def check_stacked_views(todo: list[tuple], folds, n_views: int, dim: int, tasks:
     if linear:
         rows = max(int(((folds >= 0) & (folds != f)).sum()) for f in linear)
         check_memory(stacked_bytes(rows, n_views, dim), min(tasks, len(linear)))
-
-
-def write_text_atomically(path: Path, text: str):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def table_rows(folder: Path, k: int, basis: str) -> list[dict]:

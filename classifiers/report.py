@@ -11,10 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
+from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureStore
 from .ranking import (Configuration, configurations, cross_validated_text, features_text, is_run, kfold_cells,
                       percent, setting_text, settings_text)
-from .report_figures import class_name, confusion_figure, curves_figure, sample_figure, thumbnails_figure
+from .data_map import map_figure, project, sample_rows
+from .label_curve import per_class_text, saved_curves
+from .report_figures import (class_name, confusion_figure, curves_figure, label_curve_figure, sample_figure,
+                             thumbnails_figure)
 from .runs import all_runs, damaged_runs, kfold_tables, number_or
 from .sweep import sweeps
 
@@ -229,8 +233,51 @@ def sample_section(groups: list[Configuration], out: Path, test: HeldOutTest, pl
             f"run {esc(run_name(shown))}</h2>", caption, _png(fig, out / "samples.png")]
 
 
+# -- what the codes say: the label budget and the map ---------------------------------------------------------------
+def curve_section(records: list, out: Path, plt) -> list[str]:
+    """The saved label curves (cnncodes curve): a table each and one figure of them all."""
+    if not records:
+        return []
+    parts = ["<h2>Label budget: test accuracy against labelled images per class</h2>",
+             "<p>Each point: the head fitted on a seeded draw of that many training images of each class, scored on "
+             "the test split (mean ± std over the draws). The curve measures what more labels buy; it chooses "
+             "nothing.</p>", _png(label_curve_figure(records, plt), out / "label-curves.png")]
+    for r in records:
+        rows = [[per_class_text(s["per_class"]), s["labelled"], s["seeds"],
+                 f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}", f"{s['fit_seconds']:.1f}"] for s in r["sizes"]]
+        parts += [f"<h3>{esc(r['head'])} on {esc(r['features'])}, label set {esc(r['label'])}</h3>",
+                  _table(["per class", "labelled", "draws", "test accuracy % (mean ± std)", "fit s"], rows)]
+    return parts
+
+
+def map_section(store: FeatureStore, groups: list[Configuration], test: HeldOutTest, out: Path, plt,
+                method: str) -> list[str]:
+    """The test images' codes in 2-D, coloured by class, the best-ranked run's mistakes ringed: the codes of that
+    run's features, or the store's default set when no run predicted this test split."""
+    shown = next((c.latest for c in groups if test.aligned(c.latest) and not c.latest.get("spatial")), None)
+    if not test.n or not store.feature_sets():
+        return []
+    try:
+        info = store.feature_set(shown["features"] if shown and shown.get("kind") == "fit" else None)
+        rows = sample_rows(test.n)
+        X = store.features(info.name, split="test")[rows]
+        xy = project(X, method)
+    except UserError as e:
+        return ["<h2>Map of the codes</h2>", f"<p>No map: {esc(e)}</p>"]
+    label = shown["label"] if shown else store.primary_label
+    truth = test.truth(label)[rows]
+    marks = {}
+    if shown and shown.get("features") == info.name:
+        marks[f"misclassified by {run_name(shown)}"] = np.asarray(shown["test_predictions"])[rows] != truth
+    title = f"{method.upper()} of {info.name}, {len(rows)} of {test.n} test images, label set {label}"
+    return ["<h2>Map of the codes</h2>",
+            f"<p>{esc(title)}: one point per image, coloured by its class; rings mark the images named in the "
+            f"legend.</p>",
+            _png(map_figure(xy, truth, store.class_names(label), marks, plt, title), out / "map.png")]
+
+
 # -- the page ------------------------------------------------------------------------------------------------------
-def build_report(store_dir, out_dir=None) -> Path:
+def build_report(store_dir, out_dir=None, map_method: str = "pca") -> Path:
     import matplotlib  # only where figures are drawn, and its non-GUI backend set before pyplot loads
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -252,6 +299,8 @@ def build_report(store_dir, out_dir=None) -> Path:
         for number, c in enumerate(groups, 1):
             parts += configuration_section(number, c, out, test, plt)
         parts += sample_section(groups, out, test, plt)
+        parts += curve_section(saved_curves(store.path), out, plt)
+        parts += map_section(store, groups, test, out, plt, map_method)
 
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:3px 8px}details{margin:6px 0}")

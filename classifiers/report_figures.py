@@ -131,3 +131,23 @@ def thumbnails_figure(images, titles: list[str], plt, sources=None, colour: str 
             ax.text(0.5, -0.06, short_source(sources[i]), transform=ax.transAxes, ha="center", va="top",
                     fontsize=6, parse_math=False)
     return fig
+
+
+def label_curve_figure(records: list, plt):
+    """Test accuracy (mean ± std over seeds) against labelled images per class, one line per saved curve; `all`
+    is drawn at its labelled images per class (the training split over the classes)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in records:
+        sizes = r["sizes"]
+        x = [s["per_class"] if s["per_class"] is not None else s["labelled"] / max(1, r.get("n_classes") or 1)
+             for s in sizes]
+        ax.errorbar(x, [100 * s["mean"] for s in sizes], yerr=[100 * s["std"] for s in sizes], marker="o",
+                    capsize=3, label=f"{r['head']} on {r['features']} ({r['label']})")
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled training images per class")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    legend = ax.legend(fontsize=7)
+    for text in legend.get_texts():
+        text.set_parse_math(False)
+    return fig

@@ -14,9 +14,10 @@ from cnncodes.features.errors import UserError
 from cnncodes.features.provenance import code_version
 from cnncodes.features.sealed import SealBroken, read_sealed, write_sealed
 from cnncodes.features.store import FeatureSetInfo, FeatureStore
+from cnncodes.features.writers import write_text_atomically
 from cnncodes.pipeline.console import printable
 from .fit import fit_head
-from .kfold import kfold_scores, write_text_atomically
+from .kfold import kfold_scores
 from .params import resolve_params
 from .registry import HEADS
 from .runs import folder_part

@@ -441,3 +441,14 @@ class FeatureSetWriter:
 
     def _write_manifest(self):
         write_sealed(self.parts / "manifest.json", self.manifest)
+
+
+def write_text_atomically(path: Path, text: str):
+    """`path` holds the old text or the new, never part of it: written beside it, then renamed over it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

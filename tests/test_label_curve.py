@@ -1,0 +1,66 @@
+"""`cnncodes curve`: accuracy against labelled images per class, from the cached codes."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cnncodes.cli import cli
+from cnncodes.classifiers import label_curve as curves
+from cnncodes.classifiers.label_curve import label_curve, parse_per_class, per_class_draw
+from cnncodes.features.errors import UserError
+
+LOGREG = {"Cs": [0.1]}
+
+
+@pytest.fixture
+def store(digits_store, tmp_path):
+    """A copy: the curve writes STORE/curves/."""
+    return shutil.copytree(digits_store, tmp_path / "digits")
+
+
+def test_a_draw_takes_n_of_each_class_seeded_and_all_of_a_smaller_class():
+    y = np.array([0] * 10 + [1] * 3 + [2] * 7)
+    rows = per_class_draw(y, 5, seed=0)
+    assert np.bincount(y[rows]).tolist() == [5, 3, 5] and np.all(np.diff(rows) > 0)
+    assert np.array_equal(rows, per_class_draw(y, 5, seed=0))
+    assert not np.array_equal(rows, per_class_draw(y, 5, seed=1))
+    assert np.array_equal(per_class_draw(y, None, seed=3), np.arange(len(y)))
+
+
+def test_more_labels_buy_accuracy_and_every_point_is_saved(store):
+    record = label_curve(store, "logreg", per_class=(1, 10, None), seeds=(0, 1), params=LOGREG, progress=False)
+    sizes = {s["per_class"]: s for s in record["sizes"]}
+    assert [s["per_class"] for s in record["sizes"]] == [1, 10, None]
+    assert sizes[1]["labelled"] == 10 and sizes[10]["labelled"] == 100 and sizes[None]["labelled"] > 1000
+    assert sizes[1]["mean"] < sizes[10]["mean"] < sizes[None]["mean"]
+    assert sizes[1]["seeds"] == 2 and sizes[1]["std"] > 0  # two different draws of one image per class
+    saved = json.loads(open(record["path"]).read())
+    assert len(saved["points"]) == 6 and saved["sizes"] == record["sizes"]
+    assert saved["code"]["source_sha256"] and saved["features"] == "r50"
+
+
+def test_a_curve_run_again_reuses_its_points_and_adds_only_new_ones(store, monkeypatch):
+    label_curve(store, "logreg", per_class=(1, 2), seeds=(0,), params=LOGREG, progress=False)
+    fitted = []
+    real = curves.fit_point
+    monkeypatch.setattr(curves, "fit_point", lambda *a: fitted.append(a[7]) or real(*a))
+    record = label_curve(store, "logreg", per_class=(1, 2, 5), seeds=(0,), params=LOGREG, progress=False)
+    assert fitted == [5] and [s["per_class"] for s in record["sizes"]] == [1, 2, 5]
+    label_curve(store, "logreg", per_class=(1,), seeds=(0,), params={"Cs": [1.0]}, progress=False)
+    assert fitted == [5, 1]  # other parameters: nothing reused
+
+
+def test_the_cli_prints_the_table_and_refuses_bad_sizes(store):
+    result = CliRunner().invoke(cli, ["curve", "--store", str(store), "--head", "logreg", "--per-class", "2,all",
+                                      "--seeds", "1", "--param", "Cs=[0.1]", "--quiet"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("logreg on r50, label set digit") and "| 2 | 20 |" in result.output
+    assert "| all | " in result.output and "curves" in lines[-1]
+    for bad in ("0,5", "two", "5,,all"):
+        result = CliRunner().invoke(cli, ["curve", "--store", str(store), "--head", "logreg", "--per-class", bad])
+        assert result.exit_code != 0 and "--per-class" in result.output and "Traceback" not in result.output
+    with pytest.raises(UserError, match="not a positive whole number"):
+        parse_per_class("-1")
