@@ -20,7 +20,8 @@ class KnnHead(ClassifierMixin, BaseEstimator):
     temperature 0.07 this is). Weights exp(similarity / 0.07) beat a plain vote and weights equal to the
     similarity at every k from 3 on, raw or standardised (raw, k=20: 77.06 against 75.98 and 76.40%): neighbours'
     similarities differ by little (0.77 for the nearest, 0.70 for the 50th, medians), so weights equal to them
-    barely favour the nearest.
+    barely favour the nearest. Temperature 0.03 scores 0.4 points more on raw codes (77.46% at k=20), within the
+    holdout's noise (one standard error is 0.6 points on 5,000 rows), and 1.8 less on standardised ones (best k).
 
     Parameters
     ----------

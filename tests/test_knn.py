@@ -93,7 +93,8 @@ def test_fit_saves_the_training_codes_and_loads_them_back_to_the_same_answers(kn
     loaded = load_model(run)
     assert type(loaded) is KnnHead and loaded.scaler_ is None and loaded.ks == (1, 5)
     assert np.array_equal(loaded.codes_, X) and loaded.k_ == record["chosen"]["k"]
-    assert record["validation_scores"] == [[1, loaded.scores_[1]], [5, loaded.scores_[5]]]  # the k grid's, as run records keep C's
+    # the k grid's holdout scores, as run records keep a linear head's C grid
+    assert record["validation_scores"] == [[1, loaded.scores_[1]], [5, loaded.scores_[5]]]
     assert record["validation_accuracy"] == loaded.scores_[loaded.k_]
     assert loaded.predict(X_test).tolist() == record["test_predictions"]
     assert record["test_accuracy"] > 0.8
@@ -109,7 +110,8 @@ def test_predict_works_with_a_knn_run_and_export_model_refuses_it_in_one_line(kn
     cv2.imwrite(str(tmp_path / "digit.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     done = run_cli("predict", "--model", run, "--top", 1, "--quiet", tmp_path / "digit.png")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[1].startswith(f"{tmp_path / 'digit.png'}: {record['class_names'][record['test_predictions'][3]]} ")
+    expected = record["class_names"][record["test_predictions"][3]]  # what the fitted head said of test row 3
+    assert done.stdout.splitlines()[1].startswith(f"{tmp_path / 'digit.png'}: {expected} ")
     refused = run_cli("export-model", "--model", run, "--out", tmp_path / "knn.keras")
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1
     assert "knn head" in refused.stderr and "cnncodes predict --model" in refused.stderr
