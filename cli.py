@@ -493,6 +493,52 @@ def predict(run, top, out, quiet, trust_model, images):
         sys.exit(1)
 
 
+@cli.command()
+@store_option()
+@click.option("--features", help="feature set name, or A+B to join sets' codes row by row [the store's only complete one]")
+@click.option("-k", "--k", "k", default=8, type=POSITIVE, help="stored images shown per image")
+@click.option("--split", type=choice("train", "test", "all"), default="train", help="the stored images searched")
+@click.option("--out", type=PathType(dir_okay=False), help="write FILE.csv: path, rank, similarity, split, label, "
+              "source, row, and why a file could not be read")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+@click.argument("images", nargs=-1, required=True)
+def neighbors(store, features, k, split, out, quiet, images):
+    """The stored images most like the given ones (files, folders, globs, .txt lists), by cosine similarity of codes
+    made as the feature set's were. A file that cannot be read is listed with its reason and the exit status is 1;
+    the others are still searched."""
+    from cnncodes.classifiers.predict import expand_inputs
+    from cnncodes.classifiers.similar_images import similar_images, write_neighbours_csv
+
+    paths = expand_inputs(list(images))
+    if not paths:
+        raise UserError(f"no images in {' '.join(images)}: give image files, folders holding some, a glob that "
+                        f"matches some, or a .txt list of paths")
+    if out is not None and (out.exists() or not out.parent.is_dir()):
+        raise UserError(f"--out {printable(out)}: " + ("it already exists; remove it or give another path"
+                                                       if out.exists() else "its folder does not exist"))
+    name, lookups = similar_images(store, paths, features=features, k=k, split=split.lower(), progress=not quiet)
+    if out is not None:
+        write_neighbours_csv(out, lookups)
+    else:
+        click.echo(printable(f"most similar {split} images by cosine similarity of {name} codes: "
+                             f"rank, similarity, split, label, source"))
+        for lookup in lookups:  # file names, class names and sources are data
+            if lookup.error:
+                click.echo(f"{printable(lookup.path)}: cannot be used: {printable(lookup.error)}")
+                continue
+            click.echo(f"{printable(lookup.path)}:")
+            for n in lookup.neighbours:
+                click.echo(f"  {n.rank}\t{n.similarity:.3f}\t{n.split}\t{printable(n.label)}\t{printable(n.source)}")
+    failed = [lookup for lookup in lookups if lookup.error]
+    log(f"neighbors: {len(lookups) - len(failed)} of {len(lookups)} images searched"
+        + (f", written to {printable(out)}" if out is not None else ""))
+    if failed:
+        where = f" in {printable(out)}" if out is not None else ""
+        log(f"neighbors: {len(failed)} could not be read, listed with their reason{where}, e.g. "
+            f"{printable(failed[0].path)}: {printable(failed[0].error)}")
+        sys.exit(1)
+
+
 class InputSize(click.ParamType):
     """N or HxW: the one size of the images an exported model takes."""
     name = "N|HxW"

@@ -32,6 +32,7 @@ from cnncodes.features.limits import MAX_IMAGE_SIDE
 from cnncodes.pipeline.portable import portable_clone, portable_codes
 from .baseline_config import BaselineConfig
 from .heads import KerasHead, LogRegHead
+from .knn import KnnHead
 from .predict import check_weights, checked_fitted_head, feature_parts, part_configs, record_spatial, shared_setups
 from .runs import load_run
 from .train import build
@@ -69,6 +70,10 @@ def build_export_model(run, input_hw: tuple | None = None, trust_pickle: bool = 
     if record.get("kind") == "baseline":
         return baseline_model(Path(run), record, input_hw), list(record["class_names"]), "probability"
     record, head = checked_fitted_head(run, record, head)
+    if isinstance(head, KnnHead):  # a model of built-in layers has no top-k search over stored rows
+        raise UserError(f"{run}: a knn head searches its {len(head.codes_):,} training codes at every prediction, "
+                        f"which Keras's built-in layers cannot do: use `cnncodes predict --model {run}`, or fit and "
+                        f"export another head (logreg, svm, dense, gap)")
     side = record["image_shape"][0]
     in_hw = tuple(input_hw) if input_hw else (side, side)
     if not all(1 <= n <= MAX_IMAGE_SIDE for n in in_hw):

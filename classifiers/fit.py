@@ -107,6 +107,7 @@ def test_record(model, X_test, y_test, n_classes: int) -> dict:
 
 
 def grid_scores(model) -> list | None:
-    """[[C, score], ...] of a linear head's C grid (cross-validated for svm, on the holdout for logreg)."""
+    """[[C, score], ...] of a linear head's C grid (cross-validated for svm, on the holdout for logreg), or
+    [[k, score], ...] of knn's candidate k (on its holdout)."""
     scores = getattr(model, "cv_scores_", None) or getattr(model, "scores_", None)
     return [[C, score] for C, score in scores.items()] if scores else None

@@ -6,9 +6,10 @@ from dataclasses import fields
 from cnncodes.features.errors import UserError
 from .baseline_config import BaselineConfig
 from .heads import DenseHead, GapHead, LogRegHead
+from .knn import KnnHead
 from .svm import LinearSVM
 
-HEADS = {"dense": DenseHead, "gap": GapHead, "svm": LinearSVM, "logreg": LogRegHead}
+HEADS = {"dense": DenseHead, "gap": GapHead, "svm": LinearSVM, "logreg": LogRegHead, "knn": KnnHead}
 BASELINES = ("cnn", "finetune", "wrn")  # pixel baselines (train.py): heads of kfold too
 NOT_BASELINE_PARAMS = {"kind", "label", "fold", "k", "extra"}  # set by kfold itself, or not an option
 

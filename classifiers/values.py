@@ -20,6 +20,8 @@ MAX_LEARNING_RATE = 10.0  # rates here are 1e-4..0.1; at 10 a dense head's loss 
 MAX_TOL = 1.0            # at tol=1 logreg's lbfgs already stops before its first step (chance accuracy)
 MAX_HIDDEN = 65536       # dense units; the weights' count is also checked against the codes' width at fit
 MAX_WRN_DEPTH, MAX_WRN_WIDTH = 1000, 64  # a WRN-1000 or width 64 already fills a GPU at 32 px
+MAX_TEMPERATURE = 1e3    # knn's votes weigh exp(-difference in similarity / temperature), differences within 2: at
+                         # 1e3 every weight is within 0.2% of 1 (a plain vote), so larger means nothing more
 
 
 def _number(x) -> bool:
@@ -68,6 +70,10 @@ VALUE_RULES = {
            lambda x: not isinstance(x, str) and np.ndim(x) == 1 and len(x) > 0 and all(C_VALUE[1](c) for c in x)),
     "cv": _whole(2, MAX_WHOLE, "a whole number of at least 2"),  # and at most the smallest class: checked at fit
     "tol": _positive(MAX_TOL, "1"), "learning_rate": _positive(MAX_LEARNING_RATE, "10"),
+    "ks": ("a non-empty list of whole numbers of at least 1, e.g. [1,5,20]",  # k beyond the rows: every row
+           lambda x: not isinstance(x, str) and np.ndim(x) == 1 and len(x) > 0
+           and all(_integer(k) and 1 <= k <= MAX_WHOLE for k in x)),
+    "temperature": _positive(MAX_TEMPERATURE, "1000"),
     "max_iter": COUNT, "epochs": COUNT, "batch_size": COUNT, "limit": COUNT, "patience": COUNT,
     "hidden": _whole(1, MAX_HIDDEN), "width": _whole(1, MAX_WRN_WIDTH),
     "size": _whole(8, MAX_IMAGE_SIDE),

@@ -7,6 +7,7 @@ import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from cnncodes.classifiers.heads import DenseHead, GapHead, LogRegHead
+from cnncodes.classifiers.knn import KnnHead
 from cnncodes.classifiers.registry import HEADS
 from cnncodes.classifiers.svm import LinearSVM
 
@@ -50,5 +51,14 @@ def test_keras_head_passes_the_estimator_checks(estimator, check):
     check(estimator)
 
 
+# The knn head searches its training codes: each check takes milliseconds, so all of them always run.
+SEARCH_HEADS = [KnnHead(), KnnHead(standardize=True)]
+
+
+@parametrize_with_checks(SEARCH_HEADS)
+def test_search_head_passes_every_estimator_check(estimator, check):
+    check(estimator)
+
+
 def test_every_registered_head_is_checked():
-    assert {type(head) for head in LINEAR_HEADS + KERAS_HEADS} == set(HEADS.values())
+    assert {type(head) for head in LINEAR_HEADS + KERAS_HEADS + SEARCH_HEADS} == set(HEADS.values())

@@ -13,7 +13,7 @@ from cnncodes.classifiers.svm import LinearSVM
 from cnncodes.features.errors import UserError
 
 # Quick settings for each registered head (a head added to the registry needs its entry: a KeyError says so)
-FAST = {"dense": dict(epochs=30, hidden=64, batch_size=32, learning_rate=1e-3), "gap": dict(epochs=40, batch_size=32, learning_rate=1e-2), "svm": dict(Cs=(0.1, 1.0)), "logreg": {}}
+FAST = {"dense": dict(epochs=30, hidden=64, batch_size=32, learning_rate=1e-3), "gap": dict(epochs=40, batch_size=32, learning_rate=1e-2), "svm": dict(Cs=(0.1, 1.0)), "logreg": {}, "knn": {}}
 
 
 def synthetic(n=600, classes=4):
@@ -41,7 +41,7 @@ def test_gap_head_pools_spatial_maps():
     assert head.score(maps[200:], y[200:]) > 0.9
 
 
-TINY = {"dense": dict(epochs=2, hidden=8), "gap": dict(epochs=2), "svm": dict(C=1.0), "logreg": {}}  # for each head
+TINY = {"dense": dict(epochs=2, hidden=8), "gap": dict(epochs=2), "svm": dict(C=1.0), "logreg": {}, "knn": {}}  # for each head
 
 
 @pytest.mark.parametrize("name", HEADS)
@@ -84,8 +84,8 @@ def test_svm_chooses_C_by_cross_validation():
 
 
 def test_unknown_head_is_a_clear_error():
-    with pytest.raises(UserError, match="unknown head 'knn'"):
-        make_head("knn")
+    with pytest.raises(UserError, match="unknown head 'forest': use one of dense, gap, svm, logreg, knn$"):
+        make_head("forest")
 
 
 @pytest.mark.parametrize("name", ["dense", "logreg"])
@@ -243,6 +243,9 @@ def test_every_head_says_what_it_chose_and_how_it_scored_on_its_own_holdout(name
         assert head.chosen_params_ == {"C": head.C_}
         scores = head.cv_scores_ if name == "svm" else head.scores_
         assert head.validation_score_ == scores[head.C_]
+    elif name == "knn":
+        assert head.chosen_params_ == {"k": head.k_} and head.validation_score_ == head.scores_[head.k_]
+        assert head.validation_score_ == max(head.scores_.values())
     else:
         chosen = head.chosen_params_
         assert chosen["epochs_trained"] == head.n_epochs_ and 1 <= chosen["best_epoch"] <= head.n_epochs_
@@ -324,8 +327,9 @@ def test_a_per_head_parameter_answer_can_be_given_again():
     (["svm"], {"svm.epochs": 3}, "head svm has no parameter 'epochs': it takes C, Cs, cv"),
     (["svm"], {"nope": 1}, "--param nope: head svm has no parameter 'nope': it takes C, Cs, cv"),
     (["svm", "dense"], {"nope": 1}, "--param nope: no requested head \\(svm, dense\\) takes 'nope'; no head takes it"),
-    (["knn"], {}, "unknown head 'knn': use one of dense, gap, svm, logreg \\(or, in kfold, cnn, finetune, wrn\\)"),
-    (["svm"], {"knn.k": 3}, "unknown head 'knn'"),
+    (["forest"], {}, "unknown head 'forest': use one of dense, gap, svm, logreg, knn \\(or, in kfold, cnn, finetune, wrn\\)"),
+    (["svm"], {"forest.k": 3}, "unknown head 'forest'"),
+    (["knn"], {"k": 3}, "head knn has no parameter 'k': it takes ks, random_state, standardize, temperature"),
     (["cnn"], {"cnn.fold": 2}, "head cnn has no parameter 'fold'"),
 ])
 def test_a_parameter_no_head_takes_is_one_clear_error(heads, params, message):
@@ -355,6 +359,9 @@ def test_a_parameter_no_head_takes_is_one_clear_error(heads, params, message):
     ("logreg", "max_iter", 10**40, "a whole number of at least 1"), ("wrn", "width", 1000, "a whole number from 1 to 64"),
     ("wrn", "depth", 10_000, "a whole number 6n\\+4 from 10 to 1000"),
     ("finetune", "backbone", "bogus", "one of resnet50, "), ("finetune", "weights", "no/such.h5", "imagenet, none or a"),
+    ("knn", "ks", [], "a non-empty list of whole numbers"), ("knn", "ks", [0, 5], "a non-empty list of whole numbers"),
+    ("knn", "ks", [2.5], "a non-empty list of whole numbers"), ("knn", "temperature", 0, "a positive number up to 1000"),
+    ("knn", "temperature", float("inf"), "a positive number up to 1000"),
 ])
 def test_a_parameter_value_a_head_cannot_take_is_one_clear_error_before_any_work(head, name, value, takes):
     """Was a 30-50 line traceback from deep in the solver, or (a string for a switch) silently taken as true;

@@ -41,7 +41,8 @@ def tiny_data(spatial=False, seed=0):
 
 # (quick parameters, spatial maps?) for each registered head: one added to the registry needs its entry
 SAVED = {"logreg": ({"Cs": (0.1, 1.0)}, False), "svm": ({"Cs": (0.1, 1.0)}, False),
-         "dense": ({"epochs": 2, "hidden": 8}, False), "gap": ({"epochs": 2}, True)}
+         "dense": ({"epochs": 2, "hidden": 8}, False), "gap": ({"epochs": 2}, True),
+         "knn": ({"standardize": True}, True)}  # knn pools the maps; its default (raw codes) is saved in test_knn.py
 
 
 @pytest.mark.parametrize("head, params, spatial", [(head, *SAVED[head]) for head in HEADS]

@@ -23,7 +23,7 @@ from cnncodes.pipeline.ingest import IngestConfig, ingest
 quiet = dict(progress=False, log=lambda m: None)
 FAST = {"dense": {"epochs": 30, "hidden": 32, "learning_rate": 1e-2, "patience": 30},
         "gap": {"epochs": 30, "learning_rate": 1e-2, "patience": 30}, "svm": {"Cs": (0.01, 1.0)},
-        "logreg": {"Cs": (0.1, 1.0)}}
+        "logreg": {"Cs": (0.1, 1.0)}, "knn": {}}
 
 
 def signal_only_in_views(n=240, d=8, classes=3, K=4, seed=0):
