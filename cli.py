@@ -595,13 +595,16 @@ def runs(store, every):
 @cli.command()
 @store_option()
 @click.option("--out", type=PathType(), help="folder [STORE/report]")
-def report(store, out):
-    """One HTML page over every run in the store: tables, curves, confusion matrices, samples."""
+@click.option("--map", "map_method", default="pca", type=choice("pca", "umap"),
+              help="how the codes are laid out in 2-D (umap: pip install 'cnncodes[map]')")
+def report(store, out, map_method):
+    """One HTML page over every run in the store: tables, curves, confusion matrices, misclassified images, label
+    curves, a map of the codes and their nearest neighbours."""
     from cnncodes.classifiers.report import build_report
 
     if out is not None and out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder for the report and its images")
-    click.echo(f"report written to {printable(build_report(store, out))}")
+    click.echo(f"report written to {printable(build_report(store, out, map_method))}")
 
 
 def progressive_option(value: str | None) -> tuple[int | None, int]:

@@ -17,9 +17,11 @@ from .ranking import (Configuration, configurations, cross_validated_text, featu
                       percent, setting_text, settings_text)
 from .data_map import map_figure, project, sample_rows
 from .label_curve import per_class_text, saved_curves
+from .neighbour_figures import neighbour_figure
 from .report_figures import (class_name, confusion_figure, curves_figure, label_curve_figure, sample_figure,
                              thumbnails_figure)
 from .runs import all_runs, damaged_runs, kfold_tables, number_or
+from .similar_images import neighbour_examples
 from .sweep import sweeps
 
 MISCLASSIFIED_ROWS = 50  # per run: the page stays readable on 10,000 test images
@@ -250,30 +252,55 @@ def curve_section(records: list, out: Path, plt) -> list[str]:
     return parts
 
 
-def map_section(store: FeatureStore, groups: list[Configuration], test: HeldOutTest, out: Path, plt,
+def shown_codes(store: FeatureStore, groups: list[Configuration], test: HeldOutTest):
+    """(the best-ranked run that predicted this test split from pooled codes, or None; the feature set the map and
+    the neighbours are drawn from: that run's, else the store's default set)."""
+    shown = next((c.latest for c in groups if test.aligned(c.latest) and c.latest.get("kind") == "fit"
+                  and not c.latest.get("spatial")), None)
+    return shown, store.feature_set(shown["features"] if shown else None)
+
+
+def map_section(store: FeatureStore, shown: dict | None, info, test: HeldOutTest, out: Path, plt,
                 method: str) -> list[str]:
-    """The test images' codes in 2-D, coloured by class, the best-ranked run's mistakes ringed: the codes of that
-    run's features, or the store's default set when no run predicted this test split."""
-    shown = next((c.latest for c in groups if test.aligned(c.latest) and not c.latest.get("spatial")), None)
-    if not test.n or not store.feature_sets():
-        return []
+    """The test images' codes in 2-D, coloured by class, the `shown` run's mistakes ringed."""
+    rows = sample_rows(test.n)
     try:
-        info = store.feature_set(shown["features"] if shown and shown.get("kind") == "fit" else None)
-        rows = sample_rows(test.n)
-        X = store.features(info.name, split="test")[rows]
-        xy = project(X, method)
+        xy = project(store.features(info.name, split="test")[rows], method)
     except UserError as e:
         return ["<h2>Map of the codes</h2>", f"<p>No map: {esc(e)}</p>"]
     label = shown["label"] if shown else store.primary_label
     truth = test.truth(label)[rows]
     marks = {}
-    if shown and shown.get("features") == info.name:
+    if shown:
         marks[f"misclassified by {run_name(shown)}"] = np.asarray(shown["test_predictions"])[rows] != truth
     title = f"{method.upper()} of {info.name}, {len(rows)} of {test.n} test images, label set {label}"
     return ["<h2>Map of the codes</h2>",
             f"<p>{esc(title)}: one point per image, coloured by its class; rings mark the images named in the "
             f"legend.</p>",
             _png(map_figure(xy, truth, store.class_names(label), marks, plt, title), out / "map.png")]
+
+
+def neighbours_section(store: FeatureStore, info, out: Path, plt) -> list[str]:
+    """A few test images beside their most similar training images: what the codes take as alike."""
+    examples = neighbour_examples(store, info.name)
+    if not examples or store.counts().get("train", 0) < 1:
+        return []
+    return ["<h2>Nearest training images</h2>",
+            f"<p>A seeded draw of test images, each followed by the training images whose {esc(info.name)} codes are "
+            f"most similar (cosine similarity); green: the same class, red: another.</p>",
+            _png(neighbour_figure(examples, store.images(lazy=True), plt), out / "neighbours.png")]
+
+
+def codes_sections(store: FeatureStore, groups: list[Configuration], test: HeldOutTest, out: Path, plt,
+                   method: str) -> list[str]:
+    """The map and the neighbours, both of one feature set (see shown_codes); none without codes or a test split."""
+    if not test.n or not store.feature_sets():
+        return []
+    try:
+        shown, info = shown_codes(store, groups, test)
+    except UserError as e:
+        return [f"<h2>Map of the codes</h2><p>No map: {esc(e)}</p>"]
+    return map_section(store, shown, info, test, out, plt, method) + neighbours_section(store, info, out, plt)
 
 
 # -- the page ------------------------------------------------------------------------------------------------------
@@ -300,7 +327,7 @@ def build_report(store_dir, out_dir=None, map_method: str = "pca") -> Path:
             parts += configuration_section(number, c, out, test, plt)
         parts += sample_section(groups, out, test, plt)
         parts += curve_section(saved_curves(store.path), out, plt)
-        parts += map_section(store, groups, test, out, plt, map_method)
+        parts += codes_sections(store, groups, test, out, plt, map_method)
 
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:3px 8px}details{margin:6px 0}")

@@ -61,5 +61,6 @@ def test_the_report_draws_the_map_with_the_runs_mistakes_and_the_label_curve(dig
     wrong = np.asarray(record["test_predictions"]) != np.asarray(report.FeatureStore.open(store).labels(split="test"))
     assert len(drawn["xy"]) == len(wrong) and np.array_equal(mask, wrong) and mask.any()
     assert "PCA of r50" in drawn["title"]
+    assert "Nearest training images" in text and (tmp_path / "out" / "neighbours.png").exists()
     assert "Label budget" in text and (tmp_path / "out" / "label-curves.png").exists()
     assert "<td>1</td><td>10</td><td>1</td>" in text and "<td>5</td><td>50</td><td>1</td>" in text

@@ -289,7 +289,8 @@ def test_report_escapes_every_name_from_data_and_draws_them_as_plain_text(hostil
         assert name not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;" in text
     assert "<script" not in text and "<img src=x" not in text and "<svg" not in text
-    assert text.count("data:image/png;base64,") == 5  # 2 confusion matrices, 2 misclassified thumbnails, samples
+    # 2 confusion matrices, 2 runs' misclassified thumbnails, samples, the map, the neighbours
+    assert text.count("data:image/png;base64,") == 7
     assert (tmp_path / "out" / "samples.png").exists()
 
 
