@@ -43,7 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
 from cnncodes.classifiers.audit import run_audit  # noqa: E402
-from cnncodes.classifiers.duplicates import DUPLICATE_THRESHOLD, leakage  # noqa: E402
+from cnncodes.classifiers.duplicates import DUPLICATE_THRESHOLD, all_neighbours, leakage  # noqa: E402
+from cnncodes.classifiers.outliers import centroid_distance, class_centroids  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
 
 TAR = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar"
@@ -122,6 +123,7 @@ def write_tree(tree: Path, args) -> dict:
     moved = {int(i): rng.choice([c for c in classes if c != train[i][0]]) for i in flipped}
     for i, (cls, name, jpeg) in enumerate(train):
         folder = moved.get(i, cls)
+        name = f"moved-{i:04d}.jpg" if i in moved else name  # never the name of a photo of the class it joins
         path = tree / "train" / folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(jpeg)
@@ -155,6 +157,11 @@ def grey_correlation(images: np.ndarray, a: int, b: int) -> float:
     return float(x @ y / max(np.linalg.norm(x) * np.linalg.norm(y), 1e-12))
 
 
+def planted_row(pair: dict, truth: dict) -> bool:
+    """Whether a listed pair holds a planted copy or a planted outlier."""
+    return any(pair[key] in truth["copies"] or pair[key] in truth["outliers"] for key in ("source", "other"))
+
+
 def duplicate_table(record: dict, truth: dict, images: np.ndarray) -> tuple[list[str], dict]:
     """Markdown rows, one a threshold: recall of each kind, per-kind precision, unplanted pairs."""
     pairs = [r for r in record["rows"] if r["kind"] == "duplicate"]
@@ -171,18 +178,20 @@ def duplicate_table(record: dict, truth: dict, images: np.ndarray) -> tuple[list
             found_all += len(hits)
             precision = len(hits) / len(involving) if involving else float("nan")
             cells.append(f"{100 * len(hits) / len(planted):.0f} / {100 * precision:.0f}")
-        unplanted = [p for p in listed if p["source"] not in copies and p["other"] not in copies]
+        unplanted = [p for p in listed if not planted_row(p, truth)]
+        among_outliers = sum(p["source"] in truth["outliers"] and p["other"] in truth["outliers"] for p in listed)
         alike = sum(grey_correlation(images, p["row"], p["other_row"]) >= 0.9 for p in unplanted)
         where = {w: sum((p["split"], p["other_split"]) == w for p in unplanted)
                  for w in (("train", "train"), ("train", "test"), ("test", "test"))}
         recall = found_all / len(copies)
-        precision = found_all / len(listed) if listed else float("nan")
+        judged = len(listed) - among_outliers
+        precision = found_all / judged if judged else float("nan")
         f1 = 2 * recall * precision / (recall + precision) if listed and recall + precision else 0.0
         by_threshold[float(t)] = {"recall": recall, "precision": precision, "f1": f1, "unplanted": len(unplanted),
                                   "alike": alike}
         lines.append(f"| {t:.3f} | " + " | ".join(cells) + f" | {len(unplanted)} ({where[('train', 'train')]} / "
-                     f"{where[('train', 'test')]} / {where[('test', 'test')]}) | {alike} | {100 * recall:.1f} | "
-                     f"{100 * precision:.1f} | {f1:.3f} |")
+                     f"{where[('train', 'test')]} / {where[('test', 'test')]}) | {alike} | {among_outliers} | "
+                     f"{100 * recall:.1f} | {100 * precision:.1f} | {f1:.3f} |")
     return lines, by_threshold
 
 
@@ -243,11 +252,14 @@ def planted_bench(args, out: Path):
 
     print("\n### Duplicates: recall / precision (%) of each planted kind, by threshold\n")
     print("Per kind, precision is the share of the listed pairs holding one of its copies that pair it with its "
-          "original. Unplanted pairs (train-train / train-test / test-test) may be CIFAR-10's own duplicates; "
-          "'alike' counts those whose grey pixels correlate at 0.9 or more. Overall recall and precision count "
-          "every unplanted pair as false (a lower bound on precision).\n")
-    print("| threshold | " + " | ".join(KINDS) + " | unplanted pairs | alike | recall % | precision % | F1 |")
-    print("| --- " * (len(KINDS) + 6) + "|")
+          "original. Unplanted pairs (train-train / train-test / test-test: neither image planted) may be "
+          "CIFAR-10's own duplicates; 'alike' counts those whose grey pixels correlate at 0.9 or more. Pairs of two "
+          "planted outliers are counted apart and left out of precision. Overall recall and precision count every "
+          "unplanted pair as false (a lower bound on precision), at this data set's size (see the next table for "
+          "CIFAR-10's).\n")
+    print("| threshold | " + " | ".join(KINDS) + " | unplanted pairs | alike | outlier pairs | recall % | precision % "
+          "| F1 |")
+    print("| --- " * (len(KINDS) + 7) + "|")
     lines, by_threshold = duplicate_table(record, truth, images)
     print("\n".join(lines))
     best = max(by_threshold, key=lambda t: (round(by_threshold[t]["f1"], 6), t))
@@ -256,7 +268,7 @@ def planted_bench(args, out: Path):
 
     pairs = [r for r in record["rows"] if r["kind"] == "duplicate"]
     copies = truth["copies"]
-    unplanted = [p for p in pairs if p["source"] not in copies and p["other"] not in copies]
+    unplanted = [p for p in pairs if not planted_row(p, truth)]
     near = sorted(unplanted, key=lambda p: abs(p["score"] - best))[:24]
     contact_sheet(out / "unplanted-near-threshold.png", images,
                   [(p["row"], p["other_row"], f"{p['score']:.3f} {p['split'][:2]}-{p['other_split'][:2]}")
@@ -290,10 +302,91 @@ def planted_bench(args, out: Path):
     ranks = [i for i, r in enumerate(outliers) if r["source"] in truth["outliers"]]
     print(f"\n### Outliers\n\n{len(outliers)} flagged (fence {record['outlier_fence']:.3f}), {len(hits)} of the "
           f"{len(truth['outliers'])} planted among them (their ranks: {ranks}); "
-          f"{len(outliers) - len(hits)} others")
+          f"{len(outliers) - len(hits)} others\n")
+    outlier_scores(s, truth, index)
     contact_sheet(out / "outliers-unplanted.png", images,
                   [(r["row"], None, f"{r['score']:.3f} {r['given']}") for r in outliers
                    if r["source"] not in truth["outliers"]][:24])
+
+
+def outlier_scores(s: FeatureStore, truth: dict, index: dict):
+    """The audit's score (distance to the nearest class centroid) beside the mean distance to the 10 nearest
+    images (cleanlab's feature-based OutOfDistribution score), as AUROC of the planted outliers and their ranks."""
+    from sklearn.metrics import roc_auc_score
+
+    codes, labels, train = s.features(), s.labels(), s.rows("train")
+    planted = np.zeros(s.n, bool)
+    planted[[index[p] for p in truth["outliers"]]] = True
+    scores = {"distance to the nearest class centroid (the audit's)":
+              centroid_distance(codes, class_centroids(codes, labels, train, len(s.class_names()))),
+              "mean distance to the 10 nearest images": (1 - all_neighbours(codes, False).similarity).mean(axis=1)}
+    print("| outlier score | AUROC of the planted | their ranks (0: most outlying) |\n| --- | --- | --- |")
+    for name, score in scores.items():
+        rank = np.empty(s.n, int)
+        rank[np.argsort(-score, kind="stable")] = np.arange(s.n)
+        print(f"| {name} | {roc_auc_score(planted, score):.3f} | {sorted(rank[planted].tolist())} |")
+
+
+def scaled_leakage(args, out: Path, truth: dict):
+    """The planted copies against 40,000 training photos of the full CIFAR-10, beside 10,000 other training photos
+    as stand-in test photos: each threshold's leakage recall and false alarms at CIFAR-10's size (CIFAR-10's test
+    split is never read). The copies' originals are in the 40,000; the copies' codes come from the planted store."""
+    big, bench = FeatureStore.open(args.cifar_store), FeatureStore.open(Path(args.out) / "store")
+    train = big.rows("train")
+    X = big.features(CIFAR_FEATURES, split="train")
+    big_index = {src: i for i, src in enumerate(big.sources(split="train"))}
+    bench_index = {src: i for i, src in enumerate(bench.sources())}
+    bench_codes = bench.features()
+    copies = sorted(truth["copies"].items())
+    originals = np.array([big_index[v["original"]] for _, v in copies])
+    shared = [src for src in bench_index if src in big_index][:200]  # the same photo in both stores
+    agree = np.abs(1 - np.sum(unit(X[[big_index[src] for src in shared]])
+                              * unit(bench_codes[[bench_index[src] for src in shared]]), axis=1)).max()
+    if agree > 1e-3:
+        sys.exit(f"the planted store's codes are not the CIFAR-10 store's ({agree:.1e} apart in cosine for the same "
+                 f"photos): extract both alike (Lite0's last layer at 224, fp32)")
+    rng = np.random.default_rng(args.seed)
+    others = np.setdiff1d(np.arange(train.stop - train.start), originals)
+    stand_in = np.sort(rng.choice(others, args.stand_in, replace=False))
+    base = np.setdiff1d(np.arange(train.stop - train.start), stand_in)
+    queries = np.concatenate([X[stand_in], bench_codes[[bench_index[c] for c, _ in copies]]])
+    leak = leakage(queries, X[base], progress=False)
+    nearest_row = base[leak.nearest_train]
+    sim_stand_in, sim_copies = leak.similarity[:len(stand_in)], leak.similarity[len(stand_in):]
+    is_original = nearest_row[len(stand_in):] == originals
+    kinds = np.array([v["kind"] for _, v in copies])
+    print(f"\n### Leakage at CIFAR-10's size: {len(copies)} planted copies and {len(stand_in)} other training photos "
+          f"(stand-ins for test photos) against the remaining {len(base)} training photos\n")
+    print(f"The same photos' codes in the two stores agree to {agree:.1e} in cosine. A stand-in flagged at a "
+          f"threshold has a training photo that similar: a false alarm, or one of CIFAR-10's own duplicates (an upper "
+          f"bound on false alarms). F1 counts every flagged stand-in as false. Per kind: copies flagged (their "
+          f"nearest training photo is at or above the threshold), %.\n")
+    print("| threshold | " + " | ".join(KINDS) + " | copies flagged % | nearest is the original % | stand-ins flagged "
+          "(%) | F1 |\n" + "| --- " * (len(KINDS) + 5) + "|")
+    f1s = {}
+    for t in THRESHOLDS:
+        tp = int((sim_copies >= t).sum())
+        fp = int((sim_stand_in >= t).sum())
+        f1s[float(t)] = 2 * tp / (2 * tp + fp + (len(copies) - tp))
+        cells = [f"{100 * np.mean(sim_copies[kinds == kind] >= t):.0f}" for kind in KINDS]
+        print(f"| {t:.3f} | " + " | ".join(cells) + f" | {100 * tp / len(copies):.1f} | "
+              f"{100 * np.mean(is_original & (sim_copies >= t)):.1f} | {fp} ({100 * fp / len(stand_in):.2f}) | "
+              f"{f1s[float(t)]:.3f} |")
+    best = max(f1s, key=lambda t: (round(f1s[t], 6), t))
+    print(f"\nhighest F1 (ties: the higher threshold): {best:.3f} (F1 {f1s[best]:.3f}); the default in this code: "
+          f"{DUPLICATE_THRESHOLD}")
+    images = big.images(split="train")
+    flagged = np.flatnonzero(sim_stand_in >= best)
+    near = flagged[np.argsort(np.abs(sim_stand_in[flagged] - best))[:32]]
+    contact_sheet(out / "stand-ins-flagged-near-threshold.png", images,
+                  [(int(stand_in[i]), int(nearest_row[i]), f"{sim_stand_in[i]:.3f}")
+                   for i in sorted(near, key=lambda i: -sim_stand_in[i])])
+    print(f"contact sheet: {out / 'stand-ins-flagged-near-threshold.png'} (the 32 flagged stand-ins nearest {best:.3f}, "
+          f"each beside its nearest training photo)")
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 # -- (b) the full CIFAR-10 ------------------------------------------------------------------------------------------
@@ -338,11 +431,14 @@ def main():
     p.add_argument("--outliers", type=int, default=20)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--lowest", type=float, default=0.8, help="the lowest threshold measured")
-    p.add_argument("--Cs", default="0.001,0.01,0.1,1", type=lambda v: [float(c) for c in v.split(",")])
+    p.add_argument("--Cs", default="0.0003,0.001,0.003,0.01,0.1", type=lambda v: [float(c) for c in v.split(",")])
     p.add_argument("-k", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cifar-store", help="(b): a writable copy of the full CIFAR-10 store")
-    p.add_argument("--skip-planted", action="store_true", help="(b) only")
+    p.add_argument("--cifar-store", help="a store of the full shared CIFAR-10 with Lite0's last layer at 224: read for "
+                                         "the leakage at its size; with --full, a writable copy, audited")
+    p.add_argument("--stand-in", type=int, default=10000, help="training photos standing in for test photos")
+    p.add_argument("--full", action="store_true", help="(b): audit the --cifar-store copy")
+    p.add_argument("--skip-planted", action="store_true", help="only what --cifar-store and --full ask for")
     args = p.parse_args()
     import cleanlab
     import keras  # noqa: F401  (so conditions() reports its version and backend)
@@ -355,6 +451,8 @@ def main():
     if not args.skip_planted:
         planted_bench(args, out)
     if args.cifar_store:
+        scaled_leakage(args, out, json.loads((out / "truth.json").read_text()))
+    if args.full:
         cifar_bench(args, out)
 
 

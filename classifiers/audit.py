@@ -53,7 +53,7 @@ def run_audit(store_dir, *, features: str | None = None, label: str | None = Non
         leak = leakage(codes[test], codes[train], progress)
         leak.nearest_train += train.start
         pairs = find_duplicates(neighbours, leak, threshold, test.start, store.images(lazy=True))
-        outliers = find_outliers(neighbours)
+        outliers = find_outliers(codes, labels, train, len(names))
         X_train = np.asarray(codes[train])
         X_test = np.asarray(codes[test])
         probs_train, probs_test = held_out_probabilities(X_train, labels[train], folds, X_test, len(names), C, progress)
@@ -198,7 +198,7 @@ def format_audit(record: dict, top: int = 5) -> str:
         f"({100 * leak['rate']:.2f}%) have a duplicate in training ({leak['leaked_exact']} exact)",
         f"  labels: {c['label']} likely wrong ({c['label_train']} train, {c['label_test']} test), by cleanlab "
         f"from {s['k']}-fold out-of-fold logistic regression (C {s['C']:g})",
-        f"  outliers: {c['outlier']} with a mean cosine distance to their {s['neighbours']} nearest images above "
+        f"  outliers: {c['outlier']} with a cosine distance to the nearest class centroid above "
         f"{record['outlier_fence']:.3f} (the third quartile + {s['outlier_fence_iqrs']:g} interquartile ranges)",
     ]
     if c["rows_at_neighbour_limit"]:

@@ -14,7 +14,7 @@ from .neighbours import Neighbours, nearest
 # Cosine similarity at or above which two images count as duplicates: chosen on real photos with planted
 # exact, re-encoded, rescaled and shifted copies (bench/audit.py, bench/RESULTS.md).
 DUPLICATE_THRESHOLD = 0.95
-NEIGHBOURS = 10  # each row's closest rows, searched once for the pairs and the outlier scores
+NEIGHBOURS = 10  # each row's closest rows searched for pairs: a group of up to 11 copies is listed whole
 # Codes at least this similar are compared pixel by pixel: identical images give codes equal only up to
 # float rounding (a batch's size and position change the sums' order), so "exact" is told by the pixels.
 EXACT_CANDIDATE = 0.999

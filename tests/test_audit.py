@@ -57,11 +57,14 @@ def digit_tree(root, classes=range(10), seed=0):
 
 
 def write_pixel_codes(store_dir, name="pixels"):
-    """The store's images, flattened and centred (so that only alike digits point alike), as a complete feature
-    set bound to its data."""
+    """Codes of the store's images as a complete feature set bound to its data: the pixels, centred (so that
+    only alike digits point alike) through a seeded random ReLU layer (so that codes are positive, as pooled
+    CNN activations are); the noise image's code is a row of noise, far from every class."""
     store = FeatureStore.open(store_dir)
-    codes = store.images().reshape(store.n, -1).astype(np.float32)
-    codes -= codes.mean(axis=0)
+    pixels = store.images().reshape(store.n, -1).astype(np.float32)
+    rng = np.random.default_rng(0)
+    codes = np.maximum((pixels - pixels.mean(axis=0)) @ rng.normal(size=(pixels.shape[1], 256)), 0)
+    codes[[s.endswith("noise.png") for s in store.sources()]] = rng.normal(size=codes.shape[1])
     writer = FeatureSetWriter(store.path, name, f"{name}-fingerprint", {"backbone": name}, store.n, codes.shape[1],
                               None, data_sha256=store.content)
     writer.commit(0, codes, None)
