@@ -376,13 +376,14 @@ def scaled_leakage(args, out: Path, truth: dict):
     print(f"\nhighest F1 (ties: the higher threshold): {best:.3f} (F1 {f1s[best]:.3f}); the default in this code: "
           f"{DUPLICATE_THRESHOLD}")
     images = big.images(split="train")
-    flagged = np.flatnonzero(sim_stand_in >= best)
-    near = flagged[np.argsort(np.abs(sim_stand_in[flagged] - best))[:32]]
-    contact_sheet(out / "stand-ins-flagged-near-threshold.png", images,
-                  [(int(stand_in[i]), int(nearest_row[i]), f"{sim_stand_in[i]:.3f}")
-                   for i in sorted(near, key=lambda i: -sim_stand_in[i])])
-    print(f"contact sheet: {out / 'stand-ins-flagged-near-threshold.png'} (the 32 flagged stand-ins nearest {best:.3f}, "
-          f"each beside its nearest training photo)")
+    print(f"\ncontact sheets of flagged stand-ins, each beside its nearest training photo, 24 drawn at random from "
+          f"each band of similarity (to count by eye how many are CIFAR-10's own duplicates):")
+    for low in (0.87, 0.89, best):
+        band = np.flatnonzero((sim_stand_in >= low) & (sim_stand_in < low + 0.01))
+        drawn = sorted(rng.choice(band, min(24, len(band)), replace=False), key=lambda i: -sim_stand_in[i])
+        path = out / f"stand-ins-{low:.2f}-{low + 0.01:.2f}.png"
+        contact_sheet(path, images, [(int(stand_in[i]), int(nearest_row[i]), f"{sim_stand_in[i]:.3f}") for i in drawn])
+        print(f"- {path}: {len(drawn)} of the {len(band)} in [{low:.2f}, {low + 0.01:.2f})")
 
 
 def unit(x: np.ndarray) -> np.ndarray:

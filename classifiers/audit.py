@@ -86,6 +86,9 @@ def run_audit(store_dir, *, features: str | None = None, label: str | None = Non
                         "rate": len(leaked) / max(test.stop - test.start, 1),
                         "leaked_exact": len(exact_leaks)},
             "outlier_fence": outliers.fence,
+            # how well the label models predict: a weak model flags hard images as well as wrong labels
+            "label_model_accuracy": {"train_out_of_fold": accuracy(probs_train, labels[train]),
+                                     "test": accuracy(probs_test, labels[test])},
             "seconds": round(time.time() - start, 1), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "code": code_version(), "rows": rows,
         }
@@ -95,6 +98,10 @@ def run_audit(store_dir, *, features: str | None = None, label: str | None = Non
             folder.rmdir()  # a failed first audit of a set leaves no empty folder behind
         raise
     return {**record, "path": str(folder)}
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float | None:
+    return float(np.mean(probs.argmax(axis=1) == labels)) if len(labels) else None
 
 
 def check_audit_input(store: FeatureStore, label: str, names: list[str], train_labels: np.ndarray, k: int):
@@ -197,7 +204,8 @@ def format_audit(record: dict, top: int = 5) -> str:
         f"  leakage: {leak['leaked']} of {record['images']['test']} test images "
         f"({100 * leak['rate']:.2f}%) have a duplicate in training ({leak['leaked_exact']} exact)",
         f"  labels: {c['label']} likely wrong ({c['label_train']} train, {c['label_test']} test), by cleanlab "
-        f"from {s['k']}-fold out-of-fold logistic regression (C {s['C']:g})",
+        f"from {s['k']}-fold out-of-fold logistic regression (C {s['C']:g}; "
+        f"{100 * record['label_model_accuracy']['train_out_of_fold']:.1f}% right out of fold)",
         f"  outliers: {c['outlier']} with a cosine distance to the nearest class centroid above "
         f"{record['outlier_fence']:.3f} (the third quartile + {s['outlier_fence_iqrs']:g} interquartile ranges)",
     ]

@@ -107,6 +107,7 @@ def test_planted_copies_across_splits_are_exact_duplicates_and_counted_as_leakag
     test_images = FeatureStore.open(store).counts()["test"]
     assert record["leakage"]["rate"] == pytest.approx(record["leakage"]["leaked"] / test_images)
     assert record["counts"]["duplicate"] == len(pairs) and record["settings"]["threshold"] == DUPLICATE_THRESHOLD
+    assert record["label_model_accuracy"]["train_out_of_fold"] > 0.8  # the digits are learnt: flips stand out
 
 
 def test_planted_flipped_labels_rank_near_the_top(audited):
@@ -118,7 +119,7 @@ def test_planted_flipped_labels_rank_near_the_top(audited):
     filed = [int(r["source"].split("/")[1]) for r in found]  # the class folder a digit was moved into
     assert [r["given"] for r in found] == [str(c) for c in filed]
     drawn = sum(r["suggested"] == str((c - 1) % 10) for r, c in zip(found, filed))  # the digit itself
-    assert drawn >= 0.8 * len(found)
+    assert drawn > len(found) / 2  # chance: 1 in 9
 
 
 def test_a_noise_image_is_the_first_outlier(audited):
@@ -227,6 +228,11 @@ def test_a_label_set_with_one_class(tmp_path, monkeypatch):
 def test_without_cleanlab_the_fix_is_named(copy_of, monkeypatch):
     monkeypatch.setattr(label_issues, "find_label_issues", None)
     assert "pip install cnncodes[audit]" in refused(copy_of)
+
+
+def test_the_help_names_the_default_threshold():
+    result = CliRunner().invoke(cli, ["audit", "--help"])
+    assert f"[{DUPLICATE_THRESHOLD:g}:" in " ".join(result.output.split())
 
 
 def test_the_threshold_is_a_similarity(copy_of):
