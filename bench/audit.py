@@ -420,6 +420,12 @@ def cifar_bench(args, out: Path):
                    for i in sorted(near, key=lambda i: -leak.similarity[i])])
     print(f"\ncontact sheets (training photo left, test photo right): {out / 'cifar-leaked-sample.png'} (32 drawn "
           f"from the {len(leaked)} leaked), {out / 'cifar-leaked-near-threshold.png'} (the 32 nearest the threshold)")
+    record = json.loads((store / "audits" / name / "audit.json").read_text())
+    for kind, path in (("label", out / "cifar-labels-top.png"), ("outlier", out / "cifar-outliers.png")):
+        rows = [r for r in record["rows"] if r["kind"] == kind][:24]
+        contact_sheet(path, images, [(r["row"], None, f"{r['given'][:5]}>{r['suggested'][:5]} {r['score']:.3f}")
+                                     for r in rows])
+        print(f"contact sheet: {path} (the audit's first {len(rows)} {kind} rows: given > suggested class, score)")
 
 
 def main():
