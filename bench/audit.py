@@ -1,8 +1,8 @@
 """`cnncodes audit` measured on real photos with planted problems, and on the full CIFAR-10 (issue 23).
 
     python bench/audit.py [--out bench/out/audit] [--train 200] [--test 50] [--copies 50] [--flips 0.03]
-                          [--outliers 20] [--size 224] [--lowest 0.8] [--Cs 0.001,0.01,0.1,1] [-k 5]
-                          [--cifar-store DIR]
+                          [--outliers 20] [--size 224] [--lowest 0.8] [--Cs 0.0003,0.001,0.003,0.01,0.1] [-k 5]
+                          [--cifar-store DIR [--stand-in 10000] [--full]]
 
 (a) Planted: a seeded draw of --train and --test photos a class from the shared cifar10-jpg.tar, written as a
 class-folder tree, with planted problems: --copies training photos of each of four kinds filed again in the
@@ -20,13 +20,16 @@ are an upper bound on false positives, not a count of them; each is also scored 
 images' grey pixels, and contact sheets (PNG, in --out) show samples to judge by eye. A flagged label is a
 hit when its photo was moved; CIFAR-10's own wrong labels count as misses, so label precision is a lower bound.
 
-(b) With --cifar-store (a copy of a store of the full shared CIFAR-10 with Lite0's last layer at 224: the audit
-writes into it): `cnncodes audit` at the default threshold, and the share of test photos whose nearest
-training photo is at or above each threshold, beside ciFAIR's 3.3% (Barz & Denzler 2020), with a contact sheet
-of sampled leaked pairs.
+With --cifar-store (a store of the full shared CIFAR-10 with Lite0's last layer at 224, only read here): the
+planted copies and --stand-in other training photos, standing in for test photos, each searched against the
+remaining training photos: each threshold's leak recall and false alarms at CIFAR-10's size, where the default
+threshold is chosen (highest F1; CIFAR-10's test split is never read), with contact sheets by band of similarity.
+
+(b) With --full as well (--cifar-store then a writable copy: the audit writes into it): `cnncodes audit` at the
+defaults, the share of test photos whose nearest training photo is at or above each threshold, beside ciFAIR's
+3.3% (Barz & Denzler 2020), and contact sheets of leaked pairs and of the first label and outlier rows.
 """
 import argparse
-import io
 import json
 import os
 import subprocess
@@ -376,8 +379,8 @@ def scaled_leakage(args, out: Path, truth: dict):
     print(f"\nhighest F1 (ties: the higher threshold): {best:.3f} (F1 {f1s[best]:.3f}); the default in this code: "
           f"{DUPLICATE_THRESHOLD}")
     images = big.images(split="train")
-    print(f"\ncontact sheets of flagged stand-ins, each beside its nearest training photo, 24 drawn at random from "
-          f"each band of similarity (to count by eye how many are CIFAR-10's own duplicates):")
+    print("\ncontact sheets of flagged stand-ins, each beside its nearest training photo, 24 drawn at random from "
+          "each band of similarity (to count by eye how many are CIFAR-10's own duplicates):")
     for low in (0.87, 0.89, best):
         band = np.flatnonzero((sim_stand_in >= low) & (sim_stand_in < low + 0.01))
         drawn = sorted(rng.choice(band, min(24, len(band)), replace=False), key=lambda i: -sim_stand_in[i])

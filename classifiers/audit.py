@@ -46,7 +46,7 @@ def run_audit(store_dir, *, features: str | None = None, label: str | None = Non
     codes = store.features(info.name, lazy=True)  # read a block at a time by the searches: memory stays flat
     check_finite(info, codes)
     folder = schema.audit_dir(store.path, info.name)
-    made = not folder.exists()
+    made = [f for f in (folder.parent, folder) if not f.exists()]
     folder.mkdir(parents=True, exist_ok=True)  # before the work: a read-only store fails now, not after it
     try:
         neighbours = all_neighbours(codes, progress)
@@ -65,26 +65,13 @@ def run_audit(store_dir, *, features: str | None = None, label: str | None = Non
         rows = (duplicate_rows(pairs, sources, labels, names, split_of)
                 + label_rows(issues, sources, labels, names, split_of)
                 + outlier_rows(outliers, sources, labels, names, split_of))
-        leaked = leak.leaked(threshold)
-        exact_leaks = {r["other_row"] for r in rows if r["kind"] == "duplicate" and r["exact"]
-                       and r["split"] == "train" and r["other_split"] == "test"}
         record = {
             "kind": "audit", "features": info.name, "fingerprint": info.fingerprint, "label": label,
             "class_names": names, "data_sha256": store.content, "images": store.counts(),
             "settings": {"threshold": threshold, "k": k, "C": C, "neighbours": NEIGHBOURS,
                          "exact_candidate": EXACT_CANDIDATE, "outlier_fence_iqrs": FENCE_IQRS},
-            "counts": {
-                "duplicate": len(pairs.first), "duplicate_exact": int(pairs.exact.sum()),
-                **{f"duplicate_{where}": sum(r["kind"] == "duplicate" and pair_kind(r) == where for r in rows)
-                   for where in ("within_train", "within_test", "across_splits")},
-                # rows whose every searched neighbour is a duplicate: more pairs of theirs may exist
-                "rows_at_neighbour_limit": int((neighbours.similarity[:, -1] >= threshold).sum()),
-                "label": sum(len(found.rows) for found, _ in issues),
-                "label_train": len(issues[0][0].rows), "label_test": len(issues[1][0].rows),
-                "outlier": len(outliers.rows)},
-            "leakage": {"test_images": test.stop - test.start, "leaked": len(leaked),
-                        "rate": len(leaked) / max(test.stop - test.start, 1),
-                        "leaked_exact": len(exact_leaks)},
+            "counts": counts(rows, pairs, neighbours, threshold),
+            "leakage": leakage_counts(rows, leak, threshold),
             "outlier_fence": outliers.fence,
             # how well the label models predict: a weak model flags hard images as well as wrong labels
             "label_model_accuracy": {"train_out_of_fold": accuracy(probs_train, labels[train]),
@@ -94,10 +81,31 @@ def run_audit(store_dir, *, features: str | None = None, label: str | None = Non
         }
         save_audit(folder, record)
     except BaseException:
-        if made and not any(folder.iterdir()):
-            folder.rmdir()  # a failed first audit of a set leaves no empty folder behind
+        for f in reversed(made):  # a failed first audit leaves no empty folder behind
+            if not any(f.iterdir()):
+                f.rmdir()
         raise
     return {**record, "path": str(folder)}
+
+
+def counts(rows: list[dict], pairs, neighbours, threshold: float) -> dict:
+    of = {kind: [r for r in rows if r["kind"] == kind] for kind in KINDS}
+    return {"duplicate": len(of["duplicate"]), "duplicate_exact": int(pairs.exact.sum()),
+            **{f"duplicate_{where}": sum(pair_kind(r) == where for r in of["duplicate"])
+               for where in ("within_train", "within_test", "across_splits")},
+            # rows whose every searched neighbour is a duplicate: more pairs of theirs may exist
+            "rows_at_neighbour_limit": int((neighbours.similarity[:, -1] >= threshold).sum()),
+            "label": len(of["label"]), "label_train": sum(r["split"] == "train" for r in of["label"]),
+            "label_test": sum(r["split"] == "test" for r in of["label"]), "outlier": len(of["outlier"])}
+
+
+def leakage_counts(rows: list[dict], leak, threshold: float) -> dict:
+    """Test images with a duplicate in training, and how many of them have an identical one."""
+    test_images, leaked = len(leak.similarity), len(leak.leaked(threshold))
+    exact = {r["other_row"] for r in rows if r["kind"] == "duplicate" and r["exact"]
+             and (r["split"], r["other_split"]) == ("train", "test")}
+    return {"test_images": test_images, "leaked": leaked, "rate": leaked / max(test_images, 1),
+            "leaked_exact": len(exact)}
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float | None:

@@ -5,7 +5,6 @@ The store is made of real handwritten digits (scikit-learn's, as image files in 
 copies, flipped labels and a noise image) and its "codes" are the pixels, written as a feature set: nothing
 here runs a network, and the planted truth is known exactly."""
 import csv
-import json
 import shutil
 
 import numpy as np
@@ -16,7 +15,6 @@ from cnncodes.classifiers import audit, label_issues
 from cnncodes.classifiers.audit import COLUMNS, load_audits, run_audit
 from cnncodes.classifiers.duplicates import DUPLICATE_THRESHOLD, duplicate_pairs
 from cnncodes.cli import cli
-from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureStore
 from cnncodes.features.writers import FeatureSetWriter
 from cnncodes.pipeline.ingest import IngestConfig, ingest
@@ -238,3 +236,19 @@ def test_the_help_names_the_default_threshold():
 def test_the_threshold_is_a_similarity(copy_of):
     result = CliRunner().invoke(cli, ["audit", "--store", str(copy_of), "--threshold", "1.5"])
     assert result.exit_code == 2 and "--threshold" in result.output
+
+
+def test_an_interrupted_audit_keeps_the_one_before_and_leaves_no_folder_of_its_own(copy_of, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(audit, "held_out_probabilities", interrupted)
+    folder = copy_of / "audits" / "pixels"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(copy_of, progress=False)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    shutil.rmtree(copy_of / "audits")
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(copy_of, progress=False)
+    assert not (copy_of / "audits").exists()
