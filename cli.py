@@ -453,6 +453,35 @@ def curve(store, head, features, label, per_class, seeds, params, quiet):
 
 
 @cli.command()
+@store_option()
+@click.option("--features", help="feature set name, or A+B to join sets' codes row by row [the store's only complete one]")
+@click.option("--label", help="label set [the store's first]")
+@click.option("--out", type=PathType(dir_okay=False), help="also write the table to FILE.csv [only into the store]")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True),
+              help="cosine similarity of codes at or above which two images are duplicates [0.92: chosen on "
+                   "planted duplicates, bench/RESULTS.md]")
+@click.option("-k", "k", default=5, type=click.IntRange(min=2),
+              help="folds over the training split for the out-of-fold label check (the store's, kept)")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def audit(store, features, label, out, threshold, k, quiet):
+    """Duplicates (and test images with a duplicate in training), likely wrong labels and outliers, from the
+    codes; saved in the store (audits/<set>/) for the report. Table columns: kind, source, other, given,
+    suggested, score, most certain first."""
+    from cnncodes.classifiers.audit import format_audit, run_audit, write_table
+    from cnncodes.classifiers.duplicates import DUPLICATE_THRESHOLD
+
+    if out is not None and (out.exists() or not out.parent.is_dir()):
+        raise UserError(f"--out {printable(out)}: " + ("it already exists; remove it or give another path"
+                                                       if out.exists() else "its folder does not exist"))
+    record = run_audit(store, features=features, label=label, k=k, progress=not quiet,
+                       threshold=DUPLICATE_THRESHOLD if threshold is None else threshold)
+    click.echo(format_audit(record))
+    if out is not None:
+        write_table(out, record["rows"])
+    click.echo(f"saved to {printable(record['path'])}" + (f" and {printable(out)}" if out is not None else ""))
+
+
+@cli.command()
 @click.option("--model", "run", required=True, type=PathType(exists=True, file_okay=False),
               help="a run folder made by fit")
 @click.option("--top", default=5, type=POSITIVE, help="classes shown per image")

@@ -10,6 +10,7 @@ FOLDS_DIR = "folds"              # <on>-k<K>-<seal>.npy: fold assignments comput
 FEATURES_DIR = "features"        # one <name>.h5 per complete feature set: pooled, [spatial], [views]
 PARTS_SUFFIX = ".parts"          # <name>.parts/: committed chunks of a feature set in progress
 RUNS_DIR = "runs"                # one folder per fit / kfold / baseline run
+AUDITS_DIR = "audits"            # <feature set>/audit.json and audit.csv: the latest `cnncodes audit` of each set
 SPLITS = ("train", "test")       # split codes 0 and 1; ingest writes train rows first
 
 
@@ -36,6 +37,10 @@ def feature_path(store: Path, name: str) -> Path:
 
 def parts_dir(store: Path, name: str) -> Path:
     return features_dir(store) / f"{name}{PARTS_SUFFIX}"
+
+
+def audit_dir(store: Path, features: str) -> Path:
+    return Path(store) / AUDITS_DIR / features
 
 
 def folds_path(store: Path, on: str, k: int, seal: str) -> Path:

@@ -1,0 +1,254 @@
+"""`cnncodes audit` (issue 23): duplicates across splits counted as leakage, flipped labels ranked near the
+top, an outlier flagged, the table's columns and order, the record in the store, and bad input in one line.
+
+The store is made of real handwritten digits (scikit-learn's, as image files in class folders, with planted
+copies, flipped labels and a noise image) and its "codes" are the pixels, written as a feature set: nothing
+here runs a network, and the planted truth is known exactly."""
+import csv
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cnncodes.classifiers import audit, label_issues
+from cnncodes.classifiers.audit import COLUMNS, load_audits, run_audit
+from cnncodes.classifiers.duplicates import DUPLICATE_THRESHOLD, duplicate_pairs
+from cnncodes.cli import cli
+from cnncodes.features.store import FeatureStore
+from cnncodes.features.writers import FeatureSetWriter
+from cnncodes.pipeline.ingest import IngestConfig, ingest
+from conftest import write_image
+
+TRAIN, TEST = 50, 15      # images a class in each split
+COPIES, FLIPS = 6, 15     # test images copied from training; training images filed under a wrong class
+quiet = {"progress": False, "log": lambda m: None}
+
+
+def digit_tree(root, classes=range(10), seed=0):
+    """(tree, planted): class folders of digit images with train/ and test/, and what was planted where, as
+    the paths the store records as sources."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.round(digits.images * 255 / 16).astype(np.uint8)
+    rng = np.random.default_rng(seed)
+    planted = {"copies": [], "flips": [], "noise": []}
+    for c in classes:
+        rows = rng.permutation(np.flatnonzero(digits.target == c))[:TRAIN + TEST]
+        for split, part in (("train", rows[:TRAIN]), ("test", rows[TRAIN:])):
+            for i, row in enumerate(part):
+                write_image(root / split / str(c) / f"{i:03d}.png", images[row])
+    for i in range(COPIES):  # a training image filed again in the test split
+        c = i % len(classes)
+        shutil.copy(root / "train" / str(c) / f"{i:03d}.png", root / "test" / str(c) / f"copy{i}.png")
+        planted["copies"].append((f"train/{c}/{i:03d}.png", f"test/{c}/copy{i}.png"))
+    for i in range(FLIPS):  # moved to the next class's folder
+        c = i % len(classes)
+        wrong = (c + 1) % len(classes)
+        (root / "train" / str(c) / f"{TRAIN - 1 - i // len(classes):03d}.png").rename(
+            root / "train" / str(wrong) / f"flip{i}.png")
+        planted["flips"].append(f"train/{wrong}/flip{i}.png")
+    write_image(root / "train" / "3" / "noise.png", rng.integers(0, 256, (8, 8), dtype=np.uint8))
+    planted["noise"].append("train/3/noise.png")
+    return root, planted
+
+
+def write_pixel_codes(store_dir, name="pixels"):
+    """Codes of the store's images as a complete feature set bound to its data: the pixels, centred (so that
+    only alike digits point alike) through a seeded random ReLU layer (so that codes are positive, as pooled
+    CNN activations are); the noise image's code is a row of noise, far from every class."""
+    store = FeatureStore.open(store_dir)
+    pixels = store.images().reshape(store.n, -1).astype(np.float32)
+    rng = np.random.default_rng(0)
+    codes = np.maximum((pixels - pixels.mean(axis=0)) @ rng.normal(size=(pixels.shape[1], 256)), 0)
+    codes[[s.endswith("noise.png") for s in store.sources()]] = rng.normal(size=codes.shape[1])
+    writer = FeatureSetWriter(store.path, name, f"{name}-fingerprint", {"backbone": name}, store.n, codes.shape[1],
+                              None, data_sha256=store.content)
+    writer.commit(0, codes, None)
+    writer.assemble({})
+
+
+@pytest.fixture(scope="module")
+def planted_store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audit")
+    tree, planted = digit_tree(root / "tree")
+    store = ingest(root / "store", IngestConfig(f"folder:{tree}"), **quiet).path
+    write_pixel_codes(store)
+    return store, planted
+
+
+@pytest.fixture(scope="module")
+def audited(planted_store, tmp_path_factory):
+    """One audit of a copy of the planted store: (store, planted, record)."""
+    store = shutil.copytree(planted_store[0], tmp_path_factory.mktemp("audited") / "store")
+    return store, planted_store[1], run_audit(store, progress=False)
+
+
+def by_source(record, kind):
+    return [r for r in record["rows"] if r["kind"] == kind]
+
+
+def sources(store):
+    return list(FeatureStore.open(store).sources())
+
+
+def test_planted_copies_across_splits_are_exact_duplicates_and_counted_as_leakage(audited):
+    store, planted, record = audited
+    pairs = {(r["source"], r["other"]): r for r in by_source(record, "duplicate")}
+    for pair in planted["copies"]:
+        assert pair in pairs and pairs[pair]["exact"] and pairs[pair]["score"] > 0.999
+        assert (pairs[pair]["split"], pairs[pair]["other_split"]) == ("train", "test")
+    leaked_exact = {r["other"] for r in pairs.values() if r["exact"] and r["other_split"] == "test"}
+    assert {copy for _, copy in planted["copies"]} <= leaked_exact
+    assert record["leakage"]["leaked"] >= COPIES and record["leakage"]["leaked_exact"] >= COPIES
+    test_images = FeatureStore.open(store).counts()["test"]
+    assert record["leakage"]["rate"] == pytest.approx(record["leakage"]["leaked"] / test_images)
+    assert record["counts"]["duplicate"] == len(pairs) and record["settings"]["threshold"] == DUPLICATE_THRESHOLD
+    assert record["label_model_accuracy"]["train_out_of_fold"] > 0.8  # the digits are learnt: flips stand out
+
+
+def test_planted_flipped_labels_rank_near_the_top(audited):
+    _, planted, record = audited
+    labels = by_source(record, "label")
+    top = [r["source"] for r in labels[:FLIPS + 1]]  # the noise image's label is wrong too
+    found = [r for r in labels if r["source"] in planted["flips"] and r["source"] in top]
+    assert len(found) >= 2 / 3 * FLIPS, top
+    filed = [int(r["source"].split("/")[1]) for r in found]  # the class folder a digit was moved into
+    assert [r["given"] for r in found] == [str(c) for c in filed]
+    drawn = sum(r["suggested"] == str((c - 1) % 10) for r, c in zip(found, filed))  # the digit itself
+    assert drawn > len(found) / 2  # chance: 1 in 9
+
+
+def test_a_noise_image_is_the_first_outlier(audited):
+    _, planted, record = audited
+    outliers = by_source(record, "outlier")
+    assert outliers and outliers[0]["source"] == planted["noise"][0]
+    assert len(outliers) < 0.05 * sum(record["images"].values())  # the tail, not a share of every image
+
+
+def test_the_table_has_the_columns_in_order_most_certain_first_and_the_store_keeps_it(audited, tmp_path):
+    store, _, record = audited
+    folder = store / "audits" / "pixels"
+    with open(folder / "audit.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert tuple(rows[0]) == COLUMNS
+    kinds = [r[0] for r in rows[1:]]
+    assert kinds == sorted(kinds, key=["duplicate", "label", "outlier"].index) and set(kinds) == {"duplicate", "label",
+                                                                                                     "outlier"}
+    for kind in ("duplicate", "label", "outlier"):
+        scores = [float(r[5]) for r in rows[1:] if r[0] == kind]
+        assert scores == sorted(scores, reverse=True)
+    known = set(sources(store))
+    assert all(r[1] in known and (r[2] in known or (r[0] != "duplicate" and r[2] == "")) for r in rows[1:])
+    assert {r[3] for r in rows[1:]} <= {str(c) for c in range(10)}  # class names, not numbers
+    (saved,) = load_audits(store)
+    assert saved["stale"] is None and saved["features"] == "pixels" and saved["code"]["source_sha256"]
+    assert [r["row"] for r in saved["rows"]] == [r["row"] for r in record["rows"]]
+    assert sources(store)[saved["rows"][0]["row"]] == saved["rows"][0]["source"]
+    assert not [p for p in folder.iterdir() if p.name not in ("audit.json", "audit.csv")]  # no temporary files
+
+
+def test_a_changed_table_is_reported_damaged_by_load_audits(audited, tmp_path):
+    store = shutil.copytree(audited[0], tmp_path / "store")
+    with open(store / "audits" / "pixels" / "audit.csv", "a") as f:
+        f.write("outlier,x,,0,,1\n")
+    (found,) = load_audits(store)
+    assert "audit.csv fails its checksum" in found["damaged"]
+
+
+def test_the_command_prints_the_summary_and_writes_out(audited, tmp_path):
+    store, _, record = audited
+    out = tmp_path / "audit.csv"
+    result = CliRunner().invoke(cli, ["audit", "--store", str(store), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert f"at cosine similarity >= {DUPLICATE_THRESHOLD:g}" in result.output
+    assert f"leakage: {record['leakage']['leaked']} of " in result.output and "saved to " in result.output
+    assert out.read_text() == (store / "audits" / "pixels" / "audit.csv").read_text()
+    again = CliRunner().invoke(cli, ["audit", "--store", str(store), "--out", str(out), "--quiet"])
+    assert again.exit_code == 1 and "it already exists" in again.output
+
+
+def test_duplicate_pairs_are_reported_once_with_the_lower_row_first():
+    first, second, s = duplicate_pairs(np.array([3, 1, 5, 2, 4]), np.array([1, 3, 2, 5, 6]),
+                                       np.array([.97, .97, .99, .99, .5]), 0.95)
+    assert first.tolist() == [2, 1] and second.tolist() == [5, 3] and s.tolist() == pytest.approx([.99, .97])
+    empty = duplicate_pairs(np.array([], int), np.array([], int), np.array([]), 0.95)
+    assert [len(a) for a in empty] == [0, 0, 0]
+
+
+# -- bad input: one line naming the thing and the fix, nothing stored damaged --------------------------------------
+@pytest.fixture
+def copy_of(audited, tmp_path):
+    return shutil.copytree(audited[0], tmp_path / "store")
+
+
+def refused(store, *args) -> str:
+    before = (store / "audits" / "pixels" / "audit.json").read_bytes() if (store / "audits").exists() else None
+    result = CliRunner().invoke(cli, ["audit", "--store", str(store), "--quiet", *args])
+    assert result.exit_code == 1 and result.output.startswith("error: ") and len(result.output.splitlines()) == 1, \
+        result.output
+    if before is not None:
+        assert (store / "audits" / "pixels" / "audit.json").read_bytes() == before
+    return result.output
+
+
+def test_a_feature_set_that_does_not_exist(copy_of):
+    assert "no feature set 'nope'" in refused(copy_of, "--features", "nope")
+
+
+def test_fewer_images_than_folds(copy_of):
+    assert "cannot make 60 stratified folds over train" in refused(copy_of, "-k", "60")
+    assert "fewer than the folds asked for; use -k" in refused(copy_of, "-k", "10000")
+
+
+def test_a_store_without_codes(planted_store, tmp_path):
+    store = shutil.copytree(planted_store[0], tmp_path / "store", ignore=shutil.ignore_patterns("features"))
+    assert "has no feature sets yet" in refused(store)
+    assert not (store / "audits").exists()
+
+
+def test_a_label_set_with_one_class(tmp_path, monkeypatch):
+    """No source ingest knows makes one (class folders need two), but a store's label set can hold one class."""
+    from cnncodes.pipeline import ingest as ingest_module
+    from cnncodes.pipeline.source import in_memory_source
+
+    images = np.random.default_rng(0).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
+    one = in_memory_source("one", images, {"class": np.zeros(12, np.int64)}, {"class": ["only"]},
+                           np.repeat(np.uint8([0, 1]), [8, 4]), "one class", origin=lambda i: f"one[{i}]")
+    monkeypatch.setattr(ingest_module, "open_source", lambda *args, **kwargs: one)
+    store = ingest(tmp_path / "store", IngestConfig("digits"), **quiet).path
+    write_pixel_codes(store)
+    assert "label set 'class'" in refused(store) and "has 1 class among its training images ('only')" in refused(store)
+    assert not (store / "audits").exists()
+
+
+def test_without_cleanlab_the_fix_is_named(copy_of, monkeypatch):
+    monkeypatch.setattr(label_issues, "find_label_issues", None)
+    assert "pip install cnncodes[audit]" in refused(copy_of)
+
+
+def test_the_help_names_the_default_threshold():
+    result = CliRunner().invoke(cli, ["audit", "--help"])
+    assert f"[{DUPLICATE_THRESHOLD:g}:" in " ".join(result.output.split())
+
+
+def test_the_threshold_is_a_similarity(copy_of):
+    result = CliRunner().invoke(cli, ["audit", "--store", str(copy_of), "--threshold", "1.5"])
+    assert result.exit_code == 2 and "--threshold" in result.output
+
+
+def test_an_interrupted_audit_keeps_the_one_before_and_leaves_no_folder_of_its_own(copy_of, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(audit, "held_out_probabilities", interrupted)
+    folder = copy_of / "audits" / "pixels"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(copy_of, progress=False)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    shutil.rmtree(copy_of / "audits")
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(copy_of, progress=False)
+    assert not (copy_of / "audits").exists()
