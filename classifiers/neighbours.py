@@ -54,7 +54,8 @@ def nearest(queries, base, k: int, *, skip_self: bool = False, block: int = BLOC
             keep = top_k(cand_s, cand_i, k)
             best_s = np.take_along_axis(cand_s, keep, axis=1)
             best_i = np.take_along_axis(cand_i, keep, axis=1)
-        index[q0:q0 + len(q)], similarity[q0:q0 + len(q)] = best_i, best_s
+        # float rounding can put a copy's similarity a hair over 1, which no cosine is
+        index[q0:q0 + len(q)], similarity[q0:q0 + len(q)] = best_i, np.minimum(best_s, 1.0)
         if progress:
             progress(len(q))
     return Neighbours(index, similarity)

@@ -4,24 +4,18 @@ store's runs, grouped by configuration and ranked without the test set (see `ran
 Every string from data (data set, label sets, classes, runs, features, parameters, sources) is
 HTML-escaped here, and drawn in figures as plain text (see `report_figures`).
 """
-import base64
-import html
-import io
 from pathlib import Path
 
 import numpy as np
 
-from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureStore
 from .ranking import (Configuration, configurations, cross_validated_text, features_text, is_run, kfold_cells,
                       percent, setting_text, settings_text)
-from .data_map import map_figure, project, sample_rows
-from .label_curve import per_class_text, saved_curves
-from .neighbour_figures import neighbour_figure
-from .report_figures import (class_name, confusion_figure, curves_figure, label_curve_figure, sample_figure,
-                             thumbnails_figure)
+from .label_curve import saved_curves
+from .report_codes import audit_section, codes_sections, curve_section
+from .report_figures import class_name, confusion_figure, curves_figure, sample_figure, thumbnails_figure
+from .report_html import esc, png, run_name, table
 from .runs import all_runs, damaged_runs, kfold_tables, number_or
-from .similar_images import neighbour_examples
 from .sweep import sweeps
 
 MISCLASSIFIED_ROWS = 50  # per run: the page stays readable on 10,000 test images
@@ -41,30 +35,6 @@ RUNS_HEADER = ["#", "ranked by", "head", "features", "label set", "settings", "c
                "fit time (s)"]
 
 
-def esc(value) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _png(fig, path: Path) -> str:
-    import matplotlib.pyplot as plt  # matplotlib (0.4 s) only where figures are drawn; build_report set its backend
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    path.write_bytes(buf.getvalue())
-    plt.close(fig)
-    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}" alt="{esc(path.name)}">'
-
-
-def _table(header, rows) -> str:
-    th = "".join(f"<th>{esc(h)}</th>" for h in header)
-    trs = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{th}</tr>{trs}</table>"
-
-
-def run_name(run: dict) -> str:
-    return Path(str(run.get("run", ""))).name
-
-
 # -- the tables ------------------------------------------------------------------------------------------------
 def runs_rows(groups: list[Configuration]) -> list[list]:
     """The runs table: each configuration's latest run, in ranking order."""
@@ -78,7 +48,7 @@ def runs_rows(groups: list[Configuration]) -> list[list]:
 def runs_section(groups: list[Configuration]) -> list[str]:
     if not groups:
         return ["<h2>Runs</h2><p>No runs yet: `cnncodes fit` or `cnncodes baseline` makes one.</p>"]
-    return ["<h2>Runs</h2>", f"<p>{esc(RUNS_EXPLAINED)}</p>", _table(RUNS_HEADER, runs_rows(groups))]
+    return ["<h2>Runs</h2>", f"<p>{esc(RUNS_EXPLAINED)}</p>", table(RUNS_HEADER, runs_rows(groups))]
 
 
 def kfold_section(tables: list[dict], fold_records: int) -> list[str]:
@@ -93,7 +63,7 @@ def kfold_section(tables: list[dict], fold_records: int) -> list[str]:
         views = f", trained with its {esc(t['views'])} views" if t.get("views") else ""
         parts.append(f"<h3>{esc(t['k'])}-fold on {esc(t['on'])}, features {esc(t['features'])}{views}</h3>"
                      f"<p>wall time {esc(t['wall_seconds'])} s</p>")
-        parts.append(_table(*kfold_cells(t)))
+        parts.append(table(*kfold_cells(t)))
     return parts
 
 
@@ -109,7 +79,7 @@ def sweep_section(records: list[dict]) -> list[str]:
         rows = [[i, ("★ " if c["features"] == r["chosen"] else "") + c["features"], c.get("views") or "-", c["dims"],
                  f"{100 * c['mean']:.2f} ± {100 * c['std']:.2f}", f"{c['extraction_seconds']:.0f}",
                  f"{c['fit_seconds']:.1f}"] for i, c in enumerate(r["candidates"], 1)]
-        parts += [f"<h3>{esc(r['head'])}, {esc(r['k'])}-fold, label set {esc(r['label'])}</h3>", _table(header, rows),
+        parts += [f"<h3>{esc(r['head'])}, {esc(r['k'])}-fold, label set {esc(r['label'])}</h3>", table(header, rows),
                   f"<p>chosen: {esc(r['chosen'])}; test accuracy, scored once for it: "
                   f"<b>{100 * r['test_accuracy']:.2f}%</b> (run {esc(r['run'])})</p>"]
     return parts
@@ -163,13 +133,13 @@ def misclassified(run: dict, test: HeldOutTest, out: Path, plt) -> str:
     drawn = shown[:THUMBNAILS]
     titles = [f"{class_name(names, predicted[i])} {score(i)}\n({class_name(names, truth[i])})" for i in drawn]
     images = test.store.images_at(drawn, split="test")
-    figure = _png(thumbnails_figure(images, titles, plt, None if test.sources is None else test.sources[drawn]),
+    figure = png(thumbnails_figure(images, titles, plt, None if test.sources is None else test.sources[drawn]),
                   out / f"{run_name(run)}-misclassified.png")
     caption = f"<p>The first {len(drawn)}: predicted class and score, (true class).</p>"
     if test.sources is None:
         return head + caption + figure + f"<p>{esc(NO_SOURCES)}.</p>"
     rows = [[test.sources[i], class_name(names, truth[i]), class_name(names, predicted[i]), score(i)] for i in shown]
-    return head + caption + figure + _table(["source", "true class", "predicted class", "score"], rows)
+    return head + caption + figure + table(["source", "true class", "predicted class", "score"], rows)
 
 
 def code_text(run: dict) -> str:
@@ -186,7 +156,7 @@ def every_run(c: Configuration) -> str:
              percent(r.get("train_accuracy")), percent(r["test_accuracy"]), f"{number_or(r.get('fit_seconds'), 0):.1f}"]
             for r in reversed(c.runs)]
     return (f"<details><summary>All {len(c.runs)} runs of this configuration</summary>"
-            + _table(["run", "created", "validation accuracy (%)", "train accuracy (%)", "test accuracy (%)",
+            + table(["run", "created", "validation accuracy (%)", "train accuracy (%)", "test accuracy (%)",
                       "fit time (s)"], rows) + "</details>")
 
 
@@ -212,13 +182,13 @@ def configuration_section(number: int, c: Configuration, out: Path, test: HeldOu
              f"<p>Chosen hyperparameters: {esc(settings_text(r.get('chosen')) or 'none recorded')}. "
              f"Code: {esc(code_text(r))}.</p>",
              "<details><summary>Parameters</summary>"
-             + _table(["parameter", "value"], [[k, setting_text(v)] for k, v in params.items()])
+             + table(["parameter", "value"], [[k, setting_text(v)] for k, v in params.items()])
              + "</details>"]
     if len(c.runs) > 1:
         parts.append(every_run(c))
     if isinstance(r.get("history"), dict) and r["history"]:
-        parts.append(_png(curves_figure(r["history"], plt), out / f"{name}-curves.png"))
-    parts.append(_png(confusion_figure(r["confusion"], r["class_names"], plt), out / f"{name}-confusion.png"))
+        parts.append(png(curves_figure(r["history"], plt), out / f"{name}-curves.png"))
+    parts.append(png(confusion_figure(r["confusion"], r["class_names"], plt), out / f"{name}-confusion.png"))
     parts.append(misclassified(r, test, out, plt))
     return parts
 
@@ -232,75 +202,7 @@ def sample_section(groups: list[Configuration], out: Path, test: HeldOutTest, pl
                         shown["class_names"], test.sources, plt)
     caption = "" if test.sources is not None else f"<p>{esc(NO_SOURCES)}.</p>"
     return [f"<h2>Sample test images: ✓ right (green) or ✗ wrong (red), predicted (true) class, "
-            f"run {esc(run_name(shown))}</h2>", caption, _png(fig, out / "samples.png")]
-
-
-# -- what the codes say: the label budget and the map ---------------------------------------------------------------
-def curve_section(records: list, out: Path, plt) -> list[str]:
-    """The saved label curves (cnncodes curve): a table each and one figure of them all."""
-    if not records:
-        return []
-    parts = ["<h2>Label budget: test accuracy against labelled images per class</h2>",
-             "<p>Each point: the head fitted on a seeded draw of that many training images of each class, scored on "
-             "the test split (mean ± std over the draws). The curve measures what more labels buy; it chooses "
-             "nothing.</p>", _png(label_curve_figure(records, plt), out / "label-curves.png")]
-    for r in records:
-        rows = [[per_class_text(s["per_class"]), s["labelled"], s["seeds"],
-                 f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}", f"{s['fit_seconds']:.1f}"] for s in r["sizes"]]
-        parts += [f"<h3>{esc(r['head'])} on {esc(r['features'])}, label set {esc(r['label'])}</h3>",
-                  _table(["per class", "labelled", "draws", "test accuracy % (mean ± std)", "fit s"], rows)]
-    return parts
-
-
-def shown_codes(store: FeatureStore, groups: list[Configuration], test: HeldOutTest):
-    """(the best-ranked run that predicted this test split from pooled codes, or None; the feature set the map and
-    the neighbours are drawn from: that run's, else the store's default set)."""
-    shown = next((c.latest for c in groups if test.aligned(c.latest) and c.latest.get("kind") == "fit"
-                  and not c.latest.get("spatial")), None)
-    return shown, store.feature_set(shown["features"] if shown else None)
-
-
-def map_section(store: FeatureStore, shown: dict | None, info, test: HeldOutTest, out: Path, plt,
-                method: str) -> list[str]:
-    """The test images' codes in 2-D, coloured by class, the `shown` run's mistakes ringed."""
-    rows = sample_rows(test.n)
-    try:
-        xy = project(store.features(info.name, split="test")[rows], method)
-    except UserError as e:
-        return ["<h2>Map of the codes</h2>", f"<p>No map: {esc(e)}</p>"]
-    label = shown["label"] if shown else store.primary_label
-    truth = test.truth(label)[rows]
-    marks = {}
-    if shown:
-        marks[f"misclassified by {run_name(shown)}"] = np.asarray(shown["test_predictions"])[rows] != truth
-    title = f"{method.upper()} of {info.name}, {len(rows)} of {test.n} test images, label set {label}"
-    return ["<h2>Map of the codes</h2>",
-            f"<p>{esc(title)}: one point per image, coloured by its class; rings mark the images named in the "
-            f"legend.</p>",
-            _png(map_figure(xy, truth, store.class_names(label), marks, plt, title), out / "map.png")]
-
-
-def neighbours_section(store: FeatureStore, info, out: Path, plt) -> list[str]:
-    """A few test images beside their most similar training images: what the codes take as alike."""
-    examples = neighbour_examples(store, info.name)
-    if not examples or store.counts().get("train", 0) < 1:
-        return []
-    return ["<h2>Nearest training images</h2>",
-            f"<p>A seeded draw of test images, each followed by the training images whose {esc(info.name)} codes are "
-            f"most similar (cosine similarity); green: the same class, red: another.</p>",
-            _png(neighbour_figure(examples, store.images(lazy=True), plt), out / "neighbours.png")]
-
-
-def codes_sections(store: FeatureStore, groups: list[Configuration], test: HeldOutTest, out: Path, plt,
-                   method: str) -> list[str]:
-    """The map and the neighbours, both of one feature set (see shown_codes); none without codes or a test split."""
-    if not test.n or not store.feature_sets():
-        return []
-    try:
-        shown, info = shown_codes(store, groups, test)
-    except UserError as e:
-        return [f"<h2>Map of the codes</h2><p>No map: {esc(e)}</p>"]
-    return map_section(store, shown, info, test, out, plt, method) + neighbours_section(store, info, out, plt)
+            f"run {esc(run_name(shown))}</h2>", caption, png(fig, out / "samples.png")]
 
 
 # -- the page ------------------------------------------------------------------------------------------------------
@@ -328,6 +230,7 @@ def build_report(store_dir, out_dir=None, map_method: str = "pca") -> Path:
         parts += sample_section(groups, out, test, plt)
         parts += curve_section(saved_curves(store.path), out, plt)
         parts += codes_sections(store, groups, test, out, plt, map_method)
+        parts += audit_section(store, out, plt)
 
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:3px 8px}details{margin:6px 0}")

@@ -6,6 +6,7 @@ copies, flipped labels and a noise image) and its "codes" are the pixels, writte
 here runs a network, and the planted truth is known exactly."""
 import csv
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,3 +253,30 @@ def test_an_interrupted_audit_keeps_the_one_before_and_leaves_no_folder_of_its_o
     with pytest.raises(KeyboardInterrupt):
         run_audit(copy_of, progress=False)
     assert not (copy_of / "audits").exists()
+
+
+def test_the_report_shows_the_audit_with_thumbnails_and_rings_its_rows_on_the_map(copy_of, tmp_path, monkeypatch):
+    from cnncodes.classifiers import report_codes
+    from cnncodes.classifiers.report import build_report
+
+    rings, maps = {}, []
+    real = report_codes.map_figure
+    monkeypatch.setattr(report_codes, "map_figure", lambda xy, labels, names, marks, plt, title: maps.append(
+        dict(marks)) or rings.update(marks) or real(xy, labels, names, marks, plt, title))
+    out = tmp_path / "out"
+    text = build_report(copy_of, out).read_text(encoding="utf-8")
+    (record,) = [a for a in load_audits(copy_of)]
+    section = text.split("<h2>Audit: duplicates, likely wrong labels, outliers</h2>")[1]
+    assert f"{record['counts']['duplicate']} duplicate pairs" in section
+    for kind in ("duplicate", "label", "outlier"):
+        assert (out / f"audit-{Path(record['path']).name}-{kind}.png").exists()
+    test = FeatureStore.open(copy_of).rows("test")
+    for kind in ("duplicate", "label", "outlier"):  # every flagged test image ringed, both of a pair
+        rows = {row for r in record["rows"] if r["kind"] == kind for row in (r["row"], r.get("other_row"))
+                if row is not None and test.start <= row < test.stop}
+        assert set(np.flatnonzero(rings.get(f"audit: {kind}", []))) == {row - test.start for row in rows}
+    assert rings["audit: duplicate"].any()  # the planted copies across splits
+    (Path(record["path"]) / "audit.csv").write_text("changed")  # a damaged audit is named, never shown
+    text = build_report(copy_of, out).read_text(encoding="utf-8")
+    assert "left out" in text.split("<h2>Audit")[1] and "duplicate pairs" not in text.split("<h2>Audit")[1]
+    assert len(maps) == 2 and maps[1] == {}  # the map drawn again, with no ring from the damaged audit

@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 
-from cnncodes.classifiers import report
+from cnncodes.classifiers import report, report_codes
 from cnncodes.classifiers.data_map import project, sample_rows
 from cnncodes.classifiers.fit import fit_head
 from cnncodes.classifiers.label_curve import label_curve
@@ -52,8 +52,8 @@ def test_the_report_draws_the_map_with_the_runs_mistakes_and_the_label_curve(dig
     run, record = fit_head(store, "logreg", params={"Cs": [0.1]})
     label_curve(store, "logreg", per_class=(1, 5), seeds=(0,), params={"Cs": [0.1]}, progress=False)
     drawn = {}
-    real = report.map_figure
-    monkeypatch.setattr(report, "map_figure", lambda xy, labels, names, marks, plt, title: drawn.update(
+    real = report_codes.map_figure
+    monkeypatch.setattr(report_codes, "map_figure", lambda xy, labels, names, marks, plt, title: drawn.update(
         xy=xy, marks=marks, title=title) or real(xy, labels, names, marks, plt, title))
     text = report.build_report(store, tmp_path / "out").read_text(encoding="utf-8")
     assert "Map of the codes" in text and (tmp_path / "out" / "map.png").exists()
