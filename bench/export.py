@@ -123,6 +123,7 @@ def main():
     out_dir = Path(args.out)
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
+    predict_speed(args.model, record, images, out_dir / "photos")
     for kind in args.formats.split(","):
         name, quantize = FORMATS[kind]
         start = time.perf_counter()
@@ -134,6 +135,29 @@ def main():
               f"{100 * (got.argmax(1) == ref.argmax(1)).mean():.2f} | {np.abs(got - ref).max():.1e} | {beyond(got)} | "
               f"{100 * accuracy:.2f} ({100 * (accuracy - ref_accuracy):+.2f}) | {speed:.1f} | {latency:.0f} |",
               flush=True)
+
+
+def predict_speed(model, record, images, folder: Path):
+    """`cnncodes predict` on the photos as PNG files (read, scaled, coded a chunk at a time, scored) against the
+    extractor's device step alone on the same arrays (batches of 64, as `features` runs): is predict at extraction
+    speed? Each builds its backbone once, inside the time."""
+    import cv2
+
+    from cnncodes.classifiers.predict import codes_of, feature_parts, predict_files, record_spatial
+
+    folder.mkdir()
+    paths = []
+    for i, img in enumerate(images):
+        paths.append(str(folder / f"{i:05d}.png"))
+        cv2.imwrite(paths[-1], cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    start = time.perf_counter()
+    predict_files(model, paths)
+    on_files = len(paths) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    codes_of(model, feature_parts(record), images, 64, record_spatial(record))
+    step = len(images) / (time.perf_counter() - start)
+    print(f"predict on {len(paths)} PNG files: {on_files:.1f} images/s; the extractor's device step alone on the same "
+          f"images: {step:.1f} images/s (ratio {on_files / step:.2f})\n", flush=True)
 
 
 if __name__ == "__main__":
