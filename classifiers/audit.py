@@ -185,7 +185,6 @@ def load_audits(store) -> list[dict]:
     `path` (its folder) and `stale` (why it no longer describes the store's data or that set, else None); or
     {"path", "damaged": why} for one whose files fail their checks."""
     store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
-    fingerprints = {s.name: s.fingerprint for s in store.feature_sets() if s.complete}
     out = []
     for path in sorted((store.path / schema.AUDITS_DIR).glob(f"*/{RECORD}")):
         try:
@@ -195,9 +194,17 @@ def load_audits(store) -> list[dict]:
             continue
         stale = ("made from other data than this store's data.h5" if record.get("data_sha256") != store.content else
                  f"feature set {record.get('features')} changed or is gone since"
-                 if fingerprints.get(record.get("features")) != record.get("fingerprint") else None)
+                 if current_fingerprint(store, record.get("features")) != record.get("fingerprint") else None)
         out.append({**record, "path": str(path.parent), "stale": stale})
     return out
+
+
+def current_fingerprint(store: FeatureStore, features) -> str | None:
+    """The fingerprint of a stored set or a join `A+B` as the store holds it now; None when it is gone."""
+    try:
+        return store.feature_set(str(features)).fingerprint
+    except UserError:
+        return None
 
 
 def format_audit(record: dict, top: int = 5) -> str:

@@ -35,7 +35,9 @@ def project(X, method: str = "pca", seed: int = 0) -> np.ndarray:
     except ImportError:
         raise UserError("the UMAP map needs umap-learn: pip install 'cnncodes[map]' (or use the PCA map)") from None
     X = PCA(min(UMAP_INPUT_DIMS, *X.shape), random_state=seed).fit_transform(X)
-    reducer = umap.UMAP(n_components=2, n_neighbors=min(15, len(X) - 1), random_state=seed, n_jobs=1)
+    # spectral initialisation needs more points than a handful (scipy's eigh refuses k >= N): random below that
+    reducer = umap.UMAP(n_components=2, n_neighbors=min(15, len(X) - 1), random_state=seed, n_jobs=1,
+                        init="spectral" if len(X) > 16 else "random")
     return reducer.fit_transform(X).astype(np.float32)
 
 

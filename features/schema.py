@@ -1,4 +1,5 @@
 """Where things live in a store directory. README.md's "Store schema" section documents the same."""
+import hashlib
 from pathlib import Path
 
 # 2: per-row sources, Fletcher-32 checksums, folds computed on demand.
@@ -39,7 +40,10 @@ def parts_dir(store: Path, name: str) -> Path:
     return features_dir(store) / f"{name}{PARTS_SUFFIX}"
 
 
-def audit_dir(store: Path, features: str) -> Path:
+def audit_dir(store: Path, features: str, most: int = 100) -> Path:
+    """STORE/audits/<set>/; a join's long name is cut and told apart by a hash (a file name has 255 bytes)."""
+    if len(features) > most:
+        features = f"{features[:most - 13]}-{hashlib.sha256(features.encode()).hexdigest()[:12]}"
     return Path(store) / AUDITS_DIR / features
 
 

@@ -280,3 +280,19 @@ def test_the_report_shows_the_audit_with_thumbnails_and_rings_its_rows_on_the_ma
     text = build_report(copy_of, out).read_text(encoding="utf-8")
     assert "left out" in text.split("<h2>Audit")[1] and "duplicate pairs" not in text.split("<h2>Audit")[1]
     assert len(maps) == 2 and maps[1] == {}  # the map drawn again, with no ring from the damaged audit
+
+
+def test_a_long_joins_audit_folder_is_a_short_name_told_apart_by_a_hash(tmp_path):
+    from cnncodes.features import schema
+
+    long_a, long_b = "a" * 150 + "+" + "b" * 150, "a" * 150 + "+" + "c" * 150
+    folder = schema.audit_dir(tmp_path, long_a)
+    assert len(folder.name) == 100 and folder != schema.audit_dir(tmp_path, long_b)
+    assert schema.audit_dir(tmp_path, "pixels").name == "pixels"
+
+
+def test_an_audit_of_a_join_is_current_while_its_parts_are(copy_of):
+    write_pixel_codes(copy_of, name="again")
+    record = run_audit(copy_of, features="pixels+again", progress=False)
+    (saved,) = [a for a in load_audits(copy_of) if a["features"] == "pixels+again"]
+    assert saved["stale"] is None and saved["counts"] == record["counts"]
