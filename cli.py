@@ -439,7 +439,8 @@ def sweep(store, head, k, candidates, label, scheduler, workers, epochs, params,
 @click.option("--features", help="feature set, or A+B [the store's default]")
 @click.option("--label", help="label set [the store's first]")
 @click.option("--per-class", default="1,2,5,10,25,50,100,all", help="labelled training images per class, or all")
-@click.option("--seeds", default=3, type=POSITIVE, help="draws (and head seeds) per point")
+@click.option("--seeds", default=3, type=click.IntRange(1, 100), help="draws per point, seeded 0, 1, ... (a seeded "
+              "head takes the draw's seed as its random_state)")
 @click.option("--param", "params", multiple=True, help="head parameter KEY=VALUE (a JSON value), repeatable")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def curve(store, head, features, label, per_class, seeds, params, quiet):

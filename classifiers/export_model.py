@@ -180,6 +180,9 @@ def export_model(run, out, quantize: str | None = None, input_hw: tuple | None =
             (staged / CLASSES_FILE).write_text(json.dumps(classes, indent=1))
         else:
             staged.write_bytes(tflite_bytes(model, quantize, store, calibration_images))
+            if quantize:
+                agreement = quantized_agreement(model, staged, store if store is not None else run.resolve().parent.parent)
+                log(f"export-model: {agreement}")
             beside = staged.with_name(staged.name + ".classes.json")
             beside.write_text(json.dumps(classes, indent=1))
             os.replace(beside, out.with_name(out.name + ".classes.json"))
@@ -206,9 +209,46 @@ def tflite_bytes(model, quantize: str | None, store, calibration_images: int) ->
         return converter.convert()
 
 
+AGREEMENT_IMAGES = 100  # store test images each quantized export is checked on: seconds, and a stated share
+
+
+def quantized_agreement(model, tflite_file: Path, store, n: int = AGREEMENT_IMAGES) -> str:
+    """How often the quantized file gives the float model's class, on a seeded draw of up to n of the store's test
+    images (quantization can cost much: bench/RESULTS.md), as one sentence; what could not be checked, if not."""
+    import tensorflow as tf
+
+    store = Path(store)
+    if not (store / schema.DATA_FILE).is_file():
+        return f"not checked against the float model: {store} is not a store (give --store DIR)"
+    s = FeatureStore.open(store)
+    images = s.images(split="test")
+    if not len(images):
+        return "not checked against the float model: the store has no test images"
+    pick = np.sort(np.random.default_rng(0).permutation(len(images))[:n])
+    images = calibration_resize(images[pick], model.input.shape[1:3])
+    wanted = np.asarray(model.predict(images, batch_size=32, verbose=0)).argmax(1)
+    with warnings.catch_warnings():  # tf.lite.Interpreter's notice that LiteRT will replace it
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_path=str(tflite_file), num_threads=os.cpu_count())
+    index_in, index_out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+    interpreter.resize_tensor_input(index_in, (1, *images.shape[1:]))
+    interpreter.allocate_tensors()
+    got = []
+    for img in images:
+        interpreter.set_tensor(index_in, img[None])
+        interpreter.invoke()
+        got.append(int(interpreter.get_tensor(index_out)[0].argmax()))
+    same = float(np.mean(np.asarray(got) == wanted))
+    return (f"the quantized model gives the float model's class on {100 * same:.1f}% of {len(images)} test images of "
+            f"the store" + ("" if same >= 0.99 else ": check it on your data before you ship it"))
+
+
+def calibration_resize(images: np.ndarray, in_hw) -> np.ndarray:
+    return np.stack([img if img.shape[:2] == tuple(in_hw) else cv2.resize(img, (in_hw[1], in_hw[0])) for img in images])
+
+
 def calibration_batch(store, in_hw, n: int) -> np.ndarray:
     """Up to n training images of the store (a seeded draw), resized to the model's input size."""
     images = FeatureStore.open(store).images(split="train")
     pick = np.random.default_rng(0).permutation(len(images))[:n]
-    return np.stack([img if img.shape[:2] == tuple(in_hw) else cv2.resize(img, (in_hw[1], in_hw[0]))
-                     for img in images[np.sort(pick)]])
+    return calibration_resize(images[np.sort(pick)], in_hw)

@@ -228,7 +228,7 @@ def build_report(store_dir, out_dir=None, map_method: str = "pca") -> Path:
         for number, c in enumerate(groups, 1):
             parts += configuration_section(number, c, out, test, plt)
         parts += sample_section(groups, out, test, plt)
-        parts += curve_section(saved_curves(store.path), out, plt)
+        parts += curve_section(saved_curves(store), out, plt)
         parts += codes_sections(store, groups, test, out, plt, map_method)
         parts += audit_section(store, out, plt)
 

@@ -17,18 +17,23 @@ from .report_html import esc, png, run_name, table
 from .similar_images import neighbour_examples
 
 
-def curve_section(records: list, out: Path, plt) -> list[str]:
-    """The saved label curves (cnncodes curve): a table each and one figure of them all."""
+def curve_section(saved: list, out: Path, plt) -> list[str]:
+    """The saved label curves (cnncodes curve): a table each and one figure of them all; a curve that cannot be
+    shown is named, with why."""
+    records = [r for r in saved if r["problem"] is None]
+    left_out = [f"<p>Curve {esc(Path(r['path']).name)} left out ({esc(r['problem'])}): run cnncodes curve again.</p>"
+                for r in saved if r["problem"] is not None]
     if not records:
-        return []
-    parts = ["<h2>Label budget: test accuracy against labelled images per class</h2>",
+        return (["<h2>Label budget</h2>"] + left_out) if left_out else []
+    parts = left_out + ["<h2>Label budget: test accuracy against labelled images per class</h2>",
              "<p>Each point: the head fitted on a seeded draw of that many training images of each class, scored on "
              "the test split (mean ± std over the draws). The curve measures what more labels buy; it chooses "
              "nothing.</p>", png(label_curve_figure(records, plt), out / "label-curves.png")]
     for r in records:
         rows = [[per_class_text(s["per_class"]), s["labelled"], s["seeds"],
                  f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}", f"{s['fit_seconds']:.1f}"] for s in r["sizes"]]
-        parts += [f"<h3>{esc(r['head'])} on {esc(r['features'])}, label set {esc(r['label'])}</h3>",
+        parts += [f"<h3>{esc(r['head'])} on {esc(r['features'])}, label set {esc(r['label'])}"
+                  + (f"; {esc(r['views'])}" if r.get("views") else "") + "</h3>",
                   table(["per class", "labelled", "draws", "test accuracy % (mean ± std)", "fit s"], rows)]
     return parts
 
@@ -66,8 +71,10 @@ def map_section(store: FeatureStore, shown: dict | None, info, test, out: Path, 
 
 def neighbours_section(store: FeatureStore, info, out: Path, plt) -> list[str]:
     """A few test images beside their most similar training images: what the codes take as alike."""
+    if store.counts().get("train", 0) < 1:
+        return []
     examples = neighbour_examples(store, info.name)
-    if not examples or store.counts().get("train", 0) < 1:
+    if not examples:
         return []
     return ["<h2>Nearest training images</h2>",
             f"<p>A seeded draw of test images, each followed by the training images whose {esc(info.name)} codes are "
@@ -82,8 +89,10 @@ def codes_sections(store: FeatureStore, groups: list[Configuration], test, out: 
         return []
     try:
         shown, info = shown_codes(store, groups, test)
-    except UserError as e:
-        return [f"<h2>Map of the codes</h2><p>No map: {esc(e)}</p>"]
+    except UserError:  # several sets and no run to pick one: the first complete set, named on the page
+        shown, info = None, next((s for s in store.feature_sets() if s.complete), None)
+        if info is None:
+            return []
     return map_section(store, shown, info, test, out, plt, method) + neighbours_section(store, info, out, plt)
 
 

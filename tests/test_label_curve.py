@@ -48,8 +48,40 @@ def test_a_curve_run_again_reuses_its_points_and_adds_only_new_ones(store, monke
     monkeypatch.setattr(curves, "fit_point", lambda *a: fitted.append(a[7]) or real(*a))
     record = label_curve(store, "logreg", per_class=(1, 2, 5), seeds=(0,), params=LOGREG, progress=False)
     assert fitted == [5] and [s["per_class"] for s in record["sizes"]] == [1, 2, 5]
-    label_curve(store, "logreg", per_class=(1,), seeds=(0,), params={"Cs": [1.0]}, progress=False)
-    assert fitted == [5, 1]  # other parameters: nothing reused
+    other = label_curve(store, "logreg", per_class=(1,), seeds=(0,), params={"Cs": [1.0]}, progress=False)
+    assert fitted == [5, 1]  # other parameters: nothing reused, and a file of their own
+    kept = json.loads(open(record["path"]).read())  # a later, smaller request never drops the points kept
+    assert other["path"] != record["path"] and [s["per_class"] for s in kept["sizes"]] == [1, 2, 5]
+    label_curve(store, "logreg", per_class=(2,), seeds=(0,), params=LOGREG, progress=False)
+    assert fitted == [5, 1] and len(json.loads(open(record["path"]).read())["points"]) == 3
+
+
+def test_per_class_sizes_are_read_as_people_write_them():
+    assert parse_per_class("10, 1,ALL,5") == (1, 5, 10, None)
+    for bad in ("²", "1e3", "10000000000000000000000", "0", ""):
+        with pytest.raises(UserError, match="--per-class"):
+            parse_per_class(bad)
+
+
+def test_the_report_names_a_curve_it_cannot_show_and_draws_the_others(store, tmp_path):
+    from cnncodes.classifiers.label_curve import saved_curves
+    from cnncodes.classifiers.report import build_report
+    from cnncodes.features.store import FeatureStore
+
+    good = label_curve(store, "logreg", per_class=(1, 2), seeds=(0,), params=LOGREG, progress=False)
+    folder = store / "curves"
+    (folder / "garbled.json").write_text("{not json")
+    (folder / "shapeless.json").write_text('{"sizes": [{}], "head": "logreg", "features": "r50", "label": "digit"}')
+    moved = json.loads(open(good["path"]).read()) | {"fingerprint": "another"}
+    (folder / "stale.json").write_text(json.dumps(moved))
+    problems = {p.split("/")[-1]: c["problem"] for c in saved_curves(FeatureStore.open(store)) for p in [c["path"]]}
+    assert problems[good["path"].split("/")[-1]] is None
+    assert "cannot be read" in problems["garbled.json"] and "not a curve" in problems["shapeless.json"]
+    assert "changed or is gone" in problems["stale.json"]
+    text = build_report(store, tmp_path / "out").read_text(encoding="utf-8")
+    for name in ("garbled.json", "shapeless.json", "stale.json"):
+        assert f"Curve {name} left out" in text
+    assert "Label budget: test accuracy" in text and (tmp_path / "out" / "label-curves.png").exists()
 
 
 def test_the_cli_prints_the_table_and_refuses_bad_sizes(store):
@@ -62,5 +94,5 @@ def test_the_cli_prints_the_table_and_refuses_bad_sizes(store):
     for bad in ("0,5", "two", "5,,all"):
         result = CliRunner().invoke(cli, ["curve", "--store", str(store), "--head", "logreg", "--per-class", bad])
         assert result.exit_code != 0 and "--per-class" in result.output and "Traceback" not in result.output
-    with pytest.raises(UserError, match="not a positive whole number"):
+    with pytest.raises(UserError, match="not a whole number from 1 to"):
         parse_per_class("-1")
