@@ -88,7 +88,7 @@ def fit_head(store_dir, head: str, *, features: str | None = None, label: str | 
             "kind": "fit", "head": head, "label": label, "features": info.name, "fingerprint": info.fingerprint,
             "feature_config": info.config, "image_shape": list(store.image_shape), "class_names": names,
             "params": model.get_params(), "spatial": spatial, "views": model.n_views_, "fit_seconds": round(seconds, 3),
-            "train_accuracy": float(model.score(X, y)),
+            "train_accuracy": training_accuracy(model, X, y),
             **test_record(model, X_test, y_test, len(names)),
             "history": getattr(model, "history_", None), "epochs": getattr(model, "n_epochs_", None),
             "validation_accuracy": model.validation_score_, "chosen": model.chosen_params_,
@@ -99,6 +99,11 @@ def fit_head(store_dir, head: str, *, features: str | None = None, label: str | 
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return run, record
+
+
+def training_accuracy(model, X, y) -> float | None:
+    """The head scored on the rows it learnt; None for a head whose model is those rows (knn: 100% by design)."""
+    return None if getattr(model, "keeps_training_rows", False) else float(model.score(X, y))
 
 
 def test_record(model, X_test, y_test, n_classes: int) -> dict:

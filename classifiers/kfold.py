@@ -23,7 +23,7 @@ from cnncodes.features.writers import write_text_atomically
 from cnncodes.pipeline.cluster import dask_client
 from cnncodes.pipeline.console import printable, progress_bar
 from .baseline_config import BaselineConfig
-from .fit import check_finite, views_left_out
+from .fit import check_finite, training_accuracy, views_left_out
 from .params import resolve_params
 from .ranking import kfold_cells, number
 from .registry import BASELINES, HEADS, make_head
@@ -47,7 +47,7 @@ def run_fold(X, y, folds, fold: int, head: str, params: dict, views_of: tuple | 
         model = make_head(head, **params).fit(X[train], y[train], views=views)
         seconds = time.time() - start
         accuracy = float(model.score(X[test], y[test]))
-        train_accuracy = float(model.score(X[train], y[train]))  # as `fit` reports it: on the rows it learnt
+        train_accuracy = training_accuracy(model, X[train], y[train])  # as `fit` reports it: on the rows it learnt
     return {"accuracy": accuracy, "train_accuracy": train_accuracy, "seconds": seconds,
             "epochs": getattr(model, "n_epochs_", None), "validation_accuracy": model.validation_score_,
             "chosen": model.chosen_params_, "code": code}

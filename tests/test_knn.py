@@ -98,6 +98,7 @@ def test_fit_saves_the_training_codes_and_loads_them_back_to_the_same_answers(kn
     assert record["validation_accuracy"] == loaded.scores_[loaded.k_]
     assert loaded.predict(X_test).tolist() == record["test_predictions"]
     assert record["test_accuracy"] > 0.8
+    assert record["train_accuracy"] is None  # every training row would find itself: no number, no search
 
 
 def test_predict_works_with_a_knn_run_and_export_model_refuses_it_in_one_line(knn_run, tmp_path):
