@@ -120,12 +120,15 @@ def check_audit_input(store: FeatureStore, label: str, names: list[str], train_l
         classes = f"{len(present)} class{'es' * (len(present) != 1)}"
         raise UserError(f"label set {label!r} of {store.path} has {classes} among its training images ({found}): "
                         f"the label check needs two or more; ingest images of at least two classes")
-    if len(train_labels) < k:
-        raise UserError(f"-k {k}: the training split of {store.path} has {len(train_labels)} images, fewer than the "
-                        f"folds asked for; use -k {max(2, len(train_labels))} or fewer"
-                        if len(train_labels) >= 2 else
-                        f"the training split of {store.path} has {len(train_labels)} image: out-of-fold "
-                        f"predictions need at least 2; ingest more images")
+    counts = np.bincount(train_labels, minlength=len(names))[present]
+    smallest, fewest = names[present[counts.argmin()]], int(counts.min())
+    if fewest < 2:  # the folds are stratified: every class needs an image in and out of each fold's model
+        raise UserError(f"class {smallest!r} has {fewest} training image in {store.path}: the label check holds each "
+                        f"image out of a model of the others, so every class needs at least 2; add images of it, "
+                        f"or leave it out of the folder")
+    if fewest < k:
+        raise UserError(f"-k {k}: class {smallest!r} has {fewest} training images in {store.path}, fewer than the "
+                        f"folds asked for; use -k {fewest} or fewer")
 
 
 def pair_kind(row: dict) -> str:

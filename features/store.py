@@ -321,7 +321,7 @@ class FeatureStore:
                             f"{self.class_names()[smallest]!r}, has {counts.min()} rows; use -k {max(counts.min(), 2)} "
                             f"or fewer" if counts.min() >= 2 else
                             f"cannot make {k} stratified folds over {on}: class {self.class_names()[smallest]!r} "
-                            f"has {counts.min()} row")
+                            f"has {counts.min()} row; add images of it, or leave it out")
 
     def _save_folds(self, on: str, k: int, folds: np.ndarray):
         """Atomically, under the store's lock, replacing older files of the same assignment; a read-only

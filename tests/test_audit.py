@@ -198,9 +198,22 @@ def test_a_feature_set_that_does_not_exist(copy_of):
     assert "no feature set 'nope'" in refused(copy_of, "--features", "nope")
 
 
-def test_fewer_images_than_folds(copy_of):
-    assert "cannot make 60 stratified folds over train" in refused(copy_of, "-k", "60")
-    assert "fewer than the folds asked for; use -k" in refused(copy_of, "-k", "10000")
+def test_fewer_images_than_folds_names_a_k_that_works(copy_of):
+    import re
+    from types import SimpleNamespace
+
+    from cnncodes.classifiers.audit import check_audit_input
+    from cnncodes.features.errors import UserError
+
+    for k in ("60", "10000"):
+        said = refused(copy_of, "-k", k)
+        assert "fewer than the folds asked for; use -k" in said
+    suggested = re.search(r"use -k (\d+) or fewer", said)[1]
+    done = CliRunner().invoke(cli, ["audit", "--store", str(copy_of), "-k", suggested, "--quiet"])
+    assert done.exit_code == 0, done.output  # the advice is followed and works
+    one = SimpleNamespace(path="store")  # a class of one training image: no -k helps, the fix is named
+    with pytest.raises(UserError, match="class 'b' has 1 training image in store.*add images of it"):
+        check_audit_input(one, "class", ["a", "b"], np.array([0, 0, 0, 1]), 2)
 
 
 def test_a_store_without_codes(planted_store, tmp_path):
