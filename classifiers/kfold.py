@@ -5,7 +5,6 @@ written as they arrive, so a killed or extended run redoes only what is missing.
 """
 import hashlib
 import json
-import os
 import sys
 import time
 from dataclasses import asdict
