@@ -323,6 +323,36 @@ def layers(backbone, size):
         click.echo(f"{layer.name}\t{tuple(layer.output.shape[1:])}" + ("\tblock output" if layer.name in ends else ""))
 
 
+def check_new_file(out):
+    """--out names a file still to be written, in a folder that exists: checked before any work."""
+    if out is not None and (out.exists() or not out.parent.is_dir()):
+        raise UserError(f"--out {printable(out)}: " + ("it already exists; remove it or give another path"
+                                                       if out.exists() else "its folder does not exist"))
+
+
+def image_paths(images) -> list[str]:
+    """The files that IMAGE arguments (files, folders, globs, .txt lists) name; none is one line."""
+    from cnncodes.classifiers.predict import expand_inputs
+
+    paths = expand_inputs(list(images))
+    if not paths:
+        raise UserError(f"no images in {' '.join(images)}: give image files, folders holding some, a glob that "
+                        f"matches some, or a .txt list of paths")
+    return paths
+
+
+def report_unreadable(command: str, results: list, done: str, where_written: str, out):
+    """The closing count of a command over image files; exit status 1 when some could not be read (each result
+    has `path` and `error`), the first named."""
+    failed = [r for r in results if r.error]
+    log(f"{command}: {len(results) - len(failed)} of {len(results)} images {done}{where_written}")
+    if failed:
+        where = f" in {printable(out)}" if out is not None else ""
+        log(f"{command}: {len(failed)} could not be read, listed with their reason{where}, e.g. "
+            f"{printable(failed[0].path)}: {printable(failed[0].error)}")
+        sys.exit(1)
+
+
 def parse_params(pairs) -> dict:
     """--param KEY=VALUE, VALUE read as JSON where it parses (numbers, lists, true) else as a string."""
     out = {}
@@ -471,9 +501,7 @@ def audit(store, features, label, out, threshold, k, quiet):
     from cnncodes.classifiers.audit import format_audit, run_audit, write_table
     from cnncodes.classifiers.duplicates import DUPLICATE_THRESHOLD
 
-    if out is not None and (out.exists() or not out.parent.is_dir()):
-        raise UserError(f"--out {printable(out)}: " + ("it already exists; remove it or give another path"
-                                                       if out.exists() else "its folder does not exist"))
+    check_new_file(out)
     record = run_audit(store, features=features, label=label, k=k, progress=not quiet,
                        threshold=DUPLICATE_THRESHOLD if threshold is None else threshold)
     click.echo(format_audit(record))
@@ -496,15 +524,10 @@ def predict(run, top, out, quiet, trust_model, images):
     """Top classes for images: files, folders, glob patterns ("photos/**/*.jpg") or .txt lists of paths.
     Probabilities, or an SVM's decision scores (labelled as such). A file that cannot be read is listed with
     its reason and the exit status is 1; the others are still classified."""
-    from cnncodes.classifiers.predict import expand_inputs, predict_files, write_predictions_csv
+    from cnncodes.classifiers.predict import predict_files, write_predictions_csv
 
-    paths = expand_inputs(list(images))
-    if not paths:
-        raise UserError(f"no images in {' '.join(images)}: give image files, folders holding some, a glob that "
-                        f"matches some, or a .txt list of paths")
-    if out is not None and (out.exists() or not out.parent.is_dir()):
-        raise UserError(f"--out {printable(out)}: " + ("it already exists; remove it or give another path"
-                                                       if out.exists() else "its folder does not exist"))
+    paths = image_paths(images)
+    check_new_file(out)
     kind, predictions = predict_files(run, paths, top=top, trust_pickle=trust_model, progress=not quiet)
     if out is not None:
         write_predictions_csv(out, predictions, top)
@@ -513,14 +536,8 @@ def predict(run, top, out, quiet, trust_model, images):
         for p in predictions:  # file names and the run's class names are data
             click.echo(f"{printable(p.path)}: " + (f"cannot be used: {printable(p.error)}" if p.error else
                                                    ", ".join(f"{printable(name)} {s:.3f}" for name, s in p.top)))
-    failed = [p for p in predictions if p.error]
-    log(f"predict: {len(predictions) - len(failed)} of {len(predictions)} images classified"
-        + (f" into {printable(out)} ({kind} scores)" if out is not None else ""))
-    if failed:
-        where = f" in {printable(out)}" if out is not None else ""
-        log(f"predict: {len(failed)} could not be read, listed with their reason{where}, e.g. "
-            f"{printable(failed[0].path)}: {printable(failed[0].error)}")
-        sys.exit(1)
+    report_unreadable("predict", predictions, "classified",
+                      f" into {printable(out)} ({kind} scores)" if out is not None else "", out)
 
 
 @cli.command()
@@ -536,16 +553,10 @@ def neighbors(store, features, k, split, out, quiet, images):
     """The stored images most like the given ones (files, folders, globs, .txt lists), by cosine similarity of codes
     made as the feature set's were. A file that cannot be read is listed with its reason and the exit status is 1;
     the others are still searched."""
-    from cnncodes.classifiers.predict import expand_inputs
     from cnncodes.classifiers.similar_images import similar_images, write_neighbours_csv
 
-    paths = expand_inputs(list(images))
-    if not paths:
-        raise UserError(f"no images in {' '.join(images)}: give image files, folders holding some, a glob that "
-                        f"matches some, or a .txt list of paths")
-    if out is not None and (out.exists() or not out.parent.is_dir()):
-        raise UserError(f"--out {printable(out)}: " + ("it already exists; remove it or give another path"
-                                                       if out.exists() else "its folder does not exist"))
+    paths = image_paths(images)
+    check_new_file(out)
     name, lookups = similar_images(store, paths, features=features, k=k, split=split.lower(), progress=not quiet)
     if out is not None:
         write_neighbours_csv(out, lookups)
@@ -559,14 +570,8 @@ def neighbors(store, features, k, split, out, quiet, images):
             click.echo(f"{printable(lookup.path)}:")
             for n in lookup.neighbours:
                 click.echo(f"  {n.rank}\t{n.similarity:.3f}\t{n.split}\t{printable(n.label)}\t{printable(n.source)}")
-    failed = [lookup for lookup in lookups if lookup.error]
-    log(f"neighbors: {len(lookups) - len(failed)} of {len(lookups)} images searched"
-        + (f", written to {printable(out)}" if out is not None else ""))
-    if failed:
-        where = f" in {printable(out)}" if out is not None else ""
-        log(f"neighbors: {len(failed)} could not be read, listed with their reason{where}, e.g. "
-            f"{printable(failed[0].path)}: {printable(failed[0].error)}")
-        sys.exit(1)
+    report_unreadable("neighbors", lookups, "searched", f", written to {printable(out)}" if out is not None else "",
+                      out)
 
 
 class InputSize(click.ParamType):
