@@ -1,15 +1,19 @@
 """What cached augmented views and flip averaging cost and gain, by k-fold on the training split only (issue 20).
 
-    python bench/views_gain.py [--store bench/out/cifar10-views] [--limit 5000] [--size 224] [--views 4]
-                               [--flip-average] [--heads logreg,dense] [-k 3] [--workers 2]
+    python bench/views_gain.py [--store bench/out/cifar10-views] [--dataset folder:PATH] [--limit 5000|0]
+                               [--backbone efficientnet_lite0] [--size 224] [--layers A,B,C] [--views 4]
+                               [--flip-average [--one-pass]] [--heads logreg,dense] [-k 3] [--workers 2]
 
-Ingests a stratified subset of the shared CIFAR-10 photos (--limit per split), extracts Lite0's pooled last
-layer with its ImageNet weights and --views K augmented views of each training image in one pass (resumable,
-fingerprinted), then scores each head by k-fold on the training split twice: trained on the plain codes
-(`--no-views`) and on the views. With --flip-average, a second set of the same layer averaged over each
-image and its mirror image (every row, as `cnncodes features --flip-average` makes it) is scored the same
-way. Prints the cost (each pass's seconds, and the views' share, timed apart by the extractor) and the means
-in Markdown, with the commit, for bench/RESULTS.md. The test split is never read.
+Ingests a stratified subset of the shared CIFAR-10 photos (--limit per split; 0: all of them), extracts the
+backbone's pooled cuts (--layers, in one forward pass; default its last layer) with its ImageNet weights and
+--views K augmented views of each training image (resumable, fingerprinted), then scores each head by k-fold
+on the training split on the join of the cuts: trained on the plain codes (`--no-views`) and on the views.
+With --flip-average, a set of the same cuts averaged over each image and its mirror image (every row, as
+`cnncodes features --flip-average` makes it) is scored the same way. --one-pass makes the views in the flip
+pass (flip-averaged plain codes with K views, one pass instead of two: on the full data set the passes are
+what costs), so the columns become plain, flip-averaged, and flip-averaged with K views. Prints the cost
+(each pass's seconds, and the views' share, timed apart by the extractor) and the means in Markdown, with
+the commit, for bench/RESULTS.md. The test split is never read.
 """
 import argparse
 import os
@@ -22,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
 from cnncodes.classifiers.kfold import kfold_scores  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
-from cnncodes.pipeline.extract import FeatureConfig, extract_features  # noqa: E402
+from cnncodes.pipeline.extract import FeatureConfig, extract_layers  # noqa: E402
 from cnncodes.pipeline.ingest import IngestConfig, ingest  # noqa: E402
 
 DATASET = "folder:../shared/data/cifar10-jpg.tar"
@@ -33,32 +37,48 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--store", default="bench/out/cifar10-views")
     p.add_argument("--dataset", default=DATASET)
-    p.add_argument("--limit", type=int, default=5000, help="images per split")
+    p.add_argument("--limit", type=int, default=5000, help="images per split (0: all)")
+    p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--size", type=int, default=224)
+    p.add_argument("--layers", default=None, help="comma-separated cuts, joined for the heads (default: the last layer)")
     p.add_argument("--views", type=int, default=4)
-    p.add_argument("--flip-average", action="store_true", help="also score a flip-averaged set of the same layer")
+    p.add_argument("--flip-average", action="store_true", help="also score a flip-averaged set of the same cuts")
+    p.add_argument("--one-pass", action="store_true", help="make the views in the flip-averaged pass")
     p.add_argument("--heads", default="logreg,dense")
     p.add_argument("-k", type=int, default=3)
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args()
+    if args.one_pass and not args.flip_average:
+        p.error("--one-pass makes the views in the flip-averaged pass: add --flip-average")
     import keras  # noqa: F401  (so conditions() reports its version and backend)
 
     os.chdir(ROOT)
-    print(conditions({"data": f"{args.dataset}, {args.limit} images per split", "store": args.store}), flush=True)
-    ingest(args.store, IngestConfig(args.dataset, limit=args.limit), **quiet)
-    config = FeatureConfig("efficientnet_lite0", "imagenet", args.size, views=args.views)
-    name = extract_features(args.store, config, **quiet).name  # a rerun finds it cached, with its seconds
-    info = FeatureStore.open(args.store).feature_set(name)
+    limit = args.limit or None
+    print(conditions({"data": f"{args.dataset}, {limit or 'all'} images per split", "store": args.store}), flush=True)
+    ingest(args.store, IngestConfig(args.dataset, limit=limit), **quiet)
+    layers = args.layers.split(",") if args.layers else [None]
+
+    def extracted(**options):
+        """The joined name of the cuts' sets (made in one pass, or found cached) and the pass's sets."""
+        config = FeatureConfig(args.backbone, "imagenet", args.size, **options)
+        names = [r.name for r in extract_layers(args.store, config, layers, **quiet)]
+        store = FeatureStore.open(args.store)
+        return "+".join(names), store.feature_set(names[0])  # one pass: the first set carries its seconds
+
+    plain, info = extracted(views=0 if args.one_pass else args.views)
+    if args.one_pass:
+        print(f"\nplain codes of every image: {info.seconds:.0f} s (one pass)", flush=True)
+        viewed, info = extracted(views=args.views, flip_average=True)
+        flipped = viewed
+    else:
+        viewed = plain
     views_seconds = info.extra["views_seconds"]  # the views' share of the pass, timed apart by the extractor
     print(f"\nextraction in one pass: {info.seconds:.0f} s, of which the {args.views} views of the "
-          f"{args.limit} training images took {views_seconds:.0f} s and the plain codes of every image "
-          f"{info.seconds - views_seconds:.0f} s\n", flush=True)
-    flipped = None
-    if args.flip_average:
-        flipped = extract_features(args.store, FeatureConfig("efficientnet_lite0", "imagenet", args.size,
-                                                             flip_average=True), **quiet).name
-        print(f"flip-averaged codes of every image, another pass: "
-              f"{FeatureStore.open(args.store).feature_set(flipped).seconds:.0f} s\n", flush=True)
+          f"training images took {views_seconds:.0f} s and the {'flip-averaged ' if args.one_pass else ''}codes "
+          f"of every image {info.seconds - views_seconds:.0f} s\n", flush=True)
+    if args.flip_average and not args.one_pass:
+        flipped, info = extracted(flip_average=True)
+        print(f"flip-averaged codes of every image, another pass: {info.seconds:.0f} s\n", flush=True)
 
     def scored(head, features, views):
         table = kfold_scores(args.store, [head], k=args.k, features=features, workers=args.workers, progress=False,
@@ -66,10 +86,14 @@ def main():
         row = next(r for r in table["rows"] if r["head"] == head and r["settings"] == {})
         return row["mean"], row["std"], row["folds"]
 
-    columns = [("plain codes", name, False), (f"with {args.views} views", name, True)]
-    columns += [("flip-averaged", flipped, False)] if flipped else []
-    print(f"{args.k}-fold on the training split, per fold % and mean ± std %; gains in points against the plain "
-          f"codes\n\n| head | " + " | ".join(c[0] for c in columns) + " | " +
+    if args.one_pass:
+        columns = [("plain codes", plain, False), ("flip-averaged", flipped, False),
+                   (f"flip-averaged with {args.views} views", viewed, True)]
+    else:
+        columns = [("plain codes", plain, False), (f"with {args.views} views", viewed, True)]
+        columns += [("flip-averaged", flipped, False)] if args.flip_average else []
+    print(f"features: {plain}\n\n{args.k}-fold on the training split, per fold % and mean ± std %; gains in "
+          f"points against the plain codes\n\n| head | " + " | ".join(c[0] for c in columns) + " | " +
           " | ".join(f"gain: {c[0]}" for c in columns[1:]) + " |")
     print("| --- " * (2 * len(columns)) + "|")
     for head in args.heads.split(","):
