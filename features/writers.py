@@ -304,9 +304,16 @@ class FeatureSetWriter:
     def seconds(self) -> float:
         return float(self.manifest["seconds"])
 
-    def add_seconds(self, seconds: float):
-        """Time spent, kept across resumed runs. Only the coordinating process calls this."""
+    @property
+    def views_seconds(self) -> float:
+        return float(self.manifest.get("views_seconds", 0.0))  # absent in a set started by older code
+
+    def add_seconds(self, seconds: float, views_seconds: float = 0.0):
+        """Time spent (and the views' share of it), kept across resumed runs. Only the coordinating process
+        calls this."""
         self.manifest["seconds"] = self.seconds + seconds
+        if self.views:
+            self.manifest["views_seconds"] = self.views_seconds + views_seconds
         self._write_manifest()
 
     def view_rows(self, start: int, count: int) -> int:

@@ -460,6 +460,7 @@ def _extract_locked(store, config, models, plans: dict, batch_size, chunk_size, 
     images_of = views.images_in if views else (lambda lo, count: count)
     # streaming time: model build and compilation are not counted
     start, images_done, view_seconds = time.time(), 0, 0.0
+    clock = PassClock(opened.values(), views)
     # Sets resumed with another chunk size than the rest take a pass of their own (chunks must line up).
     for size in sorted({w.chunk_size for w in opened.values()}):
         group = {i: w for i, w in opened.items() if w.chunk_size == size}
@@ -476,18 +477,16 @@ def _extract_locked(store, config, models, plans: dict, batch_size, chunk_size, 
                                                 jit_compile, workers, scheduler, bar)
             else:
                 extract_chunks(store, step, {w: outputs[i] for i, w in group.items()}, todo, size, config.spatial,
-                               bar, views)
+                               bar, views, on_chunk=clock)
         images_done += pending
     elapsed = time.time() - start
     rate = images_done / max(elapsed, 1e-9)
-    if views and not distributed:
-        view_seconds = views.seconds
+    clock(view_seconds)  # what the last chunks took; on Dask, the whole pass and its views' share
     together = [plans[i].name for i in opened]
     for i, w in opened.items():
-        w.add_seconds(elapsed)  # the pass they shared: each set's cost is the whole pass
         w.assemble({"images_per_second": round(rate, 2), "batch_size": batch_size, "chunk_size": w.chunk_size,
                     "workers": scheduler or workers, "device": describe_device(),
-                    **({"views_seconds": round(view_seconds, 2)} if views else {}),
+                    **({"views_seconds": round(w.views_seconds, 2)} if views else {}),
                     **({"extracted_with": [n for n in together if n != plans[i].name]} if len(together) > 1 else {})})
         log(f"features: {plans[i].name} {'resumed and ' if resumed.get(i) else ''}complete, {store.n} rows"
             + (f" and {config.views} views of {train_rows} training rows" if views else "") + f", {rate:.1f} images/s")
@@ -496,12 +495,27 @@ def _extract_locked(store, config, models, plans: dict, batch_size, chunk_size, 
     return results
 
 
+class PassClock:
+    """Adds the time a pass spends to its sets' manifests as its chunks go by, so that a pass killed part way
+    (a session's end) keeps what it spent: a set's seconds are the sum of every stretch that made it."""
+
+    def __init__(self, writers, views: "ViewPass | None"):
+        self.writers, self.views = list(writers), views
+        self.last, self.last_views = time.time(), 0.0
+
+    def __call__(self, extra_views_seconds: float = 0.0):
+        now, views_now = time.time(), (self.views.seconds if self.views else 0.0) + extra_views_seconds
+        for w in self.writers:  # each set's cost is the whole pass they share
+            w.add_seconds(now - self.last, views_now - self.last_views)
+        self.last, self.last_views = now, views_now
+
+
 def extract_chunks(store: FeatureStore, step: DeviceStep, writers: dict, starts, chunk_size: int, spatial: bool,
-                   bar=None, views: ViewPass | None = None):
+                   bar=None, views: ViewPass | None = None, on_chunk=None):
     """The hot loop: next chunk read ahead on a thread, last chunk committed on another. `writers` maps each
     set's writer to its cut's place among the step's outputs; a chunk a set already holds is not written again.
     With `views`, the chunk's training rows also go through the views' step (their boxes drawn on the reader
-    thread), and every set commits their codes with the chunk."""
+    thread), and every set commits their codes with the chunk. `on_chunk()` is called after each chunk."""
     stride = 2 if spatial else 1
     held = {w: set(w.committed()) for w in writers}
 
@@ -524,6 +538,8 @@ def extract_chunks(store: FeatureStore, step: DeviceStep, writers: dict, starts,
                 pending.pop(0).result()
             if bar is not None:
                 bar.update(len(images) + (len(boxes) if views else 0))
+            if on_chunk is not None:
+                on_chunk()
         for p in pending:
             p.result()
 

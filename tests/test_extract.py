@@ -8,6 +8,7 @@ import pytest
 from conftest import kill_midway, run_cli
 from cnncodes.features import schema
 from cnncodes.features.errors import UserError
+from cnncodes.features.sealed import read_sealed
 from cnncodes.features.store import FeatureStore
 from cnncodes.features.writers import FeatureSetWriter
 from cnncodes.pipeline.extract import FeatureConfig, extract_features
@@ -148,6 +149,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, digits_store, 
     committed = len(list(parts.glob("pooled-*.npy")))
     assert 3 <= committed < 29, "the run was not killed midway"
     assert not (store / "features" / "r50.h5").exists()
+    spent = read_sealed(parts / "manifest.json")["seconds"]
+    assert spent > 0, "the killed stretch's time was lost"
     said = []
     result = extract_features(store, FeatureConfig(weights=str(resnet_weights), size=32), name="r50",
                               chunk_size=64, progress=False, log=said.append)
@@ -155,6 +158,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, digits_store, 
     resumed = FeatureStore.open(store)
     clean = FeatureStore.open(digits_store)
     assert resumed.feature_set("r50").fingerprint == clean.feature_set("r50").fingerprint
+    assert resumed.feature_set("r50").seconds > spent  # both stretches: the cost of the whole set
     np.testing.assert_allclose(resumed.features("r50"), clean.features("r50"), rtol=1e-6, atol=1e-6)
     assert not parts.exists()
 
