@@ -106,6 +106,7 @@ def test_tflite_files_run_without_cnncodes_and_quantized_ones_stay_close(fitted,
             assert done.returncode == 0, done.stderr
             said = done.stdout + done.stderr
             assert "fully_quantize" not in said and "TensorSpec" not in done.stdout and "Warning" not in said
+            assert int8_and_float_weights(out) == ({"CONV_2D"}, {"FULLY_CONNECTED"})  # the backbone int8, matrices float
         else:
             said = export("--model", runs["logreg"], "--out", out, *options).output
         scores, classes = run_fresh(tmp_path, images, out)
@@ -121,6 +122,19 @@ def test_tflite_files_run_without_cnncodes_and_quantized_ones_stay_close(fitted,
         # int8's accuracy depends on the network's activation ranges: the test's stand-in weights (random BatchNorm
         # statistics) are no guide, so bench/export.py measures it with real ImageNet weights
         assert np.allclose(scores.sum(axis=1), 1.0, atol=1e-2) and len(classes) == 10
+
+
+def int8_and_float_weights(tflite_file) -> tuple[set, set]:
+    """The ops (convolutions and matrix products) whose weights a .tflite file holds in int8, and in float32."""
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_path=str(tflite_file))
+    dtypes = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
+    found = {np.int8: set(), np.float32: set()}
+    for op in interpreter._get_ops_details():  # no public listing of a model's ops and their tensors
+        if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED") and dtypes[op["inputs"][1]] in found:
+            found[dtypes[op["inputs"][1]]].add(op["op_name"])
+    return found[np.int8], found[np.float32]
 
 
 def test_a_savedmodel_folder_serves_the_same_scores_and_holds_the_class_names(fitted, tmp_path):
