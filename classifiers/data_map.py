@@ -41,22 +41,33 @@ def project(X, method: str = "pca", seed: int = 0) -> np.ndarray:
     return reducer.fit_transform(X).astype(np.float32)
 
 
+def class_colour(c: int, n: int, plt):
+    """Class c's colour among n: tab10's or tab20's own up to 20 classes, where each is told apart by name in the
+    legend; beyond, spread along one continuous map (turbo), so no two classes share a colour."""
+    if n <= 20:
+        cmap = plt.get_cmap("tab20" if n > 10 else "tab10")
+        return cmap(c % cmap.N)
+    return plt.get_cmap("turbo")(c / max(n - 1, 1))
+
+
 def map_figure(xy: np.ndarray, labels: np.ndarray, names: list, marks: dict, plt, title: str = ""):
     """Points coloured by class (a legend of class names), and per entry of `marks` ({what: boolean mask}) a
     ring around the points it flags, in its own colour."""
     fig, ax = plt.subplots(figsize=(8, 6.5))
-    cmap = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
     for c in np.unique(labels):
         here = labels == c
-        ax.scatter(xy[here, 0], xy[here, 1], s=6, color=cmap(int(c) % cmap.N), alpha=0.7, linewidths=0,
-                   label=str(names[c]) if c < len(names) else str(c))
+        ax.scatter(xy[here, 0], xy[here, 1], s=6, color=class_colour(int(c), len(names), plt), alpha=0.7,
+                   linewidths=0, label=(str(names[c]) if c < len(names) else str(c)) if len(names) <= 20 else None)
+    if len(names) > 20:  # a legend of more names than distinct colours tells nothing: say what the colour is
+        title = f"{title}\ncolour: class ({len(names)} classes, from the first (blue) to the last (red))".strip()
     for (what, mask), colour in zip(marks.items(), ("black", "red", "darkorange", "purple")):
         if np.any(mask):
             ax.scatter(xy[mask, 0], xy[mask, 1], s=28, facecolors="none", edgecolors=colour, linewidths=0.8,
                        label=f"{what} ({int(np.sum(mask))})")
     ax.set_xticks([]), ax.set_yticks([])
     ax.set_title(title, fontsize=9, parse_math=False)
-    legend = ax.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    for text in legend.get_texts():
-        text.set_parse_math(False)  # class names from data are plain text, never mathtext
+    if ax.get_legend_handles_labels()[0]:  # none with many classes and nothing marked
+        legend = ax.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        for text in legend.get_texts():
+            text.set_parse_math(False)  # class names from data are plain text, never mathtext
     return fig

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from cnncodes.classifiers import report, report_codes
-from cnncodes.classifiers.data_map import project, sample_rows
+from cnncodes.classifiers.data_map import class_colour, map_figure, project, sample_rows
 from cnncodes.classifiers.fit import fit_head
 from cnncodes.classifiers.label_curve import label_curve
 from cnncodes.features.errors import UserError
@@ -64,3 +64,21 @@ def test_the_report_draws_the_map_with_the_runs_mistakes_and_the_label_curve(dig
     assert "Nearest training images" in text and (tmp_path / "out" / "neighbours.png").exists()
     assert "Label budget" in text and (tmp_path / "out" / "label-curves.png").exists()
     assert "<td>1</td><td>10</td><td>1</td>" in text and "<td>5</td><td>50</td><td>1</td>" in text
+
+
+def test_every_class_has_its_own_colour_and_a_legend_only_while_names_can_be_told_apart():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for n in (10, 20, 100):
+        colours = {class_colour(c, n, plt) for c in range(n)}
+        assert len(colours) == n, f"{n} classes share {n - len(colours)} colours"
+    xy = np.random.default_rng(0).normal(size=(300, 2)).astype(np.float32)
+    for n, legend_entries in ((20, 20), (100, 0)):
+        labels = np.arange(300) % n
+        fig = map_figure(xy, labels, [f"c{i}" for i in range(n)], {}, plt)
+        legend = fig.axes[0].get_legend()
+        assert (0 if legend is None else len(legend.get_texts())) == legend_entries
+        assert ("colour: class (100 classes" in fig.axes[0].get_title()) == (n == 100)
+        plt.close(fig)
