@@ -29,6 +29,7 @@ from bench.conditions import conditions  # noqa: E402
 from cnncodes.classifiers.baseline_config import BaselineConfig  # noqa: E402
 from cnncodes.classifiers.train import train_baseline  # noqa: E402
 from cnncodes.features.provenance import code_version  # noqa: E402
+from cnncodes.features.store import FeatureStore  # noqa: E402
 from cnncodes.pipeline.ingest import IngestConfig, ingest  # noqa: E402
 
 
@@ -65,7 +66,7 @@ def main():
     started = time.time()
     run, r = train_baseline(args.store, config, progress=True, log=print)
     history, chosen = r["history"], r["chosen"]
-    rows = round(0.9 * (args.limit or 50000))  # the 10% validation slice does not train
+    rows = round(0.9 * (args.limit or FeatureStore.open(args.store).counts()["train"]))  # 10% validate, not train
     print(f"\nrun {run.name} (`code.commit` {(code_version()['commit'] or '?')[:7]}); this call {time.time() - started:.0f} s, "
           f"the run {r['fit_seconds']:.0f} s over {r['epochs']} epochs ({r['seconds_per_epoch']:.0f} s an epoch, about "
           f"{rows / r['seconds_per_epoch']:.1f} training images/s)\n")

@@ -51,8 +51,9 @@ def class_colour(c: int, n: int, plt):
 
 
 def map_figure(xy: np.ndarray, labels: np.ndarray, names: list, marks: dict, plt, title: str = ""):
-    """Points coloured by class (a legend of class names), and per entry of `marks` ({what: boolean mask}) a
-    ring around the points it flags, in its own colour."""
+    """Points coloured by class (a legend of class names up to 20 classes, beyond a line in the title saying what
+    the colour is), and per entry of `marks` ({what: boolean mask}) a ring around the points it flags, in its own
+    colour."""
     fig, ax = plt.subplots(figsize=(8, 6.5))
     for c in np.unique(labels):
         here = labels == c

@@ -208,7 +208,9 @@ def tflite_bytes(model, quantize: str | None, store, calibration_images: int) ->
             converter.representative_dataset = lambda: ([img[None]] for img in images)
             # The matrix products stay float32 (a few hundred KB): int8 weights of the resize round the pixels
             # differently, and a standardised head's weights span 500x within a row, so most of them quantize
-            # to 0 (the probe in bench/RESULTS.md: 66% of answers kept with them in int8, 87% without).
+            # to 0 (the probe in bench/RESULTS.md: 66% of answers kept with them in int8, 87% without). TFLite
+            # keeps ops in float only through its quantization debugger, which calibrates twice (its instrumented
+            # model first): an export of a minute rather than half of one.
             debugger = tf.lite.experimental.QuantizationDebugger(
                 converter=converter, debug_dataset=lambda: ([img[None]] for img in images[:1]),
                 debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=FLOAT_OPS))
