@@ -1,6 +1,7 @@
 """What an exported model keeps and costs, against `cnncodes predict` (issue 22).
 
-    python bench/export.py --store STORE --model RUN [--images 1000] [--out bench/out/export] [--formats ...]
+    python bench/export.py --store STORE --model RUN [--images 1000] [--speed-images 1000] [--out bench/out/export]
+        [--formats ...]
 
 Exports the head fitted in RUN (a run folder of STORE) as .keras, a SavedModel and .tflite (fp32, fp16, int8
 calibrated on 200 of the store's training images), then on a seeded draw of --images test photos of the store
@@ -83,6 +84,8 @@ def main():
     p.add_argument("--images", type=int, default=1000, help="test photos compared")
     p.add_argument("--out", default="bench/out/export")
     p.add_argument("--formats", default=",".join(FORMATS))
+    p.add_argument("--speed-images", type=int, default=1000,
+                   help="how many of the photos time predict against the extractor (it needs no more to be steady)")
     args = p.parse_args()
     import numpy as np
     import keras  # noqa: F401  (so conditions() reports its version and backend)
@@ -123,7 +126,7 @@ def main():
     out_dir = Path(args.out)
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
-    predict_speed(args.model, record, images, out_dir / "photos")
+    predict_speed(args.model, record, images[:args.speed_images], out_dir / "photos")
     for kind in args.formats.split(","):
         name, quantize = FORMATS[kind]
         start = time.perf_counter()
