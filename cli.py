@@ -154,8 +154,8 @@ def default_store(dataset: str) -> Path:
 @click.option("--spatial", is_flag=True, help="also store the spatial maps (float16)")
 @click.option("--flip-average", is_flag=True, help="average the codes of each image and its mirror image (2x the work)")
 @click.option("--views", type=click.IntRange(1, MAX_VIEWS),
-              help="also keep K seeded augmented views (random-resized crop, flip) of each training image's codes "
-                   "(about 1 + K x train/all the work) [none]")
+              help="also keep K seeded augmented views (random-resized crop, flip) of each training image's codes, "
+                   "and maps with --spatial (about 1 + K x train/all the work) [none]")
 @click.option("--precision", type=PRECISION, default="fp32", help="arithmetic of the forward pass (codes are stored as float32)")
 @click.option("--batch-size", default="64", help=f"images per device step (1 to {MAX_BATCH}), or auto (largest that fits)")
 @click.option("--chunk-size", default=512, type=CHUNK,
@@ -214,7 +214,7 @@ def features(dataset, store, backbone, weights, size, layer, spatial, flip_avera
             side = image_size if dataset.startswith(FOLDER) else None
         else:
             side = min(FeatureStore.open(store).image_shape[:2])
-        check_views(views, spatial, side)
+        check_views(views, side)
     cuts = [None] if layer is None else [part.strip() for part in layer.split(",")]
     if "" in cuts:
         raise UserError(f"--layer {layer!r} has an empty name: give layer names separated by commas, e.g. "
@@ -324,10 +324,21 @@ def layers(backbone, size):
 
 
 def check_new_file(out):
-    """--out names a file still to be written, in a folder that exists: checked before any work."""
-    if out is not None and (out.exists() or not out.parent.is_dir()):
+    """--out names a file still to be written, in a folder that exists and takes new files: checked before any
+    work, so a long audit or prediction never ends unable to write its answer."""
+    import tempfile
+
+    if out is None:
+        return
+    if out.exists() or not out.parent.is_dir():
         raise UserError(f"--out {printable(out)}: " + ("it already exists; remove it or give another path"
                                                        if out.exists() else "its folder does not exist"))
+    try:  # a probe file, not os.access: that says yes to root on a read-only file system
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".probe"):
+            pass
+    except OSError as e:
+        raise UserError(f"--out {printable(out)}: its folder cannot be written ({e.strerror or e}); "
+                        f"give a path in a folder you can write") from None
 
 
 def image_paths(images) -> list[str]:
@@ -562,14 +573,15 @@ def neighbors(store, features, k, split, out, quiet, images):
         write_neighbours_csv(out, lookups)
     else:
         click.echo(printable(f"most similar {split} images by cosine similarity of {name} codes: "
-                             f"rank, similarity, split, label, source"))
+                             f"rank, similarity, split, store row, label, source"))
         for lookup in lookups:  # file names, class names and sources are data
             if lookup.error:
                 click.echo(f"{printable(lookup.path)}: cannot be used: {printable(lookup.error)}")
                 continue
             click.echo(f"{printable(lookup.path)}:")
             for n in lookup.neighbours:
-                click.echo(f"  {n.rank}\t{n.similarity:.3f}\t{n.split}\t{printable(n.label)}\t{printable(n.source)}")
+                click.echo(f"  {n.rank}\t{n.similarity:.3f}\t{n.split}\t{n.row}\t{printable(n.label)}\t"
+                           f"{printable(n.source)}")  # the row finds the image where no source was recorded
     report_unreadable("neighbors", lookups, "searched", f", written to {printable(out)}" if out is not None else "",
                       out)
 
@@ -684,7 +696,7 @@ def progressive_option(value: str | None) -> tuple[int | None, int]:
               help="finetune phase 2: train BatchNorm on batch statistics [frozen, inference mode]")
 @click.option("--from-features", metavar="SET",
               help="finetune: train the layers above SET's cut on its stored maps (`features --layer X --spatial`), "
-                   "without flips or crops")
+                   "drawing per image and epoch among its views' maps when it has them (`--views K`)")
 @click.option("--progressive", callback=lambda ctx, param, value: progressive_option(value), metavar="SIZE:EPOCHS",
               help="finetune: the first EPOCHS epochs at the smaller side SIZE, the rest at --size [off]")
 @click.option("--depth", default=28, type=click.IntRange(min=10), help="wrn: 6n+4 (16, 22, 28, 40)")

@@ -3,8 +3,13 @@
 Below the unfreeze point the backbone is frozen, so its output for an image never changes: a set extracted
 with `cnncodes features --layer X --spatial` holds it, and the fine-tune reads those maps instead of running
 the bottom of the network again every epoch. The model above the cut shares its layers (and so its initial
-weights, seeded as a fine-tune from pixels seeds them) with the whole fine-tune model."""
+weights, seeded as a fine-tune from pixels seeds them) with the whole fine-tune model. A set extracted with
+`--views K` too holds the maps of K random-resized crops with flips of each training image: each epoch then
+draws, per image, its plain maps or one of its views' (DrawnMaps), the augmentation a fine-tune from pixels
+makes on the device."""
 import math
+
+import numpy as np
 
 from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureSetInfo
@@ -40,14 +45,34 @@ def check_from_features(info: FeatureSetInfo, backbone: str, size: int, weights:
     return config["layer"]
 
 
-def check_memory(info: FeatureSetInfo):
-    """Refuses, in one line, maps that would take more than MAPS_MEMORY_SHARE of the memory available now."""
-    need = 2 * info.n * 2 * math.prod(info.spatial_shape[1:])  # float16, read whole, then split into train and test
+def check_memory(info: FeatureSetInfo, train_rows: int):
+    """Refuses, in one line, maps (and the views' maps of the `train_rows` training rows) that would take more
+    than MAPS_MEMORY_SHARE of the memory available now."""
+    rows = info.n + info.views * train_rows
+    need = 2 * rows * 2 * math.prod(info.spatial_shape[1:])  # float16, read whole, then split into train and test
     available = available_memory()
     if need > MAPS_MEMORY_SHARE * available:
         raise UserError(f"--from-features {info.name}: its maps take {need / 2**30:.1f} GiB while read, more than half the "
                         f"{available / 2**30:.1f} GiB available: cut at a later layer (smaller maps), or fine-tune "
                         f"from pixels")
+
+
+class DrawnMaps:
+    """One epoch's inputs from cached maps with views: for each training row, its plain maps X or one of its K
+    views' maps, drawn uniformly by the epoch's generator (SeededBatches's `inputs_for_epoch`), so a resumed
+    epoch draws as it did."""
+
+    def __init__(self, X: np.ndarray, view_maps: np.ndarray):
+        if view_maps.shape[0] != len(X) or view_maps.shape[2:] != X.shape[1:]:
+            raise ValueError(f"views' maps of shape {view_maps.shape} do not line up with maps of shape {X.shape}")
+        self.X, self.view_maps = X, view_maps
+
+    def __call__(self, rng) -> np.ndarray:
+        choice = rng.integers(self.view_maps.shape[1] + 1, size=len(self.X))  # 0: the plain maps
+        out = self.X.copy()
+        picked = np.flatnonzero(choice)
+        out[picked] = self.view_maps[picked, choice[picked] - 1]
+        return out
 
 
 def above_cut(built, backbone: str, layer: str, map_shape, unfreeze_from: str | None, train_batchnorm: bool):

@@ -17,7 +17,7 @@ from cnncodes.features.store import FeatureStore
 from cnncodes.pipeline.backbones import check_layer, check_size, dtype_policy
 from . import baselines
 from .baseline_config import BaselineConfig
-from .cached_maps import above_cut, check_from_features, check_memory
+from .cached_maps import DrawnMaps, above_cut, check_from_features, check_memory
 from .baseline_runs import (chosen_params, is_finished, kept_if_resumable, phase_done, phases, run_folder, run_state,
                             with_stored_label)
 from .checkpoint import Checkpoint
@@ -205,13 +205,18 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
             raise UserError(f"{run} is damaged ({problem}): delete it to train this run from the start")
         return run, record
     if maps:
-        check_memory(info)
+        check_memory(info, store.counts()["train"])
     labels = store.labels(label)
     images = store.features(config.from_features, kind="spatial") if maps else store.images()
     train_idx, test = train_rows(store, config, labels)
     X, y, X_test, y_test = images[train_idx], labels[train_idx], images[test], labels[test]
     del images
+    view_maps = None  # the training rows' views' maps: store.views' rows are the training rows, in store order
+    if maps and info.views:
+        view_maps = store.views(config.from_features, lazy=True, kind="spatial")[train_idx].compute(scheduler="sync")
     features = f"maps of {config.from_features}" if maps else f"pixels {store.image_shape[0]}px"
+    if view_maps is not None:
+        features += f", each epoch drawing the plain maps or one of {info.views} views per image"
     if config.kind == "cnn" and (side := baselines.basic_cnn_upsampled_side(store.image_shape)):
         features += f", upsampled to {side}px"
         log(f"baseline: the store's {store.image_shape[0]}x{store.image_shape[1]} images are smaller than the "
@@ -224,9 +229,11 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
         state.update(config=asdict(config), done=False)
 
         validation = {}
-        if config.patience:
+        if config.patience:  # validated on plain maps or pixels, as the test split is scored
             val = validation_slice(y, config.seed)
             X, y, validation = X[~val], y[~val], {"validation_data": (X[val], y[val])}
+            view_maps = view_maps[~val] if view_maps is not None else None
+        draw = DrawnMaps(X, view_maps) if view_maps is not None else None
         size = config.size_at(state["epoch"])
         built = build(config, store.image_shape, len(names), size, maps)
         best = ckpt.restore(built.model) if state["epoch"] else None
@@ -247,7 +254,7 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
                     built, size = resized(built, config, phase, segment_size, store.image_shape, len(names),
                                           steps), segment_size
                 best = train_phase(built.model, config, segment_until, state, ckpt, best, X, y, validation, progress,
-                                   selects=size == config.size)
+                                   selects=size == config.size, draw=draw)
                 if state["stopped"]:
                     break
         if best is not None:  # early stopping keeps the best epoch's weights
@@ -286,16 +293,17 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
 
 
 def train_phase(model, config: BaselineConfig, until: int, state: dict, ckpt: Checkpoint, best: list | None,
-                X, y, validation: dict, progress: bool, selects: bool = True) -> list | None:
+                X, y, validation: dict, progress: bool, selects: bool = True, draw=None) -> list | None:
     """Trains from state["epoch"] to `until`, checkpointing every epoch; returns the best epoch's weights
-    under early stopping. Batches are drawn from (seed, epoch), so a resumed epoch sees the same ones. Without
-    `selects` (--progressive's smaller side) no epoch can be kept or stop the run: the model is scored at --size."""
+    under early stopping. Batches are drawn from (seed, epoch), so a resumed epoch sees the same ones; so are,
+    with `draw` (DrawnMaps), the epoch's inputs. Without `selects` (--progressive's smaller side) no epoch can be
+    kept or stop the run: the model is scored at --size."""
     import keras  # the backend: only where a network trains, never on quick commands
 
     from .keras_training import EndOfEpoch, seeded_batches
 
     stopper = BestEpoch(config.patience, state["best"], best) if config.patience and selects else None
-    batches, follow_epochs = seeded_batches(X, y, config.batch_size, config.seed)
+    batches, follow_epochs = seeded_batches(X, y, config.batch_size, config.seed, inputs_for_epoch=draw)
     callbacks = [follow_epochs]
     if config.kind == "wrn" and config.optimizer == "sgd":  # before EndOfEpoch, which then keeps each epoch's rate
         callbacks.append(keras.callbacks.LearningRateScheduler(wrn_schedule(config)))

@@ -8,7 +8,8 @@ from pathlib import Path
 SCHEMA_VERSION = 3
 DATA_FILE = "data.h5"            # images, labels, split, sources, folds: written once by ingest
 FOLDS_DIR = "folds"              # <on>-k<K>-<seal>.npy: fold assignments computed after ingest, when first asked for
-FEATURES_DIR = "features"        # one <name>.h5 per complete feature set: pooled, [spatial], [views]
+FEATURES_DIR = "features"        # one <name>.h5 per complete feature set: pooled, [spatial], [views], [view_maps]
+VIEW_MAPS = "view_maps"          # the views' spatial maps (a set with --views and --spatial): dataset and chunk kind
 PARTS_SUFFIX = ".parts"          # <name>.parts/: committed chunks of a feature set in progress
 RUNS_DIR = "runs"                # one folder per fit / kfold / baseline run
 AUDITS_DIR = "audits"            # <feature set>/audit.json and audit.csv: the latest `cnncodes audit` of each set
@@ -72,8 +73,8 @@ def fold_seal(path: Path) -> str | None:
 
 def chunk_file(kind: str, start: int, count: int, crc: int | None = None) -> str:
     """A committed chunk of a set in progress: `pooled-<start>_<rows>-<crc32>.npy` (and `spatial-...`, and
-    `views-...` whose rows are the chunk's training rows, each with its views). The CRC of the file's bytes
-    is in its name, so a chunk damaged on disk is caught before assembly."""
+    `views-...` and `view_maps-...` whose rows are the chunk's training rows, each with its views). The CRC of
+    the file's bytes is in its name, so a chunk damaged on disk is caught before assembly."""
     return f"{kind}-{start:09d}_{count}" + (f"-{crc:08x}" if crc is not None else "") + ".npy"
 
 

@@ -165,6 +165,9 @@ def read_feature_set_info(path: Path) -> FeatureSetInfo:
             views = f["views"].shape if "views" in f else (0, 0, 0)
             if "views" in f and (len(views) != 3 or views[0] > rows or views[2] != f["pooled"].shape[1]):
                 raise ValueError(f"its views {views} do not fit its codes {f['pooled'].shape}")
+            if schema.VIEW_MAPS in f and (spatial is None or f[schema.VIEW_MAPS].shape != (*views[:2], *spatial[1:])):
+                raise ValueError(f"its views' maps {f[schema.VIEW_MAPS].shape} do not fit its views {views} and maps "
+                                 f"{spatial}")
             return FeatureSetInfo(
                 name=a["name"], complete=bool(a.get("complete", False)), fingerprint=a["fingerprint"],
                 config=json.loads(a["config"]), n=rows, done=rows,
@@ -476,19 +479,24 @@ class FeatureStore:
             raise UserError(f"feature set {info.name} has no spatial maps: extract with --spatial to store them")
         return self._read(schema.feature_path(self.path, info.name), kind, split, lazy)
 
-    def views(self, name: str | None = None, lazy: bool = False):
+    def views(self, name: str | None = None, lazy: bool = False, kind: str = "pooled"):
         """The codes of the augmented views of every training row: (training rows, views, dim) float32, rows in
         store order, so row i lines up with row i of `features(name, split="train")` and `labels(split="train")`.
         With `lazy`, a dask array chunked by row, so memory stays flat when the views exceed it. `A+B` joins the
-        views of sets whose views are of the same crops (one run with --layer A,B, or the same --views and --seed)."""
+        views of sets whose views are of the same crops (one run with --layer A,B, or the same --views and --seed).
+        `kind="spatial"`: the views' maps, (training rows, views, h, w, c) float16, of a set with --spatial."""
         info = self.feature_set(name)
+        if kind == "spatial" and (info.parts or info.spatial_shape is None):
+            raise UserError(f"{info.name} has no views' maps: they are read from one set extracted with --spatial "
+                            f"--views K")
         parts = [self.feature_set(part) for part in info.parts] if info.parts else [info]
         if lacking := next((p for p in parts if not p.views), None):
             raise UserError(f"feature set {lacking.name} has no views: extract it with --views K to store them")
         if len({view_identity(p) for p in parts}) > 1:
             raise UserError(f"{info.name} joins sets whose views are of different crops (other --views, --seed or "
                             f"augmentation): extract them in one run, --layer A,B --views K")
-        arrays = [self._read(schema.feature_path(self.path, p.name), "views", None, lazy) for p in parts]
+        key = schema.VIEW_MAPS if kind == "spatial" else "views"
+        arrays = [self._read(schema.feature_path(self.path, p.name), key, None, lazy) for p in parts]
         train = self.counts()["train"]
         for p, a in zip(parts, arrays):
             if a.shape[0] != train:
@@ -588,6 +596,7 @@ def read_parts(s: FeatureSetInfo):
     """Reads every committed chunk of a set in progress, each checked against its CRC and row count."""
     spatial = schema.chunk_files(s.path, "spatial")
     views = schema.chunk_files(s.path, "views")
+    view_maps = schema.chunk_files(s.path, schema.VIEW_MAPS)
     train_rows = int(read_sealed(s.path / "manifest.json").get("train_rows", 0)) if s.views else 0
     for start, (count, path) in schema.chunk_files(s.path).items():
         read_chunk(path, count)
@@ -595,9 +604,12 @@ def read_parts(s: FeatureSetInfo):
             if start not in spatial:
                 raise ValueError(f"chunk {path.name} has no spatial part")
             read_chunk(spatial[start][1], count)
-        if min(start + count, train_rows) > start and start not in views:
-            raise ValueError(f"chunk {path.name} has no views part")
-    for count, path in views.values():
+        if min(start + count, train_rows) > start:
+            if start not in views:
+                raise ValueError(f"chunk {path.name} has no views part")
+            if s.spatial_shape is not None and start not in view_maps:
+                raise ValueError(f"chunk {path.name} has no views' maps part")
+    for count, path in (*views.values(), *view_maps.values()):
         read_chunk(path, count)
 
 

@@ -27,6 +27,7 @@ from .sealed import read_sealed, write_sealed
 from .store import (DAMAGE, NAMES_SEAL, SOURCE_KEYS, SOURCES_SEAL, FeatureStore, check_attrs, content_digest,
                     name_keys, read_chunk, read_everything, read_feature_set_info, reason, text_digest)
 
+VIEW_MAPS = schema.VIEW_MAPS
 MARGIN = 1 << 20  # reserved beyond an estimate: HDF5's own structures, the last partial chunks
 
 
@@ -256,7 +257,7 @@ class FeatureSetWriter:
     """Commits chunks of a feature set as atomic files and assembles `<name>.h5` when all are in.
     `data_sha256`, the content of the data.h5 the codes are computed from, binds the set to it.
     With `views`, the set also keeps that many views' codes of each of the first `train_rows` rows
-    (the training split), committed with the chunk they belong to."""
+    (the training split), committed with the chunk they belong to, and with spatial maps their maps too."""
 
     def __init__(self, store: Path, name: str, fp: str, config: dict, n: int, pooled_dim: int,
                  spatial_shape: tuple | None, chunk_size: int = 512, data_sha256: str | None = None,
@@ -279,6 +280,7 @@ class FeatureSetWriter:
         self.spatial = spatial_shape is not None
         self.views = int(self.manifest.get("views", 0))
         self.train_rows = int(self.manifest.get("train_rows", 0))
+        self.view_maps = self.spatial and self.views > 0
 
     def committed(self) -> dict[int, int]:
         """start row -> row count of every committed chunk."""
@@ -320,13 +322,17 @@ class FeatureSetWriter:
         """Rows with views (training rows) in the chunk of `count` rows from `start`."""
         return max(0, min(start + count, self.train_rows) - start) if self.views else 0
 
-    def commit(self, start: int, pooled: np.ndarray, spatial: np.ndarray | None, views: np.ndarray | None = None):
-        """Spatial and views first, pooled last: a chunk counts as committed once its pooled file exists, and
-        so only when all of its files are in. Safe from several processes at once: each chunk is its own file."""
+    def commit(self, start: int, pooled: np.ndarray, spatial: np.ndarray | None, views: np.ndarray | None = None,
+               view_maps: np.ndarray | None = None):
+        """Spatial and views (and the views' maps) first, pooled last: a chunk counts as committed once its
+        pooled file exists, and so only when all of its files are in. Safe from several processes at once: each
+        chunk is its own file."""
         if self.spatial:
             self._save("spatial", start, spatial.astype(np.float16))
         if self.view_rows(start, len(pooled)):
             self._save("views", start, views.astype(np.float32))
+            if self.view_maps:
+                self._save(VIEW_MAPS, start, view_maps.astype(np.float16))
         self._save("pooled", start, pooled.astype(np.float32))
 
     def drop_damaged_chunks(self, log=print) -> list[int]:
@@ -335,15 +341,17 @@ class FeatureSetWriter:
         bad = []
         spatial = schema.chunk_files(self.parts, "spatial")
         views = schema.chunk_files(self.parts, "views")
+        view_maps = schema.chunk_files(self.parts, VIEW_MAPS)
         for start, (count, path) in sorted(schema.chunk_files(self.parts).items()):
             try:
                 read_chunk(path, count)
                 if self.spatial:
                     read_chunk(spatial[start][1], count)
                 if rows := self.view_rows(start, count):
-                    if start not in views:
-                        raise ValueError("its views part is missing")
-                    read_chunk(views[start][1], rows)
+                    for kind, files in (("views", views), ("views' maps", view_maps))[:1 + self.view_maps]:
+                        if start not in files:
+                            raise ValueError(f"its {kind} part is missing")
+                        read_chunk(files[start][1], rows)
             except (*DAMAGE, UserError) as e:
                 log(f"features: chunk {path.name} of {self.name} is damaged ({reason(e)}): recomputing it")
                 path.unlink(missing_ok=True)
@@ -355,7 +363,7 @@ class FeatureSetWriter:
         """Spatial and views files of chunks whose pooled file, the commit mark, is not in (a run killed while
         committing, or a chunk dropped above): recomputed, they may differ in their last bits, and so in name."""
         committed = self.committed()
-        for kind in ("spatial", "views"):
+        for kind in ("spatial", "views", VIEW_MAPS):
             for start, path in schema.chunk_paths(self.parts, kind):
                 if start not in committed:
                     path.unlink(missing_ok=True)
@@ -364,9 +372,11 @@ class FeatureSetWriter:
         chunks = sorted(schema.chunk_files(self.parts).items())
         spatial_files = schema.chunk_files(self.parts, "spatial")
         view_files = schema.chunk_files(self.parts, "views")
+        view_map_files = schema.chunk_files(self.parts, VIEW_MAPS)
         if sum(c for _, (c, _) in chunks) != self.n:
             raise RuntimeError(f"feature set {self.name}: {sum(c for _, (c, _) in chunks)} of {self.n} rows committed")
-        if lacking := [start for start, (c, _) in chunks if self.view_rows(start, c) and start not in view_files]:
+        if lacking := [start for start, (c, _) in chunks if self.view_rows(start, c) and (
+                start not in view_files or (self.view_maps and start not in view_map_files))]:
             raise RuntimeError(f"feature set {self.name}: the chunk at row {lacking[0]} has no views")
         m = self.manifest
         if m.get("data_sha256") and FeatureStore(self.store).content != m["data_sha256"]:
@@ -378,8 +388,8 @@ class FeatureSetWriter:
         try:
             f.flush()
             try:
-                reserve(tmp, (self.n * (4 * m["pooled_dim"] + 2 * int(np.prod(shape)))
-                              + self.train_rows * self.views * 4 * m["pooled_dim"]) * 17 // 16 + MARGIN)
+                reserve(tmp, (self.n + self.train_rows * self.views) * (4 * m["pooled_dim"] + 2 * int(np.prod(shape)))
+                        * 17 // 16 + MARGIN)
             except OSError as e:
                 if disk_full(e):
                     raise UserError(f"the disk holding {self.final.parent} is too full to assemble feature set "
@@ -397,12 +407,20 @@ class FeatureSetWriter:
                 views = f.create_dataset("views", shape=shape_v, maxshape=(None, *shape_v[1:]), dtype=np.float32,
                                          chunks=(max(1, min(self.train_rows, 1024 // self.views)), *shape_v[1:]),
                                          **schema.CHECKSUM)
+            if self.view_maps:  # as the maps: a chunk of rows, every view of each together
+                shape_m = (self.train_rows, self.views, *shape)
+                view_maps = f.create_dataset(VIEW_MAPS, shape=shape_m, maxshape=(None, *shape_m[1:]),
+                                             dtype=np.float16, chunks=(max(1, min(self.train_rows, 64 // self.views)),
+                                                                       *shape_m[1:]),
+                                             compression="lzf", shuffle=True, **schema.CHECKSUM)
             for start, (count, path) in chunks:
                 pooled[start:start + count] = self._checked(path, count)
                 if self.spatial:
                     spatial[start:start + count] = self._checked(spatial_files[start][1], count)
                 if rows := self.view_rows(start, count):
                     views[start:start + rows] = self._checked(view_files[start][1], rows)
+                    if self.view_maps:
+                        view_maps[start:start + rows] = self._checked(view_map_files[start][1], rows)
             seal_attrs(f, {"name": self.name, "fingerprint": m["fingerprint"], "config": json.dumps(m["config"]),
                            "complete": True, "seconds": self.seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                            "extra": json.dumps(extra), "schema_version": schema.SCHEMA_VERSION,

@@ -33,13 +33,10 @@ class Augmentation:
             raise UserError(f"augmentation flip {self.flip}: give a chance from 0 to 1")
 
 
-def check_views(views: int, spatial: bool, side: int | None):
+def check_views(views: int, side: int | None):
     """Views the store can give: checked before any work. `side`: the stored images' shorter side, when known."""
     if isinstance(views, bool) or not isinstance(views, int) or not 0 <= views <= MAX_VIEWS:
         raise UserError(f"--views {views!r}: give a whole number of views from 1 to {MAX_VIEWS}")
-    if views and spatial:
-        raise UserError(f"--views with --spatial: the maps of {views} views per image are too large to store; "
-                        f"extract the views without --spatial (another set can keep the maps)")
     if views and side is not None and side < MIN_SIDE:
         raise UserError(f"--views {views}: the stored images are {side} px a side, too small to crop; views need at "
                         f"least {MIN_SIDE} px: ingest with a larger --image-size into another --store")

@@ -115,8 +115,9 @@ def build_multi_extractor(config: FeatureConfig, image_hw: tuple, layers: list):
 
 def build_view_model(config: FeatureConfig, image_hw: tuple, backbone):
     """The views' device step, sharing the folded backbone (and so its weights) with the plain one: uint8
-    images with each one's row and column interpolation matrices (crop, flip, resize) in, float32 pooled
-    codes of every cut out."""
+    images with each one's row and column interpolation matrices (crop, flip, resize) in; out, per cut, as
+    the plain step: its float32 pooled codes, then its maps with `config.spatial` (what a fine-tune from
+    cached maps draws its augmented inputs from)."""
     import keras
 
     images = keras.Input((*image_hw, 3), dtype="uint8", name="images")
@@ -125,8 +126,11 @@ def build_view_model(config: FeatureConfig, image_hw: tuple, backbone):
     x = make_crop_resize_layer(config.size)([images, rows, cols])
     x = make_preprocess_layer(get_backbone(config.backbone).preprocessing)(x)
     maps = as_list(backbone(x, training=False))
-    outputs = [keras.layers.GlobalAveragePooling2D(dtype="float32", name=f"view_pooled_{i}")(m)
-               for i, m in enumerate(maps)]
+    outputs = []
+    for i, m in enumerate(maps):
+        outputs.append(keras.layers.GlobalAveragePooling2D(dtype="float32", name=f"view_pooled_{i}")(m))
+        if config.spatial:
+            outputs.append(m)
     return keras.Model([images, rows, cols], outputs, name="view_extractor")
 
 
@@ -218,14 +222,15 @@ class ViewPass:
         return draw_boxes(self.config.augmentation, self.config.seed, rows, self.config.views, self.image_hw)
 
     def __call__(self, images: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
-        """Codes (rows, views, dim) per cut of the views of `images`, the chunk's first rows."""
+        """Per output of the views' step (pooled codes, and maps with --spatial, per cut), (rows, views, ...) for
+        the views of `images`, the chunk's first rows."""
         start, k, outs = time.time(), self.config.views, []
         for lo in range(0, len(boxes), self.step.batch_size):  # matrices per batch: memory stays flat
             part = boxes[lo:lo + self.step.batch_size]
             rows, cols = view_matrices(part, self.image_hw, self.config.size)
             outs.append(self.step(images[np.arange(lo, lo + len(part)) // k], rows, cols))
         self.seconds += time.time() - start
-        return [np.concatenate(parts).reshape(-1, k, parts[0].shape[-1]) for parts in zip(*outs)]
+        return [np.concatenate(parts).reshape(-1, k, *parts[0].shape[1:]) for parts in zip(*outs)]
 
 
 def prefetch(items, depth: int = 2):
@@ -333,7 +338,7 @@ def extract_layers(store_dir, config: FeatureConfig, layers: list, *, name: str 
         check_name(name)  # it becomes a file name inside the store
     check_run_settings(batch_size, chunk_size, workers)
     store = FeatureStore.open(store_dir)
-    check_views(config.views, config.spatial, min(store.image_shape[:2]))
+    check_views(config.views, min(store.image_shape[:2]))
     configs = [replace(config, layer=layer) for layer in layers]
     names = [set_name(store, name, layer, several=len(layers) > 1) for layer in layers]
     results = {}
@@ -433,7 +438,7 @@ def _extract_locked(store, config, models, plans: dict, batch_size, chunk_size, 
                   tuple(model.outputs[stride * p.output + 1].shape[1:]) if config.spatial else None)
               for i, p in writers.items()}
     per_row = sum(4 * dim + (2 * int(np.prod(maps)) if maps else 0) for dim, maps in shapes.values())
-    per_view = sum(4 * dim for dim, _ in shapes.values())
+    per_view = sum(4 * dim + (2 * int(np.prod(maps)) if maps else 0) for dim, maps in shapes.values())
     # committed chunks + the final files
     check_writable(store.path, need_bytes=2 * (per_row * store.n + per_view * config.views * train_rows))
     opened, resumed = {}, {}
@@ -531,9 +536,10 @@ def extract_chunks(store: FeatureStore, step: DeviceStep, writers: dict, starts,
             seen = views(images, boxes) if views and len(boxes) else None
             for w, k in writers.items():
                 if lo not in held[w]:
-                    pending.append(commits.submit(w.commit, lo, outs[stride * k],
-                                                  outs[stride * k + 1] if spatial else None,
-                                                  seen[k] if seen is not None else None))
+                    pending.append(commits.submit(
+                        w.commit, lo, outs[stride * k], outs[stride * k + 1] if spatial else None,
+                        seen[stride * k] if seen is not None else None,
+                        seen[stride * k + 1] if seen is not None and spatial else None))
             while len(pending) > 2 * len(writers):
                 pending.pop(0).result()
             if bar is not None:

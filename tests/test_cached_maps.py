@@ -8,9 +8,11 @@ import pytest
 from click.testing import CliRunner
 
 from cnncodes.classifiers.baseline_config import BaselineConfig
+from cnncodes.classifiers.cached_maps import DrawnMaps
 from cnncodes.classifiers.train import train_baseline
 from cnncodes.cli import cli
 from cnncodes.features.errors import UserError
+from cnncodes.features.store import FeatureStore
 from cnncodes.pipeline.extract import FeatureConfig, extract_features
 from cnncodes.pipeline.ingest import IngestConfig, ingest
 
@@ -38,6 +40,8 @@ def mirrored_store(tmp_path_factory):
     extract_features(store, FeatureConfig("efficientnet_lite0", "none", 32, layer=CUT, spatial=True), name="maps",
                      **quiet)
     extract_features(store, FeatureConfig("efficientnet_lite0", "none", 32, layer=CUT), name="pooled", **quiet)
+    extract_features(store, FeatureConfig("efficientnet_lite0", "none", 32, layer=CUT, spatial=True, views=2),
+                     name="viewed", **quiet)
     for name, options in [("crossed", dict(layer="block5b_project_bn")), ("top", dict(layer=None)),
                           ("flipped", dict(layer=CUT, flip_average=True))]:  # sets no fine-tune can start from
         extract_features(store, FeatureConfig("efficientnet_lite0", "none", 32, spatial=True, **options), name=name,
@@ -78,6 +82,34 @@ def test_one_epoch_from_cached_maps_equals_one_epoch_from_pixels(mirrored_store,
         assert np.linalg.norm(update_pixels) > 0 and np.linalg.norm(update - update_pixels) <= \
             3e-2 * np.linalg.norm(update_pixels), name
     assert maps["test_predictions"] == pixels["test_predictions"]
+
+
+def test_each_epoch_draws_the_plain_maps_or_one_view_per_image_from_its_seed():
+    X = (np.arange(60)[:, None, None, None] * np.ones((60, 2, 2, 1))).astype(np.float16)
+    draw = DrawnMaps(X, np.stack([X + 100, X + 200], axis=1))
+    epoch = draw(np.random.default_rng([0, 1]))
+    np.testing.assert_array_equal(epoch, draw(np.random.default_rng([0, 1])))  # a resumed epoch draws the same
+    offsets = (epoch - X)[:, 0, 0, 0]
+    assert (epoch == (X + offsets[:, None, None, None])).all()  # whole maps, never a mix of views
+    assert set(offsets) == {0, 100, 200} and (X[:, 0, 0, 0] == np.arange(60)).all()  # X itself untouched
+    assert not np.array_equal(epoch, draw(np.random.default_rng([0, 2])))
+
+
+def test_a_fine_tune_from_maps_with_views_trains_on_them(mirrored_store, monkeypatch):
+    drawn = []
+    real = DrawnMaps.__call__
+    monkeypatch.setattr(DrawnMaps, "__call__", lambda self, rng: drawn.append(real(self, rng)) or drawn[-1])
+    _, viewed = train_baseline(mirrored_store, BaselineConfig(**FINETUNE, patience=1, from_features="viewed"), **quiet)
+    assert viewed["features"] == "maps of viewed, each epoch drawing the plain maps or one of 2 views per image"
+    store = FeatureStore.open(mirrored_store)
+    plain, views = store.features("viewed", split="train", kind="spatial"), store.views("viewed", kind="spatial")
+    (epoch,) = drawn  # one epoch's inputs: 33 of the 36 training rows (3 validate), each plain or one of its views
+    assert len(epoch) == len(plain) - 3
+
+    def found_in(maps):
+        return sum(any(np.array_equal(m, other) for other in maps) for m in epoch)
+    from_plain, from_views = found_in(plain), found_in(views.reshape(-1, *views.shape[2:]))
+    assert from_plain > 0 and from_views > 0 and from_plain + from_views == len(epoch)
 
 
 @pytest.mark.parametrize("options, problem", [

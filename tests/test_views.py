@@ -160,6 +160,44 @@ def test_a_chunk_counts_as_committed_only_with_its_views(tmp_path):
     assert not list(parts.glob("views-*"))  # recomputed views may differ in their last bits, and so in name
 
 
+def test_with_spatial_the_views_maps_are_kept_and_pool_to_the_views_codes(views_store, tmp_path):
+    config = FeatureConfig("efficientnet_lite0", "none", 32, layer=CUT, spatial=True, views=3, seed=2)
+    extract_features(views_store, config, name="vm", chunk_size=8, batch_size=4, **quiet)
+    store = FeatureStore.open(views_store)
+    info, codes, maps = store.feature_set("vm"), store.views("vm"), store.views("vm", kind="spatial")
+    assert maps.shape == (10, 3, *info.spatial_shape[1:]) and maps.dtype == np.float16
+    pooled = maps.astype(np.float32).mean(axis=(2, 3))  # each view's maps average to its stored codes
+    assert np.abs(pooled - codes).max() <= 1e-2 * np.abs(codes).max()
+    # the same crops as the pooled-only set's views at this cut, and its plain rows as they were
+    np.testing.assert_allclose(codes, store.views(f"v-{CUT}"), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(store.features("vm"), store.features(f"v-{CUT}"), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(store.views("vm", lazy=True, kind="spatial").compute(), maps)
+    for other in (f"v-{CUT}", f"vm+v-{CUT}"):
+        with pytest.raises(UserError, match="has no views' maps: .*--spatial --views K"):
+            store.views(other, kind="spatial")
+    copy = shutil.copytree(views_store, tmp_path / "s")
+    flip_byte(schema.feature_path(copy, "vm"), schema.VIEW_MAPS, 100)
+    assert FeatureStore.open(copy).check()["features/vm.h5"]  # a flipped byte in the views' maps is caught
+
+
+def test_a_chunk_with_maps_counts_as_committed_only_with_its_views_maps(tmp_path):
+    import h5py
+
+    w = FeatureSetWriter(tmp_path, "s", "f" * 64, {}, 6, 2, (1, 1, 2), chunk_size=3, views=2, train_rows=4)
+    chunk = [(0, 3), (3, 1)]  # (start, training rows): one training row in the second chunk, then test rows
+    for start, rows in chunk:
+        w.commit(start, np.ones((3, 2)), np.ones((3, 1, 1, 2)), np.ones((rows, 2, 2)),
+                 np.full((rows, 2, 1, 1, 2), start))
+    parts = schema.parts_dir(tmp_path, "s")
+    next(parts.glob("view_maps-000000000_3-*.npy")).unlink()  # killed before its views' maps were in
+    assert w.drop_damaged_chunks() == [0] and set(w.committed()) == {3}
+    assert not list(parts.glob("*-000000000_*"))  # the chunk's other parts go too: it is computed again
+    w.commit(0, np.ones((3, 2)), np.ones((3, 1, 1, 2)), np.ones((3, 2, 2)), np.zeros((3, 2, 1, 1, 2)))
+    with h5py.File(w.assemble({}), "r") as f:
+        assert f[schema.VIEW_MAPS].shape == (4, 2, 1, 1, 2) and f[schema.VIEW_MAPS].dtype == np.float16
+        assert f[schema.VIEW_MAPS][:, 0, 0, 0, 0].tolist() == [0, 0, 0, 3]
+
+
 def test_check_catches_a_flipped_byte_in_views(views_store, tmp_path):
     store = shutil.copytree(views_store, tmp_path / "s")
     flip_byte(schema.feature_path(store, "v-last"), "views", 100)
@@ -199,12 +237,12 @@ def test_sets_without_views_keep_their_fingerprint_and_config(digits_store):
         store.views("r50")
 
 
-def test_views_on_images_too_small_to_crop_or_with_maps_are_refused_before_work(tmp_path):
+def test_views_on_images_too_small_to_crop_are_refused_before_work(tmp_path):
     tiny = ingest(tmp_path / "tiny", IngestConfig(f"folder:{write_mixed_tree(tmp_path / 'tree', per_class=2)}",
                                                   image_size=7), **quiet).path
     with pytest.raises(UserError, match="stored images are 7 px a side, too small to crop; views need at least 8 px"):
         extract_features(tiny, LITE, **quiet)
-    with pytest.raises(UserError, match="--views with --spatial: the maps of 3 views"):
+    with pytest.raises(UserError, match="stored images are 7 px a side, too small to crop"):
         extract_features(tiny, FeatureConfig("efficientnet_lite0", "none", 32, spatial=True, views=3), **quiet)
     for views in (-1, 65, 2.5):
         with pytest.raises(UserError, match=f"--views {views}: give a whole number of views from 1 to 64"):
