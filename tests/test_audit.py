@@ -170,6 +170,15 @@ def test_the_command_prints_the_summary_and_writes_out(audited, tmp_path):
     assert again.exit_code == 1 and "it already exists" in again.output
 
 
+def test_an_out_folder_that_cannot_be_written_is_refused_before_the_audit(audited, tmp_path):
+    store, _, _ = audited
+    out = Path("/proc/cnncodes-audit.csv")  # a folder no one, not even root, can add a file to
+    result = CliRunner().invoke(cli, ["audit", "--store", str(store), "--out", str(out), "--quiet"])
+    assert result.exit_code == 1 and result.output.startswith("error: --out /proc/cnncodes-audit.csv: its folder "
+                                                              "cannot be written"), result.output
+    assert len(result.output.splitlines()) == 1 and "leakage" not in result.output  # refused before any work
+
+
 def test_duplicate_pairs_are_reported_once_with_the_lower_row_first():
     first, second, s = duplicate_pairs(np.array([3, 1, 5, 2, 4]), np.array([1, 3, 2, 5, 6]),
                                        np.array([.97, .97, .99, .99, .5]), 0.95)

@@ -76,6 +76,7 @@ def test_the_command_prints_or_writes_a_csv_and_exits_1_when_a_file_cannot_be_re
     header, path, neighbour = printed.stdout.splitlines()
     assert header.startswith("most similar train images by cosine similarity of r50 codes")
     assert path == f"{folder / 'a.png'}:" and neighbour.split("\t")[:3] == ["  1", "1.000", "train"]
+    assert neighbour.split("\t")[3] == first["row"]  # the store row, printed too: a sourceless store's only pointer
     assert snapshot(digits_store) == before  # nothing in the store changed
 
 
