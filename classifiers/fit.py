@@ -35,8 +35,9 @@ def check_finite(info, *arrays):
 
 def training_views(store: FeatureStore, info, spatial: bool, views: bool, log):
     """The set's cached augmented views (lazy: read in blocks) when it has them and `views` is on, else None;
-    a head trains on them beside the plain codes. Spatial maps have none (views are pooled). A join whose parts'
-    views cannot be joined trains on its plain codes, and `log` hears why."""
+    a head trains on them beside the plain codes. A head on spatial maps trains on the plain maps (a set's
+    views' maps are finetune --from-features's). A join whose parts' views cannot be joined trains on its
+    plain codes, and `log` hears why."""
     if views and (why := views_left_out(store, info)):
         log(f"fit: {why}")
     if not views or spatial or not info.views:

@@ -70,16 +70,22 @@ def predicted_scores(run, images):
 
 @pytest.fixture(scope="module")
 def fitted(digits_store, tmp_path_factory):
-    """The digits store (ResNet50 codes at 32 from saved weights) with a logreg, an svm and a dense head."""
+    """The digits store (ResNet50 codes at 32 from saved weights) with a logreg, an svm and a dense head, and a gap
+    head on the same network's maps."""
     from cnncodes.classifiers.fit import fit_head
+    from cnncodes.pipeline.extract import FeatureConfig, extract_features
 
     store = shutil.copytree(digits_store, tmp_path_factory.mktemp("export") / "store")
-    runs = {head: fit_head(store, head, params=params, log=lambda m: None)[0]
+    weights = FeatureStore.open(store).feature_set("r50").config["weights"]
+    extract_features(store, FeatureConfig(weights=weights, size=32, spatial=True), name="r50-maps", progress=False,
+                     log=lambda m: None)
+    runs = {head: fit_head(store, head, features="r50", params=params, log=lambda m: None)[0]
             for head, params in (("logreg", {"Cs": [0.1]}), ("svm", {}), ("dense", {"epochs": 3}))}
+    runs["gap"] = fit_head(store, "gap", features="r50-maps", spatial=True, params={"epochs": 3}, log=lambda m: None)[0]
     return store, runs
 
 
-@pytest.mark.parametrize("head", ["logreg", "svm", "dense"])
+@pytest.mark.parametrize("head", ["logreg", "svm", "dense", "gap"])  # every head fit makes
 def test_the_keras_file_equals_predict_in_a_process_without_cnncodes(fitted, head, tmp_path):
     store, runs = fitted
     out = tmp_path / "model.keras"
