@@ -326,19 +326,16 @@ def layers(backbone, size):
 def check_new_file(out):
     """--out names a file still to be written, in a folder that exists and takes new files: checked before any
     work, so a long audit or prediction never ends unable to write its answer."""
-    import tempfile
+    from cnncodes.features.probe import cannot_write
 
     if out is None:
         return
     if out.exists() or not out.parent.is_dir():
         raise UserError(f"--out {printable(out)}: " + ("it already exists; remove it or give another path"
                                                        if out.exists() else "its folder does not exist"))
-    try:  # a probe file, not os.access: that says yes to root on a read-only file system
-        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".probe"):
-            pass
-    except OSError as e:
-        raise UserError(f"--out {printable(out)}: its folder cannot be written ({e.strerror or e}); "
-                        f"give a path in a folder you can write") from None
+    if why := cannot_write(out.parent):
+        raise UserError(f"--out {printable(out)}: its folder cannot be written ({why}); give a path in a folder "
+                        f"you can write")
 
 
 def image_paths(images) -> list[str]:

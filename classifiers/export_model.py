@@ -29,6 +29,7 @@ from cnncodes.features import schema
 from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureStore
 from cnncodes.features.limits import MAX_IMAGE_SIDE
+from cnncodes.features.probe import cannot_write
 from cnncodes.pipeline.portable import portable_clone, portable_codes
 from .baseline_config import BaselineConfig
 from .heads import KerasHead, LogRegHead
@@ -51,7 +52,7 @@ def export_format(out: Path, quantize: str | None) -> str:
                         f"or give a folder name without a suffix for a SavedModel")
     if out.exists() or out.is_symlink():
         raise UserError(f"--out {out} already exists: remove it or give another path")
-    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+    if not out.parent.is_dir() or cannot_write(out.parent):
         raise UserError(f"--out {out}: its folder {out.parent} does not exist or cannot be written")
     if quantize is not None and kind != "tflite":
         raise UserError(f"--quantize {quantize} is for a .tflite model: give --out PATH.tflite, or drop --quantize")

@@ -15,6 +15,7 @@ from cnncodes.features import schema
 from cnncodes.features.errors import UserError
 from cnncodes.features.fingerprint import file_digest
 from cnncodes.features.limits import MAX_IMAGE_SIDE, MAX_SEED
+from cnncodes.features.probe import cannot_write
 from cnncodes.features.folds import stratified_folds, stratified_holdout, stratified_subset
 from cnncodes.features.store import FeatureStore, store_path
 from cnncodes.features.writers import MARGIN, DataFileWriter, disk_full, store_lock
@@ -62,11 +63,10 @@ def check_writable(store: Path, need_bytes: int = 0):
     """Stops before any work if the store folder cannot be written or the disk is too full."""
     try:
         store.mkdir(parents=True, exist_ok=True)
-        probe = store / ".write-probe"
-        probe.write_bytes(b"")
-        probe.unlink()
     except OSError as e:
         raise UserError(f"cannot write to store {store} ({e.strerror}): choose another --store") from None
+    if why := cannot_write(store):
+        raise UserError(f"cannot write to store {store} ({why}): choose another --store")
     free = shutil.disk_usage(store).free
     if need_bytes > free:
         raise UserError(f"too little disk for {store}: about {human_bytes(need_bytes)} needed, "
