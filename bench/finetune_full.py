@@ -2,6 +2,7 @@
 
     python bench/finetune_full.py --store /work/stores/cifar10 [--dataset folder:PATH] [--size 128] [--epochs 5]
                                   [--learning-rate 0.01] [--crop-area 0.6] [--batch-size 64] [--progressive 0:0]
+                                  [--from-maps block5c_add --views 2]
 
 Trains `cnncodes baseline finetune --unfreeze-from all` with settings fixed before any run (below), keeps the
 epoch with the best accuracy on a 10% validation slice of the training split (`--patience`, set to the epoch
@@ -14,6 +15,12 @@ The settings, fixed beforehand rather than tuned (nothing here looks at the test
 images under 96 px (Kolesnikov et al. 2020: fine-tune at 128, random crops of about 0.64 of the area, flips),
 SGD with Nesterov momentum, one warm-up epoch then cosine decay, label smoothing 0.1, BatchNorm statistics
 frozen, no head-only phase (the warm-up protects the backbone from the new head's first gradients).
+
+With `--from-maps CUT`, the fine-tune beside it (issue 21, point 3): the maps at CUT of every image and of
+--views K random-resized crops with flips of each training image (`cnncodes features --layer CUT --spatial
+--views K`, resumable by chunk) are extracted once at the same --size, and the layers above the cut (Lite0's
+default unfreeze point, block6a_expand_conv, on) train on them with the same settings, each epoch drawing
+an image's plain maps or one of its views' (the crops the fine-tune from pixels draws on the device).
 """
 import argparse
 import os
@@ -30,6 +37,7 @@ from cnncodes.classifiers.baseline_config import BaselineConfig  # noqa: E402
 from cnncodes.classifiers.train import train_baseline  # noqa: E402
 from cnncodes.features.provenance import code_version  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
+from cnncodes.pipeline.extract import FeatureConfig, extract_features  # noqa: E402
 from cnncodes.pipeline.ingest import IngestConfig, ingest  # noqa: E402
 
 
@@ -45,6 +53,8 @@ def main():
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--progressive", default="0:0", help="SIDE:EPOCHS at a smaller side first (0:0: off)")
     p.add_argument("--limit", type=int, default=None, help="a stratified subset of N training photos (a quick try)")
+    p.add_argument("--from-maps", metavar="CUT", help="train the layers above CUT on its cached maps instead")
+    p.add_argument("--views", type=int, default=2, help="with --from-maps: cached views of each training image")
     args = p.parse_args()
     import keras  # noqa: F401  (so conditions() reports its version and backend)
 
@@ -52,15 +62,19 @@ def main():
     print(conditions({"data": args.dataset, "store": args.store}), flush=True)
     ingest(args.store, IngestConfig(args.dataset), progress=False, log=lambda m: None)
     side, early = (int(v) for v in args.progressive.split(":"))
+    maps = cached_maps(args) if args.from_maps else None
     config = BaselineConfig(
-        "finetune", backbone="efficientnet_lite0", weights="imagenet", size=args.size, unfreeze_from="all",
-        head_epochs=0, epochs=args.epochs, patience=args.epochs, optimizer="sgd", learning_rate=args.learning_rate,
-        batch_size=args.batch_size, label_smoothing=args.label_smoothing, warmup_epochs=1, cosine=True,
-        crop_area=args.crop_area, progressive_size=side or None, progressive_epochs=early, limit=args.limit)
+        "finetune", backbone="efficientnet_lite0", weights="imagenet", size=args.size,
+        unfreeze_from=None if maps else "all", head_epochs=0, epochs=args.epochs, patience=args.epochs,
+        optimizer="sgd", learning_rate=args.learning_rate, batch_size=args.batch_size,
+        label_smoothing=args.label_smoothing, warmup_epochs=1, cosine=True, crop_area=1.0 if maps else args.crop_area,
+        progressive_size=side or None, progressive_epochs=early, limit=args.limit, from_features=maps)
     command = ("cnncodes baseline finetune --store " + shlex.quote(args.store) + " --backbone efficientnet_lite0"
-               f" --size {args.size} --unfreeze-from all --head-epochs 0 --epochs {args.epochs} --patience {args.epochs}"
+               f" --size {args.size}" + (f" --from-features {maps}" if maps else " --unfreeze-from all")
+               + f" --head-epochs 0 --epochs {args.epochs} --patience {args.epochs}"
                f" --optimizer sgd --learning-rate {args.learning_rate} --batch-size {args.batch_size}"
-               f" --label-smoothing {args.label_smoothing} --warmup-epochs 1 --cosine --crop-area {args.crop_area}"
+               f" --label-smoothing {args.label_smoothing} --warmup-epochs 1 --cosine"
+               + ("" if maps else f" --crop-area {args.crop_area}")
                + (f" --progressive {side}:{early}" if side else "") + (f" --limit {args.limit}" if args.limit else ""))
     print(f"\nthe same run from the command line: {command}\n", flush=True)
     started = time.time()
@@ -77,6 +91,20 @@ def main():
         print(f"| {i + 1} | {100 * acc:.2f} | {'-' if val is None else f'{100 * val:.2f}'} | {history['loss'][i]:.4f} |")
     print(f"\nchosen on validation: epoch {chosen['best_epoch']} ({100 * r['validation_accuracy']:.2f}%); "
           f"test accuracy, scored once with its weights: **{100 * r['test_accuracy']:.2f}%**", flush=True)
+
+
+def cached_maps(args) -> str:
+    """The name of the set of maps (with views) at --from-maps, extracted (or resumed, or found) here."""
+    config = FeatureConfig("efficientnet_lite0", "imagenet", args.size, layer=args.from_maps, spatial=True,
+                           views=args.views)
+    print(f"the maps: `cnncodes features --store {shlex.quote(args.store)} --backbone efficientnet_lite0 --size "
+          f"{args.size} --layer {args.from_maps} --spatial --views {args.views}`", flush=True)
+    result = extract_features(args.store, config, progress=True, log=print)
+    info = FeatureStore.open(args.store).feature_set(result.name)
+    print(f"maps at {args.from_maps}: {tuple(info.spatial_shape[1:])} float16 an image and view; {info.views} views "
+          f"of each training image; extraction {info.seconds:.0f} s over every pass that made it (the views' share "
+          f"{info.extra.get('views_seconds', 0):.0f} s)", flush=True)
+    return result.name
 
 
 if __name__ == "__main__":
