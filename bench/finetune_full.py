@@ -20,7 +20,9 @@ With `--from-maps CUT`, the fine-tune beside it (issue 21, point 3): the maps at
 --views K random-resized crops with flips of each training image (`cnncodes features --layer CUT --spatial
 --views K`, resumable by chunk) are extracted once at the same --size, and the layers above the cut (Lite0's
 default unfreeze point, block6a_expand_conv, on) train on them with the same settings, each epoch drawing
-an image's plain maps or one of its views' (the crops the fine-tune from pixels draws on the device).
+an image's plain maps or one of its views' (crops of --crop-area to all of the area with flips, as the
+fine-tune from pixels draws them on the device, but K fixed ones per image instead of new ones each epoch).
+The maps cover the whole store, whatever --limit.
 """
 import argparse
 import os
@@ -37,6 +39,7 @@ from cnncodes.classifiers.baseline_config import BaselineConfig  # noqa: E402
 from cnncodes.classifiers.train import train_baseline  # noqa: E402
 from cnncodes.features.provenance import code_version  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
+from cnncodes.pipeline.augment import Augmentation  # noqa: E402
 from cnncodes.pipeline.extract import FeatureConfig, extract_features  # noqa: E402
 from cnncodes.pipeline.ingest import IngestConfig, ingest  # noqa: E402
 
@@ -96,9 +99,10 @@ def main():
 def cached_maps(args) -> str:
     """The name of the set of maps (with views) at --from-maps, extracted (or resumed, or found) here."""
     config = FeatureConfig("efficientnet_lite0", "imagenet", args.size, layer=args.from_maps, spatial=True,
-                           views=args.views)
+                           views=args.views, augmentation=Augmentation(scale=(args.crop_area, 1.0)))
     print(f"the maps: `cnncodes features --store {shlex.quote(args.store)} --backbone efficientnet_lite0 --size "
-          f"{args.size} --layer {args.from_maps} --spatial --views {args.views}`", flush=True)
+          f"{args.size} --layer {args.from_maps} --spatial --views {args.views} --view-area {args.crop_area}`",
+          flush=True)
     result = extract_features(args.store, config, progress=True, log=print)
     info = FeatureStore.open(args.store).feature_set(result.name)
     print(f"maps at {args.from_maps}: {tuple(info.spatial_shape[1:])} float16 an image and view; {info.views} views "

@@ -28,6 +28,7 @@ class SeededBatches(keras.utils.PyDataset):
             return
         self.epoch, rng = epoch, np.random.default_rng(None if self.seed is None else [self.seed, epoch])
         self.order = rng.permutation(len(self.y))
+        self.X = None  # the last epoch's drawn inputs go before the next are drawn: one copy at a time
         self.X = self.inputs if self.inputs_for_epoch is None else self.inputs_for_epoch(rng)
 
     def __len__(self):

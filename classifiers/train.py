@@ -204,11 +204,11 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
         if problem:
             raise UserError(f"{run} is damaged ({problem}): delete it to train this run from the start")
         return run, record
-    if maps:
-        check_memory(info, store.counts()["train"])
     labels = store.labels(label)
-    images = store.features(config.from_features, kind="spatial") if maps else store.images()
     train_idx, test = train_rows(store, config, labels)
+    if maps:
+        check_memory(info, len(train_idx))
+    images = store.features(config.from_features, kind="spatial") if maps else store.images()
     X, y, X_test, y_test = images[train_idx], labels[train_idx], images[test], labels[test]
     del images
     view_maps = None  # the training rows' views' maps: store.views' rows are the training rows, in store order

@@ -165,9 +165,10 @@ def read_feature_set_info(path: Path) -> FeatureSetInfo:
             views = f["views"].shape if "views" in f else (0, 0, 0)
             if "views" in f and (len(views) != 3 or views[0] > rows or views[2] != f["pooled"].shape[1]):
                 raise ValueError(f"its views {views} do not fit its codes {f['pooled'].shape}")
-            if schema.VIEW_MAPS in f and (spatial is None or f[schema.VIEW_MAPS].shape != (*views[:2], *spatial[1:])):
-                raise ValueError(f"its views' maps {f[schema.VIEW_MAPS].shape} do not fit its views {views} and maps "
-                                 f"{spatial}")
+            if (spatial is not None and "views" in f) != (schema.VIEW_MAPS in f) or (
+                    schema.VIEW_MAPS in f and f[schema.VIEW_MAPS].shape != (*views[:2], *spatial[1:])):
+                held = f[schema.VIEW_MAPS].shape if schema.VIEW_MAPS in f else "missing"
+                raise ValueError(f"its views' maps ({held}) do not fit its views {views} and maps {spatial}")
             return FeatureSetInfo(
                 name=a["name"], complete=bool(a.get("complete", False)), fingerprint=a["fingerprint"],
                 config=json.loads(a["config"]), n=rows, done=rows,
@@ -485,6 +486,8 @@ class FeatureStore:
         With `lazy`, a dask array chunked by row, so memory stays flat when the views exceed it. `A+B` joins the
         views of sets whose views are of the same crops (one run with --layer A,B, or the same --views and --seed).
         `kind="spatial"`: the views' maps, (training rows, views, h, w, c) float16, of a set with --spatial."""
+        if kind not in ("pooled", "spatial"):
+            raise ValueError(f"kind {kind!r}: pooled or spatial")
         info = self.feature_set(name)
         if kind == "spatial" and (info.parts or info.spatial_shape is None):
             raise UserError(f"{info.name} has no views' maps: they are read from one set extracted with --spatial "

@@ -202,7 +202,8 @@ class DeviceStep:
 
 class ViewPass:
     """The views' part of a pass: which rows have views (the training split, rows 0..train_rows-1: ingest
-    writes train rows first), the boxes of a chunk's views, and the step that computes their codes."""
+    writes train rows first), the boxes of a chunk's views, and the step that computes their codes (and
+    maps, with --spatial)."""
 
     def __init__(self, config: FeatureConfig, train_rows: int, image_hw: tuple, step: DeviceStep | None):
         self.config, self.train_rows, self.image_hw, self.step = config, train_rows, tuple(image_hw), step
@@ -228,7 +229,8 @@ class ViewPass:
         for lo in range(0, len(boxes), self.step.batch_size):  # matrices per batch: memory stays flat
             part = boxes[lo:lo + self.step.batch_size]
             rows, cols = view_matrices(part, self.image_hw, self.config.size)
-            outs.append(self.step(images[np.arange(lo, lo + len(part)) // k], rows, cols))
+            out = self.step(images[np.arange(lo, lo + len(part)) // k], rows, cols)
+            outs.append([o.astype(np.float16) if o.ndim > 2 else o for o in out])  # maps: stored as float16
         self.seconds += time.time() - start
         return [np.concatenate(parts).reshape(-1, k, *parts[0].shape[1:]) for parts in zip(*outs)]
 
@@ -332,7 +334,8 @@ def extract_layers(store_dir, config: FeatureConfig, layers: list, *, name: str 
     feature set, equal to (and fingerprinted as) a one-layer run of that layer, from ONE forward pass over
     the images: the cost of the deepest cut, not of their sum. Sets already complete are not recomputed.
     With several layers, `name` names the sets `NAME-<layer>`. Returns one result per layer, in order.
-    With `config.views`, each set also keeps that many augmented views of every training row's codes."""
+    With `config.views`, each set also keeps that many augmented views of every training row's codes (and
+    their maps, with `config.spatial`)."""
     layers = check_layers(layers)
     if name is not None:
         check_name(name)  # it becomes a file name inside the store

@@ -248,3 +248,20 @@ def test_views_on_images_too_small_to_crop_are_refused_before_work(tmp_path):
         with pytest.raises(UserError, match=f"--views {views}: give a whole number of views from 1 to 64"):
             extract_features(tiny, FeatureConfig("efficientnet_lite0", "none", 32, views=views), **quiet)
     assert FeatureStore.open(tiny).feature_sets() == []
+
+
+def test_view_area_sets_how_much_of_the_image_a_view_crops(views_store, monkeypatch):
+    from click.testing import CliRunner
+
+    from cnncodes.cli import cli
+
+    asked = []
+    monkeypatch.setattr(extract, "extract_layers", lambda store, config, cuts, **kw: asked.append(config) or [])
+    args = ["features", "--dataset", "digits", "--limit", "10", "--store", str(views_store), "--backbone",
+            "efficientnet_lite0", "--weights", "none", "--size", "32", "--views", "2", "--quiet"]
+    for extra, scale in (([], (0.25, 1.0)), (["--view-area", "0.6"], (0.6, 1.0))):
+        done = CliRunner().invoke(cli, args + extra)
+        assert done.exit_code == 0, done.output
+        assert asked[-1].augmentation.scale == scale
+    boxes = draw_boxes(asked[-1].augmentation, 0, range(200), 1, (32, 32))
+    assert (boxes[:, 2] * boxes[:, 3] >= 0.6 * 32 * 32 - 2 * 32).all()  # rounding a side moves the area a little
