@@ -156,8 +156,9 @@ def default_store(dataset: str) -> Path:
 @click.option("--views", type=click.IntRange(1, MAX_VIEWS),
               help="also keep K seeded augmented views (random-resized crop, flip) of each training image's codes, "
                    "and maps with --spatial (about 1 + K x train/all the work) [none]")
-@click.option("--view-area", default=0.25, type=click.FloatRange(0, 1, min_open=True),
-              help="with --views: each view crops this much of the image's area and more (finetune's --crop-area)")
+@click.option("--view-area", type=click.FloatRange(0, 1, min_open=True),
+              help="with --views: each view crops this much of the image's area and more (finetune's --crop-area) "
+                   "[0.25]")
 @click.option("--precision", type=PRECISION, default="fp32", help="arithmetic of the forward pass (codes are stored as float32)")
 @click.option("--batch-size", default="64", help=f"images per device step (1 to {MAX_BATCH}), or auto (largest that fits)")
 @click.option("--chunk-size", default=512, type=CHUNK,
@@ -207,7 +208,7 @@ def features(dataset, store, backbone, weights, size, layer, spatial, flip_avera
     writes_data = reingest or not schema.data_path(store).exists()
     if scheduler and writes_data:
         check_scheduler(scheduler)
-    if view_area != 0.25 and views is None:
+    if view_area is not None and views is None:
         raise UserError(f"--view-area {view_area:g} sets how views crop: give --views K too")
     if views is not None:  # with the stored side where it is known before ingest (else the extractor checks it)
         from cnncodes.features.store import FeatureStore
@@ -235,7 +236,7 @@ def features(dataset, store, backbone, weights, size, layer, spatial, flip_avera
     from cnncodes.pipeline.augment import Augmentation
 
     config = FeatureConfig(backbone, weights, size, cuts[0], spatial, precision, seed, flip_average, views or 0,
-                           Augmentation(scale=(view_area, 1.0)))
+                           Augmentation() if view_area is None else Augmentation(scale=(view_area, 1.0)))
     for result in extract_layers(store, config, cuts, name=name, batch_size=batch_size, chunk_size=chunk_size,
                                  workers=workers, scheduler=scheduler, progress=not quiet, log=log):
         click.echo(f"{printable(result.name)}\t{result.status}\t{result.rows} rows\t{printable(result.path)}")

@@ -27,7 +27,6 @@ from .sealed import read_sealed, write_sealed
 from .store import (DAMAGE, NAMES_SEAL, SOURCE_KEYS, SOURCES_SEAL, FeatureStore, check_attrs, content_digest,
                     name_keys, read_chunk, read_everything, read_feature_set_info, reason, text_digest)
 
-VIEW_MAPS = schema.VIEW_MAPS
 MARGIN = 1 << 20  # reserved beyond an estimate: HDF5's own structures, the last partial chunks
 
 
@@ -332,7 +331,7 @@ class FeatureSetWriter:
         if self.view_rows(start, len(pooled)):
             self._save("views", start, views.astype(np.float32))
             if self.view_maps:
-                self._save(VIEW_MAPS, start, view_maps.astype(np.float16))
+                self._save(schema.VIEW_MAPS, start, view_maps.astype(np.float16))
         self._save("pooled", start, pooled.astype(np.float32))
 
     def drop_damaged_chunks(self, log=print) -> list[int]:
@@ -341,14 +340,15 @@ class FeatureSetWriter:
         bad = []
         spatial = schema.chunk_files(self.parts, "spatial")
         views = schema.chunk_files(self.parts, "views")
-        view_maps = schema.chunk_files(self.parts, VIEW_MAPS)
+        view_maps = schema.chunk_files(self.parts, schema.VIEW_MAPS)
         for start, (count, path) in sorted(schema.chunk_files(self.parts).items()):
             try:
                 read_chunk(path, count)
                 if self.spatial:
                     read_chunk(spatial[start][1], count)
                 if rows := self.view_rows(start, count):
-                    for kind, files in (("views", views), ("views' maps", view_maps))[:1 + self.view_maps]:
+                    parts = [("views", views)] + ([("views' maps", view_maps)] if self.view_maps else [])
+                    for kind, files in parts:
                         if start not in files:
                             raise ValueError(f"its {kind} part is missing")
                         read_chunk(files[start][1], rows)
@@ -363,7 +363,7 @@ class FeatureSetWriter:
         """Spatial and views files of chunks whose pooled file, the commit mark, is not in (a run killed while
         committing, or a chunk dropped above): recomputed, they may differ in their last bits, and so in name."""
         committed = self.committed()
-        for kind in ("spatial", "views", VIEW_MAPS):
+        for kind in ("spatial", "views", schema.VIEW_MAPS):
             for start, path in schema.chunk_paths(self.parts, kind):
                 if start not in committed:
                     path.unlink(missing_ok=True)
@@ -372,7 +372,7 @@ class FeatureSetWriter:
         chunks = sorted(schema.chunk_files(self.parts).items())
         spatial_files = schema.chunk_files(self.parts, "spatial")
         view_files = schema.chunk_files(self.parts, "views")
-        view_map_files = schema.chunk_files(self.parts, VIEW_MAPS)
+        view_map_files = schema.chunk_files(self.parts, schema.VIEW_MAPS)
         if sum(c for _, (c, _) in chunks) != self.n:
             raise RuntimeError(f"feature set {self.name}: {sum(c for _, (c, _) in chunks)} of {self.n} rows committed")
         if lacking := [start for start, (c, _) in chunks if self.view_rows(start, c) and (
@@ -409,7 +409,7 @@ class FeatureSetWriter:
                                          **schema.CHECKSUM)
             if self.view_maps:  # as the maps: a chunk of rows, every view of each together
                 shape_m = (self.train_rows, self.views, *shape)
-                view_maps = f.create_dataset(VIEW_MAPS, shape=shape_m, maxshape=(None, *shape_m[1:]),
+                view_maps = f.create_dataset(schema.VIEW_MAPS, shape=shape_m, maxshape=(None, *shape_m[1:]),
                                              dtype=np.float16, chunks=(max(1, min(self.train_rows, 64 // self.views)),
                                                                        *shape_m[1:]),
                                              compression="lzf", shuffle=True, **schema.CHECKSUM)
