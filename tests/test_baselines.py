@@ -145,9 +145,9 @@ def test_limit_and_validation_slice_are_stratified_though_rows_are_grouped_by_cl
         seen["val"] = np.bincount(kw["validation_data"][1], minlength=3)
         return fit(self, x, **kw)
 
-    def spy_batches(X, y, *args):
+    def spy_batches(X, y, *args, **kwargs):
         seen["train"] = np.bincount(y, minlength=3)
-        return batches(X, y, *args)
+        return batches(X, y, *args, **kwargs)
 
     monkeypatch.setattr(keras.Model, "fit", spy_fit)
     monkeypatch.setattr(keras_training, "seeded_batches", spy_batches)
