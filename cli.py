@@ -688,7 +688,8 @@ def progressive_option(value: str | None) -> tuple[int | None, int]:
 @click.option("--size", type=SIZE, help="finetune: input side, resized on the device [the backbone's native size]")
 @click.option("--head-epochs", default=2, type=click.IntRange(min=0),
               help="finetune: phase-1 epochs, backbone frozen")
-@click.option("--unfreeze-from", help="finetune: first layer trained in phase 2, or all [the last stage]")
+@click.option("--unfreeze-from", help="finetune: first layer trained in phase 2, or all [the last stage; "
+                   "with --from-features, the layer after its cut]")
 @click.option("--label-smoothing", default=0.0, type=click.FloatRange(0, 1, max_open=True),
               help="every kind: 1 - s on the class, s spread over all classes")
 @click.option("--weight-decay", default=0.0, type=click.FloatRange(0, 1, max_open=True),

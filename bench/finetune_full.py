@@ -18,8 +18,8 @@ frozen, no head-only phase (the warm-up protects the backbone from the new head'
 
 With `--from-maps CUT`, the fine-tune beside it (issue 21, point 3): the maps at CUT of every image and of
 --views K random-resized crops with flips of each training image (`cnncodes features --layer CUT --spatial
---views K`, resumable by chunk) are extracted once at the same --size, and the layers above the cut (Lite0's
-default unfreeze point, block6a_expand_conv, on) train on them with the same settings, each epoch drawing
+--views K`, resumable by chunk) are extracted once at the same --size, and every layer above the cut (from
+the one right after it: block6a_expand_conv for block5c_add) trains on them with the same settings, each epoch drawing
 an image's plain maps or one of its views' (crops of --crop-area to all of the area with flips, as the
 fine-tune from pixels draws them on the device, but K fixed ones per image instead of new ones each epoch).
 The maps cover the whole store, whatever --limit.

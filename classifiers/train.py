@@ -6,7 +6,7 @@ so a killed run resumes at the next epoch and ends as an uninterrupted one would
 early_stopping.BestEpoch's, as the heads'. The run's folder and state are baseline_runs.py's. The run
 record has the same shape as `fit`'s, so `report` shows baselines beside the heads.
 """
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 
@@ -14,7 +14,7 @@ from cnncodes.features.errors import UserError
 from cnncodes.features.folds import stratified_subset
 from cnncodes.features.sealed import all_finite, write_sealed
 from cnncodes.features.store import FeatureStore
-from cnncodes.pipeline.backbones import check_layer, check_size, dtype_policy
+from cnncodes.pipeline.backbones import check_layer, check_size, dtype_policy, layer_after
 from . import baselines
 from .baseline_config import BaselineConfig
 from .cached_maps import DrawnMaps, above_cut, check_from_features, check_memory
@@ -196,6 +196,8 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
         info = store.feature_set(config.from_features)
         maps = (check_from_features(info, config.backbone, config.size, config.weights, config.seed),
                 info.spatial_shape[1:])
+        if not config.unfreeze_from:  # the layers above the cut, all of them: from the first one on
+            config = replace(config, unfreeze_from=layer_after(config.backbone, maps[0]))
     run = run_folder(store.path, config, label)
     state = run_state(run, config)
     if is_finished(state, config):

@@ -42,6 +42,8 @@ def mirrored_store(tmp_path_factory):
     extract_features(store, FeatureConfig("efficientnet_lite0", "none", 32, layer=CUT), name="pooled", **quiet)
     extract_features(store, FeatureConfig("efficientnet_lite0", "none", 32, layer=CUT, spatial=True, views=2),
                      name="viewed", **quiet)
+    extract_features(store, FeatureConfig("efficientnet_lite0", "none", 32, layer="block4c_add", spatial=True),
+                     name="lower", **quiet)
     for name, options in [("crossed", dict(layer="block5b_project_bn")), ("top", dict(layer=None)),
                           ("flipped", dict(layer=CUT, flip_average=True))]:  # sets no fine-tune can start from
         extract_features(store, FeatureConfig("efficientnet_lite0", "none", 32, spatial=True, **options), name=name,
@@ -110,6 +112,19 @@ def test_a_fine_tune_from_maps_with_views_trains_on_them(mirrored_store, monkeyp
         return sum(any(np.array_equal(m, other) for other in maps) for m in epoch)
     from_plain, from_views = found_in(plain), found_in(views.reshape(-1, *views.shape[2:]))
     assert from_plain > 0 and from_views > 0 and from_plain + from_views == len(epoch)
+
+
+def test_maps_cut_lower_train_every_layer_above_the_cut(mirrored_store, monkeypatch):
+    """Not only the backbone's last stage (the default from pixels): from the layer right after the cut on."""
+    from cnncodes.classifiers import baselines
+
+    trained, real = [], baselines.set_phase
+    monkeypatch.setattr(baselines, "set_phase", lambda *a, **k: trained.append(real(*a, **k)) or trained[-1])
+    run, _ = train_baseline(mirrored_store, BaselineConfig(**FINETUNE, from_features="lower"), **quiet)
+    (layers,) = trained
+    assert layers[0] == "block5a_expand_conv" and "block5c_project_conv" in layers and "block6a_expand_conv" in layers
+    assert "block4c_project_conv" not in layers
+    assert json.loads((run / "state.json").read_text())["config"]["unfreeze_from"] == "block5a_expand_conv"
 
 
 @pytest.mark.parametrize("options, problem", [

@@ -157,6 +157,19 @@ def check_layer(backbone: str, layer: str):
     check_backbone(backbone, layer=layer)
 
 
+def layer_after(backbone: str, layer: str) -> str:
+    """The backbone's layer right after `layer`, in the order its layers run (a fine-tune from maps cut at
+    `layer` trains from there). Builds it at 32 px without weights, as check_backbone does."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = family(get_backbone(backbone)).build(backbone, 32, None)
+    names = [l.name for l in model.layers]
+    named_layer(model, backbone, layer)
+    if names.index(layer) + 1 == len(names):
+        raise UserError(f"{layer} is {backbone}'s last layer: nothing above it to train")
+    return names[names.index(layer) + 1]
+
+
 def seeded_initialization(model, seed: int):
     """Re-draws every variable from its layer's own initializer, seeded by (seed, variable path).
 
