@@ -15,6 +15,18 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def vector_units() -> str:
+    """The widest vector instructions the CPU offers: "AMD EPYC" names machines from AVX2-only to AVX-512 with
+    bf16, and speeds (and whether --precision bf16 pays) follow these, not the name."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
+    except OSError:
+        return "unknown vector units"
+    found = [name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "bf16"),
+                                     ("amx_bf16", "AMX")) if flag in flags]
+    return "+".join(found) or "no AVX2"
+
+
 def conditions(extra: dict | None = None) -> str:
     import h5py
     import numpy
@@ -28,7 +40,7 @@ def conditions(extra: dict | None = None) -> str:
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
             versions["tensorflow"] = tf.__version__
-    lines = [f"date: {time.strftime('%Y-%m-%d %H:%M')}", f"machine: {cpu_model()}, {os.cpu_count()} cores",
+    lines = [f"date: {time.strftime('%Y-%m-%d %H:%M')}", f"machine: {cpu_model()} ({vector_units()}), {os.cpu_count()} cores",
              "versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
              "command: " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])]
     lines += [f"{k}: {v}" for k, v in (extra or {}).items()]
