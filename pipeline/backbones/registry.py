@@ -141,13 +141,18 @@ def named_layer(model, backbone: str, layer: str):
                         f"(`cnncodes layers {backbone}` lists all)") from None
 
 
+def skeleton(backbone: str, weights_file: str | None = None):
+    """The backbone built at 32 px (weights fit any input side), with a weights file or none: ImageNet weights
+    are never fetched for a check."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return family(get_backbone(backbone)).build(backbone, 32, weights_file)
+
+
 def check_backbone(backbone: str, weights: str = "none", layer: str | list | None = None):
     """Stops before any work when a weights file does not load into the backbone, or a layer (one name or a
     list) is not in it. Builds it at 32 px (weights fit any input side); ImageNet weights are not fetched."""
-    spec = get_backbone(backbone)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = family(spec).build(backbone, 32, None if weights in ("imagenet", "none") else weights)
+    model = skeleton(backbone, None if weights in ("imagenet", "none") else weights)
     for name in [layer] if isinstance(layer, str) else layer or []:
         named_layer(model, backbone, name)
 
@@ -159,10 +164,8 @@ def check_layer(backbone: str, layer: str):
 
 def layer_after(backbone: str, layer: str) -> str:
     """The backbone's layer right after `layer`, in the order its layers run (a fine-tune from maps cut at
-    `layer` trains from there). Builds it at 32 px without weights, as check_backbone does."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = family(get_backbone(backbone)).build(backbone, 32, None)
+    `layer` trains from there)."""
+    model = skeleton(backbone)
     names = [l.name for l in model.layers]
     named_layer(model, backbone, layer)
     if names.index(layer) + 1 == len(names):
