@@ -51,17 +51,18 @@ def basic_cnn(image_shape, n_classes):
 
 
 def finetune_model(image_shape, n_classes, backbone="resnet50", weights="imagenet", size=224, seed=0,
-                   train_batchnorm=False, crop_area=1.0):
+                   train_batchnorm=False, crop_area=1.0, precision="fp32"):
     """uint8 -> random flip (or, with `crop_area` below 1, after the resize a random-resized crop of that
     much of the area at least, and flip) -> device resize -> backbone preprocessing -> backbone (BatchNorm in
     inference mode, unless `train_batchnorm`: then a trainable BatchNorm normalises by batch statistics while
-    training) -> global average pooling -> Dense(1024) -> softmax. Augmentation runs only while training."""
+    training) -> global average pooling -> Dense(1024) -> softmax. Augmentation runs only while training.
+    `precision` is the backbone's (build_backbone sets its own policy); the layers around it follow the caller's."""
     import keras
     from keras import layers
 
     from cnncodes.pipeline.layers import RandomResizedCrop
 
-    base = build_backbone(backbone, weights, size, seed=seed)
+    base = build_backbone(backbone, weights, size, seed=seed, precision=precision)
     inputs = keras.Input(image_shape, dtype="uint8")
     if crop_area < 1:
         x = make_resize_layer(image_shape[:2], size)(inputs)

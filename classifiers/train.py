@@ -38,7 +38,7 @@ def build(config: BaselineConfig, image_shape, n_classes, size: int | None = Non
             built = baselines.basic_cnn(image_shape, n_classes)
         elif config.kind == "finetune":
             built = baselines.finetune_model(image_shape, n_classes, config.backbone, config.weights, size or config.size,
-                                             config.seed, config.train_batchnorm, config.crop_area)
+                                             config.seed, config.train_batchnorm, config.crop_area, config.precision)
         elif config.kind == "wrn":
             built = baselines.wide_resnet(image_shape, n_classes, config.depth, config.width, config.dropout)
         else:

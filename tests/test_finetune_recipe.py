@@ -85,6 +85,26 @@ def test_weight_decay_spares_batchnorm_and_biases():
     assert type(optimizer).__name__ == "AdamW" and float(optimizer.weight_decay) == pytest.approx(0.05)
 
 
+def test_bf16_fine_tunes_the_backbone_in_bfloat16_with_float32_master_weights():
+    import keras
+
+    from cnncodes.classifiers.train import build
+
+    config = BaselineConfig("finetune", **LITE, unfreeze_from="all", precision="bf16", crop_area=0.6)
+    built = build(config, (16, 16, 3), 3)
+    compile_phase(built, config, 2, steps_per_epoch=2)
+    convs = [l for l in built.backbone.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
+    assert convs and {l.compute_dtype for l in convs} == {"bfloat16"}  # the backbone too, not only the head
+    assert {v.dtype for v in built.model.trainable_variables} == {"float32"}
+    before = [keras.ops.convert_to_numpy(v) for v in built.backbone.trainable_variables]
+    images = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    loss = built.model.train_on_batch(images, np.array([0, 1, 2, 0]))
+    assert np.isfinite(loss[0] if isinstance(loss, list) else loss)
+    after = [keras.ops.convert_to_numpy(v) for v in built.backbone.trainable_variables]
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after))  # the step reached the backbone
+    assert built.model(images, training=False).dtype == "float32"  # probabilities in float32
+
+
 def test_label_smoothing_is_categorical_crossentropy_on_smoothed_one_hot_targets():
     import keras
 
