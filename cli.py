@@ -669,6 +669,17 @@ def progressive_option(value: str | None) -> tuple[int | None, int]:
     return int(size), int(epochs)
 
 
+def sides_option(value: str | None) -> tuple[int, ...]:
+    """--test-sides 144,160 as (144, 160); () when not given."""
+    if value is None:
+        return ()
+    sides = value.split(",")
+    if not all(side.strip().isdigit() for side in sides):
+        raise click.BadParameter(f"give input sides separated by commas, e.g. 144,160, not {value!r}",
+                                 param_hint="--test-sides")
+    return tuple(int(side) for side in sides)
+
+
 @cli.command()
 @click.argument("kind", type=choice("cnn", "finetune", "wrn"))
 @store_option()
@@ -705,6 +716,11 @@ def progressive_option(value: str | None) -> tuple[int | None, int]:
                    "drawing per image and epoch among its views' maps when it has them (`--views K`)")
 @click.option("--progressive", callback=lambda ctx, param, value: progressive_option(value), metavar="SIZE:EPOCHS",
               help="finetune: the first EPOCHS epochs at the smaller side SIZE, the rest at --size [off]")
+@click.option("--test-sides", callback=lambda ctx, param, value: sides_option(value), metavar="SIDE,...",
+              help="finetune from pixels, with --patience: also score at these input sides; the validation slice "
+                   "chooses the side the test split is scored at [--size only]")
+@click.option("--test-flip", is_flag=True, help="from pixels, with --patience: also score each image averaged with its "
+              "mirror, kept if the validation slice scores it better [off]")
 @click.option("--depth", default=28, type=click.IntRange(min=10), help="wrn: 6n+4 (16, 22, 28, 40)")
 @click.option("--width", default=10, type=POSITIVE, help="wrn")
 @click.option("--dropout", default=0.0, type=click.FloatRange(0, 1, max_open=True), help="wrn")
@@ -716,7 +732,7 @@ def baseline(kind, store, quiet, **options):
     from cnncodes.classifiers.params import check_values
     from cnncodes.classifiers.baseline_config import BaselineConfig
     from cnncodes.classifiers.baseline_runs import finished_run
-    from cnncodes.classifiers.train import train_baseline
+    from cnncodes.classifiers.train import check_config, train_baseline
 
     options["size"] = options["size"] or native_size(options["backbone"])
     options["progressive_size"], options["progressive_epochs"] = options.pop("progressive")
@@ -726,6 +742,7 @@ def baseline(kind, store, quiet, **options):
 
         options["weights"] = checked_weights(options["weights"], options["backbone"])
     config = BaselineConfig(kind=kind, **options)
+    check_config(config)  # before the store is read: what the options ask for can be at all
     done = finished_run(store, config)  # asked again for what is already trained: its record, nothing saved
     run, r = train_baseline(store, config, progress=not quiet, log=log)
     chosen = ", ".join(f"{k} {v}" for k, v in (r.get("chosen") or {}).items())

@@ -1,15 +1,14 @@
-"""A fine-tuned run scored at larger input sides than it trained at, the side chosen on its validation slice.
+"""A finished fine-tune run scored with the test views `cnncodes baseline finetune --test-sides --test-flip`
+chooses, for runs trained before those options (or by other code, whose runs the CLI does not find again).
 
-    python bench/finetune_test_side.py --store /work/stores/cifar10 --run RUN [--sides 128,144,160,176,192]
+    python bench/finetune_test_side.py --store /work/stores/cifar10 --run RUN [--sides 144,160,176,192] [--flip]
 
-Random-resized crops make objects look larger while training than in the plain resize of the test images, so a
-network trained with them at side s often scores better when tested a little above s (Touvron et al. 2019,
-"Fixing the train-test resolution discrepancy"). Lite0 is convolutional and pooled and the device resize holds
-no weights, so the run's kept weights (`model.weights.h5`, the epoch chosen on validation) load into its model
-built at any side. This scores the run's validation slice (the same seeded 10% of the training split it chose
-its epoch on) at each side, keeps the side that validates best (ties: the smaller), and scores the test split
-once, at that side. The run's own test figure at its training side is in its record; nothing here looks at the
-test split before the side is chosen.
+The run's kept weights (`model.weights.h5`, the epoch chosen on validation) load into its model built at any
+side (Lite0 is convolutional and pooled, the device resize holds no weights). classifiers/test_views.py, the
+CLI's code, scores the run's validation slice (the same seeded 10% of the training split it chose its epoch on)
+at the run's side and each of --sides, plain and, with --flip, averaged with the mirror images; it keeps the
+view that validates best (ties: the cheaper) and the test split is scored once, with that view. Nothing here
+looks at the test split before the view is chosen.
 """
 import argparse
 import os
@@ -23,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
 from cnncodes.classifiers.baseline_config import BaselineConfig  # noqa: E402
 from cnncodes.classifiers.runs import read_record  # noqa: E402
+from cnncodes.classifiers.test_views import choose_view, probabilities  # noqa: E402
 from cnncodes.classifiers.train import build, train_rows, validation_slice  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
 
@@ -31,7 +31,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--store", required=True)
     p.add_argument("--run", required=True, help="a finished `cnncodes baseline finetune` run's folder name")
-    p.add_argument("--sides", default="128,144,160,176,192")
+    p.add_argument("--sides", default="144,160,176,192", help="more sides than the run's own")
+    p.add_argument("--flip", action="store_true", help="also each view averaged with the mirror images")
     args = p.parse_args()
     import keras  # noqa: F401  (so conditions() reports its version and backend)
 
@@ -41,7 +42,8 @@ def main():
     record, problem = read_record(run / "record.json")
     if problem:
         sys.exit(f"{run}: {problem}")
-    config = BaselineConfig(**record["params"])
+    config = BaselineConfig(**{**record["params"], "test_sides": [int(s) for s in args.sides.split(",")],
+                               "test_flip": args.flip})
     if config.kind != "finetune" or config.from_features or config.fold is not None or not config.patience:
         sys.exit(f"{args.run} is not a fine-tune from pixels on the store's split with a validation slice")
     labels = store.labels(record["label"])
@@ -60,19 +62,17 @@ def main():
     print(f"\nrun {args.run}: trained at side {config.size}, epoch {record['chosen']['best_epoch']} kept on "
           f"validation ({100 * record['validation_accuracy']:.2f}%), test at side {config.size} "
           f"{100 * record['test_accuracy']:.2f}% (its record)\n")
-    print("| side | validation accuracy % | seconds |")
-    print("| --- | --- | --- |")
-    scores = {}
-    for side in (int(s) for s in args.sides.split(",")):
-        started = time.time()
-        predicted = model_at(side).predict(X_val, batch_size=256, verbose=0).argmax(1)
-        scores[side] = float((predicted == y_val).mean())
-        print(f"| {side} | {100 * scores[side]:.2f} | {time.time() - started:.0f} |", flush=True)
-    chosen = max(scores, key=lambda s: (scores[s], -s))
     started = time.time()
-    predicted = model_at(chosen).predict(images[test], batch_size=256, verbose=0).argmax(1)
+    view, rows = choose_view(model_at, config, X_val, y_val)
+    print("| side | flip-averaged | validation accuracy % |\n| --- | --- | --- |")
+    for row in rows:
+        print(f"| {row['size']} | {'yes' if row['flip'] else 'no'} | {100 * row['validation_accuracy']:.2f} |")
+    print(f"({time.time() - started:.0f} s)")
+    started = time.time()
+    predicted = probabilities(model_at(view["size"]), images[test], view["flip"]).argmax(1)
     accuracy = float((predicted == labels[test]).mean())
-    print(f"\nchosen on validation: side {chosen} ({100 * scores[chosen]:.2f}%); test accuracy at side {chosen}, "
+    what = f"side {view['size']}" + (", flip-averaged" if view["flip"] else "")
+    print(f"\nchosen on validation: {what} ({100 * view['validation_accuracy']:.2f}%); test accuracy with it, "
           f"scored once: **{100 * accuracy:.2f}%** ({test.sum()} photos, {time.time() - started:.0f} s)")
 
 

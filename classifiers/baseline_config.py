@@ -40,6 +40,8 @@ class BaselineConfig:
     progressive_size: int | None = None  # finetune: the first progressive_epochs epochs at this smaller side...
     progressive_epochs: int = 0          # ... then the rest at `size`, with the same weights and optimizer state
     from_features: str | None = None     # finetune: train the layers above this set's cut on its stored maps
+    test_sides: tuple = ()           # finetune from pixels: more input sides to score at, the validation slice choosing
+    test_flip: bool = False          # from pixels: also score each image averaged with its mirror, if that validates better
     # wrn
     depth: int = 28
     width: int = 10
@@ -50,6 +52,8 @@ class BaselineConfig:
 
     def __post_init__(self):  # --weights NONE or a kfold --param finetune.weights=NONE: the word, not a file
         object.__setattr__(self, "weights", canonical_weights(self.weights))
+        if isinstance(self.test_sides, (list, tuple)):  # a record's JSON list, or the CLI's in any order: one tuple
+            object.__setattr__(self, "test_sides", tuple(sorted(set(self.test_sides))))
 
     @property
     def total_epochs(self) -> int:
@@ -75,10 +79,16 @@ class BaselineConfig:
         return f"baseline-{self.kind}-{label}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 
+SCORING_SETTINGS = ("test_sides", "test_flip")  # how the kept weights are scored: never what they are
+
+
 def resume_settings(config: dict) -> dict:
     """The settings a run's checkpoints depend on. --epochs may change (a longer run goes on where a
-    shorter one ended), unless the learning-rate schedule is spread over the epochs (wrn with sgd)."""
+    shorter one ended), unless the learning-rate schedule is spread over the epochs (wrn with sgd); the
+    test-time views may change too (a finished run is scored again, not trained again)."""
     settings = json.loads(json.dumps(config))
+    for name in SCORING_SETTINGS:
+        settings.pop(name, None)
     if settings["kind"] == "wrn" and settings["optimizer"] == "sgd":
         settings["epochs"] = settings["epochs"] or DEFAULT_EPOCHS["wrn"]
     else:

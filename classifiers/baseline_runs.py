@@ -11,6 +11,7 @@ from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureStore
 from .baseline_config import BaselineConfig, resume_settings
 from .checkpoint import Checkpoint
+from .runs import read_record
 from .schedules import wrn_steps
 
 
@@ -69,7 +70,18 @@ def finished_run(store_dir, config: BaselineConfig) -> Path | None:
     store = FeatureStore.open(store_dir)
     config = with_stored_label(store, config)
     run = run_folder(store.path, config, store.canonical_label_set(config.label))
-    return run if is_finished(run_state(run, config), config) else None
+    if not is_finished(run_state(run, config), config):
+        return None
+    record, _ = read_record(run / "record.json")  # a damaged one: train_baseline says so
+    return run if record and scored_as_asked(record, config) else None
+
+
+def scored_as_asked(record: dict, config: BaselineConfig) -> bool:
+    """Whether a finished run's record was scored with the test views (--test-sides, --test-flip) `config`
+    asks for: a finished run asked for others is scored again, not trained again."""
+    params = record.get("params") or {}
+    return (tuple(params.get("test_sides") or ()) == config.test_sides
+            and bool(params.get("test_flip")) == config.test_flip)
 
 
 def with_stored_label(store: FeatureStore, config: BaselineConfig) -> BaselineConfig:

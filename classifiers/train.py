@@ -15,11 +15,11 @@ from cnncodes.features.folds import stratified_subset
 from cnncodes.features.sealed import all_finite, write_sealed
 from cnncodes.features.store import FeatureStore
 from cnncodes.pipeline.backbones import check_layer, check_size, dtype_policy, layer_after
-from . import baselines
+from . import baselines, test_views
 from .baseline_config import BaselineConfig
 from .cached_maps import DrawnMaps, above_cut, check_from_features, check_memory
 from .baseline_runs import (chosen_params, is_finished, kept_if_resumable, phase_done, phases, run_folder, run_state,
-                            with_stored_label)
+                            scored_as_asked, with_stored_label)
 from .checkpoint import Checkpoint
 from .early_stopping import BestEpoch
 from .params import check_values
@@ -123,6 +123,22 @@ def check_config(config: BaselineConfig):
     if config.progressive_epochs and not config.progressive_size:
         raise UserError(f"progressive_epochs {config.progressive_epochs} without progressive_size: give both, as "
                         f"--progressive SIZE:EPOCHS does")
+    if test_views.asked(config):
+        check_test_views(config)
+
+
+def check_test_views(config: BaselineConfig):
+    """--test-sides and --test-flip: views of the test pixels, chosen on the validation slice."""
+    option = "--test-sides" if config.test_sides else "--test-flip"
+    if not config.patience:
+        raise UserError(f"{option} is chosen on the validation slice, never on the test split: give --patience too")
+    if config.from_features:
+        raise UserError(f"{option} changes the pixels, and --from-features scores maps already computed: fine-tune "
+                        f"from pixels to use {option}")
+    if config.test_sides and config.kind != "finetune":
+        raise UserError(f"--test-sides is finetune's: {config.kind} takes its images at their own size")
+    for side in config.test_sides:
+        check_size(config.backbone, side, option=f"--test-sides {side}")
 
 
 def check_progressive(config: BaselineConfig):
@@ -201,11 +217,13 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
     run = run_folder(store.path, config, label)
     state = run_state(run, config)
     if is_finished(state, config):
-        log(f"baseline: {run.name} was finished before: nothing to train, its record follows")
         record, problem = read_record(run / "record.json")
         if problem:
             raise UserError(f"{run} is damaged ({problem}): delete it to train this run from the start")
-        return run, record
+        if scored_as_asked(record, config):
+            log(f"baseline: {run.name} was finished before: nothing to train, its record follows")
+            return run, record
+        log(f"baseline: {run.name} was finished before: scoring its kept weights with the test views asked for")
     labels = store.labels(label)
     train_idx, test = train_rows(store, config, labels)
     if maps:
@@ -266,32 +284,42 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
                             f"{config.final_learning_rate}: give a lower --learning-rate ({run} holds the diverged "
                             f"weights: delete it)")
 
-        def probabilities(images):  # inference mode: no augmentation, no dropout
-            return built.model.predict(images, batch_size=256, verbose=0)
-
-        def predict(images):
-            return probabilities(images).argmax(1)
-
-        test_probabilities = probabilities(X_test)
-
         chosen = chosen_params(config, state)
+        view, views = {"size": None, "flip": False}, None
+        if test_views.asked(config):  # chosen on the validation slice; the test split is scored once, below
+            view, views = test_views.choose_view(lambda side: at_side(built, config, side, store.image_shape,
+                                                                      len(names)), config, *validation["validation_data"])
+            chosen.update(test_views.chosen_view(view))
+        test_probabilities = test_views.probabilities(at_side(built, config, view["size"], store.image_shape,
+                                                              len(names)), X_test, view["flip"])
         record = {
             "kind": "baseline", "head": config.kind, "label": label, "features": features,
             "fingerprint": str(store.attrs["content_sha256"]), "class_names": names,
             "image_shape": list(store.image_shape), "params": asdict(config), "fit_seconds": round(state["seconds"], 2),
             "epochs": state["epoch"], "seconds_per_epoch": round(state["seconds"] / max(state["epoch"], 1), 2),
             "history": state["history"],
-            # like fit's heads: the kept model scored on the rows it trained on, not Keras's running average
-            "train_accuracy": float((predict(X) == y).mean()),
+            # like fit's heads: the kept model scored on the rows it trained on (plain, at --size), not Keras's
+            # running average
+            "train_accuracy": float((test_views.probabilities(built.model, X).argmax(1) == y).mean()),
             "validation_accuracy": (state["history"]["val_accuracy"][chosen["best_epoch"] - 1]
                                     if config.patience else None),
-            "chosen": chosen,
+            "chosen": chosen, **({"test_views": views} if views else {}),
             **classification_record(y_test, test_probabilities.argmax(1), len(names), test_probabilities.max(1)),
         }
         built.model.save_weights(run / "model.weights.h5")
         save_run(run, record)
         write_sealed(ckpt.state_file, {**state, "done": True})
     return run, record
+
+
+def at_side(built, config: BaselineConfig, side: int | None, image_shape, n_classes):
+    """The trained model fed at input side `side` (None or --size: itself): a model built at that side with the
+    same weights (the backbone is convolutional and pooled, the device resize holds no weights)."""
+    if side is None or side == config.size:
+        return built.model
+    model = build(config, image_shape, n_classes, side).model
+    model.set_weights(built.model.get_weights())
+    return model
 
 
 def train_phase(model, config: BaselineConfig, until: int, state: dict, ckpt: Checkpoint, best: list | None,

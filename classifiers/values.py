@@ -87,6 +87,9 @@ VALUE_RULES = {
     "optimizer": _one_of("adam", "sgd", "adamw"), "precision": _one_of("fp32", "bf16", "fp16"),
     "weight_decay": FRACTION, "crop_area": ("a number above 0 up to 1", lambda x: _number(x) and 0 < x <= 1), "warmup_epochs": _whole(0, MAX_WHOLE), "cosine": SWITCH, "train_batchnorm": SWITCH,
     "progressive_size": _or_null(_whole(8, MAX_IMAGE_SIDE)), "progressive_epochs": _whole(0, MAX_WHOLE),
+    "test_sides": (f"a list of whole numbers from 8 to {MAX_IMAGE_SIDE}, e.g. [144, 160]",
+                   lambda x: isinstance(x, (list, tuple)) and all(_integer(v) and 8 <= v <= MAX_IMAGE_SIDE for v in x)),
+    "test_flip": SWITCH,
     "from_features": ("the name of a feature set with maps", lambda x: x is None or (isinstance(x, str) and x != "")),
     "backbone": (f"one of {', '.join(BACKBONES)}",  # the registry itself: a backbone added there is taken here
                  lambda x: isinstance(x, str) and x in BACKBONES),
