@@ -3,6 +3,7 @@ import errno
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -664,7 +665,7 @@ def progressive_option(value: str | None) -> tuple[int | None, int]:
     if value is None:
         return None, 0
     size, _, epochs = value.partition(":")
-    if not (size.isdigit() and epochs.isdigit()):
+    if not (re.fullmatch("[0-9]+", size) and re.fullmatch("[0-9]+", epochs)):
         raise click.BadParameter(f"give SIZE:EPOCHS, e.g. 128:3, not {value!r}", param_hint="--progressive")
     return int(size), int(epochs)
 
@@ -674,7 +675,7 @@ def sides_option(value: str | None) -> tuple[int, ...]:
     if value is None:
         return ()
     sides = value.split(",")
-    if not all(side.strip().isdigit() for side in sides):
+    if not all(re.fullmatch(r"\s*[0-9]+\s*", side) for side in sides):  # not isdigit(): "²" is a digit to it
         raise click.BadParameter(f"give input sides separated by commas, e.g. 144,160, not {value!r}",
                                  param_hint="--test-sides")
     return tuple(int(side) for side in sides)

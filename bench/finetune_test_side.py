@@ -27,6 +27,10 @@ from cnncodes.classifiers.train import build, train_rows, validation_slice  # no
 from cnncodes.features.store import FeatureStore  # noqa: E402
 
 
+def what_view(chosen: dict, size: int) -> str:
+    return f"side {chosen.get('test_size', size)}" + (", flip-averaged" if chosen.get("test_flip") else "")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--store", required=True)
@@ -60,8 +64,8 @@ def main():
         return built.model
 
     print(f"\nrun {args.run}: trained at side {config.size}, epoch {record['chosen']['best_epoch']} kept on "
-          f"validation ({100 * record['validation_accuracy']:.2f}%), test at side {config.size} "
-          f"{100 * record['test_accuracy']:.2f}% (its record)\n")
+          f"validation ({100 * record['validation_accuracy']:.2f}%), test {100 * record['test_accuracy']:.2f}% "
+          f"(its record, at {what_view(record['chosen'], config.size)})\n")
     started = time.time()
     view, rows = choose_view(model_at, config, X_val, y_val)
     print("| side | flip-averaged | validation accuracy % |\n| --- | --- | --- |")
@@ -71,7 +75,7 @@ def main():
     started = time.time()
     predicted = probabilities(model_at(view["size"]), images[test], view["flip"]).argmax(1)
     accuracy = float((predicted == labels[test]).mean())
-    what = f"side {view['size']}" + (", flip-averaged" if view["flip"] else "")
+    what = what_view({"test_size": view["size"], "test_flip": view["flip"]}, config.size)
     print(f"\nchosen on validation: {what} ({100 * view['validation_accuracy']:.2f}%); test accuracy with it, "
           f"scored once: **{100 * accuracy:.2f}%** ({test.sum()} photos, {time.time() - started:.0f} s)")
 

@@ -84,13 +84,15 @@ SCORING_SETTINGS = ("test_sides", "test_flip")  # how the kept weights are score
 
 def resume_settings(config: dict) -> dict:
     """The settings a run's checkpoints depend on. --epochs may change (a longer run goes on where a
-    shorter one ended), unless the learning-rate schedule is spread over the epochs (wrn with sgd); the
+    shorter one ended), unless the learning-rate schedule is spread over the epochs (wrn with sgd, finetune
+    with --cosine: a longer run's rate would jump back up from where the shorter one's reached 0); the
     test-time views may change too (a finished run is scored again, not trained again)."""
     settings = json.loads(json.dumps(config))
     for name in SCORING_SETTINGS:
         settings.pop(name, None)
-    if settings["kind"] == "wrn" and settings["optimizer"] == "sgd":
-        settings["epochs"] = settings["epochs"] or DEFAULT_EPOCHS["wrn"]
+    kind = settings["kind"]
+    if (kind == "wrn" and settings["optimizer"] == "sgd") or (kind == "finetune" and settings.get("cosine")):
+        settings["epochs"] = settings["epochs"] or DEFAULT_EPOCHS[kind]
     else:
         settings.pop("epochs")
     return settings

@@ -5,15 +5,15 @@ fine-tuned network often scores better fed a little above the side it trained at
 "Fixing the train-test resolution discrepancy"): --test-sides gives the sides to try. A network trained with
 random flips often scores better on the average of an image's and its mirror's probabilities: --test-flip
 tries that too. Each candidate is scored on the run's validation slice (the rows that chose its epoch), the
-best one is kept (ties: the cheapest, the smaller side, then plain before flip-averaged) and the test split is
-scored once, with it. The test split is never scored to choose.
+best one is kept (ties: the first of them in candidates()' order, plain views before flip-averaged ones, smaller
+sides first) and the test split is scored once, with it. The test split is never scored to choose.
 """
 import numpy as np
 
 
 def candidates(config) -> list[tuple[int | None, bool]]:
-    """(input side, flip-averaged) to try, cheapest first: --size and --test-sides from the smallest (None: the
-    kind's own input), plain, then the same flip-averaged when --test-flip asks."""
+    """(input side, flip-averaged) to try, in the order that breaks ties: --size and --test-sides from the smallest
+    (None: the kind's own input), plain, then the same flip-averaged when --test-flip asks."""
     sides = sorted({config.size, *config.test_sides}) if config.kind == "finetune" else [None]
     return [(side, flip) for flip in sorted({False, config.test_flip}) for side in sides]
 

@@ -6,7 +6,9 @@ so a killed run resumes at the next epoch and ends as an uninterrupted one would
 early_stopping.BestEpoch's, as the heads'. The run's folder and state are baseline_runs.py's. The run
 record has the same shape as `fit`'s, so `report` shows baselines beside the heads.
 """
+import os
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -16,7 +18,7 @@ from cnncodes.features.sealed import all_finite, write_sealed
 from cnncodes.features.store import FeatureStore
 from cnncodes.pipeline.backbones import check_layer, check_size, dtype_policy, layer_after
 from . import baselines, test_views
-from .baseline_config import BaselineConfig
+from .baseline_config import SCORING_SETTINGS, BaselineConfig
 from .cached_maps import DrawnMaps, above_cut, check_from_features, check_memory
 from .baseline_runs import (chosen_params, is_finished, kept_if_resumable, phase_done, phases, run_folder, run_state,
                             scored_as_asked, with_stored_label)
@@ -130,13 +132,14 @@ def check_config(config: BaselineConfig):
 def check_test_views(config: BaselineConfig):
     """--test-sides and --test-flip: views of the test pixels, chosen on the validation slice."""
     option = "--test-sides" if config.test_sides else "--test-flip"
+    if config.test_sides and config.kind != "finetune":
+        raise UserError(f"--test-sides is finetune's: {config.kind} takes its images at their own size (drop it; "
+                        f"--test-flip works for every kind)")
     if not config.patience:
         raise UserError(f"{option} is chosen on the validation slice, never on the test split: give --patience too")
     if config.from_features:
         raise UserError(f"{option} changes the pixels, and --from-features scores maps already computed: fine-tune "
                         f"from pixels to use {option}")
-    if config.test_sides and config.kind != "finetune":
-        raise UserError(f"--test-sides is finetune's: {config.kind} takes its images at their own size")
     for side in config.test_sides:
         check_size(config.backbone, side, option=f"--test-sides {side}")
 
@@ -207,7 +210,7 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
     config = with_stored_label(store, config)
     label = store.canonical_label_set(config.label)
     names = store.class_names(label)
-    maps, info = None, None
+    maps, info, earlier = None, None, None
     if config.from_features:  # checked before any training: a set of maps this fine-tune can start from
         info = store.feature_set(config.from_features)
         maps = (check_from_features(info, config.backbone, config.size, config.weights, config.seed),
@@ -223,7 +226,12 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
         if scored_as_asked(record, config):
             log(f"baseline: {run.name} was finished before: nothing to train, its record follows")
             return run, record
-        log(f"baseline: {run.name} was finished before: scoring its kept weights with the test views asked for")
+        log(f"baseline: {run.name} was finished before: scoring its kept weights again, with the test views asked for")
+        # the record says how the weights were trained (a run stopped early is finished for a larger --epochs too),
+        # and which test figures came before: scoring the test split again is never silent
+        earlier = [*record.get("earlier_scores", []), {name: record["params"].get(name) for name in SCORING_SETTINGS}
+                   | {"test_accuracy": record["test_accuracy"]}]
+        config = replace(BaselineConfig(**record["params"]), test_sides=config.test_sides, test_flip=config.test_flip)
     labels = store.labels(label)
     train_idx, test = train_rows(store, config, labels)
     if maps:
@@ -303,13 +311,23 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
             "train_accuracy": float((test_views.probabilities(built.model, X).argmax(1) == y).mean()),
             "validation_accuracy": (state["history"]["val_accuracy"][chosen["best_epoch"] - 1]
                                     if config.patience else None),
-            "chosen": chosen, **({"test_views": views} if views else {}),
+            "chosen": chosen, **({"test_views": views} if views else {}), **({"earlier_scores": earlier} if earlier else {}),
             **classification_record(y_test, test_probabilities.argmax(1), len(names), test_probabilities.max(1)),
         }
-        built.model.save_weights(run / "model.weights.h5")
+        save_weights_atomically(built.model, run / "model.weights.h5")
         save_run(run, record)
         write_sealed(ckpt.state_file, {**state, "done": True})
     return run, record
+
+
+def save_weights_atomically(model, path: Path):
+    """Keras writes the file in place: a kill while it writes leaves none half-written beside a finished state."""
+    tmp = path.with_name(f".{path.name.removesuffix('.weights.h5')}.tmp.weights.h5")
+    try:
+        model.save_weights(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def at_side(built, config: BaselineConfig, side: int | None, image_shape, n_classes):

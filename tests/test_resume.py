@@ -109,6 +109,18 @@ def test_a_longer_run_goes_on_where_a_shorter_one_ended(fresh_store):
     assert other != first[0] and len(list((store / "runs").iterdir())) == 2  # other settings: a run of their own
 
 
+def test_a_schedule_spread_over_the_epochs_makes_a_longer_run_a_run_of_its_own():
+    """A cosine (or wrn's step) schedule reaches its end at the last epoch: going on from a shorter run would
+    start the rate again from where it had fallen to 0, so the number of epochs names the run."""
+    def name(kind, epochs, **settings):
+        return BaselineConfig(kind, epochs=epochs, **settings).run_name("class")
+
+    assert name("finetune", 5) == name("finetune", 10) and name("wrn", 5, optimizer="adam") == name("wrn", 10,
+                                                                                                     optimizer="adam")
+    assert name("finetune", 5, cosine=True) != name("finetune", 10, cosine=True) and name("wrn", 5) != name("wrn", 10)
+    assert name("finetune", None, cosine=True) == name("finetune", 20, cosine=True)  # None: the default, 20
+
+
 @pytest.mark.parametrize("damaged, why", [("state.json", "cannot be read"), ("checkpoint-1.npz", "is damaged or missing"),
                                            ("unsealed", "has no checksum"), ("edited", "fails its checksum")])
 def test_a_damaged_checkpoint_is_one_clear_line(fresh_store, damaged, why):

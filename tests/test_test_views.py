@@ -100,18 +100,19 @@ def test_the_test_split_is_scored_once_with_the_view_chosen_on_validation(store)
 
 
 def test_a_finished_run_asked_for_other_views_is_scored_again_not_trained_again(store):
-    _, run = finetune(store)
+    _, run = finetune(store, "--seed", "1")  # not the run above (test views do not name a run): one of its own
     first = read_sealed(run / "record.json")
     checkpoint = read_sealed(run / "state.json")["checkpoint"]
     stamp = (run / checkpoint).stat().st_mtime_ns
-    output, again = finetune(store, "--test-flip")
+    output, again = finetune(store, "--seed", "1", "--test-flip")
     assert again == run and "saved to" in output  # the same run, its record rewritten
     record = read_sealed(run / "record.json")
     assert (run / checkpoint).stat().st_mtime_ns == stamp  # no epoch trained
     assert record["history"] == first["history"] and record["fit_seconds"] == first["fit_seconds"]
     assert [(r["size"], r["flip"]) for r in record["test_views"]] == [(32, False), (32, True)]
-    assert record["params"]["test_flip"] is True and "test_views" not in first
-    output, _ = finetune(store, "--test-flip")  # asked again for the same: read back
+    assert record["params"] == {**first["params"], "test_flip": True} and "test_views" not in first
+    assert record["earlier_scores"] == [{"test_sides": [], "test_flip": False, "test_accuracy": first["test_accuracy"]}]
+    output, _ = finetune(store, "--seed", "1", "--test-flip")  # asked again for the same: read back
     assert f"already done: {run}" in output
 
 
@@ -132,7 +133,8 @@ def test_test_views_that_cannot_be_are_one_line_before_any_training(store, optio
 
 
 def test_test_views_bad_values_are_refused(store):
-    bad = CliRunner().invoke(cli, ["baseline", "finetune", "--store", str(store), "--test-sides", "144;160"])
-    assert bad.exit_code == 2 and "give input sides separated by commas, e.g. 144,160, not '144;160'" in bad.output
+    for sides in ("144;160", "144,²"):  # "²" is a digit to str.isdigit, and no number to int
+        bad = CliRunner().invoke(cli, ["baseline", "finetune", "--store", str(store), "--test-sides", sides])
+        assert bad.exit_code == 2 and f"give input sides separated by commas, e.g. 144,160, not '{sides}'" in bad.output
     with pytest.raises(UserError, match="--test-sides is finetune's: wrn takes its images at their own size"):
         train_baseline(store, BaselineConfig("wrn", test_sides=(64,), patience=1), **quiet)
