@@ -6,6 +6,7 @@ so a killed run resumes at the next epoch and ends as an uninterrupted one would
 early_stopping.BestEpoch's, as the heads'. The run's folder and state are baseline_runs.py's. The run
 record has the same shape as `fit`'s, so `report` shows baselines beside the heads.
 """
+import functools
 import os
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -294,12 +295,11 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
 
         chosen = chosen_params(config, state)
         view, views = {"size": None, "flip": False}, None
+        model_at = functools.cache(lambda side: at_side(built, config, side, store.image_shape, len(names)))
         if test_views.asked(config):  # chosen on the validation slice; the test split is scored once, below
-            view, views = test_views.choose_view(lambda side: at_side(built, config, side, store.image_shape,
-                                                                      len(names)), config, *validation["validation_data"])
+            view, views = test_views.choose_view(model_at, config, *validation["validation_data"])
             chosen.update(test_views.chosen_view(view))
-        test_probabilities = test_views.probabilities(at_side(built, config, view["size"], store.image_shape,
-                                                              len(names)), X_test, view["flip"])
+        test_probabilities = test_views.probabilities(model_at(view["size"]), X_test, view["flip"])
         record = {
             "kind": "baseline", "head": config.kind, "label": label, "features": features,
             "fingerprint": str(store.attrs["content_sha256"]), "class_names": names,

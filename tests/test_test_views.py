@@ -91,12 +91,16 @@ def test_the_test_split_is_scored_once_with_the_view_chosen_on_validation(store)
     model.load_weights(run / "model.weights.h5")
     predicted = probabilities(model, opened.images()[test], best["flip"]).argmax(1)
     assert record["test_accuracy"] == pytest.approx(float((predicted == labels[test]).mean()))
-    # and the validation slice's row at that view, from the same weights
+    # and every view's validation row, from the saved weights loaded into a model built at its side (the run
+    # scored them with its trained model's weights set into one)
     train_idx, _ = train_rows(opened, config, labels)
     val = validation_slice(labels[train_idx], config.seed)
-    X_val = opened.images()[train_idx][val]
-    scored = probabilities(model, X_val, best["flip"]).argmax(1) == labels[train_idx][val]
-    assert best["validation_accuracy"] == pytest.approx(float(scored.mean()))
+    X_val, y_val = opened.images()[train_idx][val], labels[train_idx][val]
+    for row in rows:
+        model = build(config, opened.image_shape, 3, row["size"]).model
+        model.load_weights(run / "model.weights.h5")
+        scored = probabilities(model, X_val, row["flip"]).argmax(1) == y_val
+        assert row["validation_accuracy"] == pytest.approx(float(scored.mean())), row
 
 
 def test_a_finished_run_asked_for_other_views_is_scored_again_not_trained_again(store):
