@@ -16,7 +16,6 @@ import contextlib
 import io
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -29,7 +28,7 @@ from cnncodes.features import schema
 from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureStore
 from cnncodes.features.limits import MAX_IMAGE_SIDE
-from cnncodes.features.probe import cannot_write
+from cnncodes.features.outputs import check_new_output, new_outputs
 from cnncodes.pipeline.portable import portable_clone, portable_codes
 from .baseline_config import BaselineConfig
 from .heads import KerasHead, LogRegHead
@@ -50,10 +49,9 @@ def export_format(out: Path, quantize: str | None) -> str:
     if kind is None:
         raise UserError(f"--out {out}: {out.suffix!r} names no model format; end it in .keras or .tflite, "
                         f"or give a folder name without a suffix for a SavedModel")
-    if out.exists() or out.is_symlink():
-        raise UserError(f"--out {out} already exists: remove it or give another path")
-    if not out.parent.is_dir() or cannot_write(out.parent):
-        raise UserError(f"--out {out}: its folder {out.parent} does not exist or cannot be written")
+    check_new_output(out)
+    if kind == "tflite":  # its classes beside it, written with it
+        check_new_output(out.with_name(out.name + ".classes.json"), option="--out's class names")
     if quantize is not None and kind != "tflite":
         raise UserError(f"--quantize {quantize} is for a .tflite model: give --out PATH.tflite, or drop --quantize")
     if quantize is not None and quantize not in QUANTIZE:
@@ -170,8 +168,8 @@ def export_model(run, out, quantize: str | None = None, input_hw: tuple | None =
     model, class_names, score = build_export_model(run, input_hw, trust_pickle)
     classes = {"class_names": class_names, "output": score, "input": "uint8 RGB images, (batch, "
                f"{model.input.shape[1]}, {model.input.shape[2]}, 3)"}
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
-        staged = Path(tmp) / out.name
+    side_files = [out.with_name(out.name + ".classes.json")] if kind == "tflite" else []
+    with new_outputs(out, *side_files) as (staged, *beside):  # the model and its classes land together or not at all
         if kind == "keras":
             model.save(staged)
             with zipfile.ZipFile(staged, "a") as z:
@@ -184,10 +182,7 @@ def export_model(run, out, quantize: str | None = None, input_hw: tuple | None =
             if quantize:
                 agreement = quantized_agreement(model, staged, store if store is not None else run.resolve().parent.parent)
                 log(f"export-model: {agreement}")
-            beside = staged.with_name(staged.name + ".classes.json")
-            beside.write_text(json.dumps(classes, indent=1))
-            os.replace(beside, out.with_name(out.name + ".classes.json"))
-        os.replace(staged, out)  # one rename: --out holds the whole model or nothing
+            beside[0].write_text(json.dumps(classes, indent=1))
     log(f"export-model: wrote {out} ({kind}{f', {quantize}' if quantize else ''}): uint8 images of "
         f"{model.input.shape[1]}x{model.input.shape[2]} in, {len(class_names)} classes' "
         f"{'probabilities' if score == 'probability' else 'decision scores'} out")

@@ -2,12 +2,9 @@
 
 Members are plain arrays (`np.load(path, allow_pickle=False)` reads them all). The codes are streamed
 into the zip member in slices of rows, so a set larger than memory exports in bounded memory; the
-file is written under a temporary name and renamed when complete. The temporary name holds the host and
-process id of its writer, so the next export removes what a killed one left (never a running one's).
+file is staged and published only where nothing is yet (outputs.new_outputs: what a killed export left is
+removed by the next, never a running one's).
 """
-import glob
-import os
-import socket
 import zipfile
 from pathlib import Path
 
@@ -16,10 +13,10 @@ import numpy as np
 
 from . import schema
 from .errors import UserError
+from .outputs import check_new_output, new_outputs
 from .store import FeatureStore, reading
 
 ROWS_PER_SLICE = 8192
-PID_MAX = 1 << 22  # the most Linux allows; a larger number in a file name is no process id
 
 
 def write_member(archive: zipfile.ZipFile, name: str, array: np.ndarray):
@@ -59,32 +56,6 @@ class JoinedRows:
         return np.concatenate(out, axis=1)
 
 
-def tmp_path(out: Path, pid: int) -> Path:
-    return out.with_name(f".{out.name}.{socket.gethostname()}.{pid}.tmp")
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        pass
-    return True
-
-
-def remove_leftovers(out: Path):
-    """Removes the temporary files that exports to `out` on this host left when they were killed (their
-    process is gone), named .NAME.HOST.PID.tmp (.NAME.PID.tmp before cnncodes 0.3); another host's, or a
-    running export's, are left alone."""
-    start, end = f".{out.name}.", ".tmp"
-    for tmp in out.parent.glob(f"{glob.escape(start)}*{end}"):
-        host, _, pid = tmp.name[len(start):-len(end)].rpartition(".")
-        mine = host in ("", socket.gethostname())
-        if mine and pid.isdigit() and 0 < int(pid) <= PID_MAX and not alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
 def export_feature_set(store_dir, out, features: str | None = None, kind: str = "pooled") -> Path:
     """Writes `out` (.npz): codes (every row, store order), split (0 train, 1 test), labels_<set> and
     class_names_<set> for every label set, sources, folds_<on>_k<K> for every kept assignment."""
@@ -96,10 +67,9 @@ def export_feature_set(store_dir, out, features: str | None = None, kind: str = 
     if out.suffix != ".npz":
         raise UserError(f"--out {out}: the export is a .npz file; give a name ending in .npz")
     out.parent.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(out)
-    tmp = tmp_path(out, os.getpid())
+    check_new_output(out)
     path = schema.feature_path(store.path, info.name)
-    try:
+    with new_outputs(out) as (tmp,):
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
             if info.parts:  # A+B: its sets joined slice by slice as they are read
                 stream_member(archive, "codes", JoinedRows(store, info.parts, kind))
@@ -117,8 +87,4 @@ def export_feature_set(store_dir, out, features: str | None = None, kind: str = 
             for on, k in store.fold_keys:
                 write_member(archive, f"folds_{on}_k{k}", store.folds(k, on=on, split="all"))
             write_member(archive, "feature_set", np.array([info.name, info.fingerprint, kind]))
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return out

@@ -14,6 +14,8 @@ import sys
 import threading
 import time
 
+from cnncodes.features.outputs import utf8_name
+
 NOISE = re.compile(
     rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     rb"|[IW]\d{4} [\d:.]+ +\d+ (port|cpu_feature_guard|cuda_\w+|gpu_device|computation_placer|service)\.cc:\d+\]"
@@ -135,5 +137,6 @@ _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x20), *range(0x7f, 0xa0))}
 def printable(text) -> str:
     """Text that came from data (class names, file names, run records) as the terminal should show it:
     control characters (ESC sequences that clear the screen or set the window title, BEL, CR, newlines)
-    become visible escapes, so data can never act on the terminal or break a line in two."""
-    return str(text).translate(_CONTROL)
+    become visible escapes, so data can never act on the terminal or break a line in two; bytes of a file name
+    that are not UTF-8 become escapes too (utf8_name), so printing one never fails."""
+    return utf8_name(str(text)).translate(_CONTROL)

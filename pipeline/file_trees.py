@@ -15,7 +15,7 @@ import zlib
 from pathlib import Path
 
 from cnncodes.features.errors import UserError
-from .source import utf8_name
+from cnncodes.features.outputs import utf8_name
 
 # No image under the pixel limit needs more bytes than this; a bigger file is not read into memory.
 MAX_FILE_BYTES = 256 << 20

@@ -6,9 +6,10 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from cnncodes.features.errors import UserError
+from cnncodes.features.outputs import utf8_name
 from .file_trees import SharedName, UnreadableFile, open_files
 from .images import IMAGE_EXTENSIONS, BadImage, decode_image, fit_square
-from .source import Source, utf8_name
+from .source import Source
 
 SPLIT_FOLDERS = {"train": 0, "test": 1, "val": 1}
 

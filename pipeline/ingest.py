@@ -23,7 +23,7 @@ from .cifar import ARCHIVES, search_dirs
 from .console import printable, progress_bar
 from .file_trees import walk
 from .images import IMAGE_EXTENSIONS
-from .source import utf8_name
+from cnncodes.features.outputs import utf8_name
 from .sources import FOLDER, canonical_dataset, open_source
 
 

@@ -24,15 +24,6 @@ class Source:
     in_memory: bool = False  # already decoded in memory: ingest copies them, and shows no images/s rate
 
 
-def utf8_name(name: str) -> str:
-    """A file or member name as valid UTF-8 text: bytes that are not UTF-8 (which Python keeps as
-    surrogates) become visible escapes, so b'caf\\xe9' is named 'caf\\\\xe9' instead of failing when stored."""
-    try:
-        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a surrogate that no undecodable byte made
-        return name.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def in_memory_source(name, images, labels, class_names, split, description, origin) -> Source:
     return Source(name=name, labels=labels, class_names=class_names, split=split,
                   read=lambda idx: (images[idx], []), sample_names=lambda i: f"{name}[{i}]",

@@ -316,26 +316,6 @@ def test_names_from_data_reach_the_terminal_escaped(tmp_path, monkeypatch):
     assert "\\x1b]0;pwned\\x07\\x1b[2Jcat 0.900" in predicted.output
 
 
-def test_a_killed_exports_temporary_file_is_removed_by_the_next_and_a_running_ones_is_not(store, tmp_path):
-    """A SIGKILL runs no cleanup: its temporary file stayed beside --out, and no later export removed it."""
-    from cnncodes.features import export
-
-    out = tmp_path / "codes.npz"
-    gone = subprocess.Popen([sys.executable, "-c", ""])
-    gone.wait()  # its process id is free now
-    running = subprocess.Popen([sys.executable, "-c", "input()"], stdin=subprocess.PIPE)
-    try:
-        killed, live = export.tmp_path(out, gone.pid), export.tmp_path(out, running.pid)
-        older = tmp_path / f".codes.npz.{gone.pid}.tmp"  # as cnncodes 0.2 named them
-        elsewhere = tmp_path / f".codes.npz.another-host.{gone.pid}.tmp"  # a shared folder: not ours to judge
-        for leftover in (killed, live, older, elsewhere):
-            leftover.write_bytes(b"half an export")
-        assert export.export_feature_set(store, out) == out
-        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name, "codes.npz", "store"])
-    finally:
-        running.communicate(b"\n")
-
-
 def test_a_changed_source_is_ingested_again_with_reingest(tmp_path, monkeypatch):
     from click.testing import CliRunner
 

@@ -1,0 +1,131 @@
+"""Files handed to people (features/outputs.py): cells a spreadsheet shows as text, names that are not UTF-8
+escaped, outputs created exclusively and published together or not at all, what killed writers left removed."""
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from cnncodes.features import outputs
+from cnncodes.features.errors import UserError
+from cnncodes.features.outputs import new_outputs, safe_cell, write_csv
+
+EVIL = ['=HYPERLINK("http:evil","x")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+
+
+@pytest.mark.parametrize("cell", EVIL)
+def test_cells_a_spreadsheet_would_evaluate_become_text(cell):
+    assert safe_cell(cell) == "'" + cell
+
+
+@pytest.mark.parametrize("cell", ["-0.5", "+3", "1e-05", "-1.5E+3", "0.123", "-inf", "cat", "a=b", ""])
+def test_numbers_and_plain_text_stay_as_they_are(cell):
+    assert safe_cell(cell) == cell
+
+
+def test_numbers_stay_numbers_and_undecodable_names_are_escaped_as_ingest_does():
+    assert safe_cell(3) == "3" and safe_cell(-0.25) == "-0.25" and safe_cell(None) == ""
+    name = b"caf\xe9-=1.jpg".decode("utf-8", "surrogateescape")  # as Python lists such a file
+    assert safe_cell(name) == "caf\\xe9-=1.jpg"
+    assert safe_cell(b"=\xff".decode("utf-8", "surrogateescape")) == "'=\\xff"
+
+
+def test_write_csv_round_trips_through_a_csv_reader(tmp_path):
+    out = tmp_path / "t.csv"
+    write_csv(out, ["name", "score"], [[EVIL[0], "-0.5"], [b"\xff.png".decode("utf-8", "surrogateescape"), 1]])
+    rows = list(csv.reader(out.open(encoding="utf-8")))
+    assert rows == [["name", "score"], ["'" + EVIL[0], "-0.5"], ["\\xff.png", "1"]]
+    assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]  # nothing staged is left
+
+
+def test_a_path_taken_while_the_output_was_staged_is_refused_and_left_as_it_was(tmp_path):
+    out = tmp_path / "p.csv"
+    with pytest.raises(UserError, match=r"^--out .*p.csv: it appeared while this command ran .* nothing written"):
+        with new_outputs(out) as (staged,):
+            staged.write_text("mine")
+            out.write_text("theirs")  # another command wrote it meanwhile
+    assert out.read_text() == "theirs" and [p.name for p in tmp_path.iterdir()] == ["p.csv"]
+
+
+def test_two_writers_of_one_path_one_wins_the_other_is_refused(tmp_path):
+    out = tmp_path / "p.csv"
+    with pytest.raises(UserError, match="it appeared while this command ran"):
+        with new_outputs(out) as (first,):  # both staged at once, under names of their own
+            first.write_text("first")
+            with new_outputs(out) as (second,):
+                second.write_text("second")
+    assert out.read_text() == "second" and [p.name for p in tmp_path.iterdir()] == ["p.csv"]
+
+
+def test_a_model_and_its_side_file_land_together_or_not_at_all(tmp_path):
+    model, side = tmp_path / "m.tflite", tmp_path / "m.tflite.classes.json"
+    with pytest.raises(UserError):
+        with new_outputs(model, side) as (staged, beside):
+            staged.write_bytes(b"model")
+            beside.write_text("classes")
+            side.write_text("another run's classes")
+    assert not model.exists() and side.read_text() == "another run's classes"
+    side.unlink()
+    with pytest.raises(UserError):
+        with new_outputs(model, side) as (staged, beside):
+            staged.write_bytes(b"model")
+            beside.write_text("classes")
+            model.write_bytes(b"another run's model")
+    assert not side.exists() and model.read_bytes() == b"another run's model"  # its side file was taken back
+    model.unlink()
+    with new_outputs(model, side) as (staged, beside):
+        staged.write_bytes(b"model")
+        beside.write_text("classes")
+    assert model.read_bytes() == b"model" and side.read_text() == "classes"
+
+
+def test_a_folder_output_is_claimed_whole(tmp_path):
+    out = tmp_path / "saved_model"
+    with new_outputs(out) as (staged,):
+        staged.mkdir()
+        (staged / "a.pb").write_text("graph")
+    assert (out / "a.pb").read_text() == "graph"
+    with pytest.raises(UserError, match="it appeared"):
+        with new_outputs(tmp_path / "again") as (staged,):
+            staged.mkdir()
+            (tmp_path / "again").mkdir()
+            (tmp_path / "again" / "theirs").write_text("x")
+    assert [p.name for p in (tmp_path / "again").iterdir()] == ["theirs"]
+
+
+def test_an_error_while_staging_leaves_nothing(tmp_path):
+    with pytest.raises(ZeroDivisionError):
+        with new_outputs(tmp_path / "p.csv") as (staged,):
+            staged.write_text("half")
+            1 / 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_what_a_killed_writer_left_is_removed_by_the_next_and_a_running_ones_is_not(tmp_path):
+    """A SIGKILL runs no cleanup: its staging folder stays beside --out until the next output to that path."""
+    out = tmp_path / "codes.npz"
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()  # its process id is free now
+    running = subprocess.Popen([sys.executable, "-c", "input()"], stdin=subprocess.PIPE)
+    try:
+        killed = tmp_path / f"{outputs.staging_prefix(out, gone.pid)}abc{outputs.STAGED}"
+        live = tmp_path / f"{outputs.staging_prefix(out, running.pid)}def{outputs.STAGED}"
+        elsewhere = tmp_path / f"{outputs.staging_prefix(out, gone.pid, 'another-host')}ghi{outputs.STAGED}"
+        for leftover in (killed, live, elsewhere):
+            leftover.mkdir()
+            (leftover / out.name).write_bytes(b"half an export")
+        with new_outputs(out) as (staged,):
+            staged.write_bytes(b"whole")
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name, "codes.npz"])
+    finally:
+        running.communicate(b"\n")
+
+
+def test_check_new_output_refuses_what_exists_or_cannot_be_written_in_one_line(tmp_path):
+    (tmp_path / "taken.csv").write_text("x")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "nowhere")
+    for out, says in ((tmp_path / "taken.csv", "it already exists"), (tmp_path / "link.csv", "it already exists"),
+                      (tmp_path / "no" / "p.csv", "its folder does not exist"),
+                      (tmp_path.parent / "/proc/p.csv", "its folder cannot be written")):
+        with pytest.raises(UserError, match=says):
+            outputs.check_new_output(out)
