@@ -13,6 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow start-up chatte
 
 from cnncodes.features.errors import UserError
 from cnncodes.features.limits import MAX_BATCH, MAX_CHUNK, MAX_IMAGE_SIDE, MAX_SEED, MAX_VIEWS
+from cnncodes.features.outputs import check_new_output
 from cnncodes.pipeline.console import printable
 
 
@@ -30,6 +31,11 @@ class Cli(click.Group):
             command = f" {e.ctx.command.name}" if e.ctx and e.ctx.command and e.ctx.command is not self else ""
             click.echo(f"error: {printable(e.format_message())} (see `cnncodes{command} --help`)", err=True)
             sys.exit(2)
+        except (KeyboardInterrupt, Interrupted) as e:  # Ctrl-C: what was kept and how to go on, not "Aborted!"
+            kept = e.kept if isinstance(e, Interrupted) else KEPT_AFTER_INTERRUPT.get(
+                ctx.invoked_subcommand, "nothing half-written was kept; run the command again")
+            click.echo(f"\ninterrupted: {printable(kept)}", err=True)
+            sys.exit(130)
         except UserError as e:  # its text may quote data (class folders, member names): escaped for the terminal
             click.echo(f"error: {printable(e)}", err=True)
             sys.exit(1)
@@ -41,6 +47,37 @@ class Cli(click.Group):
             click.echo(f"error: {e.strerror}" + (f": {printable(e.filename)}" if e.filename else "") + f" - {fix}",
                        err=True)
             sys.exit(1)
+
+
+# What an interrupted command leaves, and how it goes on (`features` says what it kept: kept_features).
+KEPT_AFTER_INTERRUPT = {
+    "fit": "nothing was saved (a run is saved only when it finishes)",
+    "kfold": "the folds that finished are kept; the same command computes only the rest",
+    "sweep": "the folds that finished are kept; the same command computes only the rest",
+    "curve": "the points that finished are kept; the same command computes only the rest",
+    "baseline": "the epochs that finished are kept (a checkpoint each); the same command resumes after the last",
+}
+
+
+class Interrupted(Exception):
+    """Ctrl-C in a command that says what it kept."""
+
+    def __init__(self, kept: str):
+        super().__init__(kept)
+        self.kept = kept
+
+
+def kept_features(store) -> str:
+    """What an interrupted `features` kept: every committed chunk of each set in progress (the same command
+    resumes from there), or nothing when the ingest had not finished."""
+    from cnncodes.features import schema
+    from cnncodes.features.store import FeatureStore
+
+    if not schema.data_path(store).exists():
+        return "the ingest had not finished: nothing was stored; the same command starts it again"
+    sets = [s for s in FeatureStore.open(store).feature_sets() if not s.damaged and not s.complete]
+    kept = "; ".join(f"{s.name} keeps {s.done} of {s.n} rows in committed chunks" for s in sets)
+    return (kept or "the data and every complete feature set are kept") + "; the same command resumes from there"
 
 
 PATH_ERRORS = {errno.ENOENT, errno.EEXIST, errno.EISDIR, errno.ENOTDIR}
@@ -232,15 +269,18 @@ def features(dataset, store, backbone, weights, size, layer, spatial, flip_avera
         from cnncodes.pipeline.backbones import check_backbone
 
         check_backbone(backbone, weights, [c for c in cuts if c is not None] or None)
-    ingest(store, IngestConfig(dataset, limit, holdout, seed, image_size, skip_bad, ks), data_dir=data_dir,
-           verify=verify, progress=not quiet, log=log, reingest=reingest)
     from cnncodes.pipeline.augment import Augmentation
 
-    config = FeatureConfig(backbone, weights, size, cuts[0], spatial, precision, seed, flip_average, views or 0,
-                           Augmentation() if view_area is None else Augmentation(scale=(view_area, 1.0)))
-    for result in extract_layers(store, config, cuts, name=name, batch_size=batch_size, chunk_size=chunk_size,
-                                 workers=workers, scheduler=scheduler, progress=not quiet, log=log):
-        click.echo(f"{printable(result.name)}\t{result.status}\t{result.rows} rows\t{printable(result.path)}")
+    try:
+        ingest(store, IngestConfig(dataset, limit, holdout, seed, image_size, skip_bad, ks), data_dir=data_dir,
+               verify=verify, progress=not quiet, log=log, reingest=reingest)
+        config = FeatureConfig(backbone, weights, size, cuts[0], spatial, precision, seed, flip_average, views or 0,
+                               Augmentation() if view_area is None else Augmentation(scale=(view_area, 1.0)))
+        for result in extract_layers(store, config, cuts, name=name, batch_size=batch_size, chunk_size=chunk_size,
+                                     workers=workers, scheduler=scheduler, progress=not quiet, log=log):
+            click.echo(f"{printable(result.name)}\t{result.status}\t{result.rows} rows\t{printable(result.path)}")
+    except KeyboardInterrupt:
+        raise Interrupted(kept_features(store)) from None
 
 
 @cli.command()
@@ -250,7 +290,7 @@ def features(dataset, store, backbone, weights, size, layer, spatial, flip_avera
 @click.option("--check", is_flag=True, help="read every stored byte once and report each file as sound or damaged")
 def info(store, store_argument, as_json, check):
     """What a store holds: data, splits, label sets, folds, feature sets."""
-    from cnncodes.features.store import FeatureStore
+    from cnncodes.features.store import STALE, FeatureStore
 
     given = click.get_current_context().get_parameter_source("store") == click.core.ParameterSource.COMMANDLINE
     if store_argument and given and Path(store) != store_argument:  # $CNNCODES_STORE yields to the argument
@@ -266,8 +306,8 @@ def info(store, store_argument, as_json, check):
         click.echo(json.dumps(s, indent=2))
     else:
         click.echo(format_info(s))
-    if check and any(s["check"].values()):
-        sys.exit(1)
+    if check and any(why and not why.startswith(STALE) for why in s["check"].values()):
+        sys.exit(1)  # damaged or not verifiable; a stale set is sound, and rebuilt when asked for
 
 
 def format_info(s: dict) -> str:
@@ -285,6 +325,10 @@ def format_info(s: dict) -> str:
             lines.append(f"  {p(f['name'])}: DAMAGED ({p(f['damaged'])}): re-run `cnncodes features` with its options "
                          f"to rebuild it")
             continue
+        if f.get("stale"):  # made from other data than data.h5 holds now: never read as this data's codes
+            lines.append(f"  {p(f['name'])}: STALE ({p(f['stale'])}): re-run `cnncodes features` with its options to "
+                         f"rebuild it")
+            continue
         state = "complete" if f["complete"] else f"INCOMPLETE {f['rows']}"
         lines.append(f"  {p(f['name'])}: {tuple(f['shape'])} {f['dtype']}"
                      + (f" + spatial {tuple(f['spatial_shape'])}" if f["spatial_shape"] else "")
@@ -295,7 +339,9 @@ def format_info(s: dict) -> str:
         for name, why in s["check"].items():
             # made before checksums covered it: not damaged, but not vouched for either (and so exit 1)
             unverified = bool(why) and why.startswith("not verifiable")
-            verdict = "sound" if not why else "NOT VERIFIABLE" + why[14:] if unverified else f"DAMAGED ({why})"
+            stale = bool(why) and why.startswith("stale:")
+            verdict = ("sound" if not why else "NOT VERIFIABLE" + why[14:] if unverified else
+                       f"sound but STALE ({why[7:]})" if stale else f"DAMAGED ({why})")
             lines.append(f"  {p(name)}: {p(verdict)}")
     return "\n".join(lines)
 
@@ -309,9 +355,7 @@ def export(store, features, spatial, out):
     """Codes of both splits with every label set, split, sources and folds, as one .npz (no pickles)."""
     from cnncodes.features.export import export_feature_set
 
-    if out.is_dir() or not out.parent.is_dir():
-        raise UserError(f"--out {out}: " + ("a folder; give a file name, e.g. codes.npz" if out.is_dir() else
-                                            f"folder {out.parent} does not exist; create it, or choose another"))
+    check_new_output(out)
     path = export_feature_set(store, out, features, kind="spatial" if spatial else "pooled")
     click.echo(f"exported to {printable(path)}")
 
@@ -332,40 +376,26 @@ def layers(backbone, size):
         click.echo(f"{layer.name}\t{tuple(layer.output.shape[1:])}" + ("\tblock output" if layer.name in ends else ""))
 
 
-def check_new_file(out):
-    """--out names a file still to be written, in a folder that exists and takes new files: checked before any
-    work, so a long audit or prediction never ends unable to write its answer."""
-    from cnncodes.features.probe import cannot_write
+def image_inputs(images) -> list:
+    """The inputs that IMAGE arguments (files, folders, globs, .txt lists) name, one per image or per thing that
+    gave none; none that can give an image is one line."""
+    from cnncodes.classifiers.image_inputs import expand_inputs, images_in
 
-    if out is None:
-        return
-    if out.exists() or not out.parent.is_dir():
-        raise UserError(f"--out {printable(out)}: " + ("it already exists; remove it or give another path"
-                                                       if out.exists() else "its folder does not exist"))
-    if why := cannot_write(out.parent):
-        raise UserError(f"--out {printable(out)}: its folder cannot be written ({why}); give a path in a folder "
-                        f"you can write")
-
-
-def image_paths(images) -> list[str]:
-    """The files that IMAGE arguments (files, folders, globs, .txt lists) name; none is one line."""
-    from cnncodes.classifiers.predict import expand_inputs
-
-    paths = expand_inputs(list(images))
-    if not paths:
+    inputs = expand_inputs(list(images))
+    if not images_in(inputs):
         raise UserError(f"no images in {' '.join(images)}: give image files, folders holding some, a glob that "
                         f"matches some, or a .txt list of paths")
-    return paths
+    return inputs
 
 
 def report_unreadable(command: str, results: list, done: str, where_written: str, out):
-    """The closing count of a command over image files; exit status 1 when some could not be read (each result
-    has `path` and `error`), the first named."""
+    """The closing count of a command over image inputs; exit status 1 when some gave no image (each result has
+    `path` and `error`: a file that could not be read, a pattern that matched nothing...), the first named."""
     failed = [r for r in results if r.error]
-    log(f"{command}: {len(results) - len(failed)} of {len(results)} images {done}{where_written}")
+    log(f"{command}: {len(results) - len(failed)} of {len(results)} inputs {done}{where_written}")
     if failed:
         where = f" in {printable(out)}" if out is not None else ""
-        log(f"{command}: {len(failed)} could not be read, listed with their reason{where}, e.g. "
+        log(f"{command}: {len(failed)} could not be used, listed with their reason{where}, e.g. "
             f"{printable(failed[0].path)}: {printable(failed[0].error)}")
         sys.exit(1)
 
@@ -401,20 +431,14 @@ no_views_option = click.option("--no-views", "plain", is_flag=True,
 def fit(store, head, features, label, spatial, epochs, params, plain, quiet):
     """Train a head on the training split's codes, test it, save it and its run record."""
     from cnncodes.classifiers.fit import fit_head
+    from cnncodes.classifiers.runs import run_summary
     from cnncodes.classifiers.params import resolve_params
 
     params = resolve_params([head], parse_params(params), epochs)[head]
     if not quiet:
         params.setdefault("verbose", keras_verbosity())
     run, r = fit_head(store, head, features=features, label=label, spatial=spatial, params=params, views=not plain)
-    chosen = ", ".join(f"{k} {v}" for k, v in (r.get("chosen") or {}).items())
-    validation = r.get("validation_accuracy")
-    click.echo(f"{head} on {printable(r['features'])} ({printable(r['label'])}): "
-               f"test accuracy {100 * r['test_accuracy']:.2f}%, "
-               f"train {100 * r['train_accuracy']:.2f}%"
-               + (f", validation {100 * validation:.2f}%" if validation is not None else "")
-               + (f"; chose {chosen}" if chosen else "") + (f"; trained with {r['views']} views" if r["views"] else "")
-               + f"; {r['fit_seconds']:.1f} s")
+    click.echo(printable(run_summary(r)))
     click.echo(f"saved to {printable(run)}")
 
 
@@ -518,7 +542,7 @@ def audit(store, features, label, out, threshold, k, quiet):
     from cnncodes.classifiers.audit import format_audit, run_audit, write_table
     from cnncodes.classifiers.duplicates import DUPLICATE_THRESHOLD
 
-    check_new_file(out)
+    check_new_output(out)
     record = run_audit(store, features=features, label=label, k=k, progress=not quiet,
                        threshold=DUPLICATE_THRESHOLD if threshold is None else threshold)
     click.echo(format_audit(record))
@@ -543,8 +567,8 @@ def predict(run, top, out, quiet, trust_model, images):
     its reason and the exit status is 1; the others are still classified."""
     from cnncodes.classifiers.predict import predict_files, write_predictions_csv
 
-    paths = image_paths(images)
-    check_new_file(out)
+    paths = image_inputs(images)
+    check_new_output(out)
     kind, predictions = predict_files(run, paths, top=top, trust_pickle=trust_model, progress=not quiet)
     if out is not None:
         write_predictions_csv(out, predictions, top)
@@ -572,8 +596,8 @@ def neighbors(store, features, k, split, out, quiet, images):
     the others are still searched."""
     from cnncodes.classifiers.similar_images import similar_images, write_neighbours_csv
 
-    paths = image_paths(images)
-    check_new_file(out)
+    paths = image_inputs(images)
+    check_new_output(out)
     name, lookups = similar_images(store, paths, features=features, k=k, split=split.lower(), progress=not quiet)
     if out is not None:
         write_neighbours_csv(out, lookups)
@@ -657,7 +681,12 @@ def report(store, out, map_method):
 
     if out is not None and out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder for the report and its images")
-    click.echo(f"report written to {printable(build_report(store, out, map_method))}")
+    left_out = []
+    page = build_report(store, out, map_method, note=left_out.append)
+    for line in left_out:
+        log(f"report: {line}")
+    click.echo(f"report written to {printable(page)}" + (f", with {len(left_out)} part{'s' * (len(left_out) > 1)} "
+                                                         f"left out (above)" if left_out else ""))
 
 
 def progressive_option(value: str | None) -> tuple[int | None, int]:
@@ -733,6 +762,7 @@ def baseline(kind, store, quiet, **options):
     from cnncodes.classifiers.params import check_values
     from cnncodes.classifiers.baseline_config import BaselineConfig
     from cnncodes.classifiers.baseline_runs import finished_run
+    from cnncodes.classifiers.runs import run_summary
     from cnncodes.classifiers.train import check_config, train_baseline
 
     options["size"] = options["size"] or native_size(options["backbone"])
@@ -746,13 +776,7 @@ def baseline(kind, store, quiet, **options):
     check_config(config)  # before the store is read: what the options ask for can be at all
     done = finished_run(store, config)  # asked again for what is already trained: its record, nothing saved
     run, r = train_baseline(store, config, progress=not quiet, log=log)
-    chosen = ", ".join(f"{k} {v}" for k, v in (r.get("chosen") or {}).items())
-    validation = r.get("validation_accuracy")
-    click.echo(f"{kind} ({printable(r['label'])}): test accuracy {100 * r['test_accuracy']:.2f}%, "
-               f"train {100 * r['train_accuracy']:.2f}%"
-               + (f", validation {100 * validation:.2f}%" if validation is not None else "")
-               + (f"; {chosen}" if chosen else f"; {r['epochs']} epochs")
-               + f"; {r['seconds_per_epoch']:.1f} s/epoch")
+    click.echo(printable(run_summary(r)))
     click.echo(f"already done: {printable(run)}" if done else f"saved to {printable(run)}")
 
 

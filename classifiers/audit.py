@@ -1,8 +1,6 @@
 """`cnncodes audit`: what a feature set's codes say about the data: duplicate pairs (and the test images with
 a duplicate in training), likely wrong labels and outliers, as one table and one record in the store
 (`audits/<feature set>/`), which the report reads without computing anything again."""
-import csv
-import os
 import time
 from pathlib import Path
 
@@ -11,11 +9,13 @@ import numpy as np
 from cnncodes.features import schema
 from cnncodes.features.errors import UserError
 from cnncodes.features.fingerprint import file_digest
+from cnncodes.features.outputs import write_csv
 from cnncodes.features.provenance import code_version
 from cnncodes.features.sealed import FILES_KEY, SealBroken, check_listed_files, read_sealed, write_sealed
 from cnncodes.features.store import FeatureStore
 from cnncodes.pipeline.console import printable
-from .duplicates import DUPLICATE_THRESHOLD, EXACT_CANDIDATE, NEIGHBOURS, all_neighbours, find_duplicates, leakage
+from .duplicates import (DUPLICATE_THRESHOLD, EXACT_CANDIDATE, NEIGHBOURS, all_neighbours, exact_counts,
+                         find_duplicates, leakage, pair_counts)
 from .fit import check_finite
 from .label_issues import LABEL_C, held_out_probabilities, label_issues, require_cleanlab
 from .outliers import FENCE_IQRS, find_outliers
@@ -49,10 +49,11 @@ def run_audit(store_dir, *, features: str | None = None, label: str | None = Non
     made = [f for f in (folder.parent, folder) if not f.exists()]
     folder.mkdir(parents=True, exist_ok=True)  # before the work: a read-only store fails now, not after it
     try:
-        neighbours = all_neighbours(codes, progress)
+        neighbours = all_neighbours(codes, progress, threshold, store.split)
         leak = leakage(codes[test], codes[train], progress)
         leak.nearest_train += train.start
         pairs = find_duplicates(neighbours, leak, threshold, test.start, store.images(lazy=True))
+        exact = exact_counts(store.images(lazy=True), neighbours, store.split)
         outliers = find_outliers(codes, labels, train, len(names))
         X_train = np.asarray(codes[train])
         X_test = np.asarray(codes[test])
@@ -70,8 +71,8 @@ def run_audit(store_dir, *, features: str | None = None, label: str | None = Non
             "class_names": names, "data_sha256": store.content, "images": store.counts(),
             "settings": {"threshold": threshold, "k": k, "C": C, "neighbours": NEIGHBOURS,
                          "exact_candidate": EXACT_CANDIDATE, "outlier_fence_iqrs": FENCE_IQRS},
-            "counts": counts(rows, pairs, neighbours, threshold),
-            "leakage": leakage_counts(rows, leak, threshold),
+            "counts": counts(rows, pair_counts(neighbours, store.split), exact, neighbours, threshold),
+            "leakage": leakage_counts(leak, threshold, exact),
             "outlier_fence": outliers.fence,
             # how well the label models predict: a weak model flags hard images as well as wrong labels
             "label_model_accuracy": {"train_out_of_fold": accuracy(probs_train, labels[train]),
@@ -88,24 +89,24 @@ def run_audit(store_dir, *, features: str | None = None, label: str | None = Non
     return {**record, "path": str(folder)}
 
 
-def counts(rows: list[dict], pairs, neighbours, threshold: float) -> dict:
+def counts(rows: list[dict], pairs: dict, exact: dict, neighbours, threshold: float) -> dict:
+    """Every duplicate pair counted (pairs: duplicates.pair_counts; exact: duplicates.exact_counts), beside how many
+    the table lists (each image's NEIGHBOURS closest), and the labels and outliers flagged."""
     of = {kind: [r for r in rows if r["kind"] == kind] for kind in KINDS}
-    return {"duplicate": len(of["duplicate"]), "duplicate_exact": int(pairs.exact.sum()),
-            **{f"duplicate_{where}": sum(pair_kind(r) == where for r in of["duplicate"])
-               for where in ("within_train", "within_test", "across_splits")},
-            # rows whose every searched neighbour is a duplicate: more pairs of theirs may exist
+    return {"duplicate": sum(pairs.values()), "duplicate_listed": len(of["duplicate"]),
+            "duplicate_exact": exact["within_train"] + exact["within_test"] + exact["across_splits"],
+            **{f"duplicate_{where}": n for where, n in pairs.items()},
+            # rows with more duplicates than the table lists for them (the counts above count them all)
             "rows_at_neighbour_limit": int((neighbours.similarity[:, -1] >= threshold).sum()),
             "label": len(of["label"]), "label_train": sum(r["split"] == "train" for r in of["label"]),
             "label_test": sum(r["split"] == "test" for r in of["label"]), "outlier": len(of["outlier"])}
 
 
-def leakage_counts(rows: list[dict], leak, threshold: float) -> dict:
-    """Test images with a duplicate in training, and how many of them have an identical one."""
+def leakage_counts(leak, threshold: float, exact: dict) -> dict:
+    """Test images with a duplicate in training, and how many of them have an identical one (both in full)."""
     test_images, leaked = len(leak.similarity), len(leak.leaked(threshold))
-    exact = {r["other_row"] for r in rows if r["kind"] == "duplicate" and r["exact"]
-             and (r["split"], r["other_split"]) == ("train", "test")}
     return {"test_images": test_images, "leaked": leaked, "rate": leaked / max(test_images, 1),
-            "leaked_exact": len(exact)}
+            "leaked_exact": exact["leaked_test_images"]}
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float | None:
@@ -161,25 +162,18 @@ def outlier_rows(outliers, sources, labels, names, split_of) -> list[dict]:
             for row, score in zip(outliers.rows, outliers.score)]
 
 
-def write_table(path: Path, rows: list[dict]):
-    """The rows as CSV with COLUMNS, written beside `path` and renamed: a killed run leaves no half file."""
-    staged = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        with open(staged, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(COLUMNS)
-            for r in rows:
-                writer.writerow([r["kind"], r["source"], r["other"], r["given"], r["suggested"], f"{r['score']:.6g}"])
-        os.replace(staged, path)
-    except BaseException:
-        staged.unlink(missing_ok=True)
-        raise
+def write_table(path: Path, rows: list[dict], exclusive: bool = True):
+    """The rows as CSV with COLUMNS (features/outputs.py: staged and renamed, cells a spreadsheet will not
+    evaluate); `exclusive`: a user's --out, published only where nothing is yet; else the store's own copy,
+    replacing the previous audit's."""
+    write_csv(path, list(COLUMNS), ([r["kind"], r["source"], r["other"], r["given"], r["suggested"],
+                                     f"{r['score']:.6g}"] for r in rows), exclusive=exclusive)
 
 
 def save_audit(folder: Path, record: dict):
     """The table, then the record that vouches for it (its sha256): each renamed into place, so a reader
     sees the previous audit or this one, and a record whose table was replaced fails its check."""
-    write_table(folder / TABLE, record["rows"])
+    write_table(folder / TABLE, record["rows"], exclusive=False)
     write_sealed(folder / RECORD, {**record, FILES_KEY: {TABLE: file_digest(folder / TABLE, "sha256")}})
 
 
@@ -210,6 +204,15 @@ def current_fingerprint(store: FeatureStore, features) -> str | None:
         return None
 
 
+def listed_text(c: dict, s: dict) -> str:
+    """Where the table lists fewer pairs than exist: how many, and why."""
+    listed = c.get("duplicate_listed", c["duplicate"])  # audits saved before the counts were whole listed them all
+    if listed >= c["duplicate"]:
+        return ""
+    return (f"; the table lists {listed} of them: {c['rows_at_neighbour_limit']} images have more duplicates than "
+            f"their {s['neighbours']} closest, which are listed")
+
+
 def format_audit(record: dict, top: int = 5) -> str:
     """The summary the command prints: counts per kind, leakage, the threshold, and each kind's top rows."""
     c, leak, s = record["counts"], record["leakage"], record["settings"]
@@ -218,7 +221,7 @@ def format_audit(record: dict, top: int = 5) -> str:
         + ", ".join(f"{n} {split}" for split, n in record["images"].items()) + " images",
         f"  duplicates: {c['duplicate']} pairs at cosine similarity >= {s['threshold']:g} ({c['duplicate_exact']} "
         f"exact; {c['duplicate_within_train']} within train, {c['duplicate_within_test']} within test, "
-        f"{c['duplicate_across_splits']} across splits)",
+        f"{c['duplicate_across_splits']} across splits)" + listed_text(c, s),
         f"  leakage: {leak['leaked']} of {record['images']['test']} test images "
         f"({100 * leak['rate']:.2f}%) have a duplicate in training ({leak['leaked_exact']} exact)",
         f"  labels: {c['label']} likely wrong ({c['label_train']} train, {c['label_test']} test), by cleanlab "
@@ -227,9 +230,6 @@ def format_audit(record: dict, top: int = 5) -> str:
         f"  outliers: {c['outlier']} with a cosine distance to the nearest class centroid above "
         f"{record['outlier_fence']:.3f} (the third quartile + {s['outlier_fence_iqrs']:g} interquartile ranges)",
     ]
-    if c["rows_at_neighbour_limit"]:
-        lines.append(f"  {c['rows_at_neighbour_limit']} images have {s['neighbours']} or more duplicates: only their "
-                     f"{s['neighbours']} closest are listed")
     table = [list(COLUMNS)] + [[r["kind"], r["source"], r["other"], r["given"], r["suggested"], f"{r['score']:.4f}"]
                                for kind in KINDS for r in [r for r in record["rows"] if r["kind"] == kind][:top]]
     widths = [max(len(printable(row[i])) for row in table) for i in range(len(COLUMNS))]

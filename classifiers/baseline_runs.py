@@ -92,6 +92,52 @@ def with_stored_label(store: FeatureStore, config: BaselineConfig) -> BaselineCo
     return config if config.label is None else replace(config, label=store.canonical_label_set(config.label))
 
 
+def trained_phases(config: BaselineConfig, state: dict) -> list[dict]:
+    """What the run trained, phase by phase: the epochs each phase actually ran (early stopping may end one before
+    its last), what it trained and with which optimizer and rate schedule. A phase that ran no epoch is absent."""
+    starts = {int(p): e for p, e in state.get("phase_starts", {}).items()} or {  # checkpoints from before they
+        p: (0 if p == 1 else min(config.head_epochs, config.total_epochs)) for p, _ in phases(config)}  # were kept
+    out = []
+    for phase, _ in phases(config):
+        if phase not in starts:
+            continue
+        later = [e for p, e in starts.items() if p > phase]
+        until = min(later) if later else state["epoch"]
+        if until <= starts[phase]:
+            continue
+        entry = {"phase": phase, "epochs": [starts[phase] + 1, until]}
+        if config.kind != "finetune":
+            entry |= {"trains": "every layer", "optimizer": phase_optimizer(config)}
+        elif phase == 1:
+            entry |= {"trains": "the new head; the backbone frozen", "optimizer": "adam, rate 0.001"}
+        else:
+            start = config.unfreeze_from or "its last stage"
+            entry |= {"trains": "the head and " + ("every backbone layer" if start == "all" else f"the backbone from "
+                                                   f"{start} on") + ("" if config.train_batchnorm else
+                                                                     ", BatchNorm frozen"),
+                      "optimizer": phase_optimizer(config)}
+        out.append(entry)
+    return out
+
+
+def phase_optimizer(config: BaselineConfig) -> str:
+    """The trained phase's optimizer and rate schedule, in words (no commas: k-fold tables separate values by them)."""
+    name = {"sgd": "sgd (Nesterov 0.9)", "adam": "adam", "adamw": "adamw"}[config.optimizer]
+    if config.kind == "cnn":
+        name = "rmsprop"
+    text = f"{name} rate {config.final_learning_rate:g}"
+    if config.kind == "finetune" and (config.warmup_epochs or config.cosine):
+        text += f"; {finetune_schedule_text(config)}"
+    if config.weight_decay and config.kind != "cnn":
+        text += f"; weight decay {config.weight_decay:g}"
+    return text
+
+
+def finetune_schedule_text(config: BaselineConfig) -> str:
+    warmup = f"warm-up {config.warmup_epochs} epoch{'s' * (config.warmup_epochs > 1)}" if config.warmup_epochs else ""
+    return " then ".join(filter(None, [warmup, "cosine" if config.cosine else "constant"]))
+
+
 def chosen_params(config: BaselineConfig, state: dict) -> dict:
     """`fit`'s chosen hyperparameters: the epochs trained and the one whose weights were kept (the best
     under --patience, else the last), the learning rate (wrn's first), and the steps wrn's schedule took."""
@@ -99,8 +145,7 @@ def chosen_params(config: BaselineConfig, state: dict) -> dict:
     chosen = {"best_epoch": best, "epochs_trained": state["epoch"], "learning_rate": config.final_learning_rate,
               "batch_size": config.batch_size}
     if config.kind == "finetune" and (config.warmup_epochs or config.cosine):  # no commas: see below
-        warmup = f"warm-up {config.warmup_epochs} epoch{'s' * (config.warmup_epochs > 1)}" if config.warmup_epochs else ""
-        chosen["schedule"] = " then ".join(filter(None, [warmup, "cosine" if config.cosine else "constant"]))
+        chosen["schedule"] = finetune_schedule_text(config)
     if config.kind == "wrn" and config.optimizer == "sgd":  # the steps taken (early stopping may come first)
         steps = [str(s) for s in wrn_steps(config.total_epochs) if s < state["epoch"]]
         # no commas: k-fold tables separate each fold's value by them

@@ -30,15 +30,22 @@ def project(X, method: str = "pca", seed: int = 0) -> np.ndarray:
     X = StandardScaler().fit_transform(X)
     if method == "pca":
         return PCA(2, random_state=seed).fit_transform(X).astype(np.float32)
-    try:
-        import umap
-    except ImportError:
-        raise UserError("the UMAP map needs umap-learn: pip install 'cnncodes[map]' (or use the PCA map)") from None
+    umap = require_umap()
     X = PCA(min(UMAP_INPUT_DIMS, *X.shape), random_state=seed).fit_transform(X)
     # spectral initialisation needs more points than a handful (scipy's eigh refuses k >= N): random below that
     reducer = umap.UMAP(n_components=2, n_neighbors=min(15, len(X) - 1), random_state=seed, n_jobs=1,
                         init="spectral" if len(X) > 16 else "random")
     return reducer.fit_transform(X).astype(np.float32)
+
+
+def require_umap():
+    """umap-learn, or one line naming the extra that brings it (asked before any work: `report --map umap`)."""
+    try:
+        import umap
+    except ImportError:
+        raise UserError("--map umap needs umap-learn, which is not installed: pip install 'cnncodes[map]', or use "
+                        "--map pca") from None
+    return umap
 
 
 def class_colour(c: int, n: int, plt):

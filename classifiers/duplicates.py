@@ -2,8 +2,12 @@
 rows with a duplicate in training (leakage: a test image the head has, in effect, already seen).
 
 Pairs come from each row's nearest neighbours (classifiers/neighbours.py: exact, in blocks, memory flat), so
-a row with more than NEIGHBOURS duplicates has only its NEIGHBOURS closest reported; leakage is searched on
-its own (every test row against the training rows), so it is exact however many copies there are."""
+a row with more than NEIGHBOURS duplicates has only its NEIGHBOURS closest listed; the same pass counts every
+pair (`pair_counts`), and identical images are counted in full by their pixels' digests (`exact_counts`), so
+the totals are totals however many copies there are. Leakage is searched on its own (every test row against
+the training rows), so it is exact too."""
+import hashlib
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,9 +53,41 @@ def searched(queries, base, k: int, *, skip_self: bool, desc: str, progress: boo
         return nearest(queries, base, k, skip_self=skip_self, progress=bar.update)
 
 
-def all_neighbours(codes, progress: bool = True) -> Neighbours:
-    """Each row's NEIGHBOURS most similar other rows, over both splits."""
-    return searched(codes, codes, NEIGHBOURS, skip_self=True, desc="audit: neighbours", progress=progress)
+def all_neighbours(codes, progress: bool = True, threshold: float | None = None, split=None) -> Neighbours:
+    """Each row's NEIGHBOURS most similar other rows, over both splits; with `threshold`, also how many rows of
+    each split (`split`: 0 train, 1 test, per row) are at least that similar to it, all of them."""
+    with progress_bar(total=len(codes), desc="audit: neighbours", unit="row", disable=not progress) as bar:
+        return nearest(codes, codes, NEIGHBOURS, skip_self=True, progress=bar.update, count_at=threshold,
+                       groups=split)
+
+
+DIGEST_ROWS = 1024  # stored images read at a time for their digests
+
+
+def pair_counts(neighbours: Neighbours, split: np.ndarray) -> dict:
+    """Every duplicate pair at the threshold `all_neighbours` counted at, by where its two rows lie; each pair is
+    counted from both of its rows, so within a split a count is halved."""
+    counts, train, test = neighbours.counts, split == 0, split == 1
+    width = counts.shape[1]
+    to_test = counts[:, 1] if width > 1 else np.zeros(len(counts), np.int64)
+    return {"within_train": int(counts[train, 0].sum()) // 2, "within_test": int(to_test[test].sum()) // 2,
+            "across_splits": int(to_test[train].sum())}
+
+
+def exact_counts(images, neighbours: Neighbours, split: np.ndarray) -> dict:
+    """Every pair of identical stored images, by where its rows lie, and the test images with an identical
+    training image: counted in full from the pixels' digests of the rows whose nearest code is EXACT_CANDIDATE
+    close (an identical image's is), however many copies a group holds."""
+    candidates = np.flatnonzero(neighbours.similarity[:, 0] >= EXACT_CANDIDATE)
+    groups = defaultdict(lambda: [0, 0])  # digest: [train rows, test rows]
+    for start in range(0, len(candidates), DIGEST_ROWS):  # rows read a block at a time: memory stays flat
+        rows = candidates[start:start + DIGEST_ROWS]
+        for row, image in zip(rows, np.asarray(images[rows])):
+            groups[hashlib.sha256(np.ascontiguousarray(image).tobytes()).digest()][int(split[row])] += 1
+    sizes = list(groups.values())
+    return {"within_train": sum(a * (a - 1) // 2 for a, _ in sizes),
+            "within_test": sum(b * (b - 1) // 2 for _, b in sizes),
+            "across_splits": sum(a * b for a, b in sizes), "leaked_test_images": sum(b for a, b in sizes if a)}
 
 
 def leakage(test_codes, train_codes, progress: bool = True) -> Leakage:

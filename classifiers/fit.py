@@ -9,7 +9,7 @@ from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureStore
 from .params import resolve_params
 from .registry import make_head
-from .runs import classification_record, new_run_dir, save_run
+from .runs import classification_record, new_run_dir, run_summary, save_run
 from .scoring import predicted_with_confidence, score_kind
 
 CHECK_ROWS = 4096  # rows per finiteness pass: memory stays flat on spatial maps
@@ -95,6 +95,7 @@ def fit_head(store_dir, head: str, *, features: str | None = None, label: str | 
             "validation_accuracy": model.validation_score_, "chosen": model.chosen_params_,
             "validation_scores": grid_scores(model),
         }
+        run_summary(record)  # the line the command prints: a record it could not show is never saved
         run = save_run(partial, record, model)
     except BaseException:  # an interrupted or failed fit (a full disk) leaves no half-written run behind
         shutil.rmtree(partial, ignore_errors=True)

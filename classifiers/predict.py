@@ -1,8 +1,5 @@
 """`cnncodes predict`: top classes for image files, folders, globs and lists of paths, their codes computed with
 the run's backbone setup a chunk at a time; a file that cannot be read is reported, never fatal to the rest."""
-import csv
-import glob
-import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -10,10 +7,11 @@ import numpy as np
 
 from cnncodes.features.errors import UserError
 from cnncodes.features.limits import MAX_IMAGE_SIDE
+from cnncodes.features.outputs import write_csv
 from cnncodes.pipeline.backbones import BACKBONES
 from cnncodes.pipeline.extract import DeviceStep, FeatureConfig, build_multi_extractor
 from cnncodes.pipeline.console import progress_bar
-from cnncodes.pipeline.images import IMAGE_EXTENSIONS, BadImage, decode_image, fit_square
+from .image_inputs import as_inputs, read_input
 from .runs import load_run
 from .scoring import score_kind, scores
 from .values import value_problem
@@ -153,12 +151,13 @@ def predict_scored(run, paths: list, top: int = 5, batch_size: int = 32,
     return kind, [p.top for p in predictions]
 
 
-def predict_files(run, paths: list[str], top: int = 5, batch_size: int = 32, trust_pickle: bool = False,
+def predict_files(run, paths: list, top: int = 5, batch_size: int = 32, trust_pickle: bool = False,
                   chunk: int = 512, progress: bool = False) -> tuple[str, list[Prediction]]:
     """(score kind, one Prediction per path, in order). Images are read, brought to the store's size by the
     ingest rule and scored a chunk at a time, so memory stays flat for any number of files; a file that is
     missing or does not decode gets its reason instead of classes, and the others go on."""
     record, model = load_fitted_head(run, trust_pickle)
+    paths = as_inputs(paths)
     side = record["image_shape"][0]
     spatial = record_spatial(record)
     codes = None  # built at the first readable image: a list of unreadable files costs no backbone
@@ -166,7 +165,7 @@ def predict_files(run, paths: list[str], top: int = 5, batch_size: int = 32, tru
     out = []
     with progress_bar(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
         for start in range(0, len(paths), chunk):
-            batch = [(path, *read_image(path, side)) for path in paths[start:start + chunk]]
+            batch = [(given.path, *read_input(given, side)) for given in paths[start:start + chunk]]
             good = [(path, img) for path, img, _ in batch if img is not None]
             scored = {}
             if good:
@@ -181,51 +180,10 @@ def predict_files(run, paths: list[str], top: int = 5, batch_size: int = 32, tru
     return score_kind(model), out
 
 
-def read_image(path: str, side: int) -> tuple[np.ndarray | None, str | None]:
-    """(the image at the store's size, None) or (None, why it cannot be used)."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return None, "not found"
-    except OSError as e:
-        return None, f"cannot be read ({e.strerror or e})"
-    try:
-        return fit_square(decode_image(data), side), None  # the same ingest rule the store's images went through
-    except BadImage as e:
-        return None, f"not a readable image ({e})"
-
-
-LIST_SUFFIX = ".txt"
-
-
-def expand_inputs(items: list[str]) -> list[str]:
-    """Image paths from what a user names: files, folders (every image under them, sorted), glob patterns and
-    .txt lists of paths (one a line, relative to the list's folder). A name that is none of these stays, and
-    is reported as not found."""
-    paths = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            paths += sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-        elif path.is_file() and path.suffix.lower() == LIST_SUFFIX:
-            lines = [l.strip() for l in path.read_text(errors="replace").splitlines()]
-            paths += [str(path.parent / l) for l in lines if l and not l.startswith("#")]
-        elif not path.exists() and glob.has_magic(item):
-            paths += sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file())
-        else:
-            paths.append(item)
-    return paths
-
-
 def write_predictions_csv(out: Path, predictions: list, top: int):
     """path, class, score, then the next classes and scores up to --top, and why a file could not be read;
-    written beside `out` and renamed, so a killed run leaves no half file."""
+    published only where nothing is yet, whole (features/outputs.py)."""
     header = ["path", "class", "score"] + [f"{c}_{k}" for k in range(2, top + 1) for c in ("class", "score")]
-    staged = out.with_name(f".{out.name}.partial")
-    with open(staged, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(header + ["error"])
-        for p in predictions:
-            cells = [c for name, score in p.top for c in (name, f"{score:.6g}")]
-            writer.writerow([p.path] + cells + [""] * (len(header) - 1 - len(cells)) + [p.error or ""])
-    os.replace(staged, out)
+    rows = ([p.path] + [c for name, score in p.top for c in (name, f"{score:.6g}")]
+            + [""] * (len(header) - 1 - 2 * len(p.top)) + [p.error or ""] for p in predictions)
+    write_csv(out, header + ["error"], rows)

@@ -11,6 +11,7 @@ import numpy as np
 from cnncodes.features.store import FeatureStore
 from .ranking import (Configuration, configurations, cross_validated_text, features_text, is_run, kfold_cells,
                       percent, setting_text, settings_text)
+from .data_map import require_umap
 from .label_curve import saved_curves
 from .report_codes import audit_section, codes_sections, curve_section
 from .report_figures import class_name, confusion_figure, curves_figure, sample_figure, thumbnails_figure
@@ -206,11 +207,17 @@ def sample_section(groups: list[Configuration], out: Path, test: HeldOutTest, pl
 
 
 # -- the page ------------------------------------------------------------------------------------------------------
-def build_report(store_dir, out_dir=None, map_method: str = "pca") -> Path:
+def build_report(store_dir, out_dir=None, map_method: str = "pca", note=None) -> Path:
+    """Writes the report's page and figures; returns the page. What it leaves out (damaged runs, a curve or audit
+    that no longer matches, a map that cannot be drawn) is said on the page and to `note`, a line each. A map
+    method whose library is missing is refused before any work."""
     import matplotlib  # only where figures are drawn, and its non-GUI backend set before pyplot loads
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    note = note or (lambda message: None)
+    if map_method == "umap":
+        require_umap()
     store = FeatureStore.open(store_dir)
     out = Path(out_dir or store.path / "report")
     out.mkdir(parents=True, exist_ok=True)
@@ -220,6 +227,8 @@ def build_report(store_dir, out_dir=None, map_method: str = "pca") -> Path:
     parts = [f"<h1>cnncodes report: {esc(store.dataset)}</h1>",
              f"<p>{store.n} images ({', '.join(f'{esc(k)} {v}' for k, v in store.counts().items())}), "
              f"label sets {', '.join(map(esc, store.label_sets))}.</p>"]
+    for folder, why in damaged:
+        note(f"run {folder.name} left out: {why}; delete it, or re-run what made it")
     if damaged:
         parts.append("<h2>Damaged runs</h2><p>Left out of this page; delete them, or re-run what made them.</p><ul>"
                      + "".join(f"<li>{esc(folder.name)}: {esc(why)}</li>" for folder, why in damaged) + "</ul>")
@@ -228,9 +237,9 @@ def build_report(store_dir, out_dir=None, map_method: str = "pca") -> Path:
         for number, c in enumerate(groups, 1):
             parts += configuration_section(number, c, out, test, plt)
         parts += sample_section(groups, out, test, plt)
-        parts += curve_section(saved_curves(store), out, plt)
-        parts += codes_sections(store, groups, test, out, plt, map_method)
-        parts += audit_section(store, out, plt)
+        parts += curve_section(saved_curves(store), out, plt, note)
+        parts += codes_sections(store, groups, test, out, plt, map_method, note)
+        parts += audit_section(store, out, plt, note)
 
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:3px 8px}details{margin:6px 0}")

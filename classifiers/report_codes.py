@@ -17,10 +17,17 @@ from .report_html import esc, png, run_name, table
 from .similar_images import neighbour_examples
 
 
-def curve_section(saved: list, out: Path, plt) -> list[str]:
+def ignore(message: str):
+    pass
+
+
+def curve_section(saved: list, out: Path, plt, note=ignore) -> list[str]:
     """The saved label curves (cnncodes curve): a table each and one figure of them all; a curve that cannot be
-    shown is named, with why."""
+    shown is named, with why, on the page and to `note`."""
     records = [r for r in saved if r["problem"] is None]
+    for r in saved:
+        if r["problem"] is not None:
+            note(f"curve {Path(r['path']).name} left out ({r['problem']}): run cnncodes curve again")
     left_out = [f"<p>Curve {esc(Path(r['path']).name)} left out ({esc(r['problem'])}): run cnncodes curve again.</p>"
                 for r in saved if r["problem"] is not None]
     if not records:
@@ -47,12 +54,13 @@ def shown_codes(store: FeatureStore, groups: list[Configuration], test):
 
 
 def map_section(store: FeatureStore, shown: dict | None, info, test, out: Path, plt,
-                method: str) -> list[str]:
+                method: str, note=ignore) -> list[str]:
     """The test images' codes in 2-D, coloured by class, the `shown` run's mistakes ringed."""
     rows = sample_rows(test.n)
     try:
         xy = project(store.features(info.name, split="test")[rows], method)
     except UserError as e:
+        note(f"no map of the codes: {e}")
         return ["<h2>Map of the codes</h2>", f"<p>No map: {esc(e)}</p>"]
     label = shown["label"] if shown else store.primary_label
     truth = test.truth(label)[rows]
@@ -83,7 +91,7 @@ def neighbours_section(store: FeatureStore, info, out: Path, plt) -> list[str]:
 
 
 def codes_sections(store: FeatureStore, groups: list[Configuration], test, out: Path, plt,
-                   method: str) -> list[str]:
+                   method: str, note=ignore) -> list[str]:
     """The map and the neighbours, both of one feature set (see shown_codes); none without codes or a test split."""
     if not test.n or not store.feature_sets():
         return []
@@ -93,7 +101,7 @@ def codes_sections(store: FeatureStore, groups: list[Configuration], test, out: 
         shown, info = None, next((s for s in store.feature_sets() if s.complete), None)
         if info is None:
             return []
-    return map_section(store, shown, info, test, out, plt, method) + neighbours_section(store, info, out, plt)
+    return map_section(store, shown, info, test, out, plt, method, note) + neighbours_section(store, info, out, plt)
 
 
 # -- the audit ---------------------------------------------------------------------------------------------------
@@ -118,7 +126,7 @@ def audit_flags(store: FeatureStore, features: str) -> dict:
     return {kind: np.asarray(rows, dtype=np.int64) for kind, rows in flags.items()}
 
 
-def audit_section(store: FeatureStore, out: Path, plt) -> list[str]:
+def audit_section(store: FeatureStore, out: Path, plt, note=ignore) -> list[str]:
     """Each saved audit (cnncodes audit): its counts, then per kind its first rows as thumbnails and a table; a
     damaged or stale one is named, never shown as current."""
     audits = load_audits(store)
@@ -127,6 +135,7 @@ def audit_section(store: FeatureStore, out: Path, plt) -> list[str]:
     parts = ["<h2>Audit: duplicates, likely wrong labels, outliers</h2>"]
     for a in audits:
         if a.get("damaged") or a.get("stale"):
+            note(f"audit {Path(a['path']).name} left out: {a.get('damaged') or a.get('stale')}; run cnncodes audit again")
             parts.append(f"<p>Audit {esc(Path(a['path']).name)} left out: {esc(a.get('damaged') or a.get('stale'))}; "
                          f"run cnncodes audit again.</p>")
             continue

@@ -14,6 +14,7 @@ from sklearn.metrics import confusion_matrix
 
 from cnncodes.features import schema
 from cnncodes.features.errors import UserError
+from cnncodes.features.outputs import process_alive
 from cnncodes.features.provenance import code_version
 from cnncodes.features.sealed import SealBroken, all_finite, plain, read_sealed, write_sealed
 from cnncodes.pipeline.console import printable
@@ -59,17 +60,6 @@ def remove_dead_partials(runs: Path):
         owner = PARTIAL.match(folder.name)
         if owner and owner["host"] == HOST and not process_alive(int(owner["pid"])):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process of this machine has this id (another user's too: signalling it is refused)."""
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):  # OverflowError: an id no process can have
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 def publish(partial: Path) -> Path:
@@ -272,11 +262,27 @@ def format_runs(runs: list[dict], tables: list[dict] | None = None) -> str:
 def run_row(r: dict, group: Configuration) -> list[str]:
     count = r.get("configuration_runs") or len(group.runs)  # latest_runs counts what it left out
     extraction = r.get("feature_config") if isinstance(r.get("feature_config"), dict) else {}
-    cells = [r.get("head"), features_text(r), extraction.get("weights", "-"), r.get("label"),
-             percent(r.get("train_accuracy"), "-"), percent(r["test_accuracy"], "-"),
-             percent(r.get("validation_accuracy"), "-"), cross_validated_text(group.cross_validated, "-"), count,
-             f"{number_or(r.get('fit_seconds'), 0):.1f}", settings_text(group.settings) or "-"]
+    cells = [r.get("head"), features_text(r), extraction.get("weights", "–"), r.get("label"),
+             percent(r.get("train_accuracy")), percent(r["test_accuracy"]), percent(r.get("validation_accuracy")),
+             cross_validated_text(group.cross_validated), count, f"{number_or(r.get('fit_seconds'), 0):.1f}",
+             settings_text(group.settings) or "–"]
     return [printable(c) for c in cells]  # names and settings come from data: never a terminal's control codes
+
+
+def run_summary(r: dict) -> str:
+    """The line `fit` and `baseline` print for the run they made: its accuracies ("–" where a head records none:
+    knn's training accuracy), what it chose, and its time."""
+    chosen = ", ".join(f"{k} {v}" for k, v in (r.get("chosen") or {}).items())
+    validation = r.get("validation_accuracy")
+    scores = (f"test accuracy {percent(r['test_accuracy'])}%, train {percent(r.get('train_accuracy'))}"
+              + ("%" if r.get("train_accuracy") is not None else "")
+              + (f", validation {percent(validation)}%" if validation is not None else ""))
+    if r.get("kind") == "baseline":
+        return (f"{r['head']} ({r['label']}): {scores}" + (f"; {chosen}" if chosen else f"; {r['epochs']} epochs")
+                + f"; {number_or(r.get('seconds_per_epoch'), 0):.1f} s/epoch")
+    return (f"{r['head']} on {r['features']} ({r['label']}): {scores}" + (f"; chose {chosen}" if chosen else "")
+            + (f"; trained with {r['views']} views" if r.get("views") else "")
+            + f"; {number_or(r.get('fit_seconds'), 0):.1f} s")
 
 
 def number_or(value, default):

@@ -5,8 +5,6 @@ feature set's own were (its configuration: backbone, weights, size, cut, flip av
 chunk at a time; the store's codes are searched in blocks (neighbours.nearest), read lazily, so memory stays flat
 in the images given and in the rows stored. A file that cannot be read is reported, never fatal to the rest.
 `neighbour_examples` gives the report the same search for stored test rows."""
-import csv
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +12,12 @@ import numpy as np
 
 from cnncodes.features import schema
 from cnncodes.features.errors import UserError
+from cnncodes.features.outputs import write_csv
 from cnncodes.features.store import FeatureStore
 from cnncodes.pipeline.console import progress_bar
 from .neighbours import nearest
-from .predict import CodeMaker, part_configs, read_image
+from .image_inputs import as_inputs, read_input
+from .predict import CodeMaker, part_configs
 
 SPLITS = ("train", "test", "all")
 CHUNK = 512  # images read and coded at a time, as predict does
@@ -79,13 +79,14 @@ def feature_parts(store: FeatureStore, info) -> list[dict]:
     return parts
 
 
-def similar_images(store_dir, paths: list[str], *, features: str | None = None, k: int = 8, split: str = "train",
+def similar_images(store_dir, paths: list, *, features: str | None = None, k: int = 8, split: str = "train",
                    batch_size: int = 32, chunk: int = CHUNK, progress: bool = False) -> tuple[str, list[Lookup]]:
     """(the feature set's name, one Lookup per path, in order): each image's k most similar stored images of `split`
     (train, test or all). The backbone is built at the first readable image: a list of unreadable files costs none."""
     if k < 1:
         raise UserError(f"--k {k}: ask for at least 1 neighbour")
     store = FeatureStore.open(store_dir)
+    paths = as_inputs(paths)
     info, base = searched_codes(store, features, split)
     parts = feature_parts(store, info)
     catalogue = Catalogue(store, split)
@@ -93,7 +94,7 @@ def similar_images(store_dir, paths: list[str], *, features: str | None = None, 
     codes, out = None, []
     with progress_bar(total=len(paths), desc="neighbors", unit="img", disable=not progress) as bar:
         for start in range(0, len(paths), chunk):
-            batch = [(path, *read_image(path, side)) for path in paths[start:start + chunk]]
+            batch = [(given.path, *read_input(given, side)) for given in paths[start:start + chunk]]
             good = [img for _, img, _ in batch if img is not None]
             found = iter([])
             if good:
@@ -108,17 +109,15 @@ def similar_images(store_dir, paths: list[str], *, features: str | None = None, 
 
 def write_neighbours_csv(out: Path, lookups: list[Lookup]):
     """One line per image and neighbour (path, rank, similarity, split, label, source, row), and one per unreadable
-    image with its reason; written beside `out` and renamed, so a killed run leaves no half file."""
-    staged = out.with_name(f".{out.name}.partial")
-    with open(staged, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "rank", "similarity", "split", "label", "source", "row", "error"])
+    image with its reason; published only where nothing is yet, whole (features/outputs.py)."""
+    def rows():
         for lookup in lookups:
             for n in lookup.neighbours:
-                writer.writerow([lookup.path, n.rank, f"{n.similarity:.6f}", n.split, n.label, n.source, n.row, ""])
+                yield [lookup.path, n.rank, f"{n.similarity:.6f}", n.split, n.label, n.source, n.row, ""]
             if lookup.error:
-                writer.writerow([lookup.path, "", "", "", "", "", "", lookup.error])
-    os.replace(staged, out)
+                yield [lookup.path, "", "", "", "", "", "", lookup.error]
+
+    write_csv(out, ["path", "rank", "similarity", "split", "label", "source", "row", "error"], rows())
 
 
 def neighbour_examples(store, features: str | None = None, rows: int = 6, k: int = 5, seed: int = 0) -> list[dict]:

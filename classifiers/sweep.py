@@ -6,6 +6,7 @@ computes only that one. The best mean wins; the head is then fitted on the winne
 split and the test split is scored once, for the winner alone. Test accuracy never ranks anything.
 """
 import hashlib
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +34,22 @@ def default_candidates(store: FeatureStore) -> list[str]:
     return names + sorted(j for j in joined if "+" in j)
 
 
+def print_to_stderr(message: str):
+    print(printable(message), file=sys.stderr)
+
+
+def left_out_sets(store: FeatureStore) -> list[dict]:
+    """The stored sets `default_candidates` does not offer, each with why: still incomplete, damaged, or made from
+    other data (stale)."""
+    out = []
+    for s in store.feature_sets():
+        why = (f"damaged ({s.damaged})" if s.damaged else f"incomplete ({s.done}/{s.n} rows)" if not s.complete
+               else store.stale(s))
+        if why:
+            out.append({"features": s.name, "why": why})
+    return out
+
+
 def extraction_seconds(stored: dict[str, FeatureSetInfo], info: FeatureSetInfo) -> float:
     """What the codes cost to extract: a pass several cuts shared is counted once. `stored`: the store's sets
     by name."""
@@ -55,6 +72,9 @@ def sweep(store_dir, head: str, *, features: list[str] | None = None, k: int = 5
     store = FeatureStore.open(store_dir)
     label = store.canonical_label_set(label)
     given = list(dict.fromkeys(features or [])) or default_candidates(store)
+    left_out = [] if features else left_out_sets(store)  # named sets are checked below, each refused in one line
+    for s in left_out:
+        (log or print_to_stderr)(f"sweep: {s['features']} left out: {s['why']}")
     if not given:
         raise UserError(f"{store.path} has no complete feature sets to compare: run `cnncodes features` first")
     infos = {}
@@ -79,7 +99,7 @@ def sweep(store_dir, head: str, *, features: list[str] | None = None, k: int = 5
     start = time.time()
     run, record = fit_head(store.path, head, features=best, label=label, params=head_params, views=views)
     result = {"kind": "sweep", "head": head, "label": label, "k": k, "params": record["params"],
-              "candidates": rows, "chosen": best, "run": Path(run).name,
+              "candidates": rows, "left_out": left_out, "chosen": best, "run": Path(run).name,
               "test_accuracy": record["test_accuracy"], "train_accuracy": record["train_accuracy"],
               "final_fit_seconds": round(time.time() - start, 1), "code": code_version()}
     # a sweep of other candidates (or without views) has its own folder
@@ -102,6 +122,8 @@ def format_sweep(result: dict) -> str:
         lines.append(printable(f"| {i} | {name} | {r.get('views') or '-'} | {r['dims']} | "
                                f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f} | "
                                f"{r['extraction_seconds']:.0f} | {r['fit_seconds']:.1f} |"))
+    if result.get("left_out"):
+        lines += ["", *(printable(f"left out: {s['features']}: {s['why']}") for s in result["left_out"])]
     lines += ["", printable(f"chosen on the training split: {result['chosen']}; {result['head']} fitted on its whole "
                             f"training split (run {result['run']})"),
               f"test accuracy, scored once for the chosen set only: {100 * result['test_accuracy']:.2f}%"]

@@ -22,12 +22,12 @@ from . import baselines, test_views
 from .baseline_config import SCORING_SETTINGS, BaselineConfig
 from .cached_maps import DrawnMaps, above_cut, check_from_features, check_memory
 from .baseline_runs import (chosen_params, is_finished, kept_if_resumable, phase_done, phases, run_folder, run_state,
-                            scored_as_asked, with_stored_label)
+                            scored_as_asked, trained_phases, with_stored_label)
 from .checkpoint import Checkpoint
 from .early_stopping import BestEpoch
 from .params import check_values
 from .registry import head_parameters
-from .runs import classification_record, read_record, save_run
+from .runs import classification_record, read_record, run_summary, save_run
 from .schedules import wrn_schedule
 from .seeding import seed_new_layers, seed_states
 
@@ -119,6 +119,10 @@ def check_config(config: BaselineConfig):
             option = "--progressive" if config.progressive_size else "--crop-area"
             raise UserError(f"{option} changes the pixels, and --from-features trains on maps already computed: "
                             f"fine-tune from pixels to use {option}")
+        check_schedule(config)
+    elif config.warmup_epochs or config.cosine:
+        option = "--warmup-epochs" if config.warmup_epochs else "--cosine"
+        raise UserError(f"{option} shapes finetune's phase-2 rate: {config.kind} has a schedule of its own (drop it)")
     elif config.from_features:
         raise UserError(f"--from-features is finetune's: {config.kind} trains on pixels")
     elif config.progressive_size:
@@ -128,6 +132,24 @@ def check_config(config: BaselineConfig):
                         f"--progressive SIZE:EPOCHS does")
     if test_views.asked(config):
         check_test_views(config)
+
+
+def check_schedule(config: BaselineConfig):
+    """finetune's two phases as given can run: phase 2 (the fine-tune itself) has epochs, and its warm-up leaves
+    room for the cosine after it. Refused before any work, never trained as something else."""
+    total, head = config.total_epochs, config.head_epochs
+    if head >= total:
+        raise UserError(f"--epochs {total} with --head-epochs {head} leaves no epoch to fine-tune in: phase 1 trains "
+                        f"only the new head, for --head-epochs; give --epochs {head + 1} or more (the epochs count "
+                        f"both phases), or fewer --head-epochs")
+    tuned = total - head
+    phase2 = f"phase 2's {tuned} epoch{'s' * (tuned > 1)} (--epochs {total} - --head-epochs {head})"
+    if config.warmup_epochs > tuned:
+        raise UserError(f"--warmup-epochs {config.warmup_epochs} is longer than {phase2}: give fewer warm-up epochs, "
+                        f"or more --epochs")
+    if config.cosine and config.warmup_epochs == tuned:
+        raise UserError(f"--warmup-epochs {config.warmup_epochs} fills {phase2}, leaving none for --cosine: give "
+                        f"fewer warm-up epochs, or more --epochs")
 
 
 def check_test_views(config: BaselineConfig):
@@ -277,6 +299,7 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
                 if best is not None:
                     built.model.set_weights(best)
                 state.update(phase=phase, stopped=False, best=None)
+                state.setdefault("phase_starts", {})[str(phase)] = state["epoch"]
                 best = None
             for segment_size, segment_until in size_segments(config, state["epoch"], until):
                 if segment_size != size:  # --progressive: the rest of the epochs at --size, going on as they were
@@ -311,9 +334,11 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
             "train_accuracy": float((test_views.probabilities(built.model, X).argmax(1) == y).mean()),
             "validation_accuracy": (state["history"]["val_accuracy"][chosen["best_epoch"] - 1]
                                     if config.patience else None),
+            "phases": trained_phases(config, state),
             "chosen": chosen, **({"test_views": views} if views else {}), **({"earlier_scores": earlier} if earlier else {}),
             **classification_record(y_test, test_probabilities.argmax(1), len(names), test_probabilities.max(1)),
         }
+        run_summary(record)  # the line the command prints: a record it could not show is never saved
         save_weights_atomically(built.model, run / "model.weights.h5")
         save_run(run, record)
         write_sealed(ckpt.state_file, {**state, "done": True})

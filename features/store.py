@@ -451,14 +451,20 @@ class FeatureStore:
         return s
 
     def stale(self, s: FeatureSetInfo) -> str | None:
-        """Why a feature set does not belong to this data.h5; None when it does, or when it cannot be told
-        (a set made before cnncodes bound sets to their data, whose row count matches)."""
+        """Why a feature set does not belong to this data.h5 (its file rewritten, or made from other data); None
+        when it does, or when it cannot be told (a set made before cnncodes bound sets to their data, whose row
+        count matches)."""
+        if s.data_rows is not None and s.data_rows != s.n:
+            return f"has {s.n} rows but was made with {s.data_rows}: its file was rewritten since"
+        return self.of_other_data(s)
+
+    def of_other_data(self, s: FeatureSetInfo) -> str | None:
+        """Why a sound feature set was made from other data than this data.h5 (the store ingested again since):
+        stale, not damaged; None when it was not."""
         if s.data_sha256 is not None and s.data_sha256 != self.content:
             return (f"was made from other data than this store's data.h5 (content {s.data_sha256[:12]}, now "
                     f"{self.content[:12]}: the store was ingested again since)")
-        if s.data_rows is not None and s.data_rows != s.n:
-            return f"has {s.n} rows but was made with {s.data_rows}: its file was rewritten since"
-        if s.n != self.n:
+        if s.n != self.n and (s.data_rows is None or s.data_rows == s.n):
             return f"has {s.n} rows, but data.h5 has {self.n}: it was made from other data"
         return None
 
@@ -558,6 +564,8 @@ class FeatureStore:
             problem = self._problem(lambda: read_everything(s.path))
         else:
             problem = self._problem(lambda: read_parts(s))
+        if problem is None and (why := self.of_other_data(s)):
+            return f"{STALE} {why}"  # sound bytes of other data: rebuilt when asked for, never read as this data's
         problem = problem or self.stale(s)
         if problem is None and s.data_sha256 is None:
             problem = ("not verifiable: made before cnncodes bound feature sets to their data; re-run `cnncodes "
@@ -590,9 +598,13 @@ class FeatureStore:
                  "shape": list(s.pooled_shape), "dtype": s.pooled_dtype,
                  "spatial_shape": list(s.spatial_shape) if s.spatial_shape else None, "views": s.views,
                  "fingerprint": s.fingerprint, "seconds": round(s.seconds, 2), "config": s.config,
-                 "bound": s.data_sha256 is not None, "stale": self.stale(s)}
+                 "bound": s.data_sha256 is not None, "stale": self.of_other_data(s),
+                 **({"damaged": why} if not self.of_other_data(s) and (why := self.stale(s)) else {})}
                 for s in self.feature_sets()],
         }
+
+
+STALE = "stale:"  # how check() marks a set that is sound but belongs to other data than data.h5
 
 
 def read_parts(s: FeatureSetInfo):

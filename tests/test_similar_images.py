@@ -59,7 +59,7 @@ def test_the_command_prints_or_writes_a_csv_and_exits_1_when_a_file_cannot_be_re
     before = snapshot(digits_store)
     out = tmp_path / "neighbours.csv"
     done = run_cli("neighbors", "--store", digits_store, "--k", 2, "--out", out, "--quiet", folder)
-    assert done.returncode == 1 and "3 of 4 images searched" in done.stderr and "1 could not be read" in done.stderr
+    assert done.returncode == 1 and "3 of 4 inputs searched" in done.stderr and "1 could not be used" in done.stderr
     lines = list(csv.DictReader(out.open()))
     assert list(lines[0]) == ["path", "rank", "similarity", "split", "label", "source", "row", "error"]
     by_path = {}
