@@ -61,7 +61,7 @@ def test_names_in_any_case_and_path_mistakes_are_answered_before_the_backend_sta
              "--size 8 is too small for resnet50, which takes at least 32x32 px"),  # was Keras's traceback
             (["info", store, "--store", tmp_path], "two stores given"),
             (["report", "--store", store, "--out", resnet_weights], "is a file; give a folder"),
-            (["export", "--store", store, "--out", tmp_path / "no" / "codes.npz"], "folder .*no does not exist")):
+            (["export", "--store", store, "--out", tmp_path / "no" / "codes.npz"], "no/codes.npz: its folder does not exist")):
         code, backend, output = loads_backend(*args)
         assert code == 1 and not backend and re.search(says, output), (args, output)
     assert not (tmp_path / "new").exists()  # a failed first ingest leaves no half-made store
