@@ -6,7 +6,7 @@ CLI     = $(PY) -m cnncodes
 PYTHON ?= python3
 STORE  ?= store
 
-.PHONY: install features demo test bench clean
+.PHONY: install features demo test test-all lint bench clean
 
 $(VENV)/.installed-run: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,18 @@ demo: install
 	$(CLI) fit --store $(STORE)/demo --head logreg --features efficientnet_lite0-pool-$(DEMO_SIZE)-none0-fp32 --quiet
 	$(CLI) runs --store $(STORE)/demo
 
+# The README's test command: every test but those marked slow, on both cores (pytest-xdist).
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 -m "not slow"
+
+# The whole suite, slow tests included: what CI runs (.ci/run), with the linters.
+test-all: $(VENV)/.installed-test
+	$(PY) -m pytest -q -n 2
+
+# ruff (pyflakes, pycodestyle, import order: pyproject.toml) and the import contracts (setup.cfg)
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 bench: $(VENV)/.installed-test
 	$(PY) bench/extract.py

@@ -29,15 +29,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
-from cnncodes.classifiers.fit import fit_head  # noqa: E402
-from cnncodes.classifiers.kfold import kfold_scores  # noqa: E402
-from cnncodes.classifiers.params import resolve_params  # noqa: E402
-from cnncodes.classifiers.runs import all_runs  # noqa: E402
-from cnncodes.classifiers.sweep import format_sweep, sweep  # noqa: E402
+from cnncodes.classifiers.evaluation.fit import fit_head  # noqa: E402
+from cnncodes.classifiers.evaluation.kfold import kfold_scores  # noqa: E402
+from cnncodes.classifiers.evaluation.sweep import format_sweep, sweep  # noqa: E402
+from cnncodes.classifiers.heads.params import resolve_params  # noqa: E402
+from cnncodes.classifiers.runs.records import all_runs  # noqa: E402
 from cnncodes.features.provenance import code_version  # noqa: E402
 from cnncodes.pipeline.backbones import get_backbone  # noqa: E402
-from cnncodes.pipeline.extract import FeatureConfig, extract_layers  # noqa: E402
-from cnncodes.pipeline.ingest import IngestConfig, ingest  # noqa: E402
+from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_layers  # noqa: E402
+from cnncodes.pipeline.sources.ingest import IngestConfig, ingest  # noqa: E402
 
 DATASET = "folder:../shared/data/cifar10-jpg.tar"  # as the README spells it, from the repository root
 # The last layer and the expanded inputs of the last stages (the 1x1 expansion after each stage's end): the

@@ -45,9 +45,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
-from cnncodes.classifiers.audit import run_audit  # noqa: E402
-from cnncodes.classifiers.duplicates import DUPLICATE_THRESHOLD, all_neighbours, leakage  # noqa: E402
-from cnncodes.classifiers.outliers import centroid_distance, class_centroids  # noqa: E402
+from cnncodes.classifiers.audit.audit import run_audit  # noqa: E402
+from cnncodes.classifiers.audit.duplicates import DUPLICATE_THRESHOLD, all_neighbours, leakage  # noqa: E402
+from cnncodes.classifiers.audit.outliers import centroid_distance, class_centroids  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
 
 TAR = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar"

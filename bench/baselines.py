@@ -16,10 +16,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
-from cnncodes.classifiers.baseline_config import BaselineConfig  # noqa: E402
-from cnncodes.classifiers.train import build, compile_phase  # noqa: E402
+from cnncodes.classifiers.baselines.train import build, compile_phase  # noqa: E402
+from cnncodes.classifiers.training.baseline_config import BaselineConfig  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
-from cnncodes.pipeline.ingest import IngestConfig, ingest  # noqa: E402
+from cnncodes.pipeline.sources.ingest import IngestConfig, ingest  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar"
 
@@ -51,7 +51,7 @@ def main():
     args = p.parse_args()
     import keras  # noqa: F401
 
-    from cnncodes.pipeline.device import describe_device
+    from cnncodes.pipeline.extraction.device import describe_device
     if not Path(args.store, "data.h5").exists():
         ingest(args.store, IngestConfig(f"folder:{SHARED}"), progress=False, log=print)
     full = FeatureStore.open(args.store).counts()["train"]

@@ -20,11 +20,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
-from cnncodes.classifiers.baseline_config import BaselineConfig  # noqa: E402
-from cnncodes.classifiers.train import train_baseline  # noqa: E402
+from cnncodes.classifiers.baselines.train import train_baseline  # noqa: E402
+from cnncodes.classifiers.training.baseline_config import BaselineConfig  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
-from cnncodes.pipeline.extract import FeatureConfig, extract_features  # noqa: E402
-from cnncodes.pipeline.ingest import IngestConfig, ingest  # noqa: E402
+from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features  # noqa: E402
+from cnncodes.pipeline.sources.ingest import IngestConfig, ingest  # noqa: E402
 
 DATASET = "folder:../shared/data/cifar10-jpg.tar"
 quiet = dict(progress=False, log=lambda m: None)

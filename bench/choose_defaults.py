@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
-from cnncodes.classifiers.kfold import kfold_scores  # noqa: E402
+from cnncodes.classifiers.evaluation.kfold import kfold_scores  # noqa: E402
 
 # One change at a time from the reference head (Adam 1e-3, no input dropout, no label smoothing), then the
 # combinations the single changes point to.
@@ -50,7 +50,8 @@ def main():
     print(conditions({"store": args.store, "features": args.features}), flush=True)
     for head in args.heads.split(","):
         print(f"\n{head}: {args.k}-fold on the training split of {args.features}\n")
-        print("| setting | " + " | ".join(f"fold {i}" for i in range(args.k)) + " | mean ± std % | best epoch per fold |")
+        print("| setting | " + " | ".join(f"fold {i}" for i in range(args.k))
+              + " | mean ± std % | best epoch per fold |")
         print("| --- |" + " --- |" * (args.k + 2))
         results = []
         for setting in CANDIDATES[head]:

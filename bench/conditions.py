@@ -40,7 +40,8 @@ def conditions(extra: dict | None = None) -> str:
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
             versions["tensorflow"] = tf.__version__
-    lines = [f"date: {time.strftime('%Y-%m-%d %H:%M')}", f"machine: {cpu_model()} ({vector_units()}), {os.cpu_count()} cores",
+    lines = [f"date: {time.strftime('%Y-%m-%d %H:%M')}",
+             f"machine: {cpu_model()} ({vector_units()}), {os.cpu_count()} cores",
              "versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
              "command: " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])]
     lines += [f"{k}: {v}" for k, v in (extra or {}).items()]

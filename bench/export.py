@@ -6,7 +6,8 @@
 Exports the head fitted in RUN (a run folder of STORE) as .keras, a SavedModel and .tflite (fp32, fp16, int8
 calibrated on 200 of the store's training images), then on a seeded draw of --images test photos of the store
 compares each with the predict path (the run's backbone setup and head, as `cnncodes predict` computes them):
-top-1 agreement, the largest probability difference (and predict's own with another batch size), accuracy; and measures file size, one-image latency
+top-1 agreement, the largest probability difference (and predict's own with another batch size), accuracy; and
+measures file size, one-image latency
 (median of 20 calls after a warm-up) and batch throughput (batches of 32) on this machine's cores. Prints
 Markdown with the conditions and the commit, for bench/RESULTS.md.
 """
@@ -87,11 +88,11 @@ def main():
     p.add_argument("--speed-images", type=int, default=1000,
                    help="how many of the photos time predict against the extractor (it needs no more to be steady)")
     args = p.parse_args()
-    import numpy as np
     import keras  # noqa: F401  (so conditions() reports its version and backend)
+    import numpy as np
 
-    from cnncodes.classifiers.export_model import export_model
-    from cnncodes.classifiers.predict import codes_of, feature_parts, load_fitted_head, record_spatial, scores
+    from cnncodes.classifiers.serving.export_model import export_model
+    from cnncodes.classifiers.serving.predict import codes_of, feature_parts, load_fitted_head, record_spatial, scores
     from cnncodes.features.store import FeatureStore
     from cnncodes.pipeline.console import filter_native_stderr
 
@@ -121,7 +122,8 @@ def main():
 
     def beyond(got):
         return int((np.abs(got - ref).max(axis=1) > 1e-4).sum())
-    print(f"| predict itself, batches of {2 * BATCH} | - | - | {100 * (itself.argmax(1) == ref.argmax(1)).mean():.2f} | "
+    print(f"| predict itself, batches of {2 * BATCH} | - | - | "
+          f"{100 * (itself.argmax(1) == ref.argmax(1)).mean():.2f} | "
           f"{np.abs(itself - ref).max():.1e} | {beyond(itself)} | - | - | - |", flush=True)
     out_dir = Path(args.out)
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -146,7 +148,7 @@ def predict_speed(model, record, images, folder: Path):
     speed? Each builds its backbone once, inside the time."""
     import cv2
 
-    from cnncodes.classifiers.predict import codes_of, feature_parts, predict_files, record_spatial
+    from cnncodes.classifiers.serving.predict import codes_of, feature_parts, predict_files, record_spatial
 
     folder.mkdir()
     paths = []

@@ -32,8 +32,8 @@ import numpy as np  # noqa: E402
 
 from bench.conditions import conditions  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
-from cnncodes.pipeline.extract import FeatureConfig, extract_features  # noqa: E402
-from cnncodes.pipeline.ingest import IngestConfig, ingest  # noqa: E402
+from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features  # noqa: E402
+from cnncodes.pipeline.sources.ingest import IngestConfig, ingest  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar"
 DATASET = f"folder:{SHARED}" if SHARED.exists() else "digits"
@@ -68,7 +68,7 @@ def reference_method(images, size, backbone="resnet50"):
 
 def bare_forward(size, precision, batch, n, folded=False, backbone="resnet50"):
     from cnncodes.pipeline.backbones import build_backbone
-    from cnncodes.pipeline.fold import fold_batch_norms
+    from cnncodes.pipeline.extraction.fold import fold_batch_norms
 
     model = build_backbone(backbone, weights_of(backbone), size, precision=precision)
     if folded:
@@ -96,7 +96,8 @@ def ours(store, size, precision, batch, backbone="resnet50", **kw):
 def peak_rss_mb(args):
     """Peak RSS of one `cnncodes` process, reported by itself (RUSAGE_CHILDREN would also count
     earlier children, such as Dask workers)."""
-    probe = ("import resource, runpy, sys\nsys.argv = sys.argv[1:]\ntry:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    probe = ("import resource, runpy, sys\nsys.argv = sys.argv[1:]\ntry:\n"
+             "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
              "finally:\n    print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
     r = subprocess.run([sys.executable, "-c", probe, str(ROOT / "cli.py"), *map(str, args), "--quiet"], cwd=ROOT,
                        capture_output=True, text=True)
@@ -117,7 +118,7 @@ def main():
     args = p.parse_args()
     import keras  # noqa: F401  (so conditions() reports its version and backend)
 
-    from cnncodes.pipeline.device import describe_device
+    from cnncodes.pipeline.extraction.device import describe_device
     print(conditions({"device": describe_device(), "data": DATASET, "batch": args.batch}), flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="cnncodes-bench-"))
     parts = args.parts.split(",")
@@ -183,7 +184,7 @@ def speed(args, tmp):
 def fold_gain(batch, size=224, rounds=4, batches=4):
     """The bare forward with and without BatchNorm folding, interleaved round by round (a noisy machine)."""
     from cnncodes.pipeline.backbones import build_backbone
-    from cnncodes.pipeline.fold import fold_batch_norms
+    from cnncodes.pipeline.extraction.fold import fold_batch_norms
 
     x = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
     for precision in ("fp32", "bf16"):
@@ -203,7 +204,7 @@ def fold_gain(batch, size=224, rounds=4, batches=4):
 
 def bf16_head(tmp, size, limit):
     """A logreg head on fp32 against bf16 codes of `limit` training and (up to) `limit` test images."""
-    from cnncodes.classifiers.fit import fit_head
+    from cnncodes.classifiers.evaluation.fit import fit_head
 
     store = tmp / "heads"
     ingest(store, IngestConfig(DATASET, limit=limit), **quiet)

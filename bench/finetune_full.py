@@ -35,13 +35,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
-from cnncodes.classifiers.baseline_config import BaselineConfig  # noqa: E402
-from cnncodes.classifiers.train import train_baseline  # noqa: E402
+from cnncodes.classifiers.baselines.train import train_baseline  # noqa: E402
+from cnncodes.classifiers.training.baseline_config import BaselineConfig  # noqa: E402
 from cnncodes.features.provenance import code_version  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
-from cnncodes.pipeline.augment import Augmentation  # noqa: E402
-from cnncodes.pipeline.extract import FeatureConfig, extract_features  # noqa: E402
-from cnncodes.pipeline.ingest import IngestConfig, ingest  # noqa: E402
+from cnncodes.pipeline.extraction.augment import Augmentation  # noqa: E402
+from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features  # noqa: E402
+from cnncodes.pipeline.sources.ingest import IngestConfig, ingest  # noqa: E402
 
 
 def main():
@@ -84,14 +84,16 @@ def main():
     run, r = train_baseline(args.store, config, progress=True, log=print)
     history, chosen = r["history"], r["chosen"]
     rows = round(0.9 * (args.limit or FeatureStore.open(args.store).counts()["train"]))  # 10% validate, not train
-    print(f"\nrun {run.name} (`code.commit` {(code_version()['commit'] or '?')[:7]}); this call {time.time() - started:.0f} s, "
+    print(f"\nrun {run.name} (`code.commit` {(code_version()['commit'] or '?')[:7]}); "
+          f"this call {time.time() - started:.0f} s, "
           f"the run {r['fit_seconds']:.0f} s over {r['epochs']} epochs ({r['seconds_per_epoch']:.0f} s an epoch, about "
           f"{rows / r['seconds_per_epoch']:.1f} training images/s)\n")
     print("| epoch | train accuracy % (augmented, running) | validation accuracy % | loss |")
     print("| --- | --- | --- | --- |")
     for i, acc in enumerate(history.get("accuracy", [])):
         val = history.get("val_accuracy", [None] * (i + 1))[i]
-        print(f"| {i + 1} | {100 * acc:.2f} | {'-' if val is None else f'{100 * val:.2f}'} | {history['loss'][i]:.4f} |")
+        print(f"| {i + 1} | {100 * acc:.2f} | {'-' if val is None else f'{100 * val:.2f}'} | "
+              f"{history['loss'][i]:.4f} |")
     print(f"\nchosen on validation: epoch {chosen['best_epoch']} ({100 * r['validation_accuracy']:.2f}%); "
           f"test accuracy, scored once with its weights: **{100 * r['test_accuracy']:.2f}%**", flush=True)
 

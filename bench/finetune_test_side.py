@@ -20,10 +20,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
-from cnncodes.classifiers.baseline_config import BaselineConfig  # noqa: E402
-from cnncodes.classifiers.runs import read_record  # noqa: E402
-from cnncodes.classifiers.test_views import choose_view, probabilities  # noqa: E402
-from cnncodes.classifiers.train import build, train_rows, validation_slice  # noqa: E402
+from cnncodes.classifiers.baselines.train import build, train_rows, validation_slice  # noqa: E402
+from cnncodes.classifiers.baselines.view_choice import choose_view, probabilities  # noqa: E402
+from cnncodes.classifiers.runs.records import read_record  # noqa: E402
+from cnncodes.classifiers.training.baseline_config import BaselineConfig  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.conditions import conditions  # noqa: E402
-from cnncodes.classifiers.kfold import format_table, kfold_scores  # noqa: E402
+from cnncodes.classifiers.evaluation.kfold import format_table, kfold_scores  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
 
 

@@ -18,9 +18,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.conditions import conditions  # noqa: E402
-from cnncodes.classifiers.inputs import fit_standardizer, holdout, standardize  # noqa: E402
-from cnncodes.classifiers.knn import KnnHead  # noqa: E402
-from cnncodes.classifiers.neighbours import nearest  # noqa: E402
+from cnncodes.classifiers.heads.inputs import fit_standardizer, holdout, standardize  # noqa: E402
+from cnncodes.classifiers.heads.knn import KnnHead  # noqa: E402
+from cnncodes.classifiers.heads.neighbors import nearest  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
 
 KS = (1, 3, 5, 10, 20, 50)

@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.conditions import conditions  # noqa: E402
-from cnncodes.classifiers.svm import LinearSVM  # noqa: E402
+from cnncodes.classifiers.heads.svm import LinearSVM  # noqa: E402
 
 
 def compare(name, X, y, Xt, yt, C):
@@ -31,7 +31,8 @@ def compare(name, X, y, Xt, yt, C):
     t_ref = time.perf_counter() - t
     a_ours, a_ref = ours.score(Xt, yt), ref.score(scaler.transform(Xt), yt)
     print(f"| {name} | {X.shape[0]}x{X.shape[1]}, {len(np.unique(y))} classes | {C} | {100 * a_ours:.2f} | "
-          f"{100 * a_ref:.2f} | {100 * (a_ours - a_ref):+.2f} | {t_ours:.1f} | {t_ref:.1f} | {t_ref / t_ours:.1f}x |", flush=True)
+          f"{100 * a_ref:.2f} | {100 * (a_ours - a_ref):+.2f} | {t_ours:.1f} | {t_ref:.1f} | {t_ref / t_ours:.1f}x |",
+          flush=True)
 
 
 def main():

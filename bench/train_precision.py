@@ -22,8 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
-from cnncodes.classifiers.baseline_config import BaselineConfig  # noqa: E402
-from cnncodes.classifiers.train import build, compile_phase  # noqa: E402
+from cnncodes.classifiers.baselines.train import build, compile_phase  # noqa: E402
+from cnncodes.classifiers.training.baseline_config import BaselineConfig  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
 
 PRECISIONS = ("fp32", "bf16")
@@ -78,7 +78,8 @@ def main():
     print(f"\n| precision | training images/s (median of {args.rounds} rounds of {n}) | inference images/s |")
     print("| --- | --- | --- |")
     for precision in PRECISIONS:
-        print(f"| {precision} | {statistics.median(train[precision]):.1f} | {statistics.median(forward[precision]):.1f} |")
+        print(f"| {precision} | {statistics.median(train[precision]):.1f} | "
+              f"{statistics.median(forward[precision]):.1f} |")
     print(f"\nbf16 / fp32: training {statistics.median(train['bf16']) / statistics.median(train['fp32']):.2f}x, "
           f"inference {statistics.median(forward['bf16']) / statistics.median(forward['fp32']):.2f}x "
           f"(keras {keras.__version__}, backend {keras.backend.backend()})")

@@ -23,14 +23,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
-from cnncodes.classifiers.fit import fit_head  # noqa: E402
-from cnncodes.classifiers.kfold import kfold_scores  # noqa: E402
-from cnncodes.classifiers.registry import HEADS  # noqa: E402
-from cnncodes.classifiers.runs import all_runs  # noqa: E402
+from cnncodes.classifiers.evaluation.fit import fit_head  # noqa: E402
+from cnncodes.classifiers.evaluation.kfold import kfold_scores  # noqa: E402
+from cnncodes.classifiers.heads.registry import HEADS  # noqa: E402
+from cnncodes.classifiers.runs.records import all_runs  # noqa: E402
 from cnncodes.features.provenance import made_by_this_code  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
-from cnncodes.pipeline.extract import FeatureConfig, extract_features  # noqa: E402
-from cnncodes.pipeline.ingest import IngestConfig, ingest  # noqa: E402
+from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features  # noqa: E402
+from cnncodes.pipeline.sources.ingest import IngestConfig, ingest  # noqa: E402
 
 DATASET = "folder:../shared/data/cifar10-jpg.tar"  # spelled as the README's commands spell it, from ROOT
 SETS = {

@@ -24,10 +24,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
-from cnncodes.classifiers.kfold import kfold_scores  # noqa: E402
+from cnncodes.classifiers.evaluation.kfold import kfold_scores  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
-from cnncodes.pipeline.extract import FeatureConfig, extract_layers  # noqa: E402
-from cnncodes.pipeline.ingest import IngestConfig, ingest  # noqa: E402
+from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_layers  # noqa: E402
+from cnncodes.pipeline.sources.ingest import IngestConfig, ingest  # noqa: E402
 
 DATASET = "folder:../shared/data/cifar10-jpg.tar"
 quiet = dict(progress=False, log=lambda m: None)
@@ -40,7 +40,8 @@ def main():
     p.add_argument("--limit", type=int, default=5000, help="images per split (0: all)")
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--size", type=int, default=224)
-    p.add_argument("--layers", default=None, help="comma-separated cuts, joined for the heads (default: the last layer)")
+    p.add_argument("--layers", default=None,
+                   help="comma-separated cuts, joined for the heads (default: the last layer)")
     p.add_argument("--views", type=int, default=4)
     p.add_argument("--flip-average", action="store_true", help="also score a flip-averaged set of the same cuts")
     p.add_argument("--one-pass", action="store_true", help="make the views in the flip-averaged pass")

@@ -1,3 +1,6 @@
+"""The errors cnncodes raises for people: what is wrong, and how to fix it, in one line."""
+
+
 class UserError(Exception):
     """Bad input a person can fix. The CLI prints it as one line and exits non-zero."""
 

@@ -62,7 +62,8 @@ def export_feature_set(store_dir, out, features: str | None = None, kind: str = 
     store = FeatureStore.open(store_dir)
     info = store.feature_set(features)
     if kind == "spatial" and info.spatial_shape is None:
-        raise UserError(f"feature set {info.name} has no spatial maps: export the pooled codes, or extract with --spatial")
+        raise UserError(f"feature set {info.name} has no spatial maps: export the pooled codes, "
+                        "or extract with --spatial")
     out = Path(out)
     if out.suffix != ".npz":
         raise UserError(f"--out {out}: the export is a .npz file; give a name ending in .npz")

@@ -140,7 +140,7 @@ def remove(path: Path):
 # and carriage return start one in some; such text cells get a leading apostrophe, which shows them as text
 # (OWASP's "CSV injection" advice). Numbers, negative ones included, stay numbers.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|nan)", re.IGNORECASE)
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def safe_cell(value) -> str:

@@ -10,7 +10,8 @@ from pathlib import Path
 from cnncodes import __version__
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository root is the package (setup.cfg: cnncodes = .)
-PACKAGES = ("features", "pipeline", "classifiers")  # with the root's own modules (cli.py, ...): what installs
+# with the root's own modules (cli.py, options.py, ...): what installs
+PACKAGES = ("features", "pipeline", "classifiers", "commands")
 GIT = "git"
 GIT_SECONDS = 5  # a hung git (a network file system, a lock) never holds a run up for longer
 

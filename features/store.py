@@ -399,7 +399,8 @@ class FeatureStore:
         `A+B` names the concatenation of sets A and B (see `_concatenation`)."""
         sets = self.feature_sets()
         if not sets:
-            raise UserError(f"{self.path} has no feature sets yet: run `cnncodes features --store {self.path} ...` first")
+            raise UserError(f"{self.path} has no feature sets yet: "
+                            f"run `cnncodes features --store {self.path} ...` first")
         if name is None:
             complete = [s for s in sets if s.complete and not self.stale(s)]  # what can be chosen
             if len(complete) == 1:

@@ -24,8 +24,21 @@ from . import schema
 from .errors import UserError
 from .fingerprint import attrs_digest
 from .sealed import read_sealed, write_sealed
-from .store import (DAMAGE, NAMES_SEAL, SOURCE_KEYS, SOURCES_SEAL, FeatureStore, check_attrs, content_digest,
-                    name_keys, read_chunk, read_everything, read_feature_set_info, reason, text_digest)
+from .store import (
+    DAMAGE,
+    NAMES_SEAL,
+    SOURCE_KEYS,
+    SOURCES_SEAL,
+    FeatureStore,
+    check_attrs,
+    content_digest,
+    name_keys,
+    read_chunk,
+    read_everything,
+    read_feature_set_info,
+    reason,
+    text_digest,
+)
 
 MARGIN = 1 << 20  # reserved beyond an estimate: HDF5's own structures, the last partial chunks
 
@@ -290,7 +303,8 @@ class FeatureSetWriter:
         """The writer of a set another process started (a Dask worker committing its shard)."""
         manifest = read_sealed(schema.parts_dir(store, name) / "manifest.json")
         if manifest["fingerprint"] != fp:
-            raise UserError(f"feature set {name} in progress has fingerprint {manifest['fingerprint'][:12]}, not {fp[:12]}")
+            raise UserError(f"feature set {name} in progress has fingerprint {manifest['fingerprint'][:12]}, "
+                            f"not {fp[:12]}")
         spatial = tuple(manifest["spatial_shape"]) if manifest["spatial_shape"] else None
         return cls(store, name, fp, manifest["config"], manifest["n"], manifest["pooled_dim"], spatial,
                    manifest["chunk_size"], manifest.get("data_sha256"), manifest.get("views", 0),

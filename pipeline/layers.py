@@ -120,3 +120,13 @@ class RandomResizedCrop(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "min_area": self.min_area, "seed": self.seed}
+
+
+def make_resize_layer(in_hw: tuple, size: int) -> BicubicResize:
+    """The device resize of (h, w) images to size x size."""
+    return BicubicResize(in_hw, size, name="bicubic_resize")
+
+
+def make_crop_resize_layer(size: int) -> CropResize:
+    """The views' crop, flip and resize to size x size in one step."""
+    return CropResize(size, name="crop_resize")

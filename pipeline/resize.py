@@ -36,17 +36,3 @@ def crop_matrices(starts, lengths, n_in: int, n_out: int) -> np.ndarray:
 def cubic_matrix(n_in: int, n_out: int) -> np.ndarray:
     """M (n_out x n_in) with resized = M @ signal, sampling pixel centres as OpenCV does."""
     return crop_matrices([0], [n_in], n_in, n_out)[0]
-
-
-def make_resize_layer(in_hw: tuple, size: int):
-    """The device resize of (h, w) images to size x size (pipeline/layers.py's BicubicResize)."""
-    from .layers import BicubicResize  # imports the backend: only where a model is built
-
-    return BicubicResize(in_hw, size, name="bicubic_resize")
-
-
-def make_crop_resize_layer(size: int):
-    """The views' crop, flip and resize to size x size in one step (pipeline/layers.py's CropResize)."""
-    from .layers import CropResize
-
-    return CropResize(size, name="crop_resize")

@@ -1,7 +1,6 @@
 """Hostile-input rows: heads. Each row is an Attack (tests/hostile.py); test_hostile.py runs them."""
 from hostile import Attack
 
-
 FITTED = {}  # one fit for every row: each row's store is a copy of the same digits store
 
 
@@ -14,7 +13,7 @@ def fitted_run(store, tmp, edit=lambda record: record, seal="again"):
 
     import cv2
 
-    from cnncodes.classifiers.fit import fit_head
+    from cnncodes.classifiers.evaluation.fit import fit_head
     from cnncodes.features.sealed import SEAL_KEY, write_sealed
     from cnncodes.features.store import FeatureStore
 

@@ -76,7 +76,8 @@ def features_on_new_store(*args):
     return ("features", *args, "--store", NEW, "--quiet")
 
 
-EMPTY_STORE = [("features", "--dataset", "digits"), ("info",), ("fit", "--head", "logreg"), ("kfold", "--head", "logreg"),
+EMPTY_STORE = [("features", "--dataset", "digits"), ("info",), ("fit", "--head", "logreg"),
+               ("kfold", "--head", "logreg"),
                ("export", "--out", "{tmp}/codes.npz"), ("runs",), ("report",), ("baseline", "cnn")]
 
 INPUTS_ATTACKS = [

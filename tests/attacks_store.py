@@ -11,7 +11,7 @@ quiet = dict(progress=False, log=lambda m: None)
 
 def ingest_other_data(store, tmp):
     """`rm STORE/data.h5`, then another ingest (3 digits a split) into the same store."""
-    from cnncodes.pipeline.ingest import IngestConfig, ingest
+    from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
 
     (store / "data.h5").unlink()
     ingest(store, IngestConfig("digits", limit=3), **quiet)
@@ -52,8 +52,8 @@ def rewrite(store, key, change):
 
 def changed_folder_source(store, tmp):
     """A folder store whose source has since gained one image and lost another."""
+    from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
     from conftest import write_image, write_mixed_tree
-    from cnncodes.pipeline.ingest import IngestConfig, ingest
 
     tree = write_mixed_tree(tmp / "tree", per_class=3)
     ingest(tmp / "fs", IngestConfig(f"folder:{tree}", image_size=16), **quiet)

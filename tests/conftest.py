@@ -135,8 +135,8 @@ def set_trained_batch_norm_statistics(model, seed=0):
 @pytest.fixture(scope="session")
 def digits_store(tmp_path_factory, resnet_weights) -> Path:
     """All 1,797 digits with ResNet50 codes at 32x32 from the saved weights: shared by read-only tests."""
-    from cnncodes.pipeline.extract import FeatureConfig, extract_features
-    from cnncodes.pipeline.ingest import IngestConfig, ingest
+    from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features
+    from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
 
     store = tmp_path_factory.mktemp("stores") / "digits"
     ingest(store, IngestConfig("digits"), progress=False, log=lambda m: None)
@@ -145,8 +145,34 @@ def digits_store(tmp_path_factory, resnet_weights) -> Path:
     return store
 
 
-def run_cli(*args, env=None, **kw):
-    """The CLI as a user runs it, in a subprocess."""
+def run_cli(*args, env=None, cwd=None):
+    """The CLI as a user runs it, in this process through click's runner (a new interpreter spends 6 to 7 s
+    importing TensorFlow before any work): its exit status, standard output and standard error, with the
+    traceback in standard error where the command raised one, as the console would show it."""
+    import contextlib
+    import traceback
+    from types import SimpleNamespace
+
+    from click.testing import CliRunner
+
+    from cnncodes.cli import cli
+    from cnncodes.pipeline import console
+
+    installed, console._installed = console._installed, True  # its filter would take this process's stderr
+    try:
+        with contextlib.chdir(cwd or ROOT):
+            result = CliRunner().invoke(cli, [str(a) for a in args], env=env)
+    finally:
+        console._installed = installed
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=stderr)
+
+
+def run_process(*args, env=None, **kw):
+    """The installed command in a new interpreter: for what only a process shows (its console script, its
+    native standard error, what it imports at start)."""
     import subprocess
 
     return subprocess.run([sys.executable, "-m", "cnncodes", *map(str, args)], capture_output=True, text=True,

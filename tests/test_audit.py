@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cnncodes.classifiers import audit, label_issues
-from cnncodes.classifiers.audit import COLUMNS, load_audits, run_audit
-from cnncodes.classifiers.duplicates import DUPLICATE_THRESHOLD, duplicate_pairs
+from cnncodes.classifiers.audit import audit, label_issues
+from cnncodes.classifiers.audit.audit import COLUMNS, load_audits, run_audit
+from cnncodes.classifiers.audit.duplicates import DUPLICATE_THRESHOLD, duplicate_pairs
 from cnncodes.cli import cli
 from cnncodes.features.store import FeatureStore
 from cnncodes.features.writers import FeatureSetWriter
-from cnncodes.pipeline.ingest import IngestConfig, ingest
+from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
 from conftest import write_image
 
 TRAIN, TEST = 50, 15      # images a class in each split
@@ -211,7 +211,7 @@ def test_fewer_images_than_folds_names_a_k_that_works(copy_of):
     import re
     from types import SimpleNamespace
 
-    from cnncodes.classifiers.audit import check_audit_input
+    from cnncodes.classifiers.audit.audit import check_audit_input
     from cnncodes.features.errors import UserError
 
     for k in ("60", "10000"):
@@ -233,8 +233,8 @@ def test_a_store_without_codes(planted_store, tmp_path):
 
 def test_a_label_set_with_one_class(tmp_path, monkeypatch):
     """No source ingest knows makes one (class folders need two), but a store's label set can hold one class."""
-    from cnncodes.pipeline import ingest as ingest_module
-    from cnncodes.pipeline.source import in_memory_source
+    from cnncodes.pipeline.sources import ingest as ingest_module
+    from cnncodes.pipeline.sources.contract import in_memory_source
 
     images = np.random.default_rng(0).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
     one = in_memory_source("one", images, {"class": np.zeros(12, np.int64)}, {"class": ["only"]},
@@ -278,8 +278,8 @@ def test_an_interrupted_audit_keeps_the_one_before_and_leaves_no_folder_of_its_o
 
 
 def test_the_report_shows_the_audit_with_thumbnails_and_rings_its_rows_on_the_map(copy_of, tmp_path, monkeypatch):
-    from cnncodes.classifiers import report_codes
-    from cnncodes.classifiers.report import build_report
+    from cnncodes.classifiers.report import report_codes
+    from cnncodes.classifiers.report.report import build_report
 
     rings, maps = {}, []
     real = report_codes.map_figure

@@ -4,17 +4,17 @@ import json
 import numpy as np
 import pytest
 
-from conftest import kill_midway, run_cli, write_mixed_tree
-from cnncodes.classifiers.baselines import finetune_model, set_phase
-from cnncodes.classifiers.registry import BASELINES
-from cnncodes.pipeline.backbones import get_backbone
-from cnncodes.classifiers.baseline_config import BaselineConfig
-from cnncodes.classifiers.checkpoint import Checkpoint
-from cnncodes.classifiers.seeding import seed_states
-from cnncodes.classifiers.train import build, compile_phase, train_baseline
+from cnncodes.classifiers.baselines.networks import finetune_model, set_phase
+from cnncodes.classifiers.baselines.train import build, compile_phase, train_baseline
+from cnncodes.classifiers.heads.registry import BASELINES
+from cnncodes.classifiers.training.baseline_config import BaselineConfig
+from cnncodes.classifiers.training.checkpoint import Checkpoint
+from cnncodes.classifiers.training.seeding import seed_states
 from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureStore
-from cnncodes.pipeline.ingest import IngestConfig, ingest
+from cnncodes.pipeline.backbones import get_backbone
+from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
+from conftest import kill_midway, run_cli, write_mixed_tree
 
 quiet = dict(progress=False, log=lambda m: None)
 
@@ -104,6 +104,7 @@ def test_checkpoint_restores_weights_optimizer_state_and_seed_states(colour_stor
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 def test_killed_baseline_resumes_from_its_last_checkpoint_to_the_uninterrupted_result(colour_store, tmp_path):
     """Killed in its own process, resumed in this one: the same test predictions as a run never killed."""
     import shutil
@@ -136,7 +137,7 @@ def test_limit_and_validation_slice_are_stratified_though_rows_are_grouped_by_cl
     """Stored training rows are sorted by class: 'the first N rows' would hold one class only."""
     import keras
 
-    from cnncodes.classifiers import keras_training
+    from cnncodes.classifiers.training import keras_training
 
     seen = {}
     fit, batches = keras.Model.fit, keras_training.seeded_batches
@@ -155,8 +156,9 @@ def test_limit_and_validation_slice_are_stratified_though_rows_are_grouped_by_cl
     assert seen["train"].tolist() == [9, 9, 9] and seen["val"].tolist() == [1, 1, 1]
 
 
+@pytest.mark.slow
 def test_kfold_runs_a_pixel_baseline_on_the_stored_folds(colour_store):
-    from cnncodes.classifiers.kfold import kfold_scores
+    from cnncodes.classifiers.evaluation.kfold import kfold_scores
 
     table = kfold_scores(colour_store, ["cnn"], k=5, params={"cnn": {"epochs": 1, "batch_size": 16}}, progress=False)
     (row,) = table["rows"]
@@ -266,7 +268,7 @@ def test_a_baseline_records_the_epoch_it_kept_and_scores_that_model_on_its_train
         "the run no longer stops early: choose other settings"
     assert record["validation_accuracy"] == history["val_accuracy"][chosen["best_epoch"] - 1]
 
-    from cnncodes.classifiers.train import train_rows, validation_slice
+    from cnncodes.classifiers.baselines.train import train_rows, validation_slice
 
     store = FeatureStore.open(digits_store)  # the kept model, in inference mode, on the rows it trained on
     labels = store.labels()
@@ -287,7 +289,7 @@ def test_wrn_steps_never_fall_on_the_first_epoch_and_the_record_says_where_they_
         assert record["history"]["learning_rate"] == pytest.approx([0.1, 0.02][:epochs])  # what Keras trained at
         assert record["chosen"]["learning_rate"] == 0.1 and record["chosen"]["schedule"] == schedule
 
-    from cnncodes.classifiers.schedules import wrn_steps
+    from cnncodes.classifiers.training.schedules import wrn_steps
 
     assert [wrn_steps(n) for n in (1, 2, 3, 4, 10, 200)] == [[], [1], [1, 2], [1, 2, 3], [3, 6, 8], [60, 120, 160]]
 
@@ -303,7 +305,7 @@ def test_a_finished_baseline_is_read_back_not_saved_again(colour_store, tmp_path
     assert again == run and said == [f"baseline: {run.name} was finished before: nothing to train, its record follows"]
     assert (run / "record.json").stat().st_mtime_ns == written and read_back["history"] == record["history"]
 
-    from cnncodes.classifiers.baseline_runs import finished_run
+    from cnncodes.classifiers.baselines.baseline_runs import finished_run
 
     assert finished_run(store, config) == run
     assert finished_run(store, BaselineConfig("cnn", epochs=2, batch_size=16)) is None  # more epochs: more to train
@@ -312,7 +314,7 @@ def test_a_finished_baseline_is_read_back_not_saved_again(colour_store, tmp_path
     assert record["label"] == "class"  # label sets ignore case, as elsewhere, and keep their stored name
     assert finished_run(store, BaselineConfig("cnn", epochs=1, batch_size=16, label="class")) == named
 
-    from cnncodes.classifiers import baseline_config
+    from cnncodes.classifiers.training import baseline_config
 
     assert run.name.endswith(config.run_name("class"))
     monkeypatch.setattr(baseline_config, "code_version", lambda: {"source_sha256": "0" * 64})  # other code
@@ -334,7 +336,7 @@ def test_a_baseline_setting_it_cannot_take_is_refused_before_the_store_is_opened
 
 
 def test_a_diverged_baseline_is_an_error_never_a_record(colour_store, tmp_path, monkeypatch):
-    from cnncodes.classifiers import train
+    from cnncodes.classifiers.baselines import train
 
     store = fresh_copy(colour_store, tmp_path)
     phase = train.train_phase
@@ -345,6 +347,7 @@ def test_a_diverged_baseline_is_an_error_never_a_record(colour_store, tmp_path, 
         return best
 
     monkeypatch.setattr(train, "train_phase", diverging)
-    with pytest.raises(UserError, match="baseline cnn diverged .* at learning rate 0.0001: give a lower --learning-rate"):
+    with pytest.raises(UserError,
+                       match="baseline cnn diverged .* at learning rate 0.0001: give a lower --learning-rate"):
         train_baseline(store, BaselineConfig("cnn", epochs=1, batch_size=16), **quiet)
     assert not list((store / "runs").glob("*/record.json"))

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cnncodes.classifiers.baseline_config import BaselineConfig
-from cnncodes.classifiers.cached_maps import DrawnMaps
-from cnncodes.classifiers.train import train_baseline
+from cnncodes.classifiers.baselines.cached_maps import DrawnMaps
+from cnncodes.classifiers.baselines.train import train_baseline
+from cnncodes.classifiers.training.baseline_config import BaselineConfig
 from cnncodes.cli import cli
 from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureStore
-from cnncodes.pipeline.extract import FeatureConfig, extract_features
-from cnncodes.pipeline.ingest import IngestConfig, ingest
+from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features
+from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
 
 quiet = dict(progress=False, log=lambda m: None)
 CUT = "block5c_add"  # the block output right below Lite0's default unfreeze point, block6a_expand_conv
@@ -54,7 +54,7 @@ def mirrored_store(tmp_path_factory):
 def trainable_arrays(monkeypatch) -> list:
     """Filled, at each train_phase call, with (name, before, after) for every array it trains: block6a on, then
     the head."""
-    from cnncodes.classifiers import train
+    from cnncodes.classifiers.baselines import train
 
     kept, real = [], train.train_phase
 
@@ -68,6 +68,7 @@ def trainable_arrays(monkeypatch) -> list:
     return kept
 
 
+@pytest.mark.slow
 def test_one_epoch_from_cached_maps_equals_one_epoch_from_pixels(mirrored_store, monkeypatch):
     trained = trainable_arrays(monkeypatch)
     _, pixels = train_baseline(mirrored_store, BaselineConfig(**FINETUNE), **quiet)
@@ -116,10 +117,10 @@ def test_a_fine_tune_from_maps_with_views_trains_on_them(mirrored_store, monkeyp
 
 def test_maps_cut_lower_train_every_layer_above_the_cut(mirrored_store, monkeypatch):
     """Not only the backbone's last stage (the default from pixels): from the layer right after the cut on."""
-    from cnncodes.classifiers import baselines
+    from cnncodes.classifiers.baselines import networks
 
-    trained, real = [], baselines.set_phase
-    monkeypatch.setattr(baselines, "set_phase", lambda *a, **k: trained.append(real(*a, **k)) or trained[-1])
+    trained, real = [], networks.set_phase
+    monkeypatch.setattr(networks, "set_phase", lambda *a, **k: trained.append(real(*a, **k)) or trained[-1])
     run, _ = train_baseline(mirrored_store, BaselineConfig(**FINETUNE, from_features="lower"), **quiet)
     (layers,) = trained
     assert layers[0] == "block5a_expand_conv" and "block5c_project_conv" in layers and "block6a_expand_conv" in layers
@@ -163,7 +164,7 @@ def test_from_features_on_the_command_line(mirrored_store):
 
 
 def test_maps_beyond_half_the_memory_are_refused_before_reading(mirrored_store, monkeypatch):
-    from cnncodes.classifiers import cached_maps
+    from cnncodes.classifiers.baselines import cached_maps
     from cnncodes.features.store import FeatureStore
 
     monkeypatch.setattr(cached_maps, "available_memory", lambda: 1000)
@@ -185,7 +186,7 @@ def test_damaged_maps_are_one_line_naming_the_file(mirrored_store, tmp_path):
 
 
 def test_kfold_says_that_its_folds_fine_tune_from_pixels(mirrored_store):
-    from cnncodes.classifiers.kfold import kfold_scores
+    from cnncodes.classifiers.evaluation.kfold import kfold_scores
 
     with pytest.raises(UserError, match="kfold fine-tunes each fold from pixels: .*--fold I -k K"):
         kfold_scores(mirrored_store, ["finetune"], k=2, params={"finetune.from_features": "maps"}, progress=False)

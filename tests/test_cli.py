@@ -9,10 +9,10 @@ import h5py
 import pytest
 
 from attacks_inputs import INPUTS_ATTACKS
-from conftest import ROOT, run_cli
-from hostile import CONTROL, run_attack
 from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureStore
+from conftest import ROOT, run_cli, run_process
+from hostile import CONTROL, run_attack
 
 BACKEND_NOISE = ("oneDNN", "absl::InitializeLog", "cpu_feature_guard", "rebuild TensorFlow", "WARNING:tensorflow")
 
@@ -61,15 +61,16 @@ def test_names_in_any_case_and_path_mistakes_are_answered_before_the_backend_sta
              "--size 8 is too small for resnet50, which takes at least 32x32 px"),  # was Keras's traceback
             (["info", store, "--store", tmp_path], "two stores given"),
             (["report", "--store", store, "--out", resnet_weights], "is a file; give a folder"),
-            (["export", "--store", store, "--out", tmp_path / "no" / "codes.npz"], "no/codes.npz: its folder does not exist")):
+            (["export", "--store", store, "--out", tmp_path / "no" / "codes.npz"],
+             "no/codes.npz: its folder does not exist")):
         code, backend, output = loads_backend(*args)
         assert code == 1 and not backend and re.search(says, output), (args, output)
     assert not (tmp_path / "new").exists()  # a failed first ingest leaves no half-made store
 
 
 def test_weights_named_in_any_case_are_the_words_for_python_callers_and_kfold_too():
-    from cnncodes.classifiers.baseline_config import BaselineConfig
-    from cnncodes.pipeline.extract import FeatureConfig
+    from cnncodes.classifiers.training.baseline_config import BaselineConfig
+    from cnncodes.pipeline.extraction.extract import FeatureConfig
 
     assert BaselineConfig("finetune", weights="NONE").weights == "none"  # kfold --param finetune.weights=NONE
     assert FeatureConfig(weights="ImageNet").weights == "imagenet"
@@ -94,7 +95,7 @@ def test_an_unreachable_scheduler_is_one_line_and_found_before_ingest(tmp_path):
     """In a fresh process, as the CLI meets it: Dask's event loop does not recover from a failed client in
     a process that has run other clients (the test session). Malformed addresses are rows of the hostile
     table (tests/attacks_inputs.py): they are answered without connecting."""
-    probe = ("import sys\nfrom cnncodes.pipeline import cluster\ncluster.CONNECT_SECONDS = 1\n"
+    probe = ("import sys\nfrom cnncodes.pipeline.extraction import cluster\ncluster.CONNECT_SECONDS = 1\n"
              "from cnncodes.cli import cli\ncli()\n")
     store = tmp_path / "new"
     out = subprocess.run([sys.executable, "-c", probe, "features", "--dataset", "digits", "--store", store,
@@ -119,7 +120,9 @@ def test_features_checks_the_weights_and_scheduler_before_it_writes_a_data_file(
     from click.testing import CliRunner
 
     from cnncodes.cli import cli
-    from cnncodes.pipeline import backbones, cluster, ingest
+    from cnncodes.pipeline import backbones
+    from cnncodes.pipeline.extraction import cluster
+    from cnncodes.pipeline.sources import ingest
 
     checked, calls = [], []
     monkeypatch.setattr(backbones, "check_backbone", lambda *a: checked.append(("weights", a)))
@@ -141,7 +144,7 @@ def test_features_checks_the_weights_and_scheduler_before_it_writes_a_data_file(
 
 def test_reading_commands_never_load_the_backend(store, tmp_path):
     """report, runs and export read what is stored: answering them never starts TensorFlow."""
-    from cnncodes.classifiers.fit import fit_head
+    from cnncodes.classifiers.evaluation.fit import fit_head
 
     fit_head(store, "logreg", params={"Cs": [1.0]})
     for args, says in ((["report", "--store", store, "--out", tmp_path / "report"], "report written to "),
@@ -152,12 +155,14 @@ def test_reading_commands_never_load_the_backend(store, tmp_path):
     assert list((tmp_path / "report").glob("*.html")) and (tmp_path / "codes.npz").exists()
 
 
+@pytest.mark.slow
 def test_no_backend_start_up_lines_on_the_console(store):
     for args in (["layers", "efficientnet_lite0", "--size", 32],
                  ["fit", "--store", store, "--head", "logreg", "--param", "Cs=[1.0]", "--quiet"],
                  # a network per fold: TensorFlow's Python logger warned of tf.function retracing
-                 ["kfold", "--store", store, "--head", "dense", "-k", 3, "--epochs", 1, "--param", "hidden=8", "--quiet"]):
-        result = run_cli(*args)
+                 ["kfold", "--store", store, "--head", "dense", "-k", 3, "--epochs", 1, "--param", "hidden=8",
+                  "--quiet"]):
+        result = run_process(*args)
         assert result.returncode == 0, result.stderr
         assert not [line for line in result.stderr.splitlines() if any(n in line for n in BACKEND_NOISE)], result.stderr
 
@@ -219,10 +224,11 @@ def test_the_store_can_come_from_the_environment(store):
     assert given.returncode == 0 and given.stdout == result.stdout
 
 
+@pytest.mark.slow
 def test_predict_labels_an_svms_decision_scores_and_its_calibrated_probabilities(store, tmp_path):
     import cv2
 
-    from cnncodes.classifiers.fit import fit_head
+    from cnncodes.classifiers.evaluation.fit import fit_head
 
     run, _ = fit_head(store, "svm", params={"Cs": [1.0]})
     image = tmp_path / "digit.png"
@@ -237,7 +243,7 @@ def test_predict_labels_an_svms_decision_scores_and_its_calibrated_probabilities
 
 
 def test_an_in_memory_data_set_shows_no_images_per_second(tmp_path, capsys):
-    from cnncodes.pipeline.ingest import IngestConfig, ingest
+    from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
 
     ingest(tmp_path / "d", IngestConfig("digits", limit=30), progress=True, log=lambda m: None)
     err = capsys.readouterr().err
@@ -257,7 +263,8 @@ def test_a_plain_install_is_one_cnncodes_package(tmp_path):
                     "--target", str(target), str(ROOT)], check=True, capture_output=True)
     names = {p.name for p in target.iterdir()}
     assert "cnncodes" in names and not names & {"features", "pipeline", "classifiers", "cli.py", "cli"}
-    probe = "import cnncodes, cnncodes.cli, cnncodes.features.store, cnncodes.pipeline.backbones; print(cnncodes.__file__)"
+    probe = ("import cnncodes, cnncodes.cli, cnncodes.features.store, cnncodes.pipeline.backbones; "
+             "print(cnncodes.__file__)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
                          env={**os.environ, "PYTHONPATH": str(target)})
     assert out.returncode == 0 and out.stdout.strip() == str(target / "cnncodes" / "__init__.py"), out.stderr
@@ -269,10 +276,10 @@ def test_a_plain_install_is_one_cnncodes_package(tmp_path):
 def test_predict_works_for_a_head_fitted_on_spatial_maps(tmp_path, resnet_weights):
     import cv2
 
-    from cnncodes.classifiers.fit import fit_head
-    from cnncodes.classifiers.predict import predict_images
-    from cnncodes.pipeline.extract import FeatureConfig, extract_features
-    from cnncodes.pipeline.ingest import IngestConfig, ingest
+    from cnncodes.classifiers.evaluation.fit import fit_head
+    from cnncodes.classifiers.serving.predict import predict_images
+    from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features
+    from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
 
     store = ingest(tmp_path / "s", IngestConfig("digits", limit=30), progress=False, log=lambda m: None).path
     extract_features(store, FeatureConfig(weights=str(resnet_weights), size=64, spatial=True), name="maps",
@@ -293,9 +300,9 @@ def test_names_from_data_reach_the_terminal_escaped(tmp_path, monkeypatch):
     predict show them as visible escapes."""
     from click.testing import CliRunner
 
-    from cnncodes.classifiers import predict
+    from cnncodes.classifiers.serving import predict
     from cnncodes.cli import cli
-    from cnncodes.pipeline import extract
+    from cnncodes.pipeline.extraction import extract
     from conftest import write_mixed_tree
 
     tree = write_mixed_tree(tmp_path / f"{ESC}pets", classes=(f"{ESC}cat", "dog"), per_class=2)
@@ -320,7 +327,7 @@ def test_a_changed_source_is_ingested_again_with_reingest(tmp_path, monkeypatch)
     from click.testing import CliRunner
 
     from cnncodes.cli import cli
-    from cnncodes.pipeline import extract
+    from cnncodes.pipeline.extraction import extract
     from conftest import write_mixed_tree
 
     tree = write_mixed_tree(tmp_path / "pets", classes=("cat", "dog"), per_class=2)
@@ -334,3 +341,15 @@ def test_a_changed_source_is_ingested_again_with_reingest(tmp_path, monkeypatch)
     again = CliRunner().invoke(cli, [*args, "--reingest"])
     assert again.exit_code == 0, again.output
     assert "train/dog/100.jpg" in FeatureStore.open(tmp_path / "s").sources().tolist()
+
+
+def test_help_and_argument_errors_of_every_command_load_nothing_heavy():
+    """In a fresh interpreter: `--help`, every command's help and an argument error of each import none of the
+    backend, scikit-learn, h5py or dask (each command's module is loaded only when it runs)."""
+    probe = ("import sys\nfrom click.testing import CliRunner\nfrom cnncodes.cli import COMMANDS, cli\n"
+             "codes = [CliRunner().invoke(cli, args).exit_code for args in [['--help']] + [[c, '--help'] for c in "
+             "COMMANDS] + [[c, '--no-such-option'] for c in COMMANDS]]\n"
+             "heavy = sorted(m for m in ('tensorflow', 'keras', 'sklearn', 'h5py', 'dask', 'torch', 'jax') "
+             "if m in sys.modules)\nprint(len(COMMANDS), sorted(set(codes)), heavy)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.split("\n")[0] == "15 [0, 2] []", out.stdout + out.stderr

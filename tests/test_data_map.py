@@ -4,10 +4,10 @@ import shutil
 import numpy as np
 import pytest
 
-from cnncodes.classifiers import report, report_codes
-from cnncodes.classifiers.data_map import class_colour, map_figure, project, sample_rows
-from cnncodes.classifiers.fit import fit_head
-from cnncodes.classifiers.label_curve import label_curve
+from cnncodes.classifiers.evaluation.fit import fit_head
+from cnncodes.classifiers.evaluation.label_curve import label_curve
+from cnncodes.classifiers.report import report, report_codes
+from cnncodes.classifiers.report.data_map import class_colour, map_figure, project, sample_rows
 from cnncodes.features.errors import UserError
 
 
@@ -25,6 +25,7 @@ def separated(xy, y) -> bool:
     return bool((y[d.argmin(1)] == y).all())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["pca", "umap"])
 def test_the_map_keeps_classes_apart(method):
     X, y = blobs()

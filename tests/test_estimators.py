@@ -6,10 +6,10 @@ import os
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from cnncodes.classifiers.heads import DenseHead, GapHead, LogRegHead
-from cnncodes.classifiers.knn import KnnHead
-from cnncodes.classifiers.registry import HEADS
-from cnncodes.classifiers.svm import LinearSVM
+from cnncodes.classifiers.heads.heads import DenseHead, GapHead, LogRegHead
+from cnncodes.classifiers.heads.knn import KnnHead
+from cnncodes.classifiers.heads.registry import HEADS
+from cnncodes.classifiers.heads.svm import LinearSVM
 
 
 def calibration_ranks_differently(estimator) -> dict:

@@ -7,14 +7,14 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import kill_midway, run_cli
-from cnncodes.classifiers.fit import fit_head
-from cnncodes.classifiers.kfold import kfold_scores
-from cnncodes.classifiers.predict import predict_images
-from cnncodes.classifiers.report import build_report
+from cnncodes.classifiers.evaluation.fit import fit_head
+from cnncodes.classifiers.evaluation.kfold import kfold_scores
+from cnncodes.classifiers.report.report import build_report
+from cnncodes.classifiers.serving.predict import predict_images
 from cnncodes.features.errors import UserError
 from cnncodes.features.sealed import read_sealed, write_sealed
 from cnncodes.features.store import FeatureStore
+from conftest import kill_midway, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,7 @@ def test_fit_saves_head_and_full_run_record(store):
     assert upper["label"] == "digit"
 
 
+@pytest.mark.slow
 def test_fit_cli_prints_one_summary_line_and_progress(store):
     r = run_cli("fit", "--store", store, "--head", "logreg")
     assert r.returncode == 0, r.stderr
@@ -64,6 +65,7 @@ def test_fit_bad_requests_are_clear_errors(store, kwargs, message):
         fit_head(store, **kwargs)
 
 
+@pytest.mark.slow
 def test_kfold_on_two_process_local_cluster_equals_local(store, tmp_path):
     other = tmp_path / "copy"
     shutil.copytree(store, other, ignore=shutil.ignore_patterns("runs"))
@@ -75,6 +77,7 @@ def test_kfold_on_two_process_local_cluster_equals_local(store, tmp_path):
     assert all(r["mean"] > 0.9 for r in local["rows"])
 
 
+@pytest.mark.slow
 def test_killed_kfold_redoes_only_what_is_missing(store, tmp_path):
     victim = tmp_path / "victim"
     shutil.copytree(store, victim, ignore=shutil.ignore_patterns("runs"))
@@ -143,7 +146,7 @@ def fresh_copy(store, path):
 
 
 def test_kfold_keeps_and_prints_training_accuracy_and_chosen_hyperparameters(store, tmp_path):
-    from cnncodes.classifiers.registry import make_head
+    from cnncodes.classifiers.heads.registry import make_head
 
     store = fresh_copy(store, tmp_path / "copy")
     table = kfold_scores(store, ["logreg"], k=3, params={"logreg": {"Cs": [0.01, 1.0]}}, progress=False)
@@ -177,7 +180,7 @@ def test_kfold_keeps_and_prints_training_accuracy_and_chosen_hyperparameters(sto
 
 def test_kfold_rows_of_records_without_training_accuracy_or_chosen_values():
     """Pixel baselines' fold records (from train.py) and folds saved by an older cnncodes may lack them."""
-    from cnncodes.classifiers.kfold import format_table, table_row
+    from cnncodes.classifiers.evaluation.kfold import format_table, table_row
 
     folds = [{"head": "cnn", "label": "digit", "fold": f, "params": {"epochs": 1}, "accuracy": 0.5 + f / 10,
               "seconds": 1.0, "epochs": 1} for f in range(3)]
@@ -195,7 +198,7 @@ def test_kfold_rows_of_records_without_training_accuracy_or_chosen_values():
 
 
 def test_kfold_table_keeps_every_head_and_setting_computed_on_its_folds(store, tmp_path):
-    from cnncodes.classifiers.runs import kfold_tables
+    from cnncodes.classifiers.runs.records import kfold_tables
 
     store = fresh_copy(store, tmp_path / "copy")
     folder = store / "runs" / "kfold-r50-k3-train"
@@ -224,7 +227,7 @@ def test_kfold_table_keeps_every_head_and_setting_computed_on_its_folds(store, t
 
 
 def test_runs_show_a_kfold_mean_only_beside_runs_of_its_parameters(store, tmp_path):
-    from cnncodes.classifiers.runs import format_runs, latest_runs
+    from cnncodes.classifiers.runs.records import format_runs, latest_runs
 
     store = fresh_copy(store, tmp_path / "copy")
     fit_head(store, "logreg", params={"Cs": [0.1]})
@@ -237,8 +240,8 @@ def test_runs_show_a_kfold_mean_only_beside_runs_of_its_parameters(store, tmp_pa
 
 
 def test_kfold_never_reuses_folds_of_other_features_under_the_same_name(tmp_path):
-    from cnncodes.pipeline.extract import FeatureConfig, extract_features
-    from cnncodes.pipeline.ingest import IngestConfig, ingest
+    from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features
+    from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
 
     quiet = dict(progress=False, log=lambda m: None)
     store = ingest(tmp_path / "d", IngestConfig("digits", limit=30), **quiet).path  # 3 rows a class: k <= 3
@@ -295,7 +298,7 @@ def test_a_fold_computed_by_a_worker_running_other_code_is_kept_as_its_codes_and
     """A local cluster's workers import the checkout when they start: edited mid-run, they ran other code than
     the process that writes the table, whose commit a fold must not claim; a worker too old to say (None) ran
     other code too."""
-    from cnncodes.classifiers import kfold
+    from cnncodes.classifiers.evaluation import kfold
 
     store = fresh_copy(store, tmp_path / "copy")
     real = kfold.run_fold
@@ -317,8 +320,8 @@ def test_a_fold_computed_by_a_worker_running_other_code_is_kept_as_its_codes_and
 def test_bench_transfer_reuses_only_a_fit_made_by_this_code(tmp_path, monkeypatch):
     import importlib.util
 
-    from cnncodes.classifiers.heads import LogRegHead
-    from cnncodes.classifiers.runs import new_run_dir, save_run
+    from cnncodes.classifiers.heads.heads import LogRegHead
+    from cnncodes.classifiers.runs.records import new_run_dir, save_run
     from cnncodes.features import provenance
 
     spec = importlib.util.spec_from_file_location("bench_transfer", Path(__file__).parents[1] / "bench" / "transfer.py")
@@ -347,7 +350,7 @@ def test_bench_transfer_reuses_only_a_fit_made_by_this_code(tmp_path, monkeypatc
 
 def test_kfold_checks_every_fold_before_dask_starts(store, tmp_path, monkeypatch):
     """cv=1000 and backbone=bogus were refused inside a Dask worker, whose traceback came first."""
-    from cnncodes.classifiers import kfold
+    from cnncodes.classifiers.evaluation import kfold
     from cnncodes.features.errors import BadParameter
 
     store = fresh_copy(store, tmp_path / "copy")
@@ -364,7 +367,7 @@ def test_kfold_checks_every_fold_before_dask_starts(store, tmp_path, monkeypatch
 
 
 def test_kfold_table_shows_names_from_data_without_control_characters():
-    from cnncodes.classifiers.kfold import format_table, table_row
+    from cnncodes.classifiers.evaluation.kfold import format_table, table_row
 
     hostile = "\x1b]0;pwned\x07\x1b[2J"  # would set the window title, then clear the screen
     folds = [{"head": "logreg", "label": hostile, "fold": f, "params": {"Cs": [0.1], hostile: hostile},

@@ -4,18 +4,16 @@ import json
 import shutil
 import subprocess
 import sys
-import zipfile
 
 import cv2
 import numpy as np
 import pytest
-
 from click.testing import CliRunner
 
-from conftest import run_cli
 from cnncodes.cli import cli
 from cnncodes.features.store import FeatureStore
 from cnncodes.pipeline.backbones import BACKBONES
+from conftest import run_cli
 
 # Runs in a fresh interpreter in which `import cnncodes` fails: the exported files alone must do.
 FRESH = """
@@ -60,7 +58,7 @@ def run_fresh(tmp_path, images, model_path):
 
 def predicted_scores(run, images):
     """What `cnncodes predict` computes for these (store-sized) images: scores in the head's class order."""
-    from cnncodes.classifiers.predict import codes_of, feature_parts, load_fitted_head, scores
+    from cnncodes.classifiers.serving.predict import codes_of, feature_parts, load_fitted_head, scores
 
     record, head = load_fitted_head(run)
     X = codes_of(run, feature_parts(record), images, 64, record.get("spatial", False))
@@ -72,8 +70,8 @@ def predicted_scores(run, images):
 def fitted(digits_store, tmp_path_factory):
     """The digits store (ResNet50 codes at 32 from saved weights) with a logreg, an svm and a dense head, and a gap
     head on the same network's maps."""
-    from cnncodes.classifiers.fit import fit_head
-    from cnncodes.pipeline.extract import FeatureConfig, extract_features
+    from cnncodes.classifiers.evaluation.fit import fit_head
+    from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features
 
     store = shutil.copytree(digits_store, tmp_path_factory.mktemp("export") / "store")
     weights = FeatureStore.open(store).feature_set("r50").config["weights"]
@@ -100,6 +98,7 @@ def test_the_keras_file_equals_predict_in_a_process_without_cnncodes(fitted, hea
     assert np.abs(scores - expected).max() < 1e-4 * max(1.0, np.abs(expected).max())
 
 
+@pytest.mark.slow
 def test_tflite_files_run_without_cnncodes_and_quantized_ones_stay_close(fitted, tmp_path):
     store, runs = fitted
     images = FeatureStore.open(store).images(split="test")
@@ -112,7 +111,8 @@ def test_tflite_files_run_without_cnncodes_and_quantized_ones_stay_close(fitted,
             assert done.returncode == 0, done.stderr
             said = done.stdout + done.stderr
             assert "fully_quantize" not in said and "TensorSpec" not in done.stdout and "Warning" not in said
-            assert int8_and_float_weights(out) == ({"CONV_2D"}, {"FULLY_CONNECTED"})  # the backbone int8, matrices float
+            # the backbone int8, matrices float
+            assert int8_and_float_weights(out) == ({"CONV_2D"}, {"FULLY_CONNECTED"})
         else:
             said = export("--model", runs["logreg"], "--out", out, *options).output
         scores, classes = run_fresh(tmp_path, images, out)
@@ -163,8 +163,8 @@ def test_the_portable_device_step_equals_the_extractors(name, tmp_path):
     in built-in layers give the extractor's codes from the same uint8 images."""
     import keras
 
-    from cnncodes.pipeline.extract import FeatureConfig, build_multi_extractor
-    from cnncodes.pipeline.portable import portable_codes
+    from cnncodes.pipeline.extraction.extract import FeatureConfig, build_multi_extractor
+    from cnncodes.pipeline.extraction.portable import portable_codes
 
     size = max(32, BACKBONES[name].min_size)
     setup = FeatureConfig(name, "none", size)
@@ -182,8 +182,8 @@ def test_the_portable_device_step_equals_the_extractors(name, tmp_path):
 def test_the_models_scaling_and_centre_crop_is_the_ingests(shape):
     """Images of another size are brought to the store's side in the model as fit_square brings them in the
     ingest: exactly on float images; on uint8 ones within OpenCV's fixed-point rounding (1 level)."""
+    from cnncodes.pipeline.extraction.portable import fit_square_matrices
     from cnncodes.pipeline.images import fit_square
-    from cnncodes.pipeline.portable import fit_square_matrices
 
     rng = np.random.default_rng(1)
     img = rng.integers(0, 256, (*shape, 3)).astype(np.float32)
@@ -199,8 +199,8 @@ def test_the_device_resize_and_the_portable_one_round_the_same_pixels():
     (which an einsum summed to the other side) round alike: every pixel equal, not only close."""
     import keras
 
+    from cnncodes.pipeline.extraction.portable import matrix_resize
     from cnncodes.pipeline.layers import BicubicResize
-    from cnncodes.pipeline.portable import matrix_resize
 
     images = np.random.default_rng(3).integers(0, 256, (256, 32, 32, 3)).astype(np.uint8)
     device = BicubicResize((32, 32), 224)
@@ -214,7 +214,7 @@ def test_the_device_resize_and_the_portable_one_round_the_same_pixels():
 def test_the_rounding_layer_rounds_halves_to_even_as_the_extractor_does():
     import keras
 
-    from cnncodes.pipeline.portable import ROUNDING_BINS
+    from cnncodes.pipeline.extraction.portable import ROUNDING_BINS
 
     x = np.concatenate([np.arange(256) + 0.5, np.arange(256) - 1e-4, np.arange(256) + 0.4999,
                         np.random.default_rng(0).uniform(0, 255, 1000)]).astype(np.float32)
@@ -266,13 +266,14 @@ def test_images_of_another_size_are_scaled_and_cropped_inside_the_model(fitted, 
     assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.95  # uint8 rounding of the ingest may differ by 1 level
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["cnn", "finetune"])  # wrn is built-in layers only: nothing of ours to replace
 def test_a_pixel_baseline_exports_to_the_same_probabilities(digits_store, kind, tmp_path):
     """The trained network, its resize and preprocessing in built-in layers, run without cnncodes: the
     probabilities the baseline's own model gives (8x8 digits, so the CNN upsamples on the device too)."""
     from test_baselines import ON_8PX
 
-    from cnncodes.classifiers.train import build, train_baseline
+    from cnncodes.classifiers.baselines.train import build, train_baseline
 
     store = shutil.copytree(digits_store, tmp_path / "store")
     run, record = train_baseline(store, ON_8PX[kind], progress=False, log=lambda m: None)

@@ -1,18 +1,19 @@
 """The streaming extractor: correct codes, cached by fingerprint, resumable after SIGKILL, clear errors."""
 import json
+
 import cv2
 import h5py
 import numpy as np
 import pytest
 
-from conftest import kill_midway, run_cli
 from cnncodes.features import schema
 from cnncodes.features.errors import UserError
 from cnncodes.features.sealed import read_sealed
 from cnncodes.features.store import FeatureStore
 from cnncodes.features.writers import FeatureSetWriter
-from cnncodes.pipeline.extract import FeatureConfig, extract_features
-from cnncodes.pipeline.ingest import IngestConfig, ingest
+from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features
+from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
+from conftest import kill_midway, run_cli, run_process
 
 quiet = dict(progress=False, log=lambda m: None)
 
@@ -26,7 +27,7 @@ def small_store(path, limit=10):
 def test_device_resize_is_opencv_bicubic(src, dst):
     import keras
 
-    from cnncodes.pipeline.resize import make_resize_layer
+    from cnncodes.pipeline.layers import make_resize_layer
 
     images = np.random.default_rng(0).integers(0, 256, (3, *src, 3), dtype=np.uint8)
     ours = keras.ops.convert_to_numpy(make_resize_layer(src, dst)(images))
@@ -140,6 +141,7 @@ def test_incomplete_set_is_never_served_as_complete(tmp_path):
     assert "INCOMPLETE 10/20" in run_cli("info", store).stdout
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, digits_store, resnet_weights):
     store = tmp_path / "digits"
     args = ["features", "--dataset", "digits", "--store", store, "--weights", resnet_weights, "--size", "32",
@@ -195,12 +197,13 @@ def test_info_json_describes_feature_sets(digits_store):
     assert len(fs["fingerprint"]) == 64 and fs["seconds"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "jax"])  # what the GPU machines run; JAX's step is jit-compiled
 def test_other_backends_give_the_same_codes(tmp_path, resnet_weights, backend):
     pytest.importorskip(backend, reason=f"the {backend} backend is not installed (make test installs it)")
     store = small_store(tmp_path / "tf", limit=8)
     name = extract_features(store, FeatureConfig(weights=str(resnet_weights), size=32, views=2), **quiet).name
-    r = run_cli("features", "--dataset", "digits", "--limit", 8, "--store", tmp_path / backend, "--weights",
+    r = run_process("features", "--dataset", "digits", "--limit", 8, "--store", tmp_path / backend, "--weights",
                 resnet_weights, "--size", 32, "--views", 2, "--quiet", env={"KERAS_BACKEND": backend})
     assert r.returncode == 0, r.stderr
     assert "running without jit_compile" not in r.stdout + r.stderr  # neither step: the views' crops compile too
@@ -213,6 +216,7 @@ def test_other_backends_give_the_same_codes(tmp_path, resnet_weights, backend):
         assert np.linalg.norm(ours - theirs) / np.linalg.norm(theirs) < 1e-4
 
 
+@pytest.mark.slow
 def test_two_worker_local_cluster_equals_single_process(tmp_path, digits_store, resnet_weights):
     """Shards extracted by 2 Dask worker processes on loopback, assembled once all are in."""
     store = ingest(tmp_path / "d", IngestConfig("digits"), **quiet).path
@@ -221,7 +225,8 @@ def test_two_worker_local_cluster_equals_single_process(tmp_path, digits_store, 
     assert result.status == "extracted"
     with h5py.File(result.path) as f:
         assert json.loads(f.attrs["extra"])["workers"] == 2
-    np.testing.assert_allclose(FeatureStore.open(store).features("r50"), FeatureStore.open(digits_store).features("r50"),
+    np.testing.assert_allclose(FeatureStore.open(store).features("r50"),
+                               FeatureStore.open(digits_store).features("r50"),
                                rtol=1e-5, atol=1e-5)
 
 
@@ -266,15 +271,18 @@ def extract_killing_a_worker(store, weights, allowed_failures=3):
     return outcome[0]
 
 
+@pytest.mark.slow
 def test_lost_workers_shard_is_redone_elsewhere(tmp_path, digits_store, resnet_weights):
     store = ingest(tmp_path / "d", IngestConfig("digits"), **quiet).path
     result = extract_killing_a_worker(store, resnet_weights)
     assert not isinstance(result, Exception), result
     assert result.status == "extracted"
-    np.testing.assert_allclose(FeatureStore.open(store).features("r50"), FeatureStore.open(digits_store).features("r50"),
+    np.testing.assert_allclose(FeatureStore.open(store).features("r50"),
+                               FeatureStore.open(digits_store).features("r50"),
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_shard_whose_workers_keep_dying_stops_clearly_and_resumes(tmp_path, digits_store, resnet_weights):
     store = ingest(tmp_path / "d", IngestConfig("digits"), **quiet).path
     error = extract_killing_a_worker(store, resnet_weights, allowed_failures=0)
@@ -285,7 +293,8 @@ def test_shard_whose_workers_keep_dying_stops_clearly_and_resumes(tmp_path, digi
     result = extract_features(store, FeatureConfig(weights=str(resnet_weights), size=32), name="r50", chunk_size=64,
                               progress=False, log=said.append)
     assert result.status == "resumed" and said[0].startswith(f"features: resuming r50 at {kept}/1797")
-    np.testing.assert_allclose(FeatureStore.open(store).features("r50"), FeatureStore.open(digits_store).features("r50"),
+    np.testing.assert_allclose(FeatureStore.open(store).features("r50"),
+                               FeatureStore.open(digits_store).features("r50"),
                                rtol=1e-5, atol=1e-5)
 
 
@@ -305,7 +314,7 @@ def test_bf16_codes_are_close_to_fp32_and_stored_as_float32(tmp_path, digits_sto
 
 
 def test_auto_batch_size_on_cpu_is_the_cpu_batch(tmp_path):
-    from cnncodes.pipeline.device import CPU_BATCH
+    from cnncodes.pipeline.extraction.device import CPU_BATCH
 
     store = small_store(tmp_path / "d")
     result = extract_features(store, FeatureConfig(weights="none", size=32), batch_size="auto", **quiet)
@@ -317,7 +326,7 @@ def test_auto_batch_size_on_an_accelerator_is_the_largest_batch_that_ran(monkeyp
     """The doubling probe, with a device that runs out of memory above 256 images."""
     import keras
 
-    from cnncodes.pipeline import device
+    from cnncodes.pipeline.extraction import device
 
     class Device:
         def __init__(self, error):
@@ -401,7 +410,7 @@ def test_step_that_does_not_compile_falls_back_and_says_so_once():
     """TensorFlow's XLA has no bicubic resize: a jit-compiled step with one runs uncompiled instead."""
     import keras
 
-    from cnncodes.pipeline.extract import DeviceStep
+    from cnncodes.pipeline.extraction.extract import DeviceStep
 
     if keras.backend.backend() != "tensorflow":
         pytest.skip("the XLA gap is TensorFlow's")

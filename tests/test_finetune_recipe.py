@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import write_mixed_tree
-from cnncodes.classifiers.baseline_config import BaselineConfig
-from cnncodes.classifiers.baselines import finetune_model, set_phase
-from cnncodes.classifiers.train import compile_phase, train_baseline
+from cnncodes.classifiers.baselines.networks import finetune_model, set_phase
+from cnncodes.classifiers.baselines.train import compile_phase, train_baseline
+from cnncodes.classifiers.training.baseline_config import BaselineConfig
 from cnncodes.cli import cli
 from cnncodes.features.errors import BadParameter, UserError
 from cnncodes.features.sealed import read_sealed
-from cnncodes.pipeline.ingest import IngestConfig, ingest
+from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
+from conftest import write_mixed_tree
 
 quiet = dict(progress=False, log=lambda m: None)
 LITE = dict(backbone="efficientnet_lite0", weights="none", size=32)
@@ -63,7 +63,7 @@ def test_random_resized_crops_while_training_only_half_of_them_flipped():
 def test_the_schedule_warms_up_then_decays_along_a_half_cosine():
     import keras
 
-    from cnncodes.classifiers.keras_training import WarmupCosine
+    from cnncodes.classifiers.training.keras_training import WarmupCosine
 
     cosine = WarmupCosine(0.1, warmup=10, total=110, cosine=True)
     rates = np.array([float(keras.ops.convert_to_numpy(cosine(s))) for s in range(0, 121)])
@@ -88,7 +88,7 @@ def test_weight_decay_spares_batchnorm_and_biases():
 def test_bf16_fine_tunes_the_backbone_in_bfloat16_with_float32_master_weights():
     import keras
 
-    from cnncodes.classifiers.train import build
+    from cnncodes.classifiers.baselines.train import build
 
     config = BaselineConfig("finetune", **LITE, unfreeze_from="all", precision="bf16", crop_area=0.6)
     built = build(config, (16, 16, 3), 3)
@@ -108,7 +108,7 @@ def test_bf16_fine_tunes_the_backbone_in_bfloat16_with_float32_master_weights():
 def test_label_smoothing_is_categorical_crossentropy_on_smoothed_one_hot_targets():
     import keras
 
-    from cnncodes.classifiers.keras_training import SmoothedSparseCrossentropy
+    from cnncodes.classifiers.training.keras_training import SmoothedSparseCrossentropy
 
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], np.float32)
     labels = np.array([0, 1])
@@ -125,6 +125,7 @@ def colour_store(tmp_path_factory):
     return ingest(root / "store", IngestConfig(f"folder:{tree}", image_size=16), **quiet).path
 
 
+@pytest.mark.slow
 def test_a_full_fine_tune_with_the_whole_recipe_from_the_command_line(colour_store):
     result = CliRunner().invoke(cli, ["baseline", "finetune", "--store", str(colour_store), "--backbone",
                                       "efficientnet_lite0", "--weights", "none", "--size", "32", "--epochs", "3",
@@ -139,7 +140,8 @@ def test_a_full_fine_tune_with_the_whole_recipe_from_the_command_line(colour_sto
     assert record["epochs"] == 3 and np.isfinite(record["history"]["loss"]).all()
     keys = ("unfreeze_from", "train_batchnorm", "optimizer", "label_smoothing", "crop_area")
     assert {k: record["params"][k] for k in keys} == \
-        {"unfreeze_from": "all", "train_batchnorm": True, "optimizer": "adamw", "label_smoothing": 0.1, "crop_area": 0.5}
+        {"unfreeze_from": "all", "train_batchnorm": True, "optimizer": "adamw", "label_smoothing": 0.1,
+         "crop_area": 0.5}
 
 
 def test_bad_recipe_values_are_one_line_before_any_training(colour_store):
@@ -148,7 +150,8 @@ def test_bad_recipe_values_are_one_line_before_any_training(colour_store):
         bad = CliRunner().invoke(cli, ["baseline", "finetune", "--store", str(colour_store), option, value])
         assert bad.exit_code == 2 and option in bad.output
     for value, problem in [("224:1", "the early side must be smaller than --size 32"),
-                           ("16:3", "give from 1 to 2 epochs at 16 .of --epochs 3."), ("16:0", "give from 1 to 2 epochs")]:
+                           ("16:3", "give from 1 to 2 epochs at 16 .of --epochs 3."),
+                           ("16:0", "give from 1 to 2 epochs")]:
         bad = CliRunner().invoke(cli, ["baseline", "finetune", "--store", str(colour_store), "--backbone",
                                        "efficientnet_lite0", "--weights", "none", "--size", "32", "--epochs", "3",
                                        "--progressive", value])

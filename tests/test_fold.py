@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
+from cnncodes.pipeline.extraction.fold import fold_batch_norms
 from conftest import set_trained_batch_norm_statistics
-from cnncodes.pipeline.fold import fold_batch_norms
 
 
 def relative_error(a, b):

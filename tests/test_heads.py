@@ -4,16 +4,17 @@ import pytest
 from sklearn.base import clone
 from sklearn.datasets import make_blobs, make_classification
 from sklearn.model_selection import GridSearchCV, cross_val_score
-from sklearn.svm import LinearSVC
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
 
-from cnncodes.classifiers.heads import DenseHead, GapHead, LogRegHead
-from cnncodes.classifiers.registry import HEADS, make_head
-from cnncodes.classifiers.svm import LinearSVM
+from cnncodes.classifiers.heads.heads import DenseHead, GapHead, LogRegHead
+from cnncodes.classifiers.heads.registry import HEADS, make_head
+from cnncodes.classifiers.heads.svm import LinearSVM
 from cnncodes.features.errors import UserError
 
 # Quick settings for each registered head (a head added to the registry needs its entry: a KeyError says so)
-FAST = {"dense": dict(epochs=30, hidden=64, batch_size=32, learning_rate=1e-3), "gap": dict(epochs=40, batch_size=32, learning_rate=1e-2), "svm": dict(Cs=(0.1, 1.0)), "logreg": {}, "knn": {}}
+FAST = {"dense": dict(epochs=30, hidden=64, batch_size=32, learning_rate=1e-3),
+        "gap": dict(epochs=40, batch_size=32, learning_rate=1e-2), "svm": dict(Cs=(0.1, 1.0)), "logreg": {}, "knn": {}}
 
 
 def synthetic(n=600, classes=4):
@@ -41,7 +42,8 @@ def test_gap_head_pools_spatial_maps():
     assert head.score(maps[200:], y[200:]) > 0.9
 
 
-TINY = {"dense": dict(epochs=2, hidden=8), "gap": dict(epochs=2), "svm": dict(C=1.0), "logreg": {}, "knn": {}}  # for each head
+TINY = {"dense": dict(epochs=2, hidden=8), "gap": dict(epochs=2), "svm": dict(C=1.0), "logreg": {},
+        "knn": {}}  # for each head
 
 
 @pytest.mark.parametrize("name", HEADS)
@@ -104,7 +106,7 @@ def test_logreg_scores_every_C_with_a_converged_fit():
     what the previous C had, and the choice meant nothing."""
     from sklearn.linear_model import LogisticRegression
 
-    from cnncodes.classifiers.heads import holdout
+    from cnncodes.classifiers.heads.heads import holdout
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 5, 8000)
@@ -187,7 +189,7 @@ def test_non_finite_input_is_an_error_never_a_model(name):
 
 
 def test_a_nan_gradient_never_counts_as_converged():
-    from cnncodes.classifiers.svm import squared_hinge_ovr
+    from cnncodes.classifiers.heads.svm import squared_hinge_ovr
 
     X, y, _, _ = synthetic(40)  # 20 rows, 20 features
     A = X[:20].astype(np.float32)
@@ -296,7 +298,7 @@ def test_svm_with_a_given_C_holds_nothing_out():
 
 # -- parameters mean what they say, for Python callers too -------------------------------------------------------
 def test_a_bare_parameter_goes_to_every_requested_head_that_takes_it():
-    from cnncodes.classifiers.params import resolve_params
+    from cnncodes.classifiers.heads.params import resolve_params
 
     assert resolve_params(["svm", "logreg"], {"tol": 1e-3}) == {"svm": {"tol": 1e-3}, "logreg": {"tol": 1e-3}}
     assert resolve_params(["dense", "svm"], {"C": 0.5}) == {"dense": {}, "svm": {"C": 0.5}}  # was dropped
@@ -304,36 +306,40 @@ def test_a_bare_parameter_goes_to_every_requested_head_that_takes_it():
 
 
 def test_epochs_go_only_to_the_heads_that_train_for_epochs():
-    from cnncodes.classifiers.params import resolve_params
+    from cnncodes.classifiers.heads.params import resolve_params
 
     # was refused: "head svm has no parameter 'epochs'"
-    assert resolve_params(["dense", "svm", "cnn"], {}, epochs=5) == {"dense": {"epochs": 5}, "svm": {}, "cnn": {"epochs": 5}}
+    assert resolve_params(["dense", "svm", "cnn"], {}, epochs=5) == {"dense": {"epochs": 5}, "svm": {},
+                                                                     "cnn": {"epochs": 5}}
     assert resolve_params(["gap"], {"gap.epochs": 9}, epochs=5) == {"gap": {"epochs": 9}}
     with pytest.raises(UserError, match="--epochs: no requested head \\(svm, logreg\\) takes 'epochs'; dense, gap"):
         resolve_params(["svm", "logreg"], {}, epochs=5)
 
 
 def test_a_per_head_parameter_answer_can_be_given_again():
-    from cnncodes.classifiers.params import resolve_params
+    from cnncodes.classifiers.heads.params import resolve_params
 
     resolved = resolve_params(["svm", "wrn"], {"svm.Cs": [1.0], "wrn.depth": 16})
-    assert resolved == {"svm": {"Cs": [1.0]}, "wrn": {"depth": 16}} and resolve_params(["svm", "wrn"], resolved) == resolved
+    assert (resolved == {"svm": {"Cs": [1.0]}, "wrn": {"depth": 16}}
+            and resolve_params(["svm", "wrn"], resolved) == resolved)
 
 
 @pytest.mark.parametrize("heads, params, message", [
     (["dense", "gap"], {"C": 0.5}, "--param C: no requested head \\(dense, gap\\) takes 'C'; svm takes it"),
-    (["dense"], {"svm.Cs": [1]}, "--param svm.Cs is for head svm, which is not requested \\(heads: dense\\): add --head svm"),
+    (["dense"], {"svm.Cs": [1]},
+     "--param svm.Cs is for head svm, which is not requested \\(heads: dense\\): add --head svm"),
     (["dense"], {"svm": {"Cs": [1]}}, "--param svm.Cs is for head svm, which is not requested"),
     (["svm"], {"svm.epochs": 3}, "head svm has no parameter 'epochs': it takes C, Cs, cv"),
     (["svm"], {"nope": 1}, "--param nope: head svm has no parameter 'nope': it takes C, Cs, cv"),
     (["svm", "dense"], {"nope": 1}, "--param nope: no requested head \\(svm, dense\\) takes 'nope'; no head takes it"),
-    (["forest"], {}, "unknown head 'forest': use one of dense, gap, svm, logreg, knn \\(or, in kfold, cnn, finetune, wrn\\)"),
+    (["forest"], {},
+     "unknown head 'forest': use one of dense, gap, svm, logreg, knn \\(or, in kfold, cnn, finetune, wrn\\)"),
     (["svm"], {"forest.k": 3}, "unknown head 'forest'"),
     (["knn"], {"k": 3}, "head knn has no parameter 'k': it takes ks, random_state, standardize, temperature"),
     (["cnn"], {"cnn.fold": 2}, "head cnn has no parameter 'fold'"),
 ])
 def test_a_parameter_no_head_takes_is_one_clear_error(heads, params, message):
-    from cnncodes.classifiers.params import resolve_params
+    from cnncodes.classifiers.heads.params import resolve_params
 
     with pytest.raises(UserError, match=message):
         resolve_params(heads, params)
@@ -350,17 +356,21 @@ def test_a_parameter_no_head_takes_is_one_clear_error(heads, params, message):
     ("cnn", "precision", "fp64", "one of fp32, bf16, fp16"),
     # issue 19: non-finite values (JSON's Infinity, NaN, 1e309) and finite ones too large to compute with
     ("svm", "C", float("inf"), "a positive number up to 1e6"), ("logreg", "Cs", [1e308], "a non-empty list"),
-    ("svm", "Cs", [0.1, float("nan")], "a non-empty list"), ("logreg", "tol", float("inf"), "a positive number up to 1"),
+    ("svm", "Cs", [0.1, float("nan")], "a non-empty list"),
+    ("logreg", "tol", float("inf"), "a positive number up to 1"),
     ("dense", "learning_rate", float("inf"), "a positive number up to 10"),
     ("gap", "learning_rate", 1e300, "a positive number up to 10"),
     ("cnn", "learning_rate", float("inf"), "a positive number up to 10, or null"),
     ("dense", "hidden", 1_000_000_000, "a whole number from 1 to 65536"),
     ("svm", "random_state", 2**40, "a whole number of at least 0 \\(up to 2\\*\\*32-1\\), or null"),
-    ("logreg", "max_iter", 10**40, "a whole number of at least 1"), ("wrn", "width", 1000, "a whole number from 1 to 64"),
+    ("logreg", "max_iter", 10**40, "a whole number of at least 1"),
+    ("wrn", "width", 1000, "a whole number from 1 to 64"),
     ("wrn", "depth", 10_000, "a whole number 6n\\+4 from 10 to 1000"),
-    ("finetune", "backbone", "bogus", "one of resnet50, "), ("finetune", "weights", "no/such.h5", "imagenet, none or a"),
+    ("finetune", "backbone", "bogus", "one of resnet50, "),
+    ("finetune", "weights", "no/such.h5", "imagenet, none or a"),
     ("knn", "ks", [], "a non-empty list of whole numbers"), ("knn", "ks", [0, 5], "a non-empty list of whole numbers"),
-    ("knn", "ks", [2.5], "a non-empty list of whole numbers"), ("knn", "temperature", 0, "a positive number up to 1000"),
+    ("knn", "ks", [2.5], "a non-empty list of whole numbers"),
+    ("knn", "temperature", 0, "a positive number up to 1000"),
     ("knn", "temperature", float("inf"), "a positive number up to 1000"),
 ])
 def test_a_parameter_value_a_head_cannot_take_is_one_clear_error_before_any_work(head, name, value, takes):
@@ -368,7 +378,7 @@ def test_a_parameter_value_a_head_cannot_take_is_one_clear_error_before_any_work
     C=Infinity a FloatingPointError, learning_rate=1e300 a run record of NaN, hidden=1e9 16 s of allocating."""
     import re
 
-    from cnncodes.classifiers.params import resolve_params
+    from cnncodes.classifiers.heads.params import resolve_params
 
     message = f"head {head}: {name} takes {takes}.*, not {re.escape(repr(value))}$"
     with pytest.raises(UserError, match=message):
@@ -404,10 +414,10 @@ def test_a_keras_head_whose_training_diverges_is_an_error_never_a_model_of_nan()
 
 
 def test_every_parameter_has_a_rule_its_defaults_keep():
-    from cnncodes.classifiers.baseline_config import BaselineConfig
-    from cnncodes.classifiers.params import check_values, resolve_params
-    from cnncodes.classifiers.registry import BASELINES, head_parameters
-    from cnncodes.classifiers.values import VALUE_RULES
+    from cnncodes.classifiers.heads.params import check_values, resolve_params
+    from cnncodes.classifiers.heads.registry import BASELINES, head_parameters
+    from cnncodes.classifiers.heads.value_rules import VALUE_RULES
+    from cnncodes.classifiers.training.baseline_config import BaselineConfig
 
     for head in (*HEADS, *BASELINES):
         assert head_parameters(head) <= set(VALUE_RULES), head
@@ -421,8 +431,8 @@ def test_every_parameter_has_a_rule_its_defaults_keep():
 
 
 def test_the_python_api_reads_parameters_as_the_command_line_does(tmp_path):
-    from cnncodes.classifiers.fit import fit_head
-    from cnncodes.classifiers.kfold import kfold_scores
+    from cnncodes.classifiers.evaluation.fit import fit_head
+    from cnncodes.classifiers.evaluation.kfold import kfold_scores
 
     # Checked before the store is even opened: no store is needed to hear about a bad parameter.
     with pytest.raises(UserError, match="--param C: no requested head \\(dense, gap\\) takes 'C'"):
@@ -447,8 +457,8 @@ def store_with_nan_codes(digits_store, tmp_path):
 
 
 def test_nan_codes_stop_fit_and_kfold_with_one_line(store_with_nan_codes):
-    from cnncodes.classifiers.fit import fit_head
-    from cnncodes.classifiers.kfold import kfold_scores
+    from cnncodes.classifiers.evaluation.fit import fit_head
+    from cnncodes.classifiers.evaluation.kfold import kfold_scores
 
     message = "feature set r50 has 4 non-finite values \\(NaN or inf\\) among its .* codes: no head can learn"
     with pytest.raises(UserError, match=message):
@@ -461,11 +471,12 @@ def test_nan_codes_stop_fit_and_kfold_with_one_line(store_with_nan_codes):
 def test_nan_codes_of_an_fp16_set_suggest_another_precision():
     from types import SimpleNamespace
 
-    from cnncodes.classifiers.fit import check_finite
+    from cnncodes.classifiers.evaluation.fit import check_finite
 
     info = SimpleNamespace(name="r50-fp16", config={"precision": "fp16"})
     codes = np.ones((10, 4), np.float32)
     check_finite(info, codes)  # finite: nothing to say
     codes[2, 1] = np.inf
-    with pytest.raises(UserError, match="r50-fp16 has 1 non-finite.*extract it again with --precision bf16 \\(or fp32\\)"):
+    with pytest.raises(UserError,
+                       match="r50-fp16 has 1 non-finite.*extract it again with --precision bf16 \\(or fp32\\)"):
         check_finite(info, codes)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cnncodes.classifiers.image_inputs import Input, expand_inputs, images_in, read_input
+from cnncodes.classifiers.serving.image_inputs import Input, expand_inputs, images_in, read_input
 
 
 @pytest.fixture
@@ -44,7 +44,8 @@ def test_a_folder_gives_each_image_once_and_a_row_for_each_link_that_leads_nowhe
 
 def test_an_empty_folder_and_an_unmatched_pattern_are_rows_with_their_reason(tree):
     inputs = expand_inputs([str(tree / "empty"), str(tree / "*.gif"), str(tree / "a.jpg")])
-    assert inputs[0] == Input(str(tree / "empty"), inputs[0].problem) and "a folder holding no images" in inputs[0].problem
+    assert (inputs[0] == Input(str(tree / "empty"), inputs[0].problem)
+            and "a folder holding no images" in inputs[0].problem)
     assert inputs[1] == Input(str(tree / "*.gif"), "no file matches this pattern")
     assert inputs[2] == Input(str(tree / "a.jpg")) and images_in(inputs) == 1
 
@@ -79,3 +80,24 @@ def test_an_unreadable_folder_is_a_row(tree):
         assert said["deeper"].startswith("folder cannot be read")
     finally:
         (tree / "sub" / "deeper").chmod(0o755)
+
+
+def test_a_list_keeps_names_that_are_not_utf8_and_a_folder_pattern_walks_folders(tree, tmp_path):
+    raw = os.fsencode(tree) + b"/caf\xe9.png"
+    Path(os.fsdecode(raw)).write_bytes(b"x")
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(raw + b"\n")  # as `ls > list.txt` writes it
+    (given,) = expand_inputs([str(listing)])
+    assert given.path == os.fsdecode(raw) and read_input(given, 8)[1].startswith("not a readable image")
+    folders = expand_inputs([f"{tree}/*/"])  # folders only: photos/again (a link to sub), empty, sub
+    found = [i.path for i in folders if i.problem is None]
+    assert str(tree / "sub" / "c.jpg") in found  # by its own name, before the link's
+    assert len({os.path.realpath(p) for p in found}) == len(found)  # each once, though again/ is sub/
+    assert expand_inputs([f"{tree}/nothing*/"])[0].problem == "no folder matches this pattern"
+
+
+def test_a_pipe_is_a_row_never_a_read_that_blocks(tree):
+    os.mkfifo(tree / "pipe.png")
+    said = problems(expand_inputs([str(tree)]))
+    assert said["pipe.png"].startswith("not a regular file")
+    assert read_input(Input(str(tree / "pipe.png")), 8)[1].startswith("not a regular file")

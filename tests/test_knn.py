@@ -3,10 +3,10 @@ its training codes saved as its arrays; `fit`, `predict` and `export-model` with
 import numpy as np
 import pytest
 
+from cnncodes.classifiers.heads.inputs import holdout
+from cnncodes.classifiers.heads.knn import KnnHead
+from cnncodes.classifiers.heads.neighbors import nearest
 from conftest import run_cli
-from cnncodes.classifiers.inputs import holdout
-from cnncodes.classifiers.knn import KnnHead
-from cnncodes.classifiers.neighbours import nearest
 
 
 def noisy_blobs(n=600, flip=0.3, seed=0):
@@ -76,7 +76,7 @@ def test_spatial_maps_are_pooled_first():
 def knn_run(digits_store, tmp_path_factory):
     import shutil
 
-    from cnncodes.classifiers.fit import fit_head
+    from cnncodes.classifiers.evaluation.fit import fit_head
 
     store = shutil.copytree(digits_store, tmp_path_factory.mktemp("knn") / "store")
     run, record = fit_head(store, "knn", params={"ks": [1, 5]}, log=lambda m: None)
@@ -84,7 +84,7 @@ def knn_run(digits_store, tmp_path_factory):
 
 
 def test_fit_saves_the_training_codes_and_loads_them_back_to_the_same_answers(knn_run):
-    from cnncodes.classifiers.persist import load_model
+    from cnncodes.classifiers.runs.persist import load_model
     from cnncodes.features.store import FeatureStore
 
     store, run, record = knn_run

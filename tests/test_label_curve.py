@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from cnncodes.classifiers.evaluation import label_curve as curves
+from cnncodes.classifiers.evaluation.label_curve import label_curve, parse_per_class, per_class_draw
 from cnncodes.cli import cli
-from cnncodes.classifiers import label_curve as curves
-from cnncodes.classifiers.label_curve import label_curve, parse_per_class, per_class_draw
 from cnncodes.features.errors import UserError
 
 LOGREG = {"Cs": [0.1]}
@@ -64,8 +64,8 @@ def test_per_class_sizes_are_read_as_people_write_them():
 
 
 def test_the_report_names_a_curve_it_cannot_show_and_draws_the_others(store, tmp_path):
-    from cnncodes.classifiers.label_curve import saved_curves
-    from cnncodes.classifiers.report import build_report
+    from cnncodes.classifiers.evaluation.label_curve import saved_curves
+    from cnncodes.classifiers.report.report import build_report
     from cnncodes.features.store import FeatureStore
 
     good = label_curve(store, "logreg", per_class=(1, 2), seeds=(0,), params=LOGREG, progress=False)

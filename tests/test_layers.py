@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-from conftest import run_cli
 from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureStore
-from cnncodes.pipeline.extract import FeatureConfig, extract_features, extract_layers
-from cnncodes.pipeline.ingest import IngestConfig, ingest
+from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features, extract_layers
+from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
+from conftest import run_cli
 
 quiet = dict(progress=False, log=lambda m: None)
 CUTS = ["block6a_expand_activation", "block7a_project_bn", None]  # None: the last layer
@@ -109,7 +109,7 @@ def test_a_concatenation_reads_the_sets_side_by_side_row_for_row(two_sets):
 
 
 def test_fit_and_export_read_a_concatenation(two_sets, tmp_path):
-    from cnncodes.classifiers.fit import fit_head
+    from cnncodes.classifiers.evaluation.fit import fit_head
     from cnncodes.features.export import export_feature_set
 
     _, record = fit_head(two_sets, "logreg", features="lite-last+lite-block6a_expand_activation")
@@ -137,9 +137,9 @@ def test_a_concatenation_has_no_spatial_maps(two_sets):
 def test_predict_with_a_head_fitted_on_a_concatenation_gives_the_scores_of_its_stored_codes(two_sets, tmp_path):
     import cv2
 
-    from cnncodes.classifiers.fit import fit_head
-    from cnncodes.classifiers.predict import predict_scored
-    from cnncodes.classifiers.runs import load_run
+    from cnncodes.classifiers.evaluation.fit import fit_head
+    from cnncodes.classifiers.runs.records import load_run
+    from cnncodes.classifiers.serving.predict import predict_scored
 
     joined = "lite-last+lite-block6a_expand_activation"
     run, _ = fit_head(two_sets, "logreg", features=joined)

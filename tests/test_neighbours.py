@@ -3,7 +3,7 @@ of the whole similarity matrix, whatever the block size, ties included."""
 import numpy as np
 import pytest
 
-from cnncodes.classifiers.neighbours import nearest
+from cnncodes.classifiers.heads.neighbors import nearest
 
 
 def brute_force(queries, base, k, skip_self=False):

@@ -8,15 +8,15 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import run_cli
 from cnncodes.features.store import FeatureStore
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
 def photos(digits_store, tmp_path_factory):
     """A logreg run on the digits store, and a folder of its first test images (two in a subfolder), a broken
     file, and a wide image that the ingest rule scales and crops."""
-    from cnncodes.classifiers.fit import fit_head
+    from cnncodes.classifiers.evaluation.fit import fit_head
 
     root = tmp_path_factory.mktemp("predict")
     store = shutil.copytree(digits_store, root / "store")
@@ -51,8 +51,8 @@ def test_folders_globs_and_lists_are_expanded_and_unreadable_files_listed_not_fa
 
 
 def test_the_csv_has_the_top_k_and_the_reasons_and_chunks_change_nothing(photos, tmp_path):
-    from cnncodes.classifiers.image_inputs import expand_inputs
-    from cnncodes.classifiers.predict import predict_files
+    from cnncodes.classifiers.serving.image_inputs import expand_inputs
+    from cnncodes.classifiers.serving.predict import predict_files
 
     run, record, folder = photos
     out = tmp_path / "predictions.csv"
@@ -129,7 +129,7 @@ def test_csv_cells_are_never_formulas_and_undecodable_names_do_not_crash(photos,
 
 
 def test_an_out_file_another_command_wrote_meanwhile_is_kept_and_the_run_says_so(photos, tmp_path, monkeypatch):
-    from cnncodes.classifiers import predict
+    from cnncodes.classifiers.serving import predict
 
     run, _, folder = photos
     out = tmp_path / "p.csv"

@@ -10,12 +10,12 @@ import matplotlib
 import numpy as np
 import pytest
 
-from cnncodes.classifiers import report_figures
-from cnncodes.classifiers.report import build_report, esc
-from cnncodes.classifiers.kfold import run_params
-from cnncodes.classifiers.runs import all_runs, classification_record, format_runs, latest_runs
-from cnncodes.classifiers.svm import LinearSVM
-from cnncodes.classifiers.baseline_config import BaselineConfig
+from cnncodes.classifiers.evaluation.kfold import run_params
+from cnncodes.classifiers.heads.svm import LinearSVM
+from cnncodes.classifiers.report import report_figures
+from cnncodes.classifiers.report.report import build_report, esc
+from cnncodes.classifiers.runs.records import all_runs, classification_record, format_runs, latest_runs
+from cnncodes.classifiers.training.baseline_config import BaselineConfig
 from cnncodes.features.sealed import read_sealed, write_sealed
 from cnncodes.features.store import FeatureStore
 
@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 @pytest.fixture(scope="module")
 def digits_images(tmp_path_factory):
     """The 1,797 digits ingested (about a second), no feature set: the report only needs test images and labels."""
-    from cnncodes.pipeline.ingest import IngestConfig, ingest
+    from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
 
     store = tmp_path_factory.mktemp("report") / "digits"
     ingest(store, IngestConfig("digits"), progress=False, log=lambda m: None)
@@ -165,8 +165,8 @@ def test_a_kfold_mean_is_shown_only_beside_runs_of_the_same_parameters(store):
 
 
 def kfold_scores_beside(run, store) -> list[str]:
-    from cnncodes.classifiers.ranking import cross_validated_scores, cross_validated_text
-    from cnncodes.classifiers.runs import kfold_tables
+    from cnncodes.classifiers.runs.ranking import cross_validated_scores, cross_validated_text
+    from cnncodes.classifiers.runs.records import kfold_tables
 
     return [cross_validated_text([s]) for s in cross_validated_scores(run, kfold_tables(store))]
 

@@ -7,15 +7,15 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import kill_midway, write_mixed_tree
-from cnncodes.classifiers.kfold import kfold_scores
-from cnncodes.classifiers.baseline_config import BaselineConfig
-from cnncodes.classifiers.checkpoint import Checkpoint
-from cnncodes.classifiers.seeding import seed_states
-from cnncodes.classifiers.train import build, train_baseline
+from cnncodes.classifiers.baselines.train import build, train_baseline
+from cnncodes.classifiers.evaluation.kfold import kfold_scores
+from cnncodes.classifiers.training.baseline_config import BaselineConfig
+from cnncodes.classifiers.training.checkpoint import Checkpoint
+from cnncodes.classifiers.training.seeding import seed_states
 from cnncodes.features.errors import UserError
 from cnncodes.features.sealed import write_sealed
-from cnncodes.pipeline.ingest import IngestConfig, ingest
+from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
+from conftest import kill_midway, write_mixed_tree
 
 quiet = dict(progress=False, log=lambda m: None)
 CNN = BaselineConfig("cnn", epochs=4, batch_size=16, learning_rate=1e-3)
@@ -25,7 +25,7 @@ DENSE = {"dense": {"epochs": 12, "patience": 12, "hidden": 32, "batch_size": 16}
 @pytest.fixture(scope="module")
 def colour_store(tmp_path_factory):
     """3 classes told apart by colour, 16x16 pixels, with random-weight EfficientNet-Lite0 codes."""
-    from cnncodes.pipeline.extract import FeatureConfig, extract_features
+    from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features
 
     root = tmp_path_factory.mktemp("resume")
     tree = write_mixed_tree(root / "tree", per_class=20)
@@ -121,7 +121,8 @@ def test_a_schedule_spread_over_the_epochs_makes_a_longer_run_a_run_of_its_own()
     assert name("finetune", None, cosine=True) == name("finetune", 20, cosine=True)  # None: the default, 20
 
 
-@pytest.mark.parametrize("damaged, why", [("state.json", "cannot be read"), ("checkpoint-1.npz", "is damaged or missing"),
+@pytest.mark.parametrize("damaged, why", [("state.json", "cannot be read"),
+                                           ("checkpoint-1.npz", "is damaged or missing"),
                                            ("unsealed", "has no checksum"), ("edited", "fails its checksum")])
 def test_a_damaged_checkpoint_is_one_clear_line(fresh_store, damaged, why):
     from dataclasses import asdict
@@ -142,6 +143,7 @@ def test_a_damaged_checkpoint_is_one_clear_line(fresh_store, damaged, why):
         train_baseline(run.parents[1], CNN, **quiet)
 
 
+@pytest.mark.slow
 def test_finetune_killed_at_the_phase_boundary_resumes_to_the_uninterrupted_result(fresh_store, monkeypatch):
     """Phase 2 starts from phase 1's weights and seed states with a fresh optimizer, resumed or not."""
     config = BaselineConfig("finetune", epochs=2, head_epochs=1, batch_size=16, backbone="efficientnet_lite0",
@@ -161,7 +163,7 @@ PROGRESSIVE = dict(kind="finetune", epochs=3, head_epochs=1, batch_size=16, back
 
 def spy_on_segments(monkeypatch) -> list:
     """(input side, first epoch, last epoch, whether it may keep an epoch) of every train_phase call."""
-    from cnncodes.classifiers import train
+    from cnncodes.classifiers.baselines import train
 
     calls, real = [], train.train_phase
 
@@ -176,6 +178,7 @@ def spy_on_segments(monkeypatch) -> list:
     return calls
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("switch, kill_at, segments", [
     (2, 2, [(24, 0, 1, False), (24, 1, 2, False), (32, 2, 3, True)]),  # phase 1 at 24, phase 2 switches inside
     (2, 1, [(24, 0, 1, False), (24, 1, 2, False), (32, 2, 3, True)]),
@@ -199,6 +202,7 @@ def test_progressive_resizing_switches_size_going_on_as_it_was_resumed_or_not(fr
     assert_same_run(uninterrupted, train_baseline(store, config, **quiet))
 
 
+@pytest.mark.slow
 def test_under_patience_only_epochs_at_full_size_can_be_kept(fresh_store, monkeypatch):
     config = BaselineConfig(**{**PROGRESSIVE, "epochs": 4, "head_epochs": 0}, progressive_epochs=2, patience=5)
     calls = spy_on_segments(monkeypatch)
@@ -253,6 +257,7 @@ def test_kfold_resumed_after_lost_and_damaged_folds_gives_the_same_table(uninter
     assert resumed["tasks_run"] == 2 and scores(resumed) == scores(uninterrupted_kfold[1])
 
 
+@pytest.mark.slow
 def test_kfold_killed_from_the_command_line_resumes_to_the_same_table(fresh_store, uninterrupted_kfold):
     store = fresh_store()
     folds = store / "runs" / "kfold-codes-k4-train" / "folds"

@@ -9,20 +9,29 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import kill_midway, run_cli, write_mixed_tree
-from cnncodes.classifiers import report
-from cnncodes.classifiers.fit import fit_head
-from cnncodes.classifiers.heads import LogRegHead
-from cnncodes.classifiers.persist import load_model, save_model
-from cnncodes.features.fingerprint import file_digest
-from cnncodes.classifiers.predict import predict_images
-from cnncodes.classifiers.registry import HEADS, make_head
-from cnncodes.classifiers.report import build_report
-from cnncodes.classifiers.runs import (all_runs, classification_record, damage_warnings, damaged_runs, format_runs,
-                              kfold_tables, latest_runs, load_run, save_run)
+from cnncodes.classifiers.evaluation.fit import fit_head
+from cnncodes.classifiers.heads.heads import LogRegHead
+from cnncodes.classifiers.heads.registry import HEADS, make_head
+from cnncodes.classifiers.report import report
+from cnncodes.classifiers.report.report import build_report
+from cnncodes.classifiers.runs.persist import load_model, save_model
+from cnncodes.classifiers.runs.records import (
+    all_runs,
+    classification_record,
+    damage_warnings,
+    damaged_runs,
+    format_runs,
+    kfold_tables,
+    latest_runs,
+    load_run,
+    save_run,
+)
+from cnncodes.classifiers.serving.predict import predict_images
 from cnncodes.features.errors import UserError
+from cnncodes.features.fingerprint import file_digest
 from cnncodes.features.sealed import read_sealed, seal, write_sealed
 from cnncodes.features.store import FeatureStore
+from conftest import kill_midway, run_cli, write_mixed_tree
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = '"><img src=x onerror=alert(1)>'
@@ -131,7 +140,8 @@ def test_a_keras_network_with_code_in_it_is_refused(tmp_path):
 
 @pytest.mark.parametrize("damage, message", [
     (lambda folder: flip_a_byte(folder / "model.npz"), "model.npz fails its checksum"),
-    (lambda folder: edit(folder / "model.json", '"max_iter": 1000', '"max_iter": 1001'), "model.json fails its checksum"),
+    (lambda folder: edit(folder / "model.json", '"max_iter": 1000', '"max_iter": 1001'),
+     "model.json fails its checksum"),
     (lambda folder: (folder / "model.json").write_text(json.dumps(read_sealed(folder / "model.json"))),
      "model.json has no checksum"),
 ])
@@ -256,8 +266,8 @@ def hostile_store(tmp_path_factory):
     from cnncodes.features import schema
     from cnncodes.features.store import NAMES_SEAL, name_keys, text_digest
     from cnncodes.features.writers import seal_attrs, text_array
-    from cnncodes.pipeline.extract import FeatureConfig, extract_features
-    from cnncodes.pipeline.ingest import IngestConfig, ingest
+    from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features
+    from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
 
     base = tmp_path_factory.mktemp("hostile")
     root = write_mixed_tree(base / "<svg onload=alert(1)>", classes=(IMG, MATH, "<b>bee"), per_class=6)
@@ -324,7 +334,7 @@ def test_report_lists_the_misclassified_test_images_surest_first_with_thumbnails
 
 
 def test_a_run_without_confidences_lists_its_wrong_images_in_store_order(hostile_store, tmp_path):
-    from cnncodes.classifiers.report import wrong_surest_first
+    from cnncodes.classifiers.report.report import wrong_surest_first
 
     truth = np.array([0, 1, 1, 0])
     run = {"test_predictions": [1, 1, 0, 1], "test_confidence": [0.2, 0.9, 0.7, 0.6]}
@@ -400,7 +410,7 @@ def test_predict_on_what_is_not_a_fitted_run_is_one_clear_error(hostile_store, t
 # -- issue 19: a killed or disk-full fit leaves no run; text from data never reaches the terminal raw ----------
 def test_a_killed_fit_leaves_no_run_and_the_next_fit_removes_its_folder(hostile_store, tmp_path):
     """A SIGKILLed fit left an empty run folder that stayed."""
-    from cnncodes.classifiers.runs import HOST
+    from cnncodes.classifiers.runs.records import HOST
 
     store = copy_of(hostile_store, tmp_path)
     runs = store / "runs"
@@ -424,7 +434,7 @@ def test_a_full_disk_while_saving_a_run_is_one_line_and_leaves_nothing(hostile_s
 
     from click.testing import CliRunner
 
-    from cnncodes.classifiers import persist, runs
+    from cnncodes.classifiers.runs import persist, records
     from cnncodes.cli import cli
     from cnncodes.pipeline import console
 
@@ -433,7 +443,7 @@ def test_a_full_disk_while_saving_a_run_is_one_line_and_leaves_nothing(hostile_s
 
     def no_space(path, *args):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-    monkeypatch.setattr(runs if full == "record" else persist, "write_sealed", no_space)
+    monkeypatch.setattr(records if full == "record" else persist, "write_sealed", no_space)
     monkeypatch.setattr(console, "_installed", True)  # no native-stderr filter in a test
     result = CliRunner().invoke(cli, ["fit", "--store", str(store), "--head", "logreg", "--param", "Cs=[0.1]",
                                       "--quiet"])
@@ -485,7 +495,7 @@ def test_the_source_hash_covers_the_package_files_and_changes_with_any_byte_of_t
 
     copy = package_copy(tmp_path)
     assert source_sha256(copy) == source_sha256(ROOT)  # tests/, bench/ and other files are not part of it
-    heads = copy / "classifiers" / "heads.py"
+    heads = copy / "classifiers" / "heads" / "heads.py"
     original = heads.read_bytes()
     heads.write_bytes(original.replace(b"import", b"imporT", 1))
     assert source_sha256(copy) != source_sha256(ROOT)

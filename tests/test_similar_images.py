@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import run_cli
-from cnncodes.classifiers.similar_images import neighbour_examples, similar_images
+from cnncodes.classifiers.serving.similar_images import neighbour_examples, similar_images
 from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureStore
+from conftest import run_cli
 
 
 def snapshot(folder) -> dict:
@@ -140,7 +140,7 @@ def test_the_figure_shows_each_query_then_its_neighbours_titled_with_class_and_s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cnncodes.classifiers.neighbour_figures import neighbour_figure
+    from cnncodes.classifiers.report.neighbor_figures import neighbour_figure
 
     store = FeatureStore.open(digits_store)
     examples = neighbour_examples(store, "r50", rows=2, k=3)

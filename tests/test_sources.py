@@ -7,12 +7,12 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import SHARED_TAR, write_cifar_archive, write_mixed_tree
 from cnncodes.features.errors import UserError
 from cnncodes.features.fingerprint import file_digest
-from cnncodes.pipeline import cifar
-from cnncodes.pipeline.folders import folder_source
-from cnncodes.pipeline.ingest import IngestConfig, ingest
+from cnncodes.pipeline.sources import cifar
+from cnncodes.pipeline.sources.folders import folder_source
+from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
+from conftest import SHARED_TAR, write_cifar_archive, write_mixed_tree
 
 quiet = dict(progress=False, log=lambda m: None)
 
@@ -196,6 +196,7 @@ def test_reingest_with_other_settings_is_refused(tmp_path):
 def test_shared_cifar10_jpg_tar_as_it_is(tmp_path):
     store = ingest(tmp_path / "c", IngestConfig(f"folder:{SHARED_TAR}", limit=50), **quiet)
     assert store.counts() == {"train": 50, "test": 50}
-    assert store.class_names() == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    assert store.class_names() == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                                   "truck"]
     assert store.image_shape == (32, 32, 3)
     assert np.bincount(store.labels(split="test")).tolist() == [5] * 10

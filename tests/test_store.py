@@ -6,14 +6,14 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import run_cli, write_mixed_tree
 from cnncodes.features import schema
 from cnncodes.features.errors import DamagedError, UserError
 from cnncodes.features.export import export_feature_set
 from cnncodes.features.store import FeatureStore
 from cnncodes.features.writers import DataFileWriter, FeatureSetWriter, store_lock
-from cnncodes.pipeline.extract import FeatureConfig, extract_features
-from cnncodes.pipeline.ingest import IngestConfig, check_writable, human_bytes, ingest
+from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features
+from cnncodes.pipeline.sources.ingest import IngestConfig, check_writable, human_bytes, ingest
+from conftest import run_cli, write_mixed_tree
 
 quiet = dict(progress=False, log=lambda m: None)
 
@@ -97,7 +97,7 @@ def test_folds_kept_before_seals_are_recomputed(digits):
 
 
 def test_kfold_with_a_k_chosen_after_ingest(digits_store):
-    from cnncodes.classifiers.kfold import kfold_scores
+    from cnncodes.classifiers.evaluation.kfold import kfold_scores
 
     store = digits_store.parent / "copy"
     shutil.copytree(digits_store, store)
@@ -132,8 +132,8 @@ def test_a_store_made_before_sources_still_opens_and_says_so(digits):
 # -- corruption caught ------------------------------------------------------------------------------
 
 def test_a_flipped_byte_in_codes_stops_fit_and_features_rebuilds_the_set(digits_store):
-    from cnncodes.classifiers.fit import fit_head
-    from cnncodes.pipeline.extract import FeatureConfig, extract_features
+    from cnncodes.classifiers.evaluation.fit import fit_head
+    from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features
 
     store = digits_store.parent / "flipped"
     shutil.copytree(digits_store, store)
@@ -179,7 +179,7 @@ def test_a_damaged_set_never_hides_the_others(digits_store):
 
 
 def test_a_damaged_chunk_is_recomputed_on_resume(tmp_path, digits_store):
-    from cnncodes.pipeline.extract import FeatureConfig, extract_features
+    from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features
 
     store = tmp_path / "s"
     ingest(store, IngestConfig("digits", limit=60), **quiet)
@@ -227,7 +227,7 @@ def test_a_refused_first_ingest_never_removes_the_store_another_process_is_writi
     """Both saw no store; the other took the lock first. The refused one created nothing it may remove."""
     import fcntl
 
-    from cnncodes.pipeline import ingest as ingest_module
+    from cnncodes.pipeline.sources import ingest as ingest_module
 
     store, held = tmp_path / "s", []
 
@@ -304,7 +304,7 @@ def test_folds_that_cannot_be_made_are_refused_at_ingest(tmp_path):
 
 
 def test_fit_on_a_store_without_feature_sets_says_to_run_features(digits):
-    from cnncodes.classifiers.fit import fit_head
+    from cnncodes.classifiers.evaluation.fit import fit_head
 
     with pytest.raises(UserError, match="no feature sets yet: run `cnncodes features"):
         fit_head(digits.path, "logreg")
@@ -346,21 +346,22 @@ def test_a_full_disk_during_ingest_is_one_line_and_leaves_nothing(tmp_path, monk
 def test_a_complete_set_in_a_store_that_cannot_be_written_is_still_answered(digits_store, monkeypatch):
     import errno
 
-    import cnncodes.pipeline.extract as extract
+    import cnncodes.pipeline.extraction.extract as extract
 
     def read_only(store, name):
         raise OSError(errno.EROFS, "Read-only file system", str(store))
 
     monkeypatch.setattr(extract, "writer_lock", read_only)
     weights = FeatureStore.open(digits_store).feature_set("r50").config["weights"]
-    result = extract.extract_features(digits_store, extract.FeatureConfig(weights=weights, size=32), name="r50", **quiet)
+    result = extract.extract_features(digits_store, extract.FeatureConfig(weights=weights, size=32), name="r50",
+                                      **quiet)
     assert result.status == "cached"
     with pytest.raises(UserError, match="cannot write to store .*Read-only"):
         extract.extract_features(digits_store, extract.FeatureConfig(weights=weights, size=32), name="other", **quiet)
 
 
 def test_the_python_api_checks_names_too(digits):
-    from cnncodes.pipeline.extract import FeatureConfig, extract_features
+    from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features
 
     with pytest.raises(UserError, match="not a usable name"):
         extract_features(digits.path, FeatureConfig(weights="none", size=32), name="../../elsewhere", **quiet)

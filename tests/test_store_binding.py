@@ -10,14 +10,14 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import ROOT, write_image, write_mixed_tree
 from cnncodes.features import schema
 from cnncodes.features.errors import DamagedError, UserError
 from cnncodes.features.sealed import write_sealed
 from cnncodes.features.store import FeatureStore, resolve_name
 from cnncodes.features.writers import DataFileWriter, FeatureSetWriter
-from cnncodes.pipeline.extract import FeatureConfig, already_extracted, extract_features
-from cnncodes.pipeline.ingest import IngestConfig, ingest
+from cnncodes.pipeline.extraction.extract import FeatureConfig, already_extracted, extract_features
+from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
+from conftest import ROOT, write_image, write_mixed_tree
 
 quiet = dict(progress=False, log=lambda m: None)
 
@@ -153,7 +153,8 @@ def test_check_reads_every_chunk_of_a_set_in_progress(tmp_path, monkeypatch):
     data[-3] ^= 0x01
     chunk.write_bytes(bytes(data))
     assert FeatureStore.open(store).check()["features/x.parts"] == "CRC mismatch"
-    (writer.parts / "manifest.json").write_text((writer.parts / "manifest.json").read_text().replace('"n": 20', '"n": 21'))
+    (writer.parts / "manifest.json").write_text(
+        (writer.parts / "manifest.json").read_text().replace('"n": 20', '"n": 21'))
     assert "fails its checksum" in FeatureStore.open(store).check()["features/x.parts"]
     assert check_cli(store, monkeypatch).exit_code == 1
 
@@ -211,7 +212,7 @@ def test_labels_rewritten_through_hdf5_fail_check_though_their_chunk_checksums_p
 
 def test_check_covers_the_files_a_run_file_vouches_for(store_copy, monkeypatch):
     """A head's model.npz is listed with its sha256 in model.json: `--check` verifies it as predict does."""
-    from cnncodes.classifiers.fit import fit_head
+    from cnncodes.classifiers.evaluation.fit import fit_head
 
     run, _ = fit_head(store_copy, "logreg", params={"Cs": [1.0]})
     assert check_cli(store_copy, monkeypatch).exit_code == 0
@@ -275,7 +276,7 @@ def test_label_sets_and_feature_sets_are_found_in_any_case(digits_store):
 # -- 9. a changed source is said, and ingested again only when asked --------------------------------------
 
 def test_a_changed_folder_is_said_and_reingest_replaces_the_data(tmp_path, monkeypatch):
-    import cnncodes.pipeline.ingest as ingest_module
+    import cnncodes.pipeline.sources.ingest as ingest_module
 
     tree = write_mixed_tree(tmp_path / "tree", per_class=3)
     config = IngestConfig(f"folder:{tree}", image_size=16)
@@ -289,7 +290,8 @@ def test_a_changed_folder_is_said_and_reingest_replaces_the_data(tmp_path, monke
     (tree / "test" / "bee" / "000.jpg").unlink()
     write_image(tree / "train" / "cat" / "001.png", np.zeros((30, 30, 3), np.uint8))
     with pytest.raises(UserError, match=r"changed since it was ingested: 1 image added \(e\.g\. train/ant/new\.png\), "
-                                        r"1 removed \(e\.g\. test/bee/000\.jpg\), 1 changed \(e\.g\. train/cat/001\.png\); "
+                                        r"1 removed \(e\.g\. test/bee/000\.jpg\), "
+                                        r"1 changed \(e\.g\. train/cat/001\.png\); "
                                         r"ingest it into a new --store, or again into this one with `cnncodes "
                                         r"features --reingest`"):
         ingest(store.path, config, **quiet)
@@ -347,7 +349,8 @@ def test_a_disk_that_fills_during_ingest_is_one_line_and_leaves_nothing(tmp_path
     """The space the first check saw free is gone when the data is written (another process took it):
     before, HDF5 met the full disk, printed two tracebacks and ended in a segmentation fault."""
     tree = write_mixed_tree(tmp_path / "tree", per_class=20)
-    other_process_took_it = ("import sys, cnncodes.pipeline.ingest as i; i.check_writable = lambda *a, **k: None; "
+    other_process_took_it = ("import sys, cnncodes.pipeline.sources.ingest as i; "
+                             "i.check_writable = lambda *a, **k: None; "
                              "from cnncodes.cli import cli; cli(sys.argv[1:], prog_name='cnncodes')")
     result = subprocess.run([sys.executable, "-c", other_process_took_it, "features", "--dataset", f"folder:{tree}",
                              "--store", small_disk / "s", "--image-size", "52", "--weights", "none", "--quiet"],

@@ -4,14 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
-from cnncodes.classifiers import sweep as sweep_module
-from cnncodes.classifiers.report import build_report
+from cnncodes.classifiers.evaluation import sweep as sweep_module
+from cnncodes.classifiers.report.report import build_report
 from cnncodes.features.errors import UserError
 from cnncodes.features.sealed import read_sealed
 from cnncodes.features.store import FeatureStore
-from cnncodes.pipeline.extract import FeatureConfig, extract_layers
-from cnncodes.pipeline.ingest import IngestConfig, ingest
+from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_layers
+from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
+from conftest import run_cli
 
 quiet = dict(progress=False, log=lambda m: None)
 
@@ -82,7 +82,7 @@ def test_an_unknown_candidate_is_refused_before_any_fold(cuts_store, tmp_path):
 
 
 def test_a_long_join_keeps_its_kfold_folder_within_a_file_names_length(cuts_store, monkeypatch):
-    from cnncodes.classifiers import kfold
+    from cnncodes.classifiers.evaluation import kfold
 
     joined = "lite-block6a_expand_activation+lite-last"
     assert kfold.folder_name(joined) == joined  # short names keep the folders they always had
@@ -102,9 +102,10 @@ def test_a_new_set_name_may_not_hold_the_join_sign(cuts_store):
 def test_exporting_a_join_with_a_damaged_part_is_one_line_naming_it(cuts_store, tmp_path):
     import shutil
 
+    from test_store import flip_byte_in_chunk
+
     from cnncodes.features.errors import DamagedError
     from cnncodes.features.export import export_feature_set
-    from test_store import flip_byte_in_chunk
 
     copy = tmp_path / "s"
     shutil.copytree(cuts_store, copy)

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import write_mixed_tree
-from cnncodes.classifiers.baseline_config import BaselineConfig
-from cnncodes.classifiers.test_views import candidates, choose_view, probabilities
-from cnncodes.classifiers.train import build, train_baseline, train_rows, validation_slice
+from cnncodes.classifiers.baselines.train import build, train_baseline, train_rows, validation_slice
+from cnncodes.classifiers.baselines.view_choice import candidates, choose_view, probabilities
+from cnncodes.classifiers.training.baseline_config import BaselineConfig
 from cnncodes.cli import cli
 from cnncodes.features.errors import UserError
 from cnncodes.features.sealed import read_sealed
 from cnncodes.features.store import FeatureStore
-from cnncodes.pipeline.ingest import IngestConfig, ingest
+from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
+from conftest import write_mixed_tree
 
 quiet = dict(progress=False, log=lambda m: None)
 FINETUNE = ["--backbone", "efficientnet_lite0", "--weights", "none", "--size", "32", "--epochs", "2", "--head-epochs",
@@ -71,6 +71,7 @@ def test_the_view_that_validates_best_is_chosen_and_on_a_tie_the_cheapest():
     assert choose_view(models.get, config, images, y)[0]["size"] == 128  # all tie: the training side, plain
 
 
+@pytest.mark.slow
 def test_the_test_split_is_scored_once_with_the_view_chosen_on_validation(store):
     output, run = finetune(store, "--test-sides", "48,40", "--test-flip")
     record = read_sealed(run / "record.json")
@@ -103,6 +104,7 @@ def test_the_test_split_is_scored_once_with_the_view_chosen_on_validation(store)
         assert row["validation_accuracy"] == pytest.approx(float(scored.mean())), row
 
 
+@pytest.mark.slow
 def test_a_finished_run_asked_for_other_views_is_scored_again_not_trained_again(store):
     _, run = finetune(store, "--seed", "1")  # not the run above (test views do not name a run): one of its own
     first = read_sealed(run / "record.json")

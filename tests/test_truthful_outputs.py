@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from cnncodes.classifiers.heads.registry import HEADS
 from cnncodes.cli import cli
-from cnncodes.classifiers.registry import HEADS
 from cnncodes.features.store import FeatureStore
-from cnncodes.pipeline.extract import FeatureConfig, extract_features
-from cnncodes.pipeline.ingest import IngestConfig, ingest
+from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features
+from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
 
 quiet = dict(progress=False, log=lambda m: None)
 LITE = FeatureConfig("efficientnet_lite0", "none", 32)
@@ -80,8 +80,8 @@ def test_finetunes_schedule_options_are_refused_for_the_other_baselines(store, k
 
 
 def test_a_finetunes_record_says_what_each_phase_trained(store):
-    from cnncodes.classifiers.baseline_config import BaselineConfig
-    from cnncodes.classifiers.train import train_baseline
+    from cnncodes.classifiers.baselines.train import train_baseline
+    from cnncodes.classifiers.training.baseline_config import BaselineConfig
 
     config = BaselineConfig("finetune", backbone="efficientnet_lite0", weights="none", size=32, epochs=3,
                             head_epochs=1, batch_size=64, limit=40, warmup_epochs=1, cosine=True, optimizer="sgd",
@@ -108,7 +108,7 @@ def test_audit_counts_every_pair_of_a_group_larger_than_the_neighbour_lists(tmp_
     extract_features(store, LITE, name="lite", **quiet)
     done = invoke("audit", "--store", store, "--quiet", "-k", "3")
     assert done.exit_code == 0, done.output
-    from cnncodes.classifiers.audit import load_audits
+    from cnncodes.classifiers.audit.audit import load_audits
 
     (audit,) = load_audits(store)
     c = audit["counts"]
@@ -168,7 +168,7 @@ def test_sweep_names_the_sets_it_left_out_and_why(stale_store):
 
 # -- features: Ctrl-C says what was kept, and the same command resumes ----------------------------------------
 def test_an_interrupted_features_says_what_it_kept_and_the_same_command_resumes(tmp_path, monkeypatch):
-    from cnncodes.pipeline import extract
+    from cnncodes.pipeline.extraction import extract
 
     store = tmp_path / "s"
     args = ["features", "--dataset", "digits", "--limit", "40", "--store", store, "--backbone", "efficientnet_lite0",
@@ -190,3 +190,62 @@ def test_an_interrupted_features_says_what_it_kept_and_the_same_command_resumes(
     again = invoke(*args)
     assert again.exit_code == 0 and "lite\tresumed" in again.output
     assert FeatureStore.open(store).features("lite").shape[0] == 80
+
+
+# -- what the second hostile pass found ------------------------------------------------------------------------
+@pytest.mark.parametrize("head", ["knn", "dense", "logreg"])
+def test_a_holdout_that_leaves_nothing_to_train_on_is_one_line(store, head):
+    done = invoke("fit", "--store", store, "--head", head, "--quiet", "--param", "validation_fraction=0.999")
+    assert done.exit_code == 1 and done.output.strip().count("\n") == 0, done.output
+    assert "validation_fraction 0.999 of 200 training rows holds out every one" in done.output
+    assert not (store / "runs").exists() or not any((store / "runs").iterdir())
+
+
+def test_knn_records_the_k_it_used_not_one_above_its_rows(store):
+    from cnncodes.classifiers.evaluation.fit import fit_head
+
+    _, record = fit_head(store, "knn", params={"ks": [1, 50000]}, log=lambda m: None)
+    # 200 training rows, 20 of them the holdout: a k of 50,000 searches the 180 there are, and says so
+    assert {k for k, _ in record["validation_scores"]} == {1, 180} and record["chosen"]["k"] in (1, 180)
+
+
+def test_a_warm_up_that_fills_phase_two_is_not_said_to_be_followed_by_a_constant_rate():
+    from cnncodes.classifiers.baselines.baseline_runs import finetune_schedule_text
+    from cnncodes.classifiers.training.baseline_config import BaselineConfig
+
+    assert finetune_schedule_text(BaselineConfig("finetune", epochs=3, warmup_epochs=1)) == "warm-up 1 epoch"
+    assert finetune_schedule_text(BaselineConfig("finetune", epochs=4, warmup_epochs=1)) == \
+        "warm-up 1 epoch then constant"
+
+
+def test_a_broken_umap_install_is_one_line_too(store, tmp_path, monkeypatch):
+    class Broken:  # imports, but is not umap-learn
+        pass
+
+    monkeypatch.setitem(sys.modules, "umap", Broken())
+    done = invoke("report", "--store", store, "--map", "umap")
+    assert done.exit_code == 1 and "is not umap-learn's" in done.output and not (store / "report").exists()
+
+
+def test_runs_of_data_the_store_no_longer_holds_are_marked_stale(stale_store):
+    from cnncodes.classifiers.evaluation.fit import fit_head
+
+    fit_head(stale_store, "logreg", features="new", params={"Cs": [0.1]}, log=lambda m: None)
+    before = invoke("runs", "--store", stale_store)
+    assert "[stale]" not in before.output
+    ingest(stale_store, IngestConfig("digits", limit=30, seed=2), reingest=True, **quiet)
+    after = invoke("runs", "--store", stale_store)
+    assert after.exit_code == 0 and "new [stale]" in after.output
+    assert "[stale]: made from codes or images" in after.output
+
+
+def test_an_existing_export_model_out_is_refused_before_the_backend_loads(tmp_path):
+    import subprocess
+
+    (tmp_path / "m.keras").write_text("mine")
+    probe = ("import sys\nfrom click.testing import CliRunner\nfrom cnncodes.cli import cli\n"
+             f"r = CliRunner().invoke(cli, ['export-model', '--model', {str(tmp_path)!r}, '--out', "
+             f"{str(tmp_path / 'm.keras')!r}])\n"
+             "print(r.exit_code, 'keras' in sys.modules, 'already exists' in r.output)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.stdout.split()[-3:] == ["1", "False", "True"], out.stdout + out.stderr

@@ -7,18 +7,18 @@ import pytest
 from click.testing import CliRunner
 from sklearn.model_selection import StratifiedKFold
 
-from cnncodes.classifiers import views as views_module
-from cnncodes.classifiers.fit import fit_head
-from cnncodes.classifiers.inputs import holdout
-from cnncodes.classifiers.kfold import kfold_scores
-from cnncodes.classifiers.registry import HEADS, make_head
-from cnncodes.classifiers.views import drawn_views, with_all_views
+from cnncodes.classifiers.evaluation.fit import fit_head
+from cnncodes.classifiers.evaluation.kfold import kfold_scores
+from cnncodes.classifiers.heads import views as views_module
+from cnncodes.classifiers.heads.inputs import holdout
+from cnncodes.classifiers.heads.registry import HEADS, make_head
+from cnncodes.classifiers.heads.views import drawn_views, with_all_views
 from cnncodes.cli import cli
 from cnncodes.features.errors import BadParameter
 from cnncodes.features.sealed import read_sealed
 from cnncodes.features.store import FeatureStore
-from cnncodes.pipeline.extract import FeatureConfig, extract_features
-from cnncodes.pipeline.ingest import IngestConfig, ingest
+from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features
+from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
 
 quiet = dict(progress=False, log=lambda m: None)
 FAST = {"dense": {"epochs": 30, "hidden": 32, "learning_rate": 1e-2, "patience": 30},
@@ -219,7 +219,7 @@ def test_kfold_with_views_trains_each_fold_on_its_training_rows_views_in_a_table
 
 def test_kfold_refuses_linear_heads_whose_views_would_not_fit_in_memory_together(views_store, monkeypatch):
     """Each fold checked its own stacked views against the memory free as it started: two at once took twice."""
-    from cnncodes.classifiers import kfold
+    from cnncodes.classifiers.evaluation import kfold
 
     store, name = views_store
     stacked = views_module.stacked_bytes(20, 2, FeatureStore.open(store).feature_set(name).pooled_shape[1])

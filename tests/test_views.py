@@ -6,16 +6,22 @@ import numpy as np
 import pytest
 
 from attacks_store import flip_byte
-from conftest import write_mixed_tree
 from cnncodes.features import schema
 from cnncodes.features.errors import UserError
 from cnncodes.features.fingerprint import fingerprint
 from cnncodes.features.store import FeatureStore
 from cnncodes.features.writers import FeatureSetWriter
-from cnncodes.pipeline import extract
-from cnncodes.pipeline.augment import Augmentation, draw_boxes, view_matrices
-from cnncodes.pipeline.extract import FORMAT, FeatureConfig, extract_features, extract_layers, feature_fingerprint
-from cnncodes.pipeline.ingest import IngestConfig, ingest
+from cnncodes.pipeline.extraction import extract
+from cnncodes.pipeline.extraction.augment import Augmentation, draw_boxes, view_matrices
+from cnncodes.pipeline.extraction.extract import (
+    FORMAT,
+    FeatureConfig,
+    extract_features,
+    extract_layers,
+    feature_fingerprint,
+)
+from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
+from conftest import write_mixed_tree
 
 quiet = dict(progress=False, log=lambda m: None)
 LITE = FeatureConfig("efficientnet_lite0", "none", 32, views=3, seed=2)
@@ -25,7 +31,7 @@ CUT = "block6a_expand_activation"
 def test_crop_flip_and_resize_on_the_device_are_opencvs_on_the_cropped_image():
     import keras
 
-    from cnncodes.pipeline.resize import make_crop_resize_layer
+    from cnncodes.pipeline.layers import make_crop_resize_layer
 
     images = np.random.default_rng(0).integers(0, 256, (6, 12, 12, 3), dtype=np.uint8)
     boxes = draw_boxes(Augmentation(), 0, range(6), 1, (12, 12))
@@ -69,7 +75,7 @@ def test_views_are_stored_per_training_row_beside_unchanged_codes(views_store):
     assert info.extra["views_seconds"] > 0 and info.name.startswith("v-")
     summary = {s["name"]: s["views"] for s in store.summary()["feature_sets"]}
     assert summary["v-last"] == summary[f"v-{CUT}"] == 3
-    from cnncodes.cli import format_info
+    from cnncodes.commands.info import format_info
 
     assert "v-last: (20, 1280) float32 + 3 views, complete" in format_info(store.summary())
 

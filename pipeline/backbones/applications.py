@@ -55,4 +55,5 @@ def load_keras_weights(model, path: str, name: str, how: str):
         model.load_weights(path)
     except Exception as e:
         why = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:240]
-        raise UserError(f"weights file {path} does not fit {name} without its top ({why}): save it from {how}") from None
+        raise UserError(f"weights file {path} does not fit {name} without its top ({why}): "
+                        f"save it from {how}") from None

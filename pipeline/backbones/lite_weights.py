@@ -14,7 +14,8 @@ from pathlib import Path
 
 from cnncodes.features.errors import UserError
 from cnncodes.features.fingerprint import file_digest
-from .efficientnet_lite import efficientnet_lite, assign_state_dict
+
+from .lite_network import assign_state_dict, efficientnet_lite
 from .torch_pickle import UnsafePickleError, read_state_dict
 
 

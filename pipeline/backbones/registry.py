@@ -10,8 +10,11 @@ import re
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from cnncodes.features.errors import UserError
+
+from . import applications, efficientnet_lite
 
 PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
@@ -53,8 +56,6 @@ def check_size(name: str, size: int, option: str | None = None):
 
 
 def family(spec: Backbone):
-    from . import applications, efficientnet_lite
-
     return {"applications": applications, "efficientnet_lite": efficientnet_lite}[spec.family]
 
 
@@ -80,7 +81,6 @@ def build_backbone(name: str, weights: str, size: int, layer: str | None = None,
     `weights`: "imagenet" (its published ImageNet weights), "none" (seeded random initialisation) or
     the path of a weights file (see the family module for the formats it reads).
     """
-    import keras
 
     spec = get_backbone(name)
     with dtype_policy(precision), warnings.catch_warnings():
@@ -208,8 +208,6 @@ def checked_weights(weights: str, backbone: str | None = None) -> str:
     """--weights as given: imagenet or none in any case, else a file that exists and, given the backbone, is
     of a format its family reads. Checked before the backend starts, so a mistyped path or a file of the
     wrong kind is answered at once."""
-    from pathlib import Path
-
     weights = canonical_weights(weights)
     if weights in ("imagenet", "none"):
         return weights

@@ -1,0 +1,1 @@
+"""What the codes say about the data: duplicates, likely wrong labels, outliers."""

@@ -1,0 +1,1 @@
+"""Evaluation from the store: fit a head, k-fold, sweep feature sets, label curves."""

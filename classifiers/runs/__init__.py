@@ -1,0 +1,1 @@
+"""Run records: saving and loading a run's model and numbers, and ranking runs without the test split."""
