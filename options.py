@@ -93,7 +93,7 @@ def keras_verbosity() -> int:
 
 
 def checked_name(ctx, param, value):
-    from cnncodes.features.names import check_name
+    from cnncodes.features.limits import check_name
 
     return None if value is None else check_name(value, f"--{param.name}")
 

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
 from cnncodes.classifiers.audit.audit import run_audit  # noqa: E402
-from cnncodes.classifiers.audit.duplicates import DUPLICATE_THRESHOLD, all_neighbours, leakage  # noqa: E402
+from cnncodes.classifiers.audit.duplicates import DUPLICATE_THRESHOLD, all_neighbors, leakage  # noqa: E402
 from cnncodes.classifiers.audit.outliers import centroid_distance, class_centroids  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
 
@@ -322,7 +322,7 @@ def outlier_scores(s: FeatureStore, truth: dict, index: dict):
     planted[[index[p] for p in truth["outliers"]]] = True
     scores = {"distance to the nearest class centroid (the audit's)":
               centroid_distance(codes, class_centroids(codes, labels, train, len(s.class_names()))),
-              "mean distance to the 10 nearest images": (1 - all_neighbours(codes, False).similarity).mean(axis=1)}
+              "mean distance to the 10 nearest images": (1 - all_neighbors(codes, False).similarity).mean(axis=1)}
     print("| outlier score | AUROC of the planted | their ranks (0: most outlying) |\n| --- | --- | --- |")
     for name, score in scores.items():
         rank = np.empty(s.n, int)

@@ -51,7 +51,7 @@ def weighting_table(X, y):
             cells = [f"{100 * accuracy(found, y[fit], y[val], k, weigh, y.max() + 1):.2f}" for k in KS]
             print(f"| {name} | {votes} | " + " | ".join(cells) + f" | {seconds:.1f} |", flush=True)
         medians.append(f"{name} {np.median(found.similarity[:, 0]):.3f} and {np.median(found.similarity[:, -1]):.3f}")
-    print(f"median similarity of the nearest and the {max(KS)}th neighbour: " + "; ".join(medians))
+    print(f"median similarity of the nearest and the {max(KS)}th neighbor: " + "; ".join(medians))
 
 
 def main():

@@ -17,7 +17,8 @@ from cnncodes.pipeline.console import printable
 @click.option("--check", is_flag=True, help="read every stored byte once and report each file as sound or damaged")
 def info(store, store_argument, as_json, check):
     """What a store holds: data, splits, label sets, folds, feature sets."""
-    from cnncodes.features.store import STALE, FeatureStore
+    from cnncodes.features.feature_sets import STALE
+    from cnncodes.features.store import FeatureStore
 
     given = click.get_current_context().get_parameter_source("store") == click.core.ParameterSource.COMMANDLINE
     if store_argument and given and Path(store) != store_argument:  # $CNNCODES_STORE yields to the argument

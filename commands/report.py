@@ -14,7 +14,7 @@ from cnncodes.pipeline.console import printable
               help="how the codes are laid out in 2-D (umap: pip install 'cnncodes[map]')")
 def report(store, out, map_method):
     """One HTML page over every run in the store: tables, curves, confusion matrices, misclassified images, label
-    curves, a map of the codes and their nearest neighbours."""
+    curves, a map of the codes and their nearest neighbors."""
     from cnncodes.classifiers.report.report import build_report
 
     if out is not None and out.exists() and not out.is_dir():

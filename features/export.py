@@ -14,7 +14,8 @@ import numpy as np
 from . import schema
 from .errors import UserError
 from .outputs import check_new_output, new_outputs
-from .store import FeatureStore, reading
+from .reading import reading
+from .store import FeatureStore
 
 ROWS_PER_SLICE = 8192
 

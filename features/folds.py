@@ -1,5 +1,15 @@
 """Seeded stratified k-fold assignments, computed once at ingest so every head and baseline shares them."""
+import fcntl
+import hashlib
+import io
+import os
+from pathlib import Path
+
 import numpy as np
+
+from . import schema
+from .errors import UserError
+from .reading import DAMAGE
 
 
 def stratified_folds(labels: np.ndarray, k: int, seed: int, member: np.ndarray) -> np.ndarray:
@@ -36,3 +46,74 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.nda
     split = np.zeros(len(labels), dtype=np.uint8)
     split[stratified_subset(labels, int(round(fraction * len(labels))), seed)] = 1
     return split
+
+
+# -- assignments kept in the store (FeatureStore.folds) -------------------------------------------------------
+def fold_assignment(store, on: str, k: int) -> np.ndarray:
+    if (on, k) in store.stored_folds:
+        return store._read(store.data_file, f"folds/{on}/{k}", None, lazy=False)
+    for path in schema.fold_files(store.path).get((on, k), []):
+        try:
+            return read_kept_folds(store, path, k)
+        except DAMAGE:
+            pass  # recomputed below: the assignment is a pure function of the stored labels and seed
+    member = store.split == 0 if on == "train" else np.ones(store.n, bool)
+    primary = store.labels()
+    check_stratifiable(store, k, on, primary[member])
+    folds = stratified_folds(primary, k, int(store.attrs.get("seed", 0)), member)
+    save_folds(store, on, k, folds)
+    return folds
+
+
+def fold_seal(store, data: bytes) -> str:
+    """A kept assignment's seal: its bytes and the content of the data it was computed from, so a flipped
+    value, or a file kept from data since ingested again, is never used."""
+    return hashlib.sha256(store.content.encode() + data).hexdigest()[:16]
+
+
+def read_kept_folds(store, path: Path, k: int) -> np.ndarray:
+    """A kept assignment that passes its seal; ValueError (or OSError) saying why when it does not."""
+    data = Path(path).read_bytes()
+    if schema.fold_seal(path) is None:
+        raise ValueError("no checksum (kept by cnncodes before 0.3); recomputed when next asked for")
+    if schema.fold_seal(path) != fold_seal(store, data):
+        raise ValueError("fails its checksum, or was computed from data since ingested again; recomputed "
+                         "when next asked for")
+    folds = np.load(io.BytesIO(data), allow_pickle=False)
+    if folds.shape != (store.n,) or folds.min() < -1 or folds.max() >= k:
+        raise ValueError(f"does not hold {store.n} fold numbers below {k}")
+    return folds
+
+
+def check_stratifiable(store, k: int, on: str, labels: np.ndarray):
+    if k < 2:
+        raise UserError(f"-k {k}: k-fold needs at least 2 folds")
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(counts) and counts.min() < k:
+        smallest = classes[counts.argmin()]
+        raise UserError(f"cannot make {k} stratified folds over {on}: its smallest class, "
+                        f"{store.class_names()[smallest]!r}, has {counts.min()} rows; use -k {max(counts.min(), 2)} "
+                        f"or fewer" if counts.min() >= 2 else
+                        f"cannot make {k} stratified folds over {on}: class {store.class_names()[smallest]!r} "
+                        f"has {counts.min()} row; add images of it, or leave it out")
+
+
+def save_folds(store, on: str, k: int, folds: np.ndarray):
+    """Atomically, under the store's lock, replacing older files of the same assignment; a read-only
+    store just recomputes them next time."""
+    buffer = io.BytesIO()
+    np.save(buffer, folds)
+    data = buffer.getvalue()
+    path = schema.folds_path(store.path, on, k, fold_seal(store, data))
+    try:
+        path.parent.mkdir(exist_ok=True)
+        with open(path.parent / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+            for old in schema.fold_files(store.path).get((on, k), []):
+                if old != path:
+                    old.unlink(missing_ok=True)
+    except OSError:
+        pass

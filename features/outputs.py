@@ -13,7 +13,15 @@ import tempfile
 from pathlib import Path
 
 from .errors import UserError
-from .probe import cannot_write
+
+
+def cannot_write(folder: Path) -> str | None:
+    """None when a file can be made (and is removed again) in `folder`, else the reason it cannot."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".cnncodes-", suffix=".probe"):
+            return None
+    except OSError as e:
+        return e.strerror or str(e)
 
 
 def utf8_name(name: str) -> str:

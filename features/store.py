@@ -1,109 +1,19 @@
 """Read access to a store directory: `FeatureStore.open(DIR)` hands out numpy or dask arrays."""
-import fcntl
 import functools
 import hashlib
-import io
 import json
-import os
-import zlib
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from . import schema
+from .check import check_store
 from .errors import DamagedError, UserError
-from .fingerprint import attrs_digest
-from .folds import stratified_folds
-from .lazy import dask_array
-from .sealed import check_listed_files, read_sealed
-
-# What h5py, json and numpy raise on a file that is truncated, garbled or fails its checksums.
-DAMAGE = (OSError, EOFError, KeyError, ValueError, TypeError)
-
-
-def reason(error: Exception) -> str:
-    """The useful first part of a low-level error, for a one-line message."""
-    text = str(error).split("\n")[0]
-    return (text[:150] + "...") if len(text) > 150 else text or type(error).__name__
-
-
-@contextmanager
-def reading(path, fix: str):
-    """Turns a failed read of a stored file (checksum mismatch, truncation) into one line naming the file."""
-    try:
-        yield
-    except DamagedError:
-        raise
-    except DAMAGE as e:
-        if isinstance(e, OSError) and not Path(path).exists():
-            raise UserError(f"{path} is missing: {fix}") from None
-        raise DamagedError(f"{path} is damaged ({reason(e)}): {fix}") from None
-
-
-def check_attrs(attrs) -> dict:
-    """A file's root attributes, checked against their seal (files of schema 2 have none)."""
-    attrs = dict(attrs)
-    if schema.ATTRS_SEAL in attrs and attrs[schema.ATTRS_SEAL] != attrs_digest(attrs):
-        raise ValueError("its attributes fail their checksum")
-    return attrs
-
-
-def read_chunk(path: Path, rows: int) -> np.ndarray:
-    """A committed chunk of a set in progress, checked against the CRC in its name and its row count."""
-    data = path.read_bytes()
-    crc = path.stem.rsplit("-", 1)[1] if path.stem.count("-") == 2 else None
-    if crc is not None and f"{zlib.crc32(data):08x}" != crc:
-        raise ValueError("CRC mismatch")
-    array = np.load(io.BytesIO(data), allow_pickle=False)
-    if len(array) != rows:
-        raise ValueError(f"{len(array)} rows, not {rows}")
-    return array
-
-
-def content_digest(f: h5py.File, label_sets) -> str:
-    """sha256 over what codes and results are computed from (images, labels, split), recomputed from the
-    file's bytes: what `content_sha256` holds. Checksums per chunk catch a flipped bit; only this catches
-    values rewritten through HDF5, whose checksums are rewritten with them."""
-    h = hashlib.sha256()
-    images = f["images"]
-    step = (images.chunks[0] if images.chunks else 256) * 16
-    for lo in range(0, len(images), step):
-        h.update(np.ascontiguousarray(images[lo:lo + step]).data)
-    for name in label_sets:
-        h.update(f[f"labels/{name}"][:].data)
-    h.update(f["split"][:].data)
-    return h.hexdigest()
-
-
-# The texts of data.h5 under their own digests: class names, small and checked at every open; the per-row
-# sources and the skipped list, checked when read and by `--check`.
-NAMES_SEAL, SOURCES_SEAL = "names_sha256", "sources_sha256"
-
-
-def text_digest(f: h5py.File, keys) -> str:
-    h = hashlib.sha256()
-    for key in keys:
-        if key in f:
-            data = f[key][:]
-            h.update(f"{key}:{data.dtype.str}:{data.shape}".encode())
-            h.update(np.ascontiguousarray(data).tobytes())
-    return h.hexdigest()
-
-
-def name_keys(label_sets) -> list[str]:
-    return [f"label_names/{name}" for name in label_sets]
-
-
-SOURCE_KEYS = ("sources", "skipped")
-
-
-def check_text(f: h5py.File, attrs: dict, seal: str, keys):
-    """Fails when texts were rewritten since ingest (a store of schema 2 has no such seal)."""
-    if seal in attrs and attrs[seal] != text_digest(f, keys):
-        raise ValueError(f"its {'class names' if seal == NAMES_SEAL else 'sources'} fail their checksum")
+from .feature_sets import FeatureSetInfo, read_feature_set_info, view_identity
+from .fingerprint import NAMES_SEAL, SOURCE_KEYS, SOURCES_SEAL, check_text, name_keys
+from .folds import fold_assignment
+from .reading import DAMAGE, check_attrs, dask_array, reading, reason
 
 
 def resolve_name(name: str, names, what: str) -> str | None:
@@ -123,72 +33,6 @@ def store_path(path) -> Path:
     if not str(path).strip():
         raise UserError("the store path is empty: give a folder, e.g. --store store/mydata")
     return Path(path)
-
-
-@dataclass
-class FeatureSetInfo:
-    name: str
-    complete: bool
-    fingerprint: str
-    config: dict
-    n: int                          # rows the finished set has (one per stored image)
-    done: int                       # rows committed so far
-    pooled_shape: tuple
-    pooled_dtype: str = "float32"
-    spatial_shape: tuple | None = None
-    seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
-    damaged: str | None = None      # why the set's files cannot be read; None when they can
-    data_sha256: str | None = None  # the binding: content of the data.h5 it was made from (None: made before 0.3)
-    data_rows: int | None = None    # ... and its row count
-    path: Path | None = None        # its <name>.h5 or <name>.parts
-    parts: list | None = None       # a concatenation `A+B`: the stored sets whose codes it joins, in order
-    views: int = 0                  # augmented views kept of each training row's codes (0: none)
-
-    @classmethod
-    def of_damaged(cls, path: Path, why: str) -> "FeatureSetInfo":
-        name = path.name.removesuffix(".h5").removesuffix(schema.PARTS_SUFFIX)
-        return cls(name=name, complete=False, fingerprint="", config={}, n=0, done=0, pooled_shape=(0, 0),
-                   damaged=why, path=path)
-
-
-def read_feature_set_info(path: Path) -> FeatureSetInfo:
-    """Info of a complete `<name>.h5`, or of a `<name>.parts/` folder still being written."""
-    path = Path(path)
-    if path.suffix == ".h5":
-        with h5py.File(path, "r") as f:
-            a = check_attrs(f.attrs)
-            rows = f["pooled"].shape[0]
-            spatial = f["spatial"].shape if "spatial" in f else None
-            if spatial is not None and spatial[0] != rows:
-                raise ValueError(f"its spatial maps have {spatial[0]} rows, its codes {rows}")
-            views = f["views"].shape if "views" in f else (0, 0, 0)
-            if "views" in f and (len(views) != 3 or views[0] > rows or views[2] != f["pooled"].shape[1]):
-                raise ValueError(f"its views {views} do not fit its codes {f['pooled'].shape}")
-            if (spatial is not None and "views" in f) != (schema.VIEW_MAPS in f) or (
-                    schema.VIEW_MAPS in f and f[schema.VIEW_MAPS].shape != (*views[:2], *spatial[1:])):
-                held = f[schema.VIEW_MAPS].shape if schema.VIEW_MAPS in f else "missing"
-                raise ValueError(f"its views' maps ({held}) do not fit its views {views} and maps {spatial}")
-            return FeatureSetInfo(
-                name=a["name"], complete=bool(a.get("complete", False)), fingerprint=a["fingerprint"],
-                config=json.loads(a["config"]), n=rows, done=rows,
-                pooled_shape=f["pooled"].shape, pooled_dtype=str(f["pooled"].dtype),
-                spatial_shape=spatial, seconds=float(a.get("seconds", 0.0)),
-                extra=json.loads(a.get("extra", "{}")), data_sha256=a.get("data_sha256"),
-                data_rows=int(a["data_rows"]) if "data_rows" in a else None, path=path, views=views[1])
-    if not (path / "manifest.json").exists():
-        raise ValueError("its manifest.json is missing")
-    manifest = read_sealed(path / "manifest.json")
-    if int(manifest.get("chunk_size", 1)) < 1:
-        raise ValueError(f"its manifest has chunk size {manifest['chunk_size']}")
-    done = sum(schema.committed_chunks(path).values())
-    return FeatureSetInfo(
-        name=manifest["name"], complete=False, fingerprint=manifest["fingerprint"],
-        config=manifest["config"], n=manifest["n"], done=done,
-        pooled_shape=(manifest["n"], manifest["pooled_dim"]),
-        spatial_shape=tuple(manifest["spatial_shape"]) if manifest.get("spatial_shape") else None,
-        seconds=float(manifest.get("seconds", 0.0)), data_sha256=manifest.get("data_sha256"),
-        data_rows=manifest.get("data_rows"), path=path, views=int(manifest.get("views", 0)))
 
 
 class FeatureStore:
@@ -280,72 +124,8 @@ class FeatureStore:
         is computed the first time it is asked for, saved in the store and reused after."""
         if on not in ("train", "all"):
             raise UserError(f"folds over {on!r}: use on='train' or on='all'")
-        return self._fold_assignment(on, int(k))[self.rows(split or on)]
+        return fold_assignment(self, on, int(k))[self.rows(split or on)]
 
-    def _fold_assignment(self, on: str, k: int) -> np.ndarray:
-        if (on, k) in self.stored_folds:
-            return self._read(self.data_file, f"folds/{on}/{k}", None, lazy=False)
-        for path in schema.fold_files(self.path).get((on, k), []):
-            try:
-                return self.read_kept_folds(path, k)
-            except DAMAGE:
-                pass  # recomputed below: the assignment is a pure function of the stored labels and seed
-        member = self.split == 0 if on == "train" else np.ones(self.n, bool)
-        primary = self.labels()
-        self._check_stratifiable(k, on, primary[member])
-        folds = stratified_folds(primary, k, int(self.attrs.get("seed", 0)), member)
-        self._save_folds(on, k, folds)
-        return folds
-
-    def fold_seal(self, data: bytes) -> str:
-        """A kept assignment's seal: its bytes and the content of the data it was computed from, so a flipped
-        value, or a file kept from data since ingested again, is never used."""
-        return hashlib.sha256(self.content.encode() + data).hexdigest()[:16]
-
-    def read_kept_folds(self, path: Path, k: int) -> np.ndarray:
-        """A kept assignment that passes its seal; ValueError (or OSError) saying why when it does not."""
-        data = Path(path).read_bytes()
-        if schema.fold_seal(path) is None:
-            raise ValueError("no checksum (kept by cnncodes before 0.3); recomputed when next asked for")
-        if schema.fold_seal(path) != self.fold_seal(data):
-            raise ValueError("fails its checksum, or was computed from data since ingested again; recomputed "
-                             "when next asked for")
-        folds = np.load(io.BytesIO(data), allow_pickle=False)
-        if folds.shape != (self.n,) or folds.min() < -1 or folds.max() >= k:
-            raise ValueError(f"does not hold {self.n} fold numbers below {k}")
-        return folds
-
-    def _check_stratifiable(self, k: int, on: str, labels: np.ndarray):
-        if k < 2:
-            raise UserError(f"-k {k}: k-fold needs at least 2 folds")
-        classes, counts = np.unique(labels, return_counts=True)
-        if len(counts) and counts.min() < k:
-            smallest = classes[counts.argmin()]
-            raise UserError(f"cannot make {k} stratified folds over {on}: its smallest class, "
-                            f"{self.class_names()[smallest]!r}, has {counts.min()} rows; use -k {max(counts.min(), 2)} "
-                            f"or fewer" if counts.min() >= 2 else
-                            f"cannot make {k} stratified folds over {on}: class {self.class_names()[smallest]!r} "
-                            f"has {counts.min()} row; add images of it, or leave it out")
-
-    def _save_folds(self, on: str, k: int, folds: np.ndarray):
-        """Atomically, under the store's lock, replacing older files of the same assignment; a read-only
-        store just recomputes them next time."""
-        buffer = io.BytesIO()
-        np.save(buffer, folds)
-        data = buffer.getvalue()
-        path = schema.folds_path(self.path, on, k, self.fold_seal(data))
-        try:
-            path.parent.mkdir(exist_ok=True)
-            with open(path.parent / ".lock", "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                tmp.write_bytes(data)
-                os.replace(tmp, path)
-                for old in schema.fold_files(self.path).get((on, k), []):
-                    if old != path:
-                        old.unlink(missing_ok=True)
-        except OSError:
-            pass
 
     def sources(self, split: str | None = None) -> np.ndarray | None:
         """Where each row came from (a file's path in its folder or archive, `data_batch_3[17]`, ...),
@@ -532,56 +312,11 @@ class FeatureStore:
                                     f"it read before belongs to other data; run the command again")
                 return f[key][rows]
 
-    # -- check --------------------------------------------------------------------------------------------
     def check(self) -> dict[str, str | None]:
-        """Reads every stored byte once: path relative to the store -> None when sound, else why it is
-        damaged or cannot be verified. Covers data.h5, every feature set (complete or in progress), the
-        kept folds and every JSON file under runs/."""
-        out = {schema.DATA_FILE: self._problem(lambda: read_everything(self.data_file)) or self._check_content()}
-        if self.version < 3:
-            out[f"{schema.DATA_FILE} (class names, attributes)"] = (
-                f"not verifiable: store schema {self.version} keeps them without checksums; ingest again (into a "
-                f"new --store, or with --reingest) to cover them")
-        for s in self.feature_sets():
-            out[self._relative(s.path)] = s.damaged or self._check_set(s)
-        for (on, k), paths in schema.fold_files(self.path).items():
-            for path in paths:
-                out[self._relative(path)] = self._problem(lambda: self.read_kept_folds(path, k))
-        runs = self.path / schema.RUNS_DIR
-        for path in sorted(runs.rglob("*.json")) if runs.exists() else []:
-            out[self._relative(path)] = self._problem(lambda: check_listed_files(path, read_sealed(path)))
-        return out
+        """Reads every stored byte once (reading.check_store): path relative to the store -> None when sound,
+        else why it is damaged, stale or cannot be verified."""
+        return check_store(self)
 
-    def _check_content(self) -> str | None:
-        """Recomputes data.h5's digests: values rewritten through HDF5 pass its checksums, not these."""
-        with h5py.File(self.data_file, "r") as f:
-            if content_digest(f, self.label_sets) != self.content:
-                return "its images, labels or split differ from what was ingested (content_sha256)"
-            return self._problem(lambda: check_text(f, self.attrs, NAMES_SEAL, name_keys(self.label_sets))
-                                 or check_text(f, self.attrs, SOURCES_SEAL, SOURCE_KEYS))
-
-    def _check_set(self, s: FeatureSetInfo) -> str | None:
-        if s.complete:
-            problem = self._problem(lambda: read_everything(s.path))
-        else:
-            problem = self._problem(lambda: read_parts(s))
-        if problem is None and (why := self.of_other_data(s)):
-            return f"{STALE} {why}"  # sound bytes of other data: rebuilt when asked for, never read as this data's
-        problem = problem or self.stale(s)
-        if problem is None and s.data_sha256 is None:
-            problem = ("not verifiable: made before cnncodes bound feature sets to their data; re-run `cnncodes "
-                       "features` with its options to bind it (nothing is recomputed)")
-        return problem
-
-    def _problem(self, read) -> str | None:
-        try:
-            read()
-        except DAMAGE as e:
-            return reason(e)
-        return None
-
-    def _relative(self, path: Path) -> str:
-        return str(Path(path).relative_to(self.path))
 
     def summary(self) -> dict:
         return {
@@ -605,46 +340,3 @@ class FeatureStore:
         }
 
 
-STALE = "stale:"  # how check() marks a set that is sound but belongs to other data than data.h5
-
-
-def read_parts(s: FeatureSetInfo):
-    """Reads every committed chunk of a set in progress, each checked against its CRC and row count."""
-    spatial = schema.chunk_files(s.path, "spatial")
-    views = schema.chunk_files(s.path, "views")
-    view_maps = schema.chunk_files(s.path, schema.VIEW_MAPS)
-    train_rows = int(read_sealed(s.path / "manifest.json").get("train_rows", 0)) if s.views else 0
-    for start, (count, path) in schema.chunk_files(s.path).items():
-        read_chunk(path, count)
-        if s.spatial_shape is not None:
-            if start not in spatial:
-                raise ValueError(f"chunk {path.name} has no spatial part")
-            read_chunk(spatial[start][1], count)
-        if min(start + count, train_rows) > start:
-            if start not in views:
-                raise ValueError(f"chunk {path.name} has no views part")
-            if s.spatial_shape is not None and start not in view_maps:
-                raise ValueError(f"chunk {path.name} has no views' maps part")
-    for count, path in (*views.values(), *view_maps.values()):
-        read_chunk(path, count)
-
-
-def view_identity(s: FeatureSetInfo) -> tuple:
-    """What decides a set's views: sets alike in it hold the views of the same crops, row for row."""
-    return s.views, json.dumps(s.config.get("augmentation"), sort_keys=True), s.config.get("seed")
-
-
-def read_everything(path: Path, rows_per_read: int = 4096):
-    """Reads every dataset of an HDF5 file in slices, so every chunk's checksum is verified, and checks
-    its attributes against their seal."""
-    with h5py.File(path, "r") as f:
-        check_attrs(f.attrs)
-        datasets = []
-        f.visititems(lambda name, obj: datasets.append(obj) if isinstance(obj, h5py.Dataset) else None)
-        for d in datasets:
-            if d.shape == () or len(d) == 0:
-                d[()]
-                continue
-            step = max(1, min(rows_per_read, (64 << 20) // max(1, d[0:1].nbytes)))
-            for lo in range(0, len(d), step):
-                d[lo:lo + step]

@@ -93,7 +93,8 @@ def test_extractor_codes_equal_the_torch_forward_of_the_stored_photos():
     """uint8 photos in; (x - 127) / 128, the forward with its BatchNorms folded and the pooling on the
     device: the same codes as the independent forward."""
     torch = pytest.importorskip("torch")
-    from cnncodes.pipeline.extraction.extract import FeatureConfig, build_extractor
+    from cnncodes.pipeline.extraction.config import FeatureConfig
+    from cnncodes.pipeline.extraction.device_step import build_extractor
 
     state = torch.load(checkpoint("efficientnet_lite0"), weights_only=True, map_location="cpu")
     images = np.clip(np.round(photos(96, n=3) * 128 + 127), 0, 255).astype(np.uint8)
@@ -316,7 +317,8 @@ def test_bf16_codes_are_close_to_fp32(photo_store):
 
 
 def test_flip_averaged_codes_are_the_mean_over_the_image_and_its_mirror():
-    from cnncodes.pipeline.extraction.extract import FeatureConfig, build_extractor
+    from cnncodes.pipeline.extraction.config import FeatureConfig
+    from cnncodes.pipeline.extraction.device_step import build_extractor
 
     images = np.clip(np.round(photos(32, n=4) * 128 + 127), 0, 255).astype(np.uint8)
     plain, _ = build_extractor(FeatureConfig("efficientnet_lite0", "imagenet", 64, spatial=True), (32, 32))

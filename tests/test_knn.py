@@ -10,8 +10,8 @@ from conftest import run_cli
 
 
 def noisy_blobs(n=600, flip=0.3, seed=0):
-    """Two well-separated classes with a share of labels flipped at random: one neighbour copies a flipped label
-    as readily as a true one, many neighbours outvote it, so k=1 is clearly worse than a larger k."""
+    """Two well-separated classes with a share of labels flipped at random: one neighbor copies a flipped label
+    as readily as a true one, many neighbors outvote it, so k=1 is clearly worse than a larger k."""
     rng = np.random.default_rng(seed)
     truth = rng.integers(0, 2, n)
     X = rng.normal(size=(n, 8)) + 4 * np.eye(8)[truth]  # cosine separates them too: different directions
@@ -19,7 +19,7 @@ def noisy_blobs(n=600, flip=0.3, seed=0):
     return X.astype(np.float32), y, truth
 
 
-def test_k_is_chosen_on_the_holdout_where_one_neighbour_is_clearly_worse():
+def test_k_is_chosen_on_the_holdout_where_one_neighbor_is_clearly_worse():
     X, y, truth = noisy_blobs()
     head = KnnHead(ks=(1, 5, 25)).fit(X, y)
     assert head.scores_[1] < head.scores_[25] - 0.1  # about 0.58 against 0.7 with 30% of labels flipped
@@ -46,7 +46,7 @@ def test_after_choosing_k_it_searches_every_training_row():
 
 
 def test_votes_are_weighted_by_similarity_and_the_temperature_sets_how_much():
-    """One neighbour of class a at similarity 0.99, two of class b at 0.90: a plain vote says b; a low
+    """One neighbor of class a at similarity 0.99, two of class b at 0.90: a plain vote says b; a low
     temperature lets the nearest outweigh them."""
     base = np.array([[0.99, np.sqrt(1 - 0.99 ** 2), 0], [0.9, 0, np.sqrt(1 - 0.81)], [0.9, 0, -np.sqrt(1 - 0.81)],
                      [-1, 0, 0], [-1, 0.1, 0]], np.float32)

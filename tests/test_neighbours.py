@@ -1,4 +1,4 @@
-"""Exact cosine nearest neighbours in blocks (classifiers/neighbours.py): the same answer as a brute-force search
+"""Exact cosine nearest neighbors in blocks (classifiers/neighbors.py): the same answer as a brute-force search
 of the whole similarity matrix, whatever the block size, ties included."""
 import numpy as np
 import pytest
@@ -79,5 +79,5 @@ def test_lazy_and_zero_rows_and_bad_k():
     assert np.isfinite(nearest(base[3:4], base, 5).similarity).all()
     with pytest.raises(ValueError, match="k=0; ask for at least 1"):
         nearest(base, base, 0)
-    with pytest.raises(ValueError, match="1 base rows leave no neighbour"):
+    with pytest.raises(ValueError, match="1 base rows leave no neighbor"):
         nearest(base[:1], base[:1], 1, skip_self=True)

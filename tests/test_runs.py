@@ -264,8 +264,9 @@ def hostile_store(tmp_path_factory):
     """A folder data set whose root and class folders carry HTML and mathtext, with tiny random codes, and
     a second label set named `<script>...`, as a hand-edited or foreign data.h5 could have."""
     from cnncodes.features import schema
-    from cnncodes.features.store import NAMES_SEAL, name_keys, text_digest
-    from cnncodes.features.writers import seal_attrs, text_array
+    from cnncodes.features.data_file import text_array
+    from cnncodes.features.fingerprint import NAMES_SEAL, name_keys, text_digest
+    from cnncodes.features.writers import seal_attrs
     from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features
     from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
 
@@ -299,7 +300,7 @@ def test_report_escapes_every_name_from_data_and_draws_them_as_plain_text(hostil
         assert name not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;" in text
     assert "<script" not in text and "<img src=x" not in text and "<svg" not in text
-    # 2 confusion matrices, 2 runs' misclassified thumbnails, samples, the map, the neighbours
+    # 2 confusion matrices, 2 runs' misclassified thumbnails, samples, the map, the neighbors
     assert text.count("data:image/png;base64,") == 7
     assert (tmp_path / "out" / "samples.png").exists()
 

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from cnncodes.features import schema
+from cnncodes.features.data_file import DataFileWriter, store_lock
 from cnncodes.features.errors import DamagedError, UserError
 from cnncodes.features.export import export_feature_set
 from cnncodes.features.store import FeatureStore
-from cnncodes.features.writers import DataFileWriter, FeatureSetWriter, store_lock
+from cnncodes.features.writers import FeatureSetWriter
 from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features
 from cnncodes.pipeline.sources.ingest import IngestConfig, check_writable, human_bytes, ingest
 from conftest import run_cli, write_mixed_tree

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from cnncodes.features import schema
+from cnncodes.features.data_file import DataFileWriter
 from cnncodes.features.errors import DamagedError, UserError
 from cnncodes.features.sealed import write_sealed
 from cnncodes.features.store import FeatureStore, resolve_name
-from cnncodes.features.writers import DataFileWriter, FeatureSetWriter
+from cnncodes.features.writers import FeatureSetWriter
 from cnncodes.pipeline.extraction.extract import FeatureConfig, already_extracted, extract_features
 from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
 from conftest import ROOT, write_image, write_mixed_tree

@@ -1,7 +1,7 @@
 """The shape the code keeps, beside the import contracts `lint-imports` checks (setup.cfg): imports inside functions
 only for the backend, the heavy libraries and the optional extras, named here once; no class made inside a
-function; small folders of short modules, each opening with the line that says its job. Read from the source with
-`ast`: nothing is imported, and it takes milliseconds."""
+function; small folders (at most 15 modules) of short modules (at most 400 lines), each opening with the line that
+says its job. Read from the source with `ast`: nothing is imported, and it takes milliseconds."""
 import ast
 from pathlib import Path
 
@@ -68,6 +68,12 @@ def test_every_module_opens_with_the_line_that_says_its_job():
     silent = [str(path.relative_to(ROOT)) for path in product_files()
               if path.stat().st_size and not ast.get_docstring(ast.parse(path.read_text()))]
     assert silent == []
+
+
+def test_modules_stay_short():
+    long = {str(path.relative_to(ROOT)): n for path in product_files()
+            if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
 
 
 def test_folders_stay_small():

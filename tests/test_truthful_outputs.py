@@ -95,8 +95,8 @@ def test_a_finetunes_record_says_what_each_phase_trained(store):
 
 
 # -- audit: totals are totals --------------------------------------------------------------------------------
-def test_audit_counts_every_pair_of_a_group_larger_than_the_neighbour_lists(tmp_path):
-    """42 identical images (30 training, 12 test): every image has more copies than its 10 listed neighbours."""
+def test_audit_counts_every_pair_of_a_group_larger_than_the_neighbor_lists(tmp_path):
+    """42 identical images (30 training, 12 test): every image has more copies than its 10 listed neighbors."""
     image = np.random.default_rng(0).integers(0, 255, (24, 24, 3), dtype=np.uint8)
     for split, n in (("train", 15), ("test", 6)):
         for cls in ("a", "b"):

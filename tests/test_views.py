@@ -13,13 +13,8 @@ from cnncodes.features.store import FeatureStore
 from cnncodes.features.writers import FeatureSetWriter
 from cnncodes.pipeline.extraction import extract
 from cnncodes.pipeline.extraction.augment import Augmentation, draw_boxes, view_matrices
-from cnncodes.pipeline.extraction.extract import (
-    FORMAT,
-    FeatureConfig,
-    extract_features,
-    extract_layers,
-    feature_fingerprint,
-)
+from cnncodes.pipeline.extraction.config import FORMAT, FeatureConfig, feature_fingerprint
+from cnncodes.pipeline.extraction.extract import extract_features, extract_layers
 from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
 from conftest import write_mixed_tree
 

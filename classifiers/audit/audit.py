@@ -19,8 +19,8 @@ from cnncodes.pipeline.console import printable
 from .duplicates import (
     DUPLICATE_THRESHOLD,
     EXACT_CANDIDATE,
-    NEIGHBOURS,
-    all_neighbours,
+    NEIGHBORS,
+    all_neighbors,
     exact_counts,
     find_duplicates,
     leakage,
@@ -59,11 +59,11 @@ def run_audit(store_dir, *, features: str | None = None, label: str | None = Non
     made = [f for f in (folder.parent, folder) if not f.exists()]
     folder.mkdir(parents=True, exist_ok=True)  # before the work: a read-only store fails now, not after it
     try:
-        neighbours = all_neighbours(codes, progress, threshold, store.split)
+        neighbors = all_neighbors(codes, progress, threshold, store.split)
         leak = leakage(codes[test], codes[train], progress)
         leak.nearest_train += train.start
-        pairs = find_duplicates(neighbours, leak, threshold, test.start, store.images(lazy=True))
-        exact = exact_counts(store.images(lazy=True), neighbours, store.split)
+        pairs = find_duplicates(neighbors, leak, threshold, test.start, store.images(lazy=True))
+        exact = exact_counts(store.images(lazy=True), neighbors, store.split)
         outliers = find_outliers(codes, labels, train, len(names))
         X_train = np.asarray(codes[train])
         X_test = np.asarray(codes[test])
@@ -79,9 +79,9 @@ def run_audit(store_dir, *, features: str | None = None, label: str | None = Non
         record = {
             "kind": "audit", "features": info.name, "fingerprint": info.fingerprint, "label": label,
             "class_names": names, "data_sha256": store.content, "images": store.counts(),
-            "settings": {"threshold": threshold, "k": k, "C": C, "neighbours": NEIGHBOURS,
+            "settings": {"threshold": threshold, "k": k, "C": C, "neighbours": NEIGHBORS,
                          "exact_candidate": EXACT_CANDIDATE, "outlier_fence_iqrs": FENCE_IQRS},
-            "counts": counts(rows, pair_counts(neighbours, store.split), exact, neighbours, threshold),
+            "counts": counts(rows, pair_counts(neighbors, store.split), exact, neighbors, threshold),
             "leakage": leakage_counts(leak, threshold, exact),
             "outlier_fence": outliers.fence,
             # how well the label models predict: a weak model flags hard images as well as wrong labels
@@ -99,15 +99,15 @@ def run_audit(store_dir, *, features: str | None = None, label: str | None = Non
     return {**record, "path": str(folder)}
 
 
-def counts(rows: list[dict], pairs: dict, exact: dict, neighbours, threshold: float) -> dict:
+def counts(rows: list[dict], pairs: dict, exact: dict, neighbors, threshold: float) -> dict:
     """Every duplicate pair counted (pairs: duplicates.pair_counts; exact: duplicates.exact_counts), beside how many
-    the table lists (each image's NEIGHBOURS closest), and the labels and outliers flagged."""
+    the table lists (each image's NEIGHBORS closest), and the labels and outliers flagged."""
     of = {kind: [r for r in rows if r["kind"] == kind] for kind in KINDS}
     return {"duplicate": sum(pairs.values()), "duplicate_listed": len(of["duplicate"]),
             "duplicate_exact": exact["within_train"] + exact["within_test"] + exact["across_splits"],
             **{f"duplicate_{where}": n for where, n in pairs.items()},
             # rows with more duplicates than the table lists for them (the counts above count them all)
-            "rows_at_neighbour_limit": int((neighbours.similarity[:, -1] >= threshold).sum()),
+            "rows_at_neighbour_limit": int((neighbors.similarity[:, -1] >= threshold).sum()),
             "label": len(of["label"]), "label_train": sum(r["split"] == "train" for r in of["label"]),
             "label_test": sum(r["split"] == "test" for r in of["label"]), "outlier": len(of["outlier"])}
 

@@ -1,8 +1,8 @@
 """Duplicate images by the cosine similarity of their codes: pairs within and across splits, and the test
 rows with a duplicate in training (leakage: a test image the head has, in effect, already seen).
 
-Pairs come from each row's nearest neighbours (classifiers/neighbours.py: exact, in blocks, memory flat), so
-a row with more than NEIGHBOURS duplicates has only its NEIGHBOURS closest listed; the same pass counts every
+Pairs come from each row's nearest neighbors (classifiers/neighbors.py: exact, in blocks, memory flat), so
+a row with more than NEIGHBORS duplicates has only its NEIGHBORS closest listed; the same pass counts every
 pair (`pair_counts`), and identical images are counted in full by their pixels' digests (`exact_counts`), so
 the totals are totals however many copies there are. Leakage is searched on its own (every test row against
 the training rows), so it is exact too."""
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnncodes.classifiers.heads.neighbors import Neighbours, nearest
+from cnncodes.classifiers.heads.neighbors import Neighbors, nearest
 from cnncodes.pipeline.console import progress_bar
 
 # Cosine similarity at or above which two images count as duplicates: the highest F1 of leak detection for
@@ -22,7 +22,7 @@ from cnncodes.pipeline.console import progress_bar
 # re-encoded or rescaled (their codes sit among different photos of the same kind); most of the "false"
 # matches near it are CIFAR-10's own duplicates.
 DUPLICATE_THRESHOLD = 0.92
-NEIGHBOURS = 10  # each row's closest rows searched for pairs: a group of up to 11 copies is listed whole
+NEIGHBORS = 10  # each row's closest rows searched for pairs: a group of up to 11 copies is listed whole
 # Codes at least this similar are compared pixel by pixel: identical images give codes equal only up to
 # float rounding (a batch's size and position change the sums' order), so "exact" is told by the pixels.
 EXACT_CANDIDATE = 0.999
@@ -48,37 +48,37 @@ class Leakage:
         return np.flatnonzero(self.similarity >= threshold)
 
 
-def searched(queries, base, k: int, *, skip_self: bool, desc: str, progress: bool) -> Neighbours:
+def searched(queries, base, k: int, *, skip_self: bool, desc: str, progress: bool) -> Neighbors:
     with progress_bar(total=len(queries), desc=desc, unit="row", disable=not progress) as bar:
         return nearest(queries, base, k, skip_self=skip_self, progress=bar.update)
 
 
-def all_neighbours(codes, progress: bool = True, threshold: float | None = None, split=None) -> Neighbours:
-    """Each row's NEIGHBOURS most similar other rows, over both splits; with `threshold`, also how many rows of
+def all_neighbors(codes, progress: bool = True, threshold: float | None = None, split=None) -> Neighbors:
+    """Each row's NEIGHBORS most similar other rows, over both splits; with `threshold`, also how many rows of
     each split (`split`: 0 train, 1 test, per row) are at least that similar to it, all of them."""
-    with progress_bar(total=len(codes), desc="audit: neighbours", unit="row", disable=not progress) as bar:
-        return nearest(codes, codes, NEIGHBOURS, skip_self=True, progress=bar.update, count_at=threshold,
+    with progress_bar(total=len(codes), desc="audit: neighbors", unit="row", disable=not progress) as bar:
+        return nearest(codes, codes, NEIGHBORS, skip_self=True, progress=bar.update, count_at=threshold,
                        groups=split)
 
 
 DIGEST_ROWS = 1024  # stored images read at a time for their digests
 
 
-def pair_counts(neighbours: Neighbours, split: np.ndarray) -> dict:
-    """Every duplicate pair at the threshold `all_neighbours` counted at, by where its two rows lie; each pair is
+def pair_counts(neighbors: Neighbors, split: np.ndarray) -> dict:
+    """Every duplicate pair at the threshold `all_neighbors` counted at, by where its two rows lie; each pair is
     counted from both of its rows, so within a split a count is halved."""
-    counts, train, test = neighbours.counts, split == 0, split == 1
+    counts, train, test = neighbors.counts, split == 0, split == 1
     width = counts.shape[1]
     to_test = counts[:, 1] if width > 1 else np.zeros(len(counts), np.int64)
     return {"within_train": int(counts[train, 0].sum()) // 2, "within_test": int(to_test[test].sum()) // 2,
             "across_splits": int(to_test[train].sum())}
 
 
-def exact_counts(images, neighbours: Neighbours, split: np.ndarray) -> dict:
+def exact_counts(images, neighbors: Neighbors, split: np.ndarray) -> dict:
     """Every pair of identical stored images, by where its rows lie, and the test images with an identical
     training image: counted in full from the pixels' digests of the rows whose nearest code is EXACT_CANDIDATE
     close (an identical image's is), however many copies a group holds."""
-    candidates = np.flatnonzero(neighbours.similarity[:, 0] >= EXACT_CANDIDATE)
+    candidates = np.flatnonzero(neighbors.similarity[:, 0] >= EXACT_CANDIDATE)
     groups = defaultdict(lambda: [0, 0])  # digest: [train rows, test rows]
     for start in range(0, len(candidates), DIGEST_ROWS):  # rows read a block at a time: memory stays flat
         rows = candidates[start:start + DIGEST_ROWS]
@@ -121,12 +121,12 @@ def identical_images(images, first: np.ndarray, second: np.ndarray, similarity: 
     return exact
 
 
-def find_duplicates(neighbours: Neighbours, leak: Leakage, threshold: float, first_test_row: int, images) -> Pairs:
-    """Every duplicate pair the neighbour lists and the leakage search found, with exact ones marked."""
-    rows, cols = np.nonzero(neighbours.similarity >= threshold)
+def find_duplicates(neighbors: Neighbors, leak: Leakage, threshold: float, first_test_row: int, images) -> Pairs:
+    """Every duplicate pair the neighbor lists and the leakage search found, with exact ones marked."""
+    rows, cols = np.nonzero(neighbors.similarity >= threshold)
     leaked = leak.leaked(threshold)
     first, second, similarity = duplicate_pairs(np.concatenate([rows, leak.nearest_train[leaked]]),
-                                                np.concatenate([neighbours.index[rows, cols], first_test_row + leaked]),
-                                                np.concatenate([neighbours.similarity[rows, cols],
+                                                np.concatenate([neighbors.index[rows, cols], first_test_row + leaked]),
+                                                np.concatenate([neighbors.similarity[rows, cols],
                                                                 leak.similarity[leaked]]), threshold)
     return Pairs(first, second, similarity, identical_images(images, first, second, similarity))

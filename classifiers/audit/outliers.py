@@ -1,10 +1,10 @@
 """Outliers: images far from every class, by the cosine distance of their codes to the nearest class centroid
 (the mean of a class's training codes, each scaled to unit length).
 
-Why centroids and not the k-nearest-neighbour distance (cleanlab's feature-based OutOfDistribution is that
-score): junk comes in groups, and a group is its own neighbourhood. On the planted bench (bench/audit.py,
+Why centroids and not the k-nearest-neighbor distance (cleanlab's feature-based OutOfDistribution is that
+score): junk comes in groups, and a group is its own neighborhood. On the planted bench (bench/audit.py,
 bench/RESULTS.md) 10 noise images and 10 handwritten digits among 2,720 CIFAR-10 photos were each other's
-nearest neighbours: the mean distance to the 10 nearest ranked all 20 as the *least* outlying images
+nearest neighbors: the mean distance to the 10 nearest ranked all 20 as the *least* outlying images
 (AUROC 0.001), the distance to the nearest class centroid ranked them first (AUROC 1.000). A group of junk
 moves a centroid little, so it stays far from every class; the score costs one pass over the codes."""
 from dataclasses import dataclass

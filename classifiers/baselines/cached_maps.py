@@ -13,7 +13,7 @@ import numpy as np
 
 from cnncodes.classifiers.heads.views import available_memory
 from cnncodes.features.errors import UserError
-from cnncodes.features.store import FeatureSetInfo
+from cnncodes.features.feature_sets import FeatureSetInfo
 from cnncodes.pipeline.backbones import get_backbone
 
 from .networks import UNFREEZE_ALL, Built

@@ -15,9 +15,10 @@ from cnncodes.classifiers.heads.registry import HEADS
 from cnncodes.classifiers.runs.records import folder_part
 from cnncodes.features import schema
 from cnncodes.features.errors import UserError
+from cnncodes.features.feature_sets import FeatureSetInfo
 from cnncodes.features.provenance import code_version
 from cnncodes.features.sealed import SealBroken, read_sealed, write_sealed
-from cnncodes.features.store import FeatureSetInfo, FeatureStore
+from cnncodes.features.store import FeatureStore
 from cnncodes.features.writers import write_text_atomically
 from cnncodes.pipeline.console import printable
 

@@ -1,6 +1,6 @@
 """The knn head: each code's class is the vote of its k most similar training codes (cosine similarity), each
 vote weighted by its similarity, k chosen on a holdout of the training rows. Its fitted state is the training
-codes themselves, searched exactly at predict (neighbours.nearest: in blocks, memory flat)."""
+codes themselves, searched exactly at predict (neighbors.nearest: in blocks, memory flat)."""
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
@@ -12,14 +12,14 @@ from .views import view_count, with_all_views
 
 
 class KnnHead(ClassifierMixin, BaseEstimator):
-    """k nearest neighbours by cosine similarity, votes weighted by exp(similarity / temperature).
+    """k nearest neighbors by cosine similarity, votes weighted by exp(similarity / temperature).
 
     Raw codes, not standardised, by default: on Lite0's last layer over CIFAR-10 (the head's 10% holdout of the
     training split searched among the other 90%: bench/knn.py, bench/RESULTS.md) the two tie at their best k with
     these weights (77.06% raw at k=20, 77.14% standardised at k=50); raw codes need no scaler, and cosine
     similarity of raw codes is the usual kNN probe of CNN features (Wu et al. 2018; DINO, Caron et al. 2021, whose
     temperature 0.07 this is). Weights exp(similarity / 0.07) beat a plain vote and weights equal to the
-    similarity at every k from 3 on, raw or standardised (raw, k=20: 77.06 against 75.98 and 76.40%): neighbours'
+    similarity at every k from 3 on, raw or standardised (raw, k=20: 77.06 against 75.98 and 76.40%): neighbors'
     similarities differ by little (0.77 for the nearest, 0.70 for the 50th, medians), so weights equal to them
     barely favour the nearest. Temperature 0.03 scores 0.4 points more on raw codes (77.46% at k=20), within the
     holdout's noise (one standard error is 0.6 points on 5,000 rows), and 1.8 less on standardised ones (best k).
@@ -84,7 +84,7 @@ class KnnHead(ClassifierMixin, BaseEstimator):
             return nearest(queries, base, k, progress=bar.update)
 
     def _proba(self, found, targets, k) -> np.ndarray:
-        """Each class's share of the similarity-weighted votes of the first k neighbours found."""
+        """Each class's share of the similarity-weighted votes of the first k neighbors found."""
         s = found.similarity[:, :k].astype(np.float64)  # float64: a tiny temperature divides without overflow
         weights = np.exp((s - s[:, :1]) / self.temperature)  # the nearest weighs 1, so no row's weights all vanish
         votes = np.zeros((len(s), len(self.classes_)))

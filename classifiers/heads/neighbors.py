@@ -1,4 +1,4 @@
-"""Exact cosine nearest neighbours over CNN codes, in blocks: the rows x rows similarity matrix is never held,
+"""Exact cosine nearest neighbors over CNN codes, in blocks: the rows x rows similarity matrix is never held,
 only one block of queries against one block of the base at a time, so memory stays flat in the number of rows
 (`block` x `block` similarities plus the running top k). The audit's duplicates, the knn head and
 `cnncodes neighbors` all search through `nearest`."""
@@ -20,7 +20,7 @@ def unit_rows(X, start: int = 0, stop: int | None = None) -> np.ndarray:
 
 
 @dataclass
-class Neighbours:
+class Neighbors:
     """For each query row, its k most similar base rows, most similar first (equal similarities: lower row first)."""
     index: np.ndarray       # (queries, k) int64 rows of the base
     similarity: np.ndarray  # (queries, k) float32 cosine similarities
@@ -29,19 +29,19 @@ class Neighbours:
 
 
 def nearest(queries, base, k: int, *, skip_self: bool = False, block: int = BLOCK, progress=None,
-            count_at: float | None = None, groups: np.ndarray | None = None) -> Neighbours:
+            count_at: float | None = None, groups: np.ndarray | None = None) -> Neighbors:
     """The `k` base rows of highest cosine similarity to each query row, most similar first; k larger than the
-    base gives every base row. `skip_self`: queries are the base itself (row i never its own neighbour; an exact
+    base gives every base row. `skip_self`: queries are the base itself (row i never its own neighbor; an exact
     copy elsewhere still is). `progress(rows)` hears each finished block of queries. The answer does not depend
     on `block`: ties are broken by the lower base row in every block, as in one. With `count_at`, every base row
     at least that similar is also counted (not only the k kept), by its group in `groups` (ints 0.., one per base
     row; one group without), in the same pass."""
     if k < 1:
-        raise ValueError(f"nearest: k={k}; ask for at least 1 neighbour")
+        raise ValueError(f"nearest: k={k}; ask for at least 1 neighbor")
     n_base = len(base)
     k = min(k, n_base - 1 if skip_self else n_base)
     if k < 1:
-        raise ValueError(f"nearest: {n_base} base rows leave no neighbour to find")
+        raise ValueError(f"nearest: {n_base} base rows leave no neighbor to find")
     index = np.empty((len(queries), k), np.int64)
     similarity = np.empty((len(queries), k), np.float32)
     groups = np.zeros(n_base, np.int64) if groups is None else np.asarray(groups, np.int64)
@@ -52,7 +52,7 @@ def nearest(queries, base, k: int, *, skip_self: bool = False, block: int = BLOC
         best_i = np.empty((len(q), 0), np.int64)
         for b0 in range(0, n_base, block):
             s = q @ unit_rows(base, b0, b0 + block).T
-            s[np.isnan(s)] = -np.inf  # a row of NaN (an fp16 overflow) is never anyone's neighbour
+            s[np.isnan(s)] = -np.inf  # a row of NaN (an fp16 overflow) is never anyone's neighbor
             if skip_self:  # the query's own row, where it falls in this base block
                 rows = np.arange(q0, q0 + len(q))
                 inside = (rows >= b0) & (rows < b0 + s.shape[1])
@@ -71,14 +71,14 @@ def nearest(queries, base, k: int, *, skip_self: bool = False, block: int = BLOC
         index[q0:q0 + len(q)], similarity[q0:q0 + len(q)] = best_i, np.minimum(best_s, 1.0)
         if progress:
             progress(len(q))
-    return Neighbours(index, similarity, counts)
+    return Neighbors(index, similarity, counts)
 
 
 def top_k(similarity: np.ndarray, index: np.ndarray, k: int) -> np.ndarray:
     """Column positions of each row's k highest similarities, highest first, equal ones by the lower index.
     Where equals straddle the k-th place, the first columns among them are kept: callers list candidates so that
     equal similarities appear in ascending index order (argpartition alone keeps an arbitrary one of them, so an
-    exact duplicate's neighbours would depend on the block size)."""
+    exact duplicate's neighbors would depend on the block size)."""
     if similarity.shape[1] > k:
         kth = -np.partition(-similarity, k - 1, axis=1)[:, k - 1:k]  # each row's k-th highest similarity
         above, level = similarity > kth, similarity == kth

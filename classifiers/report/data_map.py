@@ -1,5 +1,5 @@
 """The codes in two dimensions, for the report's map: PCA by default (scikit-learn, seconds), UMAP with the `map`
-extra (umap-learn, which keeps neighbourhoods where PCA keeps only the widest spreads). A seeded sample of at
+extra (umap-learn, which keeps neighborhoods where PCA keeps only the widest spreads). A seeded sample of at
 most MAX_POINTS rows keeps the projection quick and the figure readable."""
 import numpy as np
 from sklearn.decomposition import PCA
@@ -9,7 +9,7 @@ from cnncodes.features.errors import UserError
 
 METHODS = ("pca", "umap")
 MAX_POINTS = 5000
-UMAP_INPUT_DIMS = 50  # UMAP on the first principal components: its neighbour search is quicker, its map the same
+UMAP_INPUT_DIMS = 50  # UMAP on the first principal components: its neighbor search is quicker, its map the same
 
 
 def sample_rows(n: int, most: int = MAX_POINTS, seed: int = 0) -> np.ndarray:

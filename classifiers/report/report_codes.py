@@ -8,12 +8,12 @@ import numpy as np
 from cnncodes.classifiers.audit.audit import load_audits
 from cnncodes.classifiers.evaluation.label_curve import per_class_text
 from cnncodes.classifiers.runs.ranking import Configuration
-from cnncodes.classifiers.serving.similar_images import neighbour_examples
+from cnncodes.classifiers.serving.similar_images import neighbor_examples
 from cnncodes.features.errors import UserError
 from cnncodes.features.store import FeatureStore
 
 from .data_map import map_figure, project, sample_rows
-from .neighbor_figures import neighbour_figure
+from .neighbor_figures import neighbor_figure
 from .report_figures import label_curve_figure, thumbnails_figure
 from .report_html import esc, png, run_name, table
 
@@ -48,7 +48,7 @@ def curve_section(saved: list, out: Path, plt, note=ignore) -> list[str]:
 
 def shown_codes(store: FeatureStore, groups: list[Configuration], test):
     """(the best-ranked run that predicted this test split from pooled codes, or None; the feature set the map and
-    the neighbours are drawn from: that run's, else the store's default set)."""
+    the neighbors are drawn from: that run's, else the store's default set)."""
     shown = next((c.latest for c in groups if test.aligned(c.latest) and c.latest.get("kind") == "fit"
                   and not c.latest.get("spatial")), None)
     return shown, store.feature_set(shown["features"] if shown else None)
@@ -78,22 +78,22 @@ def map_section(store: FeatureStore, shown: dict | None, info, test, out: Path, 
             png(map_figure(xy, truth, store.class_names(label), marks, plt, title), out / "map.png")]
 
 
-def neighbours_section(store: FeatureStore, info, out: Path, plt) -> list[str]:
+def neighbors_section(store: FeatureStore, info, out: Path, plt) -> list[str]:
     """A few test images beside their most similar training images: what the codes take as alike."""
     if store.counts().get("train", 0) < 1:
         return []
-    examples = neighbour_examples(store, info.name)
+    examples = neighbor_examples(store, info.name)
     if not examples:
         return []
     return ["<h2>Nearest training images</h2>",
             f"<p>A seeded draw of test images, each followed by the training images whose {esc(info.name)} codes are "
             f"most similar (cosine similarity); green: the same class, red: another.</p>",
-            png(neighbour_figure(examples, store.images(lazy=True), plt), out / "neighbours.png")]
+            png(neighbor_figure(examples, store.images(lazy=True), plt), out / "neighbours.png")]
 
 
 def codes_sections(store: FeatureStore, groups: list[Configuration], test, out: Path, plt,
                    method: str, note=ignore) -> list[str]:
-    """The map and the neighbours, both of one feature set (see shown_codes); none without codes or a test split."""
+    """The map and the neighbors, both of one feature set (see shown_codes); none without codes or a test split."""
     if not test.n or not store.feature_sets():
         return []
     try:
@@ -102,7 +102,7 @@ def codes_sections(store: FeatureStore, groups: list[Configuration], test, out: 
         shown, info = None, next((s for s in store.feature_sets() if s.complete), None)
         if info is None:
             return []
-    return map_section(store, shown, info, test, out, plt, method, note) + neighbours_section(store, info, out, plt)
+    return map_section(store, shown, info, test, out, plt, method, note) + neighbors_section(store, info, out, plt)
 
 
 # -- the audit ---------------------------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ from sklearn.preprocessing import StandardScaler
 from cnncodes.classifiers.heads.registry import HEADS
 from cnncodes.features.errors import UserError
 from cnncodes.features.fingerprint import file_digest
+from cnncodes.features.reading import reason
 from cnncodes.features.sealed import FILES_KEY, SealBroken, check_listed_files, read_sealed, write_sealed
-from cnncodes.features.store import reason
 
 FORMAT = "cnncodes-head/2"  # 2: heads standardise through a StandardScaler; two-class SVMs are one problem
 MODEL_FILE, ARRAYS_FILE = "model.json", "model.npz"

@@ -2,9 +2,9 @@
 
 The given images are read and brought to the store's size by the ingest rule, and their codes made as the
 feature set's own were (its configuration: backbone, weights, size, cut, flip averaging; predict.CodeMaker), a
-chunk at a time; the store's codes are searched in blocks (neighbours.nearest), read lazily, so memory stays flat
+chunk at a time; the store's codes are searched in blocks (neighbors.nearest), read lazily, so memory stays flat
 in the images given and in the rows stored. A file that cannot be read is reported, never fatal to the rest.
-`neighbour_examples` gives the report the same search for stored test rows."""
+`neighbor_examples` gives the report the same search for stored test rows."""
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ CHUNK = 512  # images read and coded at a time, as predict does
 
 
 @dataclass
-class Neighbour:
+class Neighbor:
     rank: int          # 1: the most similar
     similarity: float  # cosine similarity of the codes
     row: int           # the store's row (train rows first, then test)
@@ -37,7 +37,7 @@ class Neighbour:
 @dataclass
 class Lookup:
     path: str
-    neighbours: list    # Neighbour, most similar first; empty when the file could not be read
+    neighbors: list    # Neighbor, most similar first; empty when the file could not be read
     error: str | None = None  # why it could not be read
 
 
@@ -52,8 +52,8 @@ class Catalogue:
         sources = store.sources(split=split)
         self.sources = sources if sources is not None else np.full(len(self.rows), "")
 
-    def neighbours(self, index, similarity) -> list[Neighbour]:
-        return [Neighbour(rank, float(s), int(self.rows[i]), str(self.splits[i]), str(self.labels[i]),
+    def neighbors(self, index, similarity) -> list[Neighbor]:
+        return [Neighbor(rank, float(s), int(self.rows[i]), str(self.splits[i]), str(self.labels[i]),
                           str(self.sources[i])) for rank, (i, s) in enumerate(zip(index, similarity), 1)]
 
 
@@ -85,7 +85,7 @@ def similar_images(store_dir, paths: list, *, features: str | None = None, k: in
     """(the feature set's name, one Lookup per path, in order): each image's k most similar stored images of `split`
     (train, test or all). The backbone is built at the first readable image: a list of unreadable files costs none."""
     if k < 1:
-        raise UserError(f"--k {k}: ask for at least 1 neighbour")
+        raise UserError(f"--k {k}: ask for at least 1 neighbor")
     store = FeatureStore.open(store_dir)
     paths = as_inputs(paths)
     info, base = searched_codes(store, features, split)
@@ -103,17 +103,17 @@ def similar_images(store_dir, paths: list, *, features: str | None = None, k: in
                 hits = nearest(codes(np.stack(good)), base, k)
                 found = iter(zip(hits.index, hits.similarity))
             for path, img, error in batch:
-                out.append(Lookup(path, catalogue.neighbours(*next(found)) if img is not None else [], error))
+                out.append(Lookup(path, catalogue.neighbors(*next(found)) if img is not None else [], error))
             bar.update(len(batch))
     return info.name, out
 
 
-def write_neighbours_csv(out: Path, lookups: list[Lookup]):
-    """One line per image and neighbour (path, rank, similarity, split, label, source, row), and one per unreadable
+def write_neighbors_csv(out: Path, lookups: list[Lookup]):
+    """One line per image and neighbor (path, rank, similarity, split, label, source, row), and one per unreadable
     image with its reason; published only where nothing is yet, whole (features/outputs.py)."""
     def rows():
         for lookup in lookups:
-            for n in lookup.neighbours:
+            for n in lookup.neighbors:
                 yield [lookup.path, n.rank, f"{n.similarity:.6f}", n.split, n.label, n.source, n.row, ""]
             if lookup.error:
                 yield [lookup.path, "", "", "", "", "", "", lookup.error]
@@ -121,9 +121,9 @@ def write_neighbours_csv(out: Path, lookups: list[Lookup]):
     write_csv(out, ["path", "rank", "similarity", "split", "label", "source", "row", "error"], rows())
 
 
-def neighbour_examples(store, features: str | None = None, rows: int = 6, k: int = 5, seed: int = 0) -> list[dict]:
+def neighbor_examples(store, features: str | None = None, rows: int = 6, k: int = 5, seed: int = 0) -> list[dict]:
     """For a seeded draw of `rows` test rows, their `k` most similar training rows by the set's stored codes: one
-    dict per test row, in store order, with `query` (its store row), `label` and `source`, and `neighbours` (store
+    dict per test row, in store order, with `query` (its store row), `label` and `source`, and `neighbors` (store
     rows, most similar first), `similarities`, `labels` and `sources` of the training rows. A store row indexes
     `store.images()` and every other accessor read without a split."""
     store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
@@ -136,8 +136,8 @@ def neighbour_examples(store, features: str | None = None, rows: int = 6, k: int
     catalogue, everyone = Catalogue(store, "train"), Catalogue(store, "all")
     examples = []
     for q, index, similarity in zip(queries, found.index, found.similarity):
-        shown = catalogue.neighbours(index, similarity)
+        shown = catalogue.neighbors(index, similarity)
         examples.append({"query": int(q), "label": str(everyone.labels[q]), "source": str(everyone.sources[q]),
-                         "neighbours": [n.row for n in shown], "similarities": [n.similarity for n in shown],
+                         "neighbors": [n.row for n in shown], "similarities": [n.similarity for n in shown],
                          "labels": [n.label for n in shown], "sources": [n.source for n in shown]})
     return examples

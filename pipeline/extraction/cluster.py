@@ -2,7 +2,7 @@
 from contextlib import contextmanager
 
 from cnncodes.features.errors import UserError
-from cnncodes.features.store import reason
+from cnncodes.features.reading import reason
 
 CONNECT_SECONDS = 10  # Dask's default of 30 s is a long wait for a mistyped address
 SCHEMES = ("tcp", "tls", "ws", "wss")  # what a scheduler listens on; inproc and ucx are not addresses users give

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from cnncodes.features import schema
+from cnncodes.features.data_file import DataFileWriter, store_lock
 from cnncodes.features.errors import UserError
 from cnncodes.features.fingerprint import file_digest
 from cnncodes.features.folds import stratified_folds, stratified_holdout, stratified_subset
 from cnncodes.features.limits import MAX_IMAGE_SIDE, MAX_SEED
-from cnncodes.features.outputs import utf8_name
-from cnncodes.features.probe import cannot_write
+from cnncodes.features.outputs import cannot_write, utf8_name
 from cnncodes.features.store import FeatureStore, store_path
-from cnncodes.features.writers import MARGIN, DataFileWriter, disk_full, store_lock
+from cnncodes.features.writers import MARGIN, disk_full
 from cnncodes.pipeline.console import printable, progress_bar
 from cnncodes.pipeline.images import IMAGE_EXTENSIONS
 
