@@ -161,5 +161,21 @@ def quiet_option(help: str = "no progress bars"):
     return click.option("--quiet", is_flag=True, help=help)
 
 
+def param_option(help: str = "head parameter KEY=VALUE (a JSON value), repeatable"):
+    return click.option("--param", "params", multiple=True, help=help)
+
+
+def epochs_option(help: str = "for the heads that train in epochs [their default]"):
+    return click.option("--epochs", type=POSITIVE, help=help)
+
+
+def dask_options(command):
+    """--scheduler and --workers, as the Dask stages over heads (kfold, sweep) take them."""
+    command = click.option("--workers", default=1, type=WORKERS, help="local worker processes when no --scheduler")(
+        command)
+    return click.option("--scheduler", help="address of a running dask.distributed scheduler [a local cluster]")(
+        command)
+
+
 no_views_option = click.option("--no-views", "plain", is_flag=True,
                                help="train on the plain codes only, though the set has cached augmented views")

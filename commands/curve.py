@@ -2,7 +2,15 @@
 
 import click
 
-from cnncodes.options import features_option, head_choice, label_option, parse_params, quiet_option, store_option
+from cnncodes.options import (
+    features_option,
+    head_choice,
+    label_option,
+    param_option,
+    parse_params,
+    quiet_option,
+    store_option,
+)
 from cnncodes.pipeline.console import printable
 
 
@@ -14,7 +22,7 @@ from cnncodes.pipeline.console import printable
 @click.option("--per-class", default="1,2,5,10,25,50,100,all", help="labelled training images per class, or all")
 @click.option("--seeds", default=3, type=click.IntRange(1, 100), help="draws per point, seeded 0, 1, ... (a seeded "
               "head takes the draw's seed as its random_state)")
-@click.option("--param", "params", multiple=True, help="head parameter KEY=VALUE (a JSON value), repeatable")
+@param_option()
 @quiet_option("no progress bar")
 def curve(store, head, features, label, per_class, seeds, params, quiet):
     """What more labels would buy: test accuracy (mean ± std over seeds) against labelled images per class, each

@@ -3,12 +3,13 @@
 import click
 
 from cnncodes.options import (
-    POSITIVE,
+    epochs_option,
     features_option,
     head_choice,
     keras_verbosity,
     label_option,
     no_views_option,
+    param_option,
     parse_params,
     quiet_option,
     store_option,
@@ -22,8 +23,8 @@ from cnncodes.pipeline.console import printable
 @features_option()
 @label_option("label set [the store's first, e.g. fine]")
 @click.option("--spatial", is_flag=True, help="train on the spatial maps (gap, dense)")
-@click.option("--epochs", type=POSITIVE, help="for the Keras heads (dense, gap) [their default]")
-@click.option("--param", "params", multiple=True, help="head parameter KEY=VALUE (a JSON value), repeatable")
+@epochs_option("for the Keras heads (dense, gap) [their default]")
+@param_option()
 @no_views_option
 @quiet_option("no progress (the C grid's fits, the Keras heads' epochs)")
 def fit(store, head, features, label, spatial, epochs, params, plain, quiet):

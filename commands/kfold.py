@@ -3,12 +3,13 @@
 import click
 
 from cnncodes.options import (
-    POSITIVE,
-    WORKERS,
     choice,
+    dask_options,
+    epochs_option,
     features_option,
     head_choice,
     no_views_option,
+    param_option,
     parse_params,
     quiet_option,
     store_option,
@@ -25,11 +26,9 @@ from cnncodes.pipeline.console import printable
 @click.option("--label", "labels", multiple=True, help="repeatable [the store's first label set]")
 @click.option("--on", type=choice("train", "all"), default="train", help="rows the folds cover")
 @features_option()
-@click.option("--scheduler", help="address of a running dask.distributed scheduler [a local cluster]")
-@click.option("--workers", default=1, type=WORKERS, help="local worker processes when no --scheduler")
-@click.option("--epochs", type=POSITIVE, help="for the heads that train in epochs [their default]")
-@click.option("--param", "params", multiple=True,
-              help="KEY=VALUE for every requested head that has KEY, or HEAD.KEY=VALUE for one; repeatable")
+@dask_options
+@epochs_option()
+@param_option("KEY=VALUE for every requested head that has KEY, or HEAD.KEY=VALUE for one; repeatable")
 @no_views_option
 @quiet_option("no progress bar")
 def kfold(store, heads, k, labels, on, features, scheduler, workers, epochs, params, plain, quiet):

@@ -3,11 +3,12 @@
 import click
 
 from cnncodes.options import (
-    POSITIVE,
-    WORKERS,
+    dask_options,
+    epochs_option,
     head_choice,
     label_option,
     no_views_option,
+    param_option,
     parse_params,
     quiet_option,
     store_option,
@@ -22,10 +23,9 @@ from cnncodes.pipeline.console import printable
 @click.option("--features", "candidates", multiple=True,
               help="a candidate: a set, or A+B; repeatable [every complete set, and each extraction's cuts joined]")
 @label_option()
-@click.option("--scheduler", help="address of a running dask.distributed scheduler [a local cluster]")
-@click.option("--workers", default=1, type=WORKERS, help="local worker processes when no --scheduler")
-@click.option("--epochs", type=POSITIVE, help="for the heads that train in epochs [their default]")
-@click.option("--param", "params", multiple=True, help="head parameter KEY=VALUE (a JSON value), repeatable")
+@dask_options
+@epochs_option()
+@param_option()
 @no_views_option
 @quiet_option()
 def sweep(store, head, k, candidates, label, scheduler, workers, epochs, params, plain, quiet):

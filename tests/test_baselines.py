@@ -189,6 +189,7 @@ ON_8PX = {"cnn": BaselineConfig("cnn", epochs=1, batch_size=16),
                                      weights="none", size=8)}  # lite0 at 8 px
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", BASELINES)
 def test_every_baseline_trains_on_8x8_images(digits_store, kind):
     """The basic CNN's unpadded convolutions and pools shrank 8x8 to nothing: a 40-line Keras traceback."""

@@ -83,6 +83,7 @@ def fitted(digits_store, tmp_path_factory):
     return store, runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["logreg", "svm", "dense", "gap"])  # every head fit makes
 def test_the_keras_file_equals_predict_in_a_process_without_cnncodes(fitted, head, tmp_path):
     store, runs = fitted
