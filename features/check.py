@@ -29,6 +29,8 @@ def check_store(store) -> dict[str, str | None]:
             out[relative(store, path)] = problem_of(lambda: read_kept_folds(store, path, k))
     runs = store.path / schema.RUNS_DIR
     for path in sorted(runs.rglob("*.json")) if runs.exists() else []:
+        if any(part.startswith(".") for part in path.relative_to(runs).parts):
+            continue  # staged by a write still running (or left by a killed one): not a run's file yet
         out[relative(store, path)] = problem_of(lambda: check_listed_files(path, read_sealed(path)))
     return out
 

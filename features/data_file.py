@@ -3,7 +3,6 @@ re-read and checked before it is renamed into place, under the store's lock."""
 import fcntl
 import hashlib
 import json
-import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 from . import schema
 from .errors import UserError
 from .fingerprint import NAMES_SEAL, SOURCE_KEYS, SOURCES_SEAL, content_digest, name_keys, text_digest
+from .outputs import atomic_write
 from .reading import check_attrs
 from .writers import close_dropping, reserve, seal_attrs, trim
 
@@ -37,14 +37,19 @@ def store_lock(store: Path, what: str = "ingest"):
 
 
 class DataFileWriter:
-    """Appends images to `data.h5.tmp`; `finish` adds labels, split, sources and folds, re-reads the
-    file to check it holds what was written, and renames it into place (replacing an older data.h5 only
-    then). Create it under `store_lock`, with `reserve_bytes` at least what the file will take."""
+    """Appends images to a staged data.h5 (outputs.atomic_write); `finish` adds labels, split, sources and
+    folds, re-reads the file to check it holds what was written, and renames it into place (replacing an older
+    data.h5 only then). Create it under `store_lock`, with `reserve_bytes` at least what the file will take."""
 
     def __init__(self, store: Path, image_shape: tuple, rows_per_chunk: int = 256, reserve_bytes: int = 0):
         self.final = schema.data_path(store)
-        self.tmp = self.final.with_name(self.final.name + ".tmp")
-        self.file = h5py.File(self.tmp, "w", libver=schema.LIBVER)
+        self.writing = atomic_write(self.final)
+        (self.tmp,) = self.writing.paths
+        try:
+            self.file = h5py.File(self.tmp, "w", libver=schema.LIBVER)
+        except BaseException:
+            self.writing.discard()
+            raise
         try:
             self.file.flush()  # HDF5's own start of the file is written before the rest is reserved
             reserve(self.tmp, reserve_bytes)
@@ -89,7 +94,8 @@ class DataFileWriter:
         f.close()
         trim(self.tmp)
         self._verify(list(labels))
-        os.replace(self.tmp, self.final)
+        self.writing.commit()
+        self.writing.discard()  # the staging folder, empty now
 
     def _verify(self, label_sets: list[str]):
         """The content digest was computed from memory: recompute it from the file before publishing."""
@@ -106,6 +112,6 @@ class DataFileWriter:
         except Exception:
             pass  # a file HDF5 cannot close is removed all the same
         finally:
-            self.tmp.unlink(missing_ok=True)
+            self.writing.discard()
 
 

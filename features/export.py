@@ -2,7 +2,7 @@
 
 Members are plain arrays (`np.load(path, allow_pickle=False)` reads them all). The codes are streamed
 into the zip member in slices of rows, so a set larger than memory exports in bounded memory; the
-file is staged and published only where nothing is yet (outputs.new_outputs: what a killed export left is
+file is staged and published only where nothing is yet (outputs.atomic_write: what a killed export left is
 removed by the next, never a running one's).
 """
 import zipfile
@@ -13,7 +13,7 @@ import numpy as np
 
 from . import schema
 from .errors import UserError
-from .outputs import check_new_output, new_outputs
+from .outputs import atomic_write, check_new_output
 from .reading import reading
 from .store import FeatureStore
 
@@ -71,7 +71,7 @@ def export_feature_set(store_dir, out, features: str | None = None, kind: str = 
     out.parent.mkdir(parents=True, exist_ok=True)
     check_new_output(out)
     path = schema.feature_path(store.path, info.name)
-    with new_outputs(out) as (tmp,):
+    with atomic_write(out, exclusive=True) as (tmp,):
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
             if info.parts:  # A+B: its sets joined slice by slice as they are read
                 stream_member(archive, "codes", JoinedRows(store, info.parts, kind))

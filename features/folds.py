@@ -2,13 +2,13 @@
 import fcntl
 import hashlib
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 
 from . import schema
 from .errors import UserError
+from .outputs import write_atomically
 from .reading import DAMAGE
 
 
@@ -109,9 +109,7 @@ def save_folds(store, on: str, k: int, folds: np.ndarray):
         path.parent.mkdir(exist_ok=True)
         with open(path.parent / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            write_atomically(path, data)
             for old in schema.fold_files(store.path).get((on, k), []):
                 if old != path:
                     old.unlink(missing_ok=True)

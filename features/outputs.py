@@ -1,10 +1,9 @@
-"""Files handed to people (`--out`): checked before any work, staged under a name of this process's own, and
-published only where nothing is yet, a model and its side files together or not at all; tables as CSV whose
-cells a spreadsheet shows as text, never evaluates."""
-import contextlib
+"""Every file cnncodes writes: written through one atomic write (staged beside its target under a name of this
+process's own, flushed, renamed into place); a user's --out checked before any work and published only where
+nothing is yet, a model and its side files together or not at all; tables as CSV whose cells a spreadsheet shows
+as text, never evaluates."""
 import csv
 import errno
-import glob
 import os
 import re
 import shutil
@@ -49,41 +48,122 @@ def check_new_output(out: Path | None, option: str = "--out"):
                         f"folder you can write")
 
 
-@contextlib.contextmanager
-def new_outputs(*paths: Path, option: str = "--out"):
-    """Yields a staged path for each of `paths` (the main output first, then its side files), in a folder of
-    this process's own beside them; when the block ends without error they are published together (see
-    `publish`); otherwise, or when one of them appeared meanwhile, nothing is left behind. A process killed
-    outright leaves its folder: the next output to the same path removes it."""
-    paths = [Path(p) for p in paths]
-    remove_leftovers(paths[0])
-    staging = Path(tempfile.mkdtemp(dir=paths[0].parent, prefix=staging_prefix(paths[0], os.getpid()),
-                                    suffix=STAGED))
-    try:
-        yield [staging / p.name for p in paths]
-        publish([(staging / p.name, p) for p in paths], option)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
+# -- the one atomic write ------------------------------------------------------------------------------------
+# Every file and folder cnncodes writes is written through `atomic_write`: its new content goes into a staging
+# folder beside it, named for the host and process that own it (.NAME.HOST.PID.RANDOM.partial), is flushed to
+# disk, and is renamed into place. A reader finds the old content or the new, never part of it; an error removes
+# the staging folder; a process killed outright (SIGKILL: no cleanup runs) leaves it, and the next write into the
+# same folder removes it, once no process of that id is running on this host.
 STAGED = ".partial"
 HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
 PID_MAX = 1 << 22  # the most Linux allows; a larger number in a file name is no process id
 
 
-def staging_prefix(out: Path, pid: int, host: str = HOST) -> str:
-    """.NAME.HOST.PID. : whose staging folder it is, so that a killed one's can be told from a running one's."""
-    return f".{out.name}.{host}.{pid}."
+class atomic_write:  # a context manager, named as contextlib names its own
+    """`with atomic_write(path, *side_files) as (staged, *side):` yields a temporary path for each, with the
+    same name as its target (a writer that wants a suffix, as Keras does, gets it), for the block to write a
+    file or a folder at. When the block ends without error each is flushed to disk and renamed into place, in
+    the order given; `exclusive` (a user's --out) publishes them only where nothing is yet, together or not at
+    all (`publish`). Side files live in the first path's folder. Writers that span several calls (ingest's
+    data.h5) use `commit` and `discard` themselves."""
+
+    def __init__(self, *paths, exclusive: bool = False, option: str = "--out"):
+        self.finals = [Path(p) for p in paths]
+        if len({p.name for p in self.finals}) < len(self.finals) or any(
+                p.parent != self.finals[0].parent for p in self.finals):
+            raise ValueError(f"side files are named apart in the first path's folder: {self.finals}")
+        self.exclusive, self.option = exclusive, option
+        self.staging = new_staging(self.finals[0])
+        self.paths = [self.staging / p.name for p in self.finals]
+
+    def __enter__(self) -> list[Path]:
+        return self.paths
+
+    def __exit__(self, kind, *_):
+        try:
+            if kind is None:
+                self.commit()
+        finally:
+            self.discard()
+
+    def commit(self):
+        for staged in self.paths:
+            sync(staged)
+        moves = list(zip(self.paths, self.finals))
+        if self.exclusive:
+            publish(moves, self.option)
+        else:
+            for staged, final in moves:
+                os.replace(staged, final)
+        sync(self.finals[0].parent)  # the renames themselves
+
+    def discard(self):
+        shutil.rmtree(self.staging, ignore_errors=True)
 
 
-def remove_leftovers(out: Path):
-    """Removes what outputs to `out` staged on this host and left when their process was killed (it is gone);
-    another host's (a shared folder), or a running one's, are left alone."""
-    start = f".{out.name}.{HOST}."
-    for staged in out.parent.glob(f"{glob.escape(start)}*{STAGED}"):
-        pid = staged.name[len(start):].partition(".")[0]
-        if pid.isdigit() and 0 < int(pid) <= PID_MAX and not process_alive(int(pid)):
-            remove(staged)
+def write_atomically(path: Path, content: str | bytes):
+    """`path` holds its old content or `content`, never part of it (text is written as UTF-8)."""
+    with atomic_write(path) as (staged,):
+        staged.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+
+
+def new_staging(target: Path) -> Path:
+    """A new folder of this process's own beside `target`, for its next content; what killed writers left in
+    that folder is removed first."""
+    remove_leftovers(target.parent)
+    prefix = f".{target.name[:80]}.{HOST}.{os.getpid()}."  # a long name is cut: the folder's name stays legal
+    return Path(tempfile.mkdtemp(dir=target.parent, prefix=prefix, suffix=STAGED))
+
+
+def staging_owner(name: str) -> tuple[str, int] | None:
+    """(host, process id) of a staging folder's name, None for any other name."""
+    if not (name.startswith(".") and name.endswith(STAGED)):
+        return None
+    fields = name[:-len(STAGED)].rsplit(".", 3)  # .NAME (dots allowed), HOST, PID, RANDOM
+    if len(fields) < 4 or not fields[2].isdigit() or not 0 < int(fields[2]) <= PID_MAX:
+        return None
+    return fields[1], int(fields[2])
+
+
+def remove_leftovers(folder: Path):
+    """Removes the staging folders in `folder` of this host's processes that have ended (killed mid-write);
+    another host's (a shared folder) and a running process's are left alone."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return  # a folder that cannot be listed cannot be written either: the write itself says so
+    for entry in entries:
+        owner = staging_owner(entry.name)
+        if owner and owner[0] == HOST and not process_alive(owner[1]):
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def discard(staged: Path):
+    """Removes a staged path's whole staging folder (a run that failed before it was published)."""
+    if staging_owner(staged.parent.name):
+        shutil.rmtree(staged.parent, ignore_errors=True)
+
+
+def sync(path: Path):
+    """Flushes a file, or a folder and everything in it, to the disk, so that a rename is never seen before the
+    content it names (a power cut). A file system that cannot sync a folder is left to its own order."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        for inner in path.iterdir():
+            sync(inner)
+    elif path.is_symlink():
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.EROFS, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
 
 
 def process_alive(pid: int) -> bool:
@@ -169,16 +249,8 @@ def write_csv(path: Path, header: list[str], rows, *, exclusive: bool = True, op
     a killed run leaves no half file. `exclusive` (a user's --out): published only where nothing is yet; else
     (a file inside the store) it replaces the previous one."""
     path = Path(path)
-    if exclusive:
-        with new_outputs(path, option=option) as (staged,):
-            _write_rows(staged, header, rows)
-        return
-    staged = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
+    with atomic_write(path, exclusive=exclusive, option=option) as (staged,):
         _write_rows(staged, header, rows)
-        os.replace(staged, path)
-    finally:
-        staged.unlink(missing_ok=True)
 
 
 def _write_rows(path: Path, header: list[str], rows):

@@ -3,17 +3,17 @@ carry a sha256 of their own content, so a flipped byte or a hand edit is caught 
 by `cnncodes info --check`, instead of being shown as a result.
 
 A sealed file is a JSON object with one extra key, SEAL_KEY, whose value is the sha256 of the object's
-canonical JSON without that key. Writes are atomic (a temporary file renamed into place).
+canonical JSON without that key. Writes are atomic (outputs.atomic_write).
 """
 import hashlib
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .fingerprint import file_digest
+from .outputs import write_atomically
 
 SEAL_KEY = "sha256"
 
@@ -48,14 +48,7 @@ def seal(obj: dict) -> dict:
 
 def write_sealed(path, obj: dict):
     """Atomic: a reader (or a resumed run) never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(seal(obj), indent=1))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomically(Path(path), json.dumps(seal(obj), indent=1))
 
 
 def read_sealed(path) -> dict:

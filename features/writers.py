@@ -2,7 +2,7 @@
 both share.
 
 Crash safety comes from atomic renames, not from HDF5: a file killed mid-write may be unreadable,
-so nothing half-written ever carries a final name. A committed chunk is a `.npy` renamed into place;
+so nothing half-written ever carries a final name (outputs.atomic_write). A committed chunk is a `.npy`;
 the feature set's `.h5` appears, complete, only after every chunk is in. A full disk shows before HDF5
 writes anything (`reserve`), because HDF5 cannot recover from a write that fails for want of space.
 """
@@ -24,6 +24,7 @@ from . import schema
 from .errors import UserError
 from .feature_sets import read_feature_set_info
 from .fingerprint import attrs_digest
+from .outputs import atomic_write, write_atomically
 from .reading import DAMAGE, read_chunk, read_everything, reason
 from .sealed import read_sealed, write_sealed
 from .store import FeatureStore
@@ -136,16 +137,11 @@ def bind_to_data(store: FeatureStore, name: str):
     """Records in a complete set made before cnncodes bound sets to their data which data that is. Call it
     only once the set's full fingerprint, which covers the data's content, matched this store's."""
     final = schema.feature_path(store.path, name)
-    tmp = final.with_name(final.name + ".tmp")
-    try:
-        shutil.copyfile(final, tmp)  # the set is changed in a copy: a kill midway leaves it as it was
+    with atomic_write(final) as (tmp,):  # the set is changed in a copy: a kill midway leaves it as it was
+        shutil.copyfile(final, tmp)
         reserve(tmp, final.stat().st_size + MARGIN)
         with h5py.File(tmp, "r+") as f:
             seal_attrs(f, {"data_sha256": store.content, "data_rows": store.n})
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, final)
 
 
 @contextmanager
@@ -279,8 +275,8 @@ class FeatureSetWriter:
                     path.unlink(missing_ok=True)
 
     def assemble(self, extra: dict) -> Path:
+        """Writes `<name>.h5` from the committed chunks and removes them: the set appears complete or not at all."""
         chunks = sorted(schema.chunk_files(self.parts).items())
-        spatial_files = schema.chunk_files(self.parts, "spatial")
         view_files = schema.chunk_files(self.parts, "views")
         view_map_files = schema.chunk_files(self.parts, schema.VIEW_MAPS)
         if sum(c for _, (c, _) in chunks) != self.n:
@@ -292,63 +288,74 @@ class FeatureSetWriter:
         if m.get("data_sha256") and FeatureStore(self.store).content != m["data_sha256"]:
             raise UserError(f"the store was ingested again while feature set {self.name} was being extracted from "
                             f"its data before: run the same command again to extract it from the new data")
-        tmp = self.final.with_name(self.final.name + ".tmp")
-        shape = tuple(m["spatial_shape"]) if self.spatial else ()
-        f = h5py.File(tmp, "w", libver=schema.LIBVER)
-        try:
-            f.flush()
+        with atomic_write(self.final) as (tmp,):  # renamed into place once complete
+            f = h5py.File(tmp, "w", libver=schema.LIBVER)
             try:
-                reserve(tmp, (self.n + self.train_rows * self.views) * (4 * m["pooled_dim"] + 2 * int(np.prod(shape)))
-                        * 17 // 16 + MARGIN)
-            except OSError as e:
-                if disk_full(e):
-                    raise UserError(f"the disk holding {self.final.parent} is too full to assemble feature set "
-                                    f"{self.name}: free space and run the same command again (committed chunks "
-                                    f"are kept)") from None
+                f.flush()
+                self._reserve_for_set(tmp)
+                self._fill(f, chunks, extra)
+                f.flush()
+                f.close()
+                trim(tmp)
+            except BaseException:
+                try:
+                    close_dropping(f)
+                except Exception:
+                    pass  # a file HDF5 cannot close is removed all the same
                 raise
-            pooled = f.create_dataset("pooled", shape=(self.n, m["pooled_dim"]), maxshape=(None, m["pooled_dim"]),
-                                      dtype=np.float32, chunks=(min(self.n, 1024), m["pooled_dim"]), **schema.CHECKSUM)
-            if self.spatial:
-                spatial = f.create_dataset("spatial", shape=(self.n, *shape), maxshape=(None, *shape),
-                                           dtype=np.float16, chunks=(min(self.n, 64), *shape), compression="lzf",
-                                           shuffle=True, **schema.CHECKSUM)
-            if self.views:  # chunked by row, every view of a row together, chunks about as large as pooled's
-                shape_v = (self.train_rows, self.views, m["pooled_dim"])
-                views = f.create_dataset("views", shape=shape_v, maxshape=(None, *shape_v[1:]), dtype=np.float32,
-                                         chunks=(max(1, min(self.train_rows, 1024 // self.views)), *shape_v[1:]),
-                                         **schema.CHECKSUM)
-            if self.view_maps:  # as the maps: a chunk of rows, every view of each together
-                shape_m = (self.train_rows, self.views, *shape)
-                view_maps = f.create_dataset(schema.VIEW_MAPS, shape=shape_m, maxshape=(None, *shape_m[1:]),
-                                             dtype=np.float16, chunks=(max(1, min(self.train_rows, 64 // self.views)),
-                                                                       *shape_m[1:]),
-                                             compression="lzf", shuffle=True, **schema.CHECKSUM)
-            for start, (count, path) in chunks:
-                pooled[start:start + count] = self._checked(path, count)
-                if self.spatial:
-                    spatial[start:start + count] = self._checked(spatial_files[start][1], count)
-                if rows := self.view_rows(start, count):
-                    views[start:start + rows] = self._checked(view_files[start][1], rows)
-                    if self.view_maps:
-                        view_maps[start:start + rows] = self._checked(view_map_files[start][1], rows)
-            seal_attrs(f, {"name": self.name, "fingerprint": m["fingerprint"], "config": json.dumps(m["config"]),
-                           "complete": True, "seconds": self.seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                           "extra": json.dumps(extra), "schema_version": schema.SCHEMA_VERSION,
-                           **({"data_sha256": m["data_sha256"], "data_rows": m["data_rows"]}
-                              if m.get("data_sha256") else {})})
-            f.flush()
-            f.close()
-            trim(tmp)
-        except BaseException:
-            try:
-                close_dropping(f)
-            except Exception:
-                pass  # a file HDF5 cannot close is removed all the same
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, self.final)
         shutil.rmtree(self.parts)
         return self.final
+
+    def _reserve_for_set(self, tmp: Path):
+        m = self.manifest
+        shape = tuple(m["spatial_shape"]) if self.spatial else ()
+        row_bytes = 4 * m["pooled_dim"] + 2 * int(np.prod(shape))
+        try:
+            reserve(tmp, (self.n + self.train_rows * self.views) * row_bytes * 17 // 16 + MARGIN)
+        except OSError as e:
+            if disk_full(e):
+                raise UserError(f"the disk holding {self.final.parent} is too full to assemble feature set "
+                                f"{self.name}: free space and run the same command again (committed chunks "
+                                f"are kept)") from None
+            raise
+
+    def _fill(self, f: h5py.File, chunks: list, extra: dict):
+        """The set's datasets, each chunk's rows checked as they are copied in, and its sealed attributes."""
+        m, n, train_rows = self.manifest, self.n, self.train_rows
+        shape = tuple(m["spatial_shape"]) if self.spatial else ()
+        spatial_files = schema.chunk_files(self.parts, "spatial")
+        view_files = schema.chunk_files(self.parts, "views")
+        view_map_files = schema.chunk_files(self.parts, schema.VIEW_MAPS)
+        pooled = f.create_dataset("pooled", shape=(n, m["pooled_dim"]), maxshape=(None, m["pooled_dim"]),
+                                  dtype=np.float32, chunks=(min(n, 1024), m["pooled_dim"]), **schema.CHECKSUM)
+        if self.spatial:
+            spatial = f.create_dataset("spatial", shape=(n, *shape), maxshape=(None, *shape), dtype=np.float16,
+                                       chunks=(min(n, 64), *shape), compression="lzf", shuffle=True,
+                                       **schema.CHECKSUM)
+        if self.views:  # chunked by row, every view of a row together, chunks about as large as pooled's
+            shape_v = (train_rows, self.views, m["pooled_dim"])
+            views = f.create_dataset("views", shape=shape_v, maxshape=(None, *shape_v[1:]), dtype=np.float32,
+                                     chunks=(max(1, min(train_rows, 1024 // self.views)), *shape_v[1:]),
+                                     **schema.CHECKSUM)
+        if self.view_maps:  # as the maps: a chunk of rows, every view of each together
+            shape_m = (train_rows, self.views, *shape)
+            view_maps = f.create_dataset(schema.VIEW_MAPS, shape=shape_m, maxshape=(None, *shape_m[1:]),
+                                         dtype=np.float16,
+                                         chunks=(max(1, min(train_rows, 64 // self.views)), *shape_m[1:]),
+                                         compression="lzf", shuffle=True, **schema.CHECKSUM)
+        for start, (count, path) in chunks:
+            pooled[start:start + count] = self._checked(path, count)
+            if self.spatial:
+                spatial[start:start + count] = self._checked(spatial_files[start][1], count)
+            if rows := self.view_rows(start, count):
+                views[start:start + rows] = self._checked(view_files[start][1], rows)
+                if self.view_maps:
+                    view_maps[start:start + rows] = self._checked(view_map_files[start][1], rows)
+        seal_attrs(f, {"name": self.name, "fingerprint": m["fingerprint"], "config": json.dumps(m["config"]),
+                       "complete": True, "seconds": self.seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                       "extra": json.dumps(extra), "schema_version": schema.SCHEMA_VERSION,
+                       **({"data_sha256": m["data_sha256"], "data_rows": m["data_rows"]}
+                          if m.get("data_sha256") else {})})
 
     def _checked(self, path: Path, rows: int) -> np.ndarray:
         try:
@@ -363,12 +370,9 @@ class FeatureSetWriter:
         np.save(buffer, array)
         data = buffer.getvalue()
         filename = schema.chunk_file(kind, start, len(array), zlib.crc32(data))
-        tmp = self.parts / f".{filename}.{os.getpid()}.tmp"
         try:
-            tmp.write_bytes(data)
-            os.replace(tmp, self.parts / filename)
+            write_atomically(self.parts / filename, data)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise UserError(f"the disk holding {self.parts} is full: free space and run the same command again "
                                 f"(committed chunks are kept)") from None
@@ -376,14 +380,3 @@ class FeatureSetWriter:
 
     def _write_manifest(self):
         write_sealed(self.parts / "manifest.json", self.manifest)
-
-
-def write_text_atomically(path: Path, text: str):
-    """`path` holds the old text or the new, never part of it: written beside it, then renamed over it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -8,7 +8,7 @@ import pytest
 
 from cnncodes.features import outputs
 from cnncodes.features.errors import UserError
-from cnncodes.features.outputs import new_outputs, safe_cell, write_csv
+from cnncodes.features.outputs import atomic_write, safe_cell, write_csv
 
 EVIL = ['=HYPERLINK("http:evil","x")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tx", "\rx",
         "-inf", "+NaN"]  # no numbers to a spreadsheet: text
@@ -42,7 +42,7 @@ def test_write_csv_round_trips_through_a_csv_reader(tmp_path):
 def test_a_path_taken_while_the_output_was_staged_is_refused_and_left_as_it_was(tmp_path):
     out = tmp_path / "p.csv"
     with pytest.raises(UserError, match=r"^--out .*p.csv: it appeared while this command ran .* nothing written"):
-        with new_outputs(out) as (staged,):
+        with atomic_write(out, exclusive=True) as (staged,):
             staged.write_text("mine")
             out.write_text("theirs")  # another command wrote it meanwhile
     assert out.read_text() == "theirs" and [p.name for p in tmp_path.iterdir()] == ["p.csv"]
@@ -51,9 +51,9 @@ def test_a_path_taken_while_the_output_was_staged_is_refused_and_left_as_it_was(
 def test_two_writers_of_one_path_one_wins_the_other_is_refused(tmp_path):
     out = tmp_path / "p.csv"
     with pytest.raises(UserError, match="it appeared while this command ran"):
-        with new_outputs(out) as (first,):  # both staged at once, under names of their own
+        with atomic_write(out, exclusive=True) as (first,):  # both staged at once, under names of their own
             first.write_text("first")
-            with new_outputs(out) as (second,):
+            with atomic_write(out, exclusive=True) as (second,):
                 second.write_text("second")
     assert out.read_text() == "second" and [p.name for p in tmp_path.iterdir()] == ["p.csv"]
 
@@ -61,20 +61,20 @@ def test_two_writers_of_one_path_one_wins_the_other_is_refused(tmp_path):
 def test_a_model_and_its_side_file_land_together_or_not_at_all(tmp_path):
     model, side = tmp_path / "m.tflite", tmp_path / "m.tflite.classes.json"
     with pytest.raises(UserError):
-        with new_outputs(model, side) as (staged, beside):
+        with atomic_write(model, side, exclusive=True) as (staged, beside):
             staged.write_bytes(b"model")
             beside.write_text("classes")
             side.write_text("another run's classes")
     assert not model.exists() and side.read_text() == "another run's classes"
     side.unlink()
     with pytest.raises(UserError):
-        with new_outputs(model, side) as (staged, beside):
+        with atomic_write(model, side, exclusive=True) as (staged, beside):
             staged.write_bytes(b"model")
             beside.write_text("classes")
             model.write_bytes(b"another run's model")
     assert not side.exists() and model.read_bytes() == b"another run's model"  # its side file was taken back
     model.unlink()
-    with new_outputs(model, side) as (staged, beside):
+    with atomic_write(model, side, exclusive=True) as (staged, beside):
         staged.write_bytes(b"model")
         beside.write_text("classes")
     assert model.read_bytes() == b"model" and side.read_text() == "classes"
@@ -82,12 +82,12 @@ def test_a_model_and_its_side_file_land_together_or_not_at_all(tmp_path):
 
 def test_a_folder_output_is_claimed_whole(tmp_path):
     out = tmp_path / "saved_model"
-    with new_outputs(out) as (staged,):
+    with atomic_write(out, exclusive=True) as (staged,):
         staged.mkdir()
         (staged / "a.pb").write_text("graph")
     assert (out / "a.pb").read_text() == "graph"
     with pytest.raises(UserError, match="it appeared"):
-        with new_outputs(tmp_path / "again") as (staged,):
+        with atomic_write(tmp_path / "again", exclusive=True) as (staged,):
             staged.mkdir()
             (tmp_path / "again").mkdir()
             (tmp_path / "again" / "theirs").write_text("x")
@@ -96,30 +96,60 @@ def test_a_folder_output_is_claimed_whole(tmp_path):
 
 def test_an_error_while_staging_leaves_nothing(tmp_path):
     with pytest.raises(ZeroDivisionError):
-        with new_outputs(tmp_path / "p.csv") as (staged,):
+        with atomic_write(tmp_path / "p.csv", exclusive=True) as (staged,):
             staged.write_text("half")
             1 / 0
     assert list(tmp_path.iterdir()) == []
 
 
 def test_what_a_killed_writer_left_is_removed_by_the_next_and_a_running_ones_is_not(tmp_path):
-    """A SIGKILL runs no cleanup: its staging folder stays beside --out until the next output to that path."""
+    """A SIGKILL runs no cleanup: its staging folder stays until the next write into that folder, whatever it
+    writes there."""
     out = tmp_path / "codes.npz"
     gone = subprocess.Popen([sys.executable, "-c", ""])
     gone.wait()  # its process id is free now
     running = subprocess.Popen([sys.executable, "-c", "input()"], stdin=subprocess.PIPE)
     try:
-        killed = tmp_path / f"{outputs.staging_prefix(out, gone.pid)}abc{outputs.STAGED}"
-        live = tmp_path / f"{outputs.staging_prefix(out, running.pid)}def{outputs.STAGED}"
-        elsewhere = tmp_path / f"{outputs.staging_prefix(out, gone.pid, 'another-host')}ghi{outputs.STAGED}"
-        for leftover in (killed, live, elsewhere):
+        def staging(name, pid, host=outputs.HOST):
+            return tmp_path / f".{name}.{host}.{pid}.abc_1{outputs.STAGED}"
+
+        killed, killed_other = staging(out.name, gone.pid), staging("model.weights.h5", gone.pid)
+        live, elsewhere = staging(out.name, running.pid), staging(out.name, gone.pid, "another-host")
+        for leftover in (killed, killed_other, live, elsewhere):
             leftover.mkdir()
             (leftover / out.name).write_bytes(b"half an export")
-        with new_outputs(out) as (staged,):
+        with atomic_write(out, exclusive=True) as (staged,):
             staged.write_bytes(b"whole")
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name, "codes.npz"])
     finally:
         running.communicate(b"\n")
+
+
+@pytest.mark.parametrize("name, owner", [
+    (f".a.b.c.npz.{outputs.HOST}.123.x_9{outputs.STAGED}", (outputs.HOST, 123)),  # dots in the target's name
+    (f".x.h-1.7.q{outputs.STAGED}", ("h-1", 7)),
+    (f".x.h.0.q{outputs.STAGED}", None), (f".x.h.{1 << 40}.q{outputs.STAGED}", None),  # no process has these
+    (f".x.h.12{outputs.STAGED}", None), (f"x.h.12.q{outputs.STAGED}", None), (".x.h.12.q.tmp", None)])
+def test_only_staging_folders_names_are_read_as_an_owner(name, owner):
+    assert outputs.staging_owner(name) == owner
+
+
+def test_a_replacing_write_keeps_the_old_file_until_it_succeeds_and_leaves_nothing_staged(tmp_path):
+    path = tmp_path / "state.json"
+    outputs.write_atomically(path, "old")
+    with pytest.raises(ZeroDivisionError):
+        with atomic_write(path) as (staged,):
+            staged.write_text("half")
+            1 / 0
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["state.json"]
+    outputs.write_atomically(path, b"new")
+    assert path.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_a_long_name_is_staged_under_a_legal_name(tmp_path):
+    path = tmp_path / ("n" * 250)
+    outputs.write_atomically(path, "x")
+    assert path.read_text() == "x" and [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
 def test_check_new_output_refuses_what_exists_or_cannot_be_written_in_one_line(tmp_path):

@@ -10,6 +10,7 @@ from cnncodes.features import schema
 from cnncodes.features.data_file import DataFileWriter, store_lock
 from cnncodes.features.errors import DamagedError, UserError
 from cnncodes.features.export import export_feature_set
+from cnncodes.features.outputs import atomic_write
 from cnncodes.features.store import FeatureStore
 from cnncodes.features.writers import FeatureSetWriter
 from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features
@@ -217,10 +218,12 @@ def test_a_zero_chunk_size_is_refused_and_an_old_manifest_with_one_is_restarted(
 def test_a_second_first_time_ingest_stops_before_touching_the_first(tmp_path):
     store = tmp_path / "s"
     with store_lock(store):
-        (store / "data.h5.tmp").write_bytes(b"the first process's work")
+        staged = atomic_write(store / "data.h5")  # the first process's data.h5, staged
+        staged.paths[0].write_bytes(b"the first process's work")
         with pytest.raises(UserError, match="being written by another cnncodes process"):
             ingest(store, IngestConfig("digits", limit=30), **quiet)
-        assert (store / "data.h5.tmp").read_bytes() == b"the first process's work"
+        assert staged.paths[0].read_bytes() == b"the first process's work"
+        staged.discard()
     assert ingest(store, IngestConfig("digits", limit=30), **quiet).n == 60
 
 
@@ -236,12 +239,13 @@ def test_a_refused_first_ingest_never_removes_the_store_another_process_is_writi
         check_writable(path, *args)
         held.append(open(path / ".ingest.lock", "w"))
         fcntl.flock(held[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
-        (path / "data.h5.tmp").write_bytes(b"the first process's work")
+        held.append(atomic_write(path / "data.h5"))
+        held[1].paths[0].write_bytes(b"the first process's work")
 
     monkeypatch.setattr(ingest_module, "check_writable", the_other_process_wins)
     with pytest.raises(UserError, match="being written by another cnncodes process"):
         ingest(store, IngestConfig("digits", limit=30), **quiet)
-    assert (store / "data.h5.tmp").read_bytes() == b"the first process's work"
+    assert held[1].paths[0].read_bytes() == b"the first process's work"
     held[0].close()
 
 

@@ -329,7 +329,7 @@ def test_a_failed_reingest_keeps_the_data_it_would_have_replaced(tmp_path, monke
     monkeypatch.setattr(DataFileWriter, "append", killed)
     with pytest.raises(KeyboardInterrupt):
         ingest(store.path, IngestConfig("digits", limit=5, seed=3), reingest=True, **quiet)
-    assert store.data_file.read_bytes() == before and not (store.path / "data.h5.tmp").exists()
+    assert store.data_file.read_bytes() == before and not list(store.path.glob(".data.h5.*"))
 
 
 # -- 2. a full disk is one line, and nothing is left half-written ----------------------------------------

@@ -7,7 +7,6 @@ early_stopping.BestEpoch's, as the heads'. The run's folder and state are baseli
 record has the same shape as `fit`'s, so `report` shows baselines beside the heads.
 """
 import functools
-import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from cnncodes.classifiers.training.schedules import wrn_schedule
 from cnncodes.classifiers.training.seeding import seed_new_layers, seed_states
 from cnncodes.features.errors import UserError
 from cnncodes.features.folds import stratified_subset
+from cnncodes.features.outputs import atomic_write
 from cnncodes.features.sealed import all_finite, write_sealed
 from cnncodes.features.store import FeatureStore
 from cnncodes.pipeline.backbones import check_layer, check_size, dtype_policy, layer_after
@@ -361,12 +361,8 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
 
 def save_weights_atomically(model, path: Path):
     """Keras writes the file in place: a kill while it writes leaves none half-written beside a finished state."""
-    tmp = path.with_name(f".{path.name.removesuffix('.weights.h5')}.tmp.weights.h5")
-    try:
+    with atomic_write(path) as (tmp,):  # staged under its own name: Keras wants the .weights.h5 ending
         model.save_weights(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def at_side(built, config: BaselineConfig, side: int | None, image_shape, n_classes):

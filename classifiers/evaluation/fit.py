@@ -1,5 +1,4 @@
 """`cnncodes fit`: one head on a feature set's training split, evaluated on the test split."""
-import shutil
 import sys
 import time
 
@@ -10,6 +9,7 @@ from cnncodes.classifiers.heads.registry import make_head
 from cnncodes.classifiers.heads.scoring import predicted_with_confidence, score_kind
 from cnncodes.classifiers.runs.records import classification_record, new_run_dir, run_summary, save_run
 from cnncodes.features.errors import UserError
+from cnncodes.features.outputs import discard
 from cnncodes.features.store import FeatureStore
 
 CHECK_ROWS = 4096  # rows per finiteness pass: memory stays flat on spatial maps
@@ -98,7 +98,7 @@ def fit_head(store_dir, head: str, *, features: str | None = None, label: str | 
         run_summary(record)  # the line the command prints: a record it could not show is never saved
         run = save_run(partial, record, model)
     except BaseException:  # an interrupted or failed fit (a full disk) leaves no half-written run behind
-        shutil.rmtree(partial, ignore_errors=True)
+        discard(partial)
         raise
     return run, record
 

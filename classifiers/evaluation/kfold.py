@@ -21,10 +21,10 @@ from cnncodes.classifiers.runs.ranking import kfold_cells, number
 from cnncodes.classifiers.training.baseline_config import BaselineConfig
 from cnncodes.features import schema
 from cnncodes.features.errors import UserError
+from cnncodes.features.outputs import write_atomically
 from cnncodes.features.provenance import code_version, made_by_this_code
 from cnncodes.features.sealed import SealBroken, all_finite, read_sealed, write_sealed
 from cnncodes.features.store import FeatureStore
-from cnncodes.features.writers import write_text_atomically
 from cnncodes.pipeline.console import printable, progress_bar
 from cnncodes.pipeline.extraction.cluster import dask_client
 
@@ -182,7 +182,7 @@ def kfold_scores(store_dir, heads: list[str], labels: list[str] | None = None, *
              "code": code_version()}
     run.mkdir(parents=True, exist_ok=True)
     write_sealed(run / "table.json", table)
-    write_text_atomically(run / "table.md", format_table(table))
+    write_atomically(run / "table.md", format_table(table))
     return {**table, "path": str(run / "table.md")}
 
 

@@ -15,9 +15,9 @@ from threadpoolctl import threadpool_limits
 from cnncodes.classifiers.heads.params import resolve_params
 from cnncodes.classifiers.heads.registry import head_parameters, make_head
 from cnncodes.features.errors import UserError
+from cnncodes.features.outputs import write_atomically
 from cnncodes.features.provenance import code_version, made_by_this_code
 from cnncodes.features.store import FeatureStore
-from cnncodes.features.writers import write_text_atomically
 from cnncodes.pipeline.console import progress_bar
 
 from .fit import check_finite, load_xy
@@ -97,10 +97,10 @@ def label_curve(store_dir, head: str, *, features: str | None = None, label: str
         for n, seed in todo:
             if (n, seed) not in kept:
                 kept[(n, seed)] = fit_point(head, params, seeded, X, y, X_test, y_test, n, seed)
-                write_text_atomically(path, json.dumps(curve_record(settings, list(kept.values()), views), indent=1))
+                write_atomically(path, json.dumps(curve_record(settings, list(kept.values()), views), indent=1))
             bar.update()
     record = curve_record(settings, [kept[key] for key in todo], views)
-    write_text_atomically(path, json.dumps(curve_record(settings, list(kept.values()), views), indent=1))
+    write_atomically(path, json.dumps(curve_record(settings, list(kept.values()), views), indent=1))
     return {**record, "path": str(path)}
 
 

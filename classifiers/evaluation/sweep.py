@@ -16,10 +16,10 @@ from cnncodes.classifiers.runs.records import folder_part
 from cnncodes.features import schema
 from cnncodes.features.errors import UserError
 from cnncodes.features.feature_sets import FeatureSetInfo
+from cnncodes.features.outputs import write_atomically
 from cnncodes.features.provenance import code_version
 from cnncodes.features.sealed import SealBroken, read_sealed, write_sealed
 from cnncodes.features.store import FeatureStore
-from cnncodes.features.writers import write_text_atomically
 from cnncodes.pipeline.console import printable
 
 from .fit import fit_head
@@ -109,7 +109,7 @@ def sweep(store_dir, head: str, *, features: list[str] | None = None, k: int = 5
     folder = Path(store.path) / schema.RUNS_DIR / f"sweep-{folder_part(head)}-{folder_part(label)}-k{k}-{listed}"
     folder.mkdir(parents=True, exist_ok=True)
     write_sealed(folder / "sweep.json", result)
-    write_text_atomically(folder / "sweep.md", format_sweep(result))
+    write_atomically(folder / "sweep.md", format_sweep(result))
     return {**result, "path": str(folder / "sweep.md")}
 
 

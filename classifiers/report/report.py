@@ -23,6 +23,7 @@ from cnncodes.classifiers.runs.ranking import (
     settings_text,
 )
 from cnncodes.classifiers.runs.records import STALE_EXPLAINED, all_runs, damaged_runs, kfold_tables, number_or
+from cnncodes.features.outputs import write_atomically
 from cnncodes.features.store import FeatureStore
 
 from .data_map import require_umap
@@ -260,6 +261,6 @@ def build_report(store_dir, out_dir=None, map_method: str = "pca", note=None) ->
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:3px 8px}details{margin:6px 0}")
     page = out / "index.html"
-    page.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>cnncodes report</title>"
-                    f"<style>{style}</style></head><body>{''.join(parts)}</body></html>", encoding="utf-8")
+    write_atomically(page, f"<!doctype html><html><head><meta charset='utf-8'><title>cnncodes report</title>"
+                           f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
     return page

@@ -4,6 +4,8 @@ import html
 import io
 from pathlib import Path
 
+from cnncodes.features.outputs import write_atomically
+
 
 def esc(value) -> str:
     return html.escape(str(value), quote=True)
@@ -14,7 +16,7 @@ def png(fig, path: Path) -> str:
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    path.write_bytes(buf.getvalue())
+    write_atomically(path, buf.getvalue())
     plt.close(fig)
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}" alt="{esc(path.name)}">'
 

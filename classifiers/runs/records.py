@@ -1,10 +1,6 @@
 """Run records: every fit, k-fold and baseline leaves its numbers in store/runs/ for `report`."""
-import errno
 import itertools
-import os
 import re
-import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -14,7 +10,7 @@ from sklearn.metrics import confusion_matrix
 
 from cnncodes.features import schema
 from cnncodes.features.errors import UserError
-from cnncodes.features.outputs import process_alive
+from cnncodes.features.outputs import claim, discard, new_staging, staging_owner, sync
 from cnncodes.features.provenance import code_version
 from cnncodes.features.sealed import SealBroken, all_finite, plain, read_sealed, write_sealed
 from cnncodes.features.store import FeatureStore
@@ -34,11 +30,9 @@ from .ranking import (
 LEGACY_MODEL = "model.joblib"  # older cnncodes pickled heads: loaded only when the user trusts the run
 
 
-# A run is written into a hidden folder and renamed into place once its record is written: a fit that is
-# killed (SIGKILL: no cleanup runs) never leaves a folder that looks like a run. The folder names the
-# process that owns it, so the next fit removes those of dead processes and leaves running ones alone.
-PARTIAL = re.compile(r"^\.partial-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-(?P<name>.+)$")
-HOST = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:60] or "host"
+# A fit's run is written in a staging folder (outputs.atomic_write's) and renamed into place once its record is
+# written: a fit that is killed (SIGKILL: no cleanup runs) never leaves a folder that looks like a run, and the
+# next write into runs/ removes what it left.
 
 
 def folder_part(text: str) -> str:
@@ -47,15 +41,13 @@ def folder_part(text: str) -> str:
 
 
 def new_run_dir(store: Path, kind: str, head: str, label: str) -> Path:
-    """A fresh hidden folder under STORE/runs/, made before any work, so a store that cannot be written to
-    fails at once; save_run renames it into place. Names come from data (label sets), so unsafe
-    characters become '_'."""
+    """A fresh staged run folder under STORE/runs/, made before any work, so a store that cannot be written to
+    fails at once; save_run publishes it. Names come from data (label sets), so unsafe characters become '_'."""
     runs = Path(store) / schema.RUNS_DIR
-    name = "-".join(folder_part(part) for part in (kind, head, label))
-    run = runs / f".partial-{HOST}-{os.getpid()}-{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+    name = "-".join([time.strftime("%Y%m%d-%H%M%S")] + [folder_part(part) for part in (kind, head, label)])
     try:
         runs.mkdir(parents=True, exist_ok=True)
-        remove_dead_partials(runs)
+        run = new_staging(runs / name) / name
         run.mkdir()
     except OSError as e:
         raise UserError(f"cannot create a run folder in {runs} ({e.strerror}): make it writable, "
@@ -63,27 +55,23 @@ def new_run_dir(store: Path, kind: str, head: str, label: str) -> Path:
     return run
 
 
-def remove_dead_partials(runs: Path):
-    """Removes the hidden folders of runs whose process on this machine has ended without finishing them."""
-    for folder in runs.glob(".partial-*"):
-        owner = PARTIAL.match(folder.name)
-        if owner and owner["host"] == HOST and not process_alive(int(owner["pid"])):
-            shutil.rmtree(folder, ignore_errors=True)
+def is_staged(run: Path) -> bool:
+    return staging_owner(run.parent.name) is not None
 
 
-def publish(partial: Path) -> Path:
-    """Renames a finished run's hidden folder to its name, numbered when a run of the same second has it."""
-    base = partial.with_name(PARTIAL.match(partial.name)["name"])
+def publish(staged: Path) -> Path:
+    """Moves a finished run's staged folder to its name, numbered when a run of the same second has it."""
+    sync(staged)
+    runs = staged.parent.parent
     for i in itertools.count():
-        run = base.with_name(f"{base.name}-{i}") if i else base
-        if run.exists():
+        run = runs / (f"{staged.name}-{i}" if i else staged.name)
+        try:
+            claim(staged, run)  # only where no run is: never onto another
+        except FileExistsError:
             continue
-        try:  # every run folder is renamed here with its files in it: renaming onto one fails
-            os.rename(partial, run)
-            return run
-        except OSError as e:
-            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                raise
+        sync(runs)
+        discard(staged)
+        return run
 
 
 def classification_record(y_true, y_pred, n_classes: int, confidence=None, score_kind: str = "probability") -> dict:
@@ -110,7 +98,7 @@ def save_run(run: Path, record: dict, model=None) -> Path:
     if model is not None:
         save_model(model, run)
     write_sealed(run / "record.json", record)
-    return publish(run) if PARTIAL.match(run.name) else run
+    return publish(run) if is_staged(run) else run
 
 
 def load_run(run, trust_pickle: bool = False) -> tuple[dict, object]:

