@@ -95,7 +95,7 @@ class atomic_write:  # a context manager, named as contextlib names its own
         else:
             for staged, final in moves:
                 os.replace(staged, final)
-        sync(self.finals[0].parent)  # the renames themselves
+        sync_entry(self.finals[0].parent)  # the renames themselves, not the folder's other files
 
     def discard(self):
         shutil.rmtree(self.staging, ignore_errors=True)
@@ -145,14 +145,19 @@ def discard(staged: Path):
 
 
 def sync(path: Path):
-    """Flushes a file, or a folder and everything in it, to the disk, so that a rename is never seen before the
-    content it names (a power cut). A file system that cannot sync a folder is left to its own order."""
+    """Flushes a staged file, or a staged folder and everything in it, to the disk, so that a rename is never
+    seen before the content it names (a power cut)."""
     path = Path(path)
     if path.is_dir() and not path.is_symlink():
         for inner in path.iterdir():
             sync(inner)
-    elif path.is_symlink():
-        return
+    if not path.is_symlink():
+        sync_entry(path)
+
+
+def sync_entry(path: Path):
+    """Flushes one file or one folder's list of names (not what it holds: a rename into it is made durable).
+    A file system that cannot sync a folder is left to its own order."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

@@ -160,3 +160,19 @@ def test_check_new_output_refuses_what_exists_or_cannot_be_written_in_one_line(t
                       (tmp_path.parent / "/proc/p.csv", "its folder cannot be written")):
         with pytest.raises(UserError, match=says):
             outputs.check_new_output(out)
+
+
+def test_writers_in_one_folder_at_once_never_touch_each_others_staging(tmp_path):
+    """The extractor commits chunks from several threads into one folder: each write flushes its own staged
+    file and the folder's names, never what another write has staged meanwhile."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(i):
+        for j in range(30):
+            outputs.write_atomically(tmp_path / f"chunk-{i}-{j}.npy", bytes(1000) + bytes([i, j]))
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(write, range(6)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"chunk-{i}-{j}.npy" for i in range(6)
+                                                                for j in range(30))
+    assert (tmp_path / "chunk-5-29.npy").read_bytes()[-2:] == bytes([5, 29])

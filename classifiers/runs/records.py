@@ -10,7 +10,7 @@ from sklearn.metrics import confusion_matrix
 
 from cnncodes.features import schema
 from cnncodes.features.errors import UserError
-from cnncodes.features.outputs import claim, discard, new_staging, staging_owner, sync
+from cnncodes.features.outputs import claim, discard, new_staging, staging_owner, sync, sync_entry
 from cnncodes.features.provenance import code_version
 from cnncodes.features.sealed import SealBroken, all_finite, plain, read_sealed, write_sealed
 from cnncodes.features.store import FeatureStore
@@ -69,7 +69,7 @@ def publish(staged: Path) -> Path:
             claim(staged, run)  # only where no run is: never onto another
         except FileExistsError:
             continue
-        sync(runs)
+        sync_entry(runs)
         discard(staged)
         return run
 
