@@ -36,6 +36,8 @@ def test_more_labels_buy_accuracy_and_every_point_is_saved(store):
     assert sizes[1]["labelled"] == 10 and sizes[10]["labelled"] == 100 and sizes[None]["labelled"] > 1000
     assert sizes[1]["mean"] < sizes[10]["mean"] < sizes[None]["mean"]
     assert sizes[1]["seeds"] == 2 and sizes[1]["std"] > 0  # two different draws of one image per class
+    two = [p["test_accuracy"] for p in record["points"] if p["per_class"] == 1]
+    assert sizes[1]["std"] == pytest.approx(abs(two[0] - two[1]) / np.sqrt(2))  # the sample std (ddof=1)
     saved = json.loads(open(record["path"]).read())
     assert len(saved["points"]) == 6 and saved["sizes"] == record["sizes"]
     assert saved["code"]["source_sha256"] and saved["features"] == "r50"

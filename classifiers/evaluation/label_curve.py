@@ -128,9 +128,14 @@ def curve_record(settings: dict, points: list, views: str | None = None) -> dict
         if mine:
             acc = np.array([p["test_accuracy"] for p in mine])
             sizes.append({"per_class": n, "labelled": int(np.median([p["labelled"] for p in mine])), "seeds": len(mine),
-                          "mean": float(acc.mean()), "std": float(acc.std()),
+                          "mean": float(acc.mean()), "std": sample_std(acc),
                           "fit_seconds": float(np.mean([p["fit_seconds"] for p in mine]))})
     return {**settings, "kind": "curve", "points": points, "sizes": sizes, "views": views, "code": code_version()}
+
+
+def sample_std(values: np.ndarray) -> float:
+    """The spread of seeds drawn from many possible ones: the sample std (ddof=1); 0 for one seed."""
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
 def reusable_points(path: Path, settings: dict) -> list:
