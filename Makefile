@@ -6,7 +6,7 @@ CLI     = $(PY) -m cnncodes
 PYTHON ?= python3
 STORE  ?= store
 
-.PHONY: install features demo test test-all lint bench clean
+.PHONY: install features demo test test-all lint results check-results bench clean
 
 $(VENV)/.installed-run: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,14 @@ test-all: $(VENV)/.installed-test
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+
+# The README's results section and bench/RESULTS.md, rebuilt from the records in bench/records/ (seconds,
+# no model runs); check-results (CI) fails when a committed file differs from what its records give.
+results: $(VENV)/.installed-run
+	$(PY) bench/results.py
+
+check-results: $(VENV)/.installed-run
+	$(PY) bench/results.py --check
 
 bench: $(VENV)/.installed-test
 	$(PY) bench/extract.py

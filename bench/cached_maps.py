@@ -8,7 +8,7 @@ EfficientNet-Lite0 (ImageNet weights, 224) at --cut (the block output right belo
 block6a_expand_conv), then fine-tunes the same model twice with the same seed, --head-epochs 0 (the layers from
 block6a on and the head trained from the first epoch): from pixels, computing the frozen bottom every step,
 and from the cached maps. Prints the extraction time, each run's seconds per epoch, the ratio, and both
-runs' losses and test accuracies in Markdown with the commit, for bench/RESULTS.md. The runs differ by the
+runs' losses and test accuracies in Markdown with the commit, for bench/HISTORY.md. The runs differ by the
 random flip, which a fine-tune from pixels draws and one from maps cannot (views of maps are not stored).
 """
 import argparse

@@ -9,7 +9,7 @@ compares each with the predict path (the run's backbone setup and head, as `cnnc
 top-1 agreement, the largest probability difference (and predict's own with another batch size), accuracy; and
 measures file size, one-image latency
 (median of 20 calls after a warm-up) and batch throughput (batches of 32) on this machine's cores. Prints
-Markdown with the conditions and the commit, for bench/RESULTS.md.
+Markdown with the conditions and the commit, for bench/HISTORY.md.
 """
 import argparse
 import os

@@ -8,7 +8,7 @@ Trains `cnncodes baseline finetune --unfreeze-from all` with settings fixed befo
 epoch with the best accuracy on a 10% validation slice of the training split (`--patience`, set to the epoch
 count so that no epoch is cut short), scores the test split once with that epoch's weights, and prints the
 epoch curve, wall time, training images/s and the command that reproduces it, in Markdown for
-bench/RESULTS.md. Every epoch ends in a checkpoint: run the same command again (from the same code: a run's
+bench/HISTORY.md. Every epoch ends in a checkpoint: run the same command again (from the same code: a run's
 name hashes the source) and it goes on from the last finished epoch, across sessions.
 
 The settings, fixed beforehand rather than tuned (nothing here looks at the test split): BiT's rule for

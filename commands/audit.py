@@ -14,7 +14,7 @@ from cnncodes.pipeline.console import printable
 @click.option("--out", type=PathType(dir_okay=False), help="also write the table to FILE.csv [only into the store]")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True),
               help="cosine similarity of codes at or above which two images are duplicates [0.92: chosen on "
-                   "planted duplicates, bench/RESULTS.md]")
+                   "planted duplicates, bench/HISTORY.md]")
 @click.option("-k", "k", default=5, type=click.IntRange(min=2),
               help="folds over the training split for the out-of-fold label check (the store's, kept)")
 @quiet_option()

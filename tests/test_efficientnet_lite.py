@@ -312,7 +312,7 @@ def test_bf16_codes_are_close_to_fp32(photo_store):
     name, bf16 = extract(photo_store, weights="imagenet", size=64, precision="bf16")
     assert name == "efficientnet_lite0-pool-64-imagenet-bf16" and bf16.dtype == np.float32
     # Lite's BatchNorms rescale some channels 50x after cancelling large means, so bf16's 8-bit
-    # mantissa costs more here than on ResNet50 (0.3%): about 5% at 64, 8% at 224 (bench/RESULTS.md)
+    # mantissa costs more here than on ResNet50 (0.3%): about 5% at 64, 8% at 224 (bench/HISTORY.md)
     assert np.linalg.norm(bf16 - fp32) / np.linalg.norm(fp32) < 0.1
 
 

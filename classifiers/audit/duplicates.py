@@ -18,7 +18,7 @@ from cnncodes.pipeline.console import progress_bar
 # Cosine similarity at or above which two images count as duplicates: the highest F1 of leak detection for
 # 200 planted copies of CIFAR-10 training photos (exact, JPEG at quality 50, rescaled, shifted) among 10,000
 # other training photos searched against 40,000, every other match counted as false (bench/audit.py,
-# bench/RESULTS.md; Lite0's last layer at 224). It finds every exact copy and half the shifted ones, few of the
+# bench/HISTORY.md; Lite0's last layer at 224). It finds every exact copy and half the shifted ones, few of the
 # re-encoded or rescaled (their codes sit among different photos of the same kind); most of the "false"
 # matches near it are CIFAR-10's own duplicates.
 DUPLICATE_THRESHOLD = 0.92

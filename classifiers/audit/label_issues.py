@@ -26,7 +26,7 @@ except ImportError:
 # The fold models are standardised logistic regression (LogRegHead's model) at one C, not LogRegHead's
 # holdout search over six: k + 1 fits instead of 7 (k + 1), the difference between minutes and most of an
 # hour on 50,000 rows on two cores. C: the highest F1 for 60 moved labels among 2,000 CIFAR-10 photos
-# (bench/audit.py, bench/RESULTS.md), where F1 varied little (0.28-0.29 for C 0.0003-0.003, 0.22 at 0.1).
+# (bench/audit.py, bench/HISTORY.md), where F1 varied little (0.28-0.29 for C 0.0003-0.003, 0.22 at 0.1).
 LABEL_C = 0.0003
 MAX_ITER, TOL = 1000, 1e-4  # LogRegHead's
 # lbfgs's many small products gain little from a second BLAS thread and lose much when the cores are busy:

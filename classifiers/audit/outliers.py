@@ -3,7 +3,7 @@
 
 Why centroids and not the k-nearest-neighbor distance (cleanlab's feature-based OutOfDistribution is that
 score): junk comes in groups, and a group is its own neighborhood. On the planted bench (bench/audit.py,
-bench/RESULTS.md) 10 noise images and 10 handwritten digits among 2,720 CIFAR-10 photos were each other's
+bench/HISTORY.md) 10 noise images and 10 handwritten digits among 2,720 CIFAR-10 photos were each other's
 nearest neighbors: the mean distance to the 10 nearest ranked all 20 as the *least* outlying images
 (AUROC 0.001), the distance to the nearest class centroid ranked them first (AUROC 1.000). A group of junk
 moves a centroid little, so it stays far from every class; the score costs one pass over the codes."""

@@ -90,7 +90,7 @@ class KerasHead(ClassifierMixin, BaseEstimator):
 class DenseHead(KerasHead):
     """The reference head, Dense(1024, relu) -> Dropout(0.5) -> softmax, with dropout on its input
     and label smoothing at a smaller step, which lift it about 2 points on EfficientNet-Lite0 codes
-    of CIFAR-10 (bench/RESULTS.md). input_dropout=0, label_smoothing=0, learning_rate=1e-3 is the
+    of CIFAR-10 (bench/HISTORY.md). input_dropout=0, label_smoothing=0, learning_rate=1e-3 is the
     reference's head exactly. Label smoothing makes its probabilities less peaked than the data
     warrant: read them as scores, not calibrated confidences."""
 
@@ -126,7 +126,7 @@ class DenseHead(KerasHead):
 class GapHead(KerasHead):
     """Global average pooling -> softmax: on spatial maps when given them, else on pooled vectors
     (whose global average they already are, so it is the same function). Adam at 3e-4: the best of three
-    settings by 3-fold cross-validation on the training split (bench/RESULTS.md)."""
+    settings by 3-fold cross-validation on the training split (bench/HISTORY.md)."""
 
     def __init__(self, epochs=100, learning_rate=3e-4, label_smoothing=0.0, batch_size=256, optimizer="adam",
                  validation_fraction=0.1, patience=10, standardize=True, random_state=0, verbose=0):

@@ -15,7 +15,7 @@ class KnnHead(ClassifierMixin, BaseEstimator):
     """k nearest neighbors by cosine similarity, votes weighted by exp(similarity / temperature).
 
     Raw codes, not standardised, by default: on Lite0's last layer over CIFAR-10 (the head's 10% holdout of the
-    training split searched among the other 90%: bench/knn.py, bench/RESULTS.md) the two tie at their best k with
+    training split searched among the other 90%: bench/knn.py, bench/HISTORY.md) the two tie at their best k with
     these weights (77.06% raw at k=20, 77.14% standardised at k=50); raw codes need no scaler, and cosine
     similarity of raw codes is the usual kNN probe of CNN features (Wu et al. 2018; DINO, Caron et al. 2021, whose
     temperature 0.07 this is). Weights exp(similarity / 0.07) beat a plain vote and weights equal to the

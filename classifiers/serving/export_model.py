@@ -208,7 +208,7 @@ def tflite_bytes(model, quantize: str | None, store, calibration_images: int) ->
             converter.representative_dataset = lambda: ([img[None]] for img in images)
             # The matrix products stay float32 (a few hundred KB): int8 weights of the resize round the pixels
             # differently, and a standardised head's weights span 500x within a row, so most of them quantize
-            # to 0 (the probe in bench/RESULTS.md: 66% of answers kept with them in int8, 87% without). TFLite
+            # to 0 (the probe in bench/HISTORY.md: 66% of answers kept with them in int8, 87% without). TFLite
             # keeps ops in float only through its quantization debugger, which calibrates twice (its instrumented
             # model first): an export of a minute rather than half of one.
             debugger = tf.lite.experimental.QuantizationDebugger(
@@ -226,7 +226,7 @@ AGREEMENT_IMAGES = 100  # store test images each quantized export is checked on:
 
 def quantized_agreement(model, tflite_file: Path, store, n: int = AGREEMENT_IMAGES) -> str:
     """How often the quantized file gives the float model's class, on a seeded draw of up to n of the store's test
-    images (quantization can cost much: bench/RESULTS.md), as one sentence; what could not be checked, if not."""
+    images (quantization can cost much: bench/HISTORY.md), as one sentence; what could not be checked, if not."""
     import tensorflow as tf
 
     store = Path(store)

@@ -4,7 +4,7 @@ A frozen BN is an affine map per channel, so conv -> BN equals one conv with a r
 shifted bias. Dropping the BNs removes ResNet50's 53 elementwise passes over its feature maps (and,
 under mixed precision, their casts to float32 and back), which lets the backend fuse conv + bias + ReLU:
 on the 2-core CPU the bare forward at 224 gains about 1.2x in float32 and 1.5x in bfloat16
-(bench/RESULTS.md). Float32 codes move by about 1e-7 relative.
+(bench/HISTORY.md). Float32 codes move by about 1e-7 relative.
 """
 import numpy as np
 

@@ -1,0 +1,168 @@
+"""`make results`: the README's results section and bench/RESULTS.md, rebuilt from bench/records/ alone (no
+model runs, no figure typed by hand). Run twice, it writes the same bytes; CI checks that a fresh clone's files
+are what the records give.
+
+    python bench/results.py [--check]
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.records import load_records  # noqa: E402
+
+README, RESULTS = ROOT / "README.md", ROOT / "bench" / "RESULTS.md"
+START = "<!-- results: made by `make results` from bench/records/; edit those, not this -->"
+END = "<!-- /results -->"
+DEMO_START = "<!-- demo: made by `make results` from bench/records/demo--*.json; edit those, not this -->"
+DEMO_END = "<!-- /demo -->"
+
+# Each table: its title and the paragraph that says how its figures were made. Records name their table.
+TABLES = {
+    "demo": ("The offline demo", "`make demo` on the 3,000 photos committed in `demo/` (2,000 training, 1,000 test): "
+             "the same logistic-regression head on EfficientNet-Lite0's codes with its published ImageNet weights and "
+             "with random weights. The head's C is chosen on a holdout of the training photos."),
+    "fixed-codes": ("Heads on cached codes, full CIFAR-10", "50,000 training and 10,000 test photos (the shared "
+                    "`cifar10-jpg.tar`), codes of EfficientNet-Lite backbones with their published ImageNet "
+                    "weights, extracted once. Feature sets and heads are chosen by k-fold on the training split "
+                    "(the k-fold column); the chosen configuration is then fitted on all training photos once a "
+                    "seed and scored on the test split."),
+    "sweep": ("Which codes: k-fold on the training split", "`cnncodes sweep` ranks candidate feature sets, fixed "
+              "before the run, by one head's k-fold mean on the training split; the test split is not scored."),
+}
+COLUMNS = ["what", "weights", "k-fold on training (%)", "test (%), mean ± std", "each seed (%)", "95% interval (%)",
+           "test scorings", "wall time", "commit"]
+
+
+def pct(x) -> str:
+    return f"{100 * x:.2f}"
+
+
+def mean_std(values) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return pct(values[0])
+    return f"{pct(np.mean(values))} ± {pct(np.std(values, ddof=1))}"
+
+
+def hours(seconds) -> str:
+    if seconds is None:
+        return "–"
+    seconds = float(np.sum(seconds))
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def row(r: dict) -> list[str]:
+    kfold = r.get("kfold_accuracy")
+    test = r["test_accuracy"]
+    interval = r.get("test_interval")
+    seeds = " / ".join(pct(t) for t in test) if test else "–"
+    if test and r.get("deterministic"):
+        seeds += " (deterministic)"
+    return [r["row"] + (" **(headline)**" if r["headline"] else ""), r["weights"],
+            mean_std(kfold) if kfold else "–", mean_std(test),
+            seeds, f"{pct(interval[0])}–{pct(interval[1])}" if interval else "–",
+            str(r["test_scorings"]), hours(r.get("wall_seconds")), r["commit"][:7]]
+
+
+def table(records: list[dict], columns=COLUMNS) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
+    lines += ["| " + " | ".join(row(r)[:len(columns)]) + " |" for r in records]
+    return lines
+
+
+def commands(records: list[dict]) -> list[str]:
+    return ["Commands (run from a fresh clone after `make demo`'s install):", ""] + [
+        f"- {r['row']}: `{r['command']}` ({r['script']} sha256 {r['script_sha256'][:12]}, {r['date']}, "
+        f"{r['machine']}{', ' + r['note'] if r.get('note') else ''})" for r in records]
+
+
+def results_md(records: list[dict]) -> str:
+    out = ["# Results", "", " ".join([
+        "Made by `make results` from the JSON records in `bench/records/`, each written by the bench script named",
+        "beside it at a clean commit; nothing here is typed by hand. **test scorings** counts every time the test",
+        "split has been scored for that configuration's family, its design included, as far as the history shows",
+        "(bench/scorings.json). Figures from before records were kept, and the notes of how each recipe came about,",
+        "are in [HISTORY.md](HISTORY.md)."]), ""]
+    by_table = {}
+    for r in records:
+        by_table.setdefault(r["table"], []).append(r)
+    for key in list(TABLES) + sorted(set(by_table) - set(TABLES)):
+        if key not in by_table:
+            continue
+        title, method = TABLES.get(key, (key, ""))
+        rows = sorted(by_table[key], key=lambda r: r["name"])
+        out += [f"## {title}", "", method, ""] + table(rows) + [""] + commands(rows) + [""]
+    if not records:
+        out += ["No records yet.", ""]
+    return "\n".join(out)
+
+
+def readme_section(records: list[dict]) -> str:
+    headlines = sorted((r for r in records if r["headline"]), key=lambda r: r["name"])
+    lines = [START, ""]
+    if headlines:
+        lines += table(headlines) + ["", "Each row's method, command and conditions: [bench/RESULTS.md]"
+                                     "(bench/RESULTS.md)."]
+    else:
+        lines += ["No headline has a record yet: see [bench/RESULTS.md](bench/RESULTS.md)."]
+    return "\n".join(lines + ["", END])
+
+
+def demo_section(records: list[dict]) -> str:
+    """What `make demo` printed, and the two test accuracies it shows, from the demo's records."""
+    found = {r["name"]: r for r in records if r["table"] == "demo"}
+    imagenet, random = found.get("demo/imagenet"), found.get("demo/none")
+    if not (imagenet and random):
+        return f"{DEMO_START}\n(No record of `make demo` yet: `python bench/demo.py` writes it.)\n{DEMO_END}"
+    a, b = imagenet["test_accuracy"][0], random["test_accuracy"][0]
+    output = "\n".join("    " + line for line in imagenet["output"].splitlines())
+    return (f"{DEMO_START}\nWhat `make demo` printed at commit {imagenet['commit'][:7]} (`{imagenet['command']}`, "
+            f"which runs it on a new store; {imagenet['date']}, {imagenet['wall_seconds']:.0f} s on "
+            f"{imagenet['machine']}):\n\n{output}\n\n**With ImageNet codes the head names {pct(a)}% of the "
+            f"1,000 test photos right (95% interval {pct(imagenet['test_interval'][0])}–"
+            f"{pct(imagenet['test_interval'][1])}); with random codes of the same network, {pct(b)}%** (one seed "
+            f"each; the demo shows, it does not measure).\n{DEMO_END}")
+
+
+def replace_between(text: str, start: str, end: str, new: str) -> str:
+    if start not in text or end not in text:
+        raise SystemExit(f"results: README.md lacks the markers {start!r} and {end!r}")
+    head, rest = text.split(start, 1)
+    return head + new + rest.split(end, 1)[1]
+
+
+def render() -> dict[Path, str]:
+    records = load_records()
+    readme = replace_between(README.read_text(), START, END, readme_section(records))
+    readme = replace_between(readme, DEMO_START, DEMO_END, demo_section(records))
+    return {README: readme, RESULTS: results_md(records)}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="The README's results and bench/RESULTS.md, from bench/records/")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file differs from its records")
+    return p
+
+
+def main():
+    args = parser().parse_args()
+    stale = []
+    for path, text in render().items():
+        if not path.exists() or path.read_text() != text:
+            stale.append(os.path.relpath(path, ROOT))
+            if not args.check:
+                path.write_text(text)
+    if args.check and stale:
+        raise SystemExit(f"results: {', '.join(stale)} differ from bench/records: run make results and commit")
+    print(f"results: {'checked' if args.check else 'wrote'} README.md and bench/RESULTS.md from "
+          f"{len(load_records())} records", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Published figures come from bench records: a record is refused on a dirty tree, counts the test split's
+scorings by family, and `make results` rebuilds the README's tables and bench/RESULTS.md from the records
+alone, the same bytes every time; the committed files are what the committed records give."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT))
+from bench import records, results  # noqa: E402
+
+
+def a_record(name, **fields):
+    return {"name": name, "table": "fixed-codes", "row": name, "family": "fixed-codes", "seeds": [0, 1, 2],
+            "test_accuracy": [0.8812, 0.8835, 0.8901], "headline": False, "weights": "ImageNet",
+            "commit": "b" * 40, "script": "bench/anchors.py", "script_sha256": "c" * 64,
+            "command": "python bench/anchors.py --seeds 0,1,2", "machine": "a CPU", "date": "2026-12-07",
+            "test_scorings": 3, **fields}
+
+
+@pytest.fixture
+def bench_tree(tmp_path, monkeypatch):
+    """A README with the markers, an empty records folder and the scorings history, in a folder of its own."""
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{results.DEMO_START}\nold demo\n{results.DEMO_END}\n\n## Results\n\n"
+                      f"{results.START}\nold\n{results.END}\n\nafter\n")
+    (tmp_path / "records").mkdir()
+    (tmp_path / "scorings.json").write_text(json.dumps({"fixed-codes": {"before_records": 17, "history": "h"}}))
+    monkeypatch.setattr(records, "RECORDS", tmp_path / "records")
+    monkeypatch.setattr(records, "SCORINGS", tmp_path / "scorings.json")
+    monkeypatch.setattr(results, "README", readme)
+    monkeypatch.setattr(results, "RESULTS", tmp_path / "RESULTS.md")
+    return tmp_path
+
+
+def write(tree, record):
+    (tree / "records" / f"{record['name'].replace('/', '--')}.json").write_text(json.dumps(record))
+
+
+def test_tables_come_from_the_records_alone_and_the_same_bytes_every_time(bench_tree):
+    write(bench_tree, a_record("fixed-codes/lite0/chosen", headline=True, test_interval=[0.875, 0.892],
+                               kfold_accuracy=[0.84, 0.85, 0.83], wall_seconds=[60, 62, 61]))
+    write(bench_tree, a_record("sweep/lite0/x", table="sweep", test_accuracy=None, kfold_accuracy=[0.8, 0.81]))
+    first = results.render()
+    assert first == results.render()
+    readme, page = first[results.README], first[results.RESULTS]
+    assert readme.startswith("# x\n\nbefore\n") and readme.endswith("\n\nafter\n") and "old\n" not in readme
+    headline = readme.split(results.START)[1].split(results.END)[0]
+    assert "88.49 ± 0.46" in headline and "88.12 / 88.35 / 89.01" in headline and "87.50–89.20" in headline
+    assert "sweep/lite0/x" not in headline  # only headlines reach the README
+    assert "## Which codes: k-fold on the training split" in page and "80.50 ± 0.71" in page
+    assert "`python bench/anchors.py --seeds 0,1,2`" in page and "3 min" in page
+
+
+def test_the_demo_section_shows_what_make_demo_printed(bench_tree):
+    for weights, acc in (("imagenet", 0.744), ("none", 0.3)):
+        write(bench_tree, a_record(f"demo/{weights}", table="demo", family="demo", seeds=[0], test_accuracy=[acc],
+                                   test_interval=[acc - 0.02, acc + 0.02], wall_seconds=600.0,
+                                   output="head  test accuracy (%)\nlogreg  74.40"))
+    readme = results.render()[results.README]
+    demo = readme.split(results.DEMO_START)[1].split(results.DEMO_END)[0]
+    assert "names 74.40% of the" in demo and "network, 30.00%" in demo
+    assert "    logreg  74.40" in demo and "old demo" not in readme
+
+
+def test_check_fails_when_a_file_differs_from_its_records(bench_tree, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["results.py"])
+    results.main()
+    monkeypatch.setattr(sys, "argv", ["results.py", "--check"])
+    results.main()
+    results.RESULTS.write_text(results.RESULTS.read_text() + "a figure typed by hand\n")
+    with pytest.raises(SystemExit, match="RESULTS.md differ from bench/records: run make results"):
+        results.main()
+
+
+def test_test_scorings_count_the_history_and_every_record_of_the_family(bench_tree):
+    write(bench_tree, a_record("fixed-codes/a"))  # 3 seeds scored
+    write(bench_tree, a_record("sweep/b", table="sweep", test_accuracy=None))  # none
+    assert records.family_scorings("fixed-codes") == 17 + 3
+    assert records.family_scorings("fixed-codes", exclude="fixed-codes/a") == 17
+    run = {"commit": "d" * 40, "script": "bench/x.py", "script_sha256": "e" * 64, "command": "python bench/x.py",
+           "machine": "m", "date": "2026-12-07"}
+    path = records.save(run, "fixed-codes/a", table="fixed-codes", row="r", family="fixed-codes", seeds=[0, 1],
+                        test_accuracy=[0.5, 0.6], headline=True, weights="ImageNet")
+    assert json.loads(path.read_text())["test_scorings"] == 17 + 2  # its old version replaced, not added
+    with pytest.raises(ValueError, match="lacks"):
+        records.save(run, "x", table="t")
+
+
+def test_the_bootstrap_interval_holds_the_mean_and_narrows_with_more_images():
+    rng = np.random.default_rng(0)
+    small = (rng.random((3, 200)) < 0.8).astype(int)
+    large = (rng.random((3, 20000)) < 0.8).astype(int)
+    lo, hi = records.bootstrap_interval(small)
+    assert lo < small.mean() < hi and records.bootstrap_interval(small) == [lo, hi]
+    lo2, hi2 = records.bootstrap_interval(large)
+    assert lo2 < large.mean() < hi2 and hi2 - lo2 < (hi - lo) / 5
+
+
+def test_a_record_is_refused_on_a_tree_with_uncommitted_changes(tmp_path, monkeypatch):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "x.py").write_text("print(1)\n")
+    git("add", ".")
+    git("-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "x")
+    monkeypatch.setattr(records, "ROOT", tmp_path)
+    run = records.begin(str(tmp_path / "bench" / "x.py"), [str(tmp_path / "bench" / "x.py"), "--seeds", "0"])
+    assert run["script"] == "bench/x.py" and run["command"] == "python bench/x.py --seeds 0"
+    assert run["script_sha256"] == __import__("hashlib").sha256(b"print(1)\n").hexdigest()
+    (tmp_path / "bench" / "records").mkdir()
+    (tmp_path / "bench" / "records" / "new.json").write_text("{}")  # a new record is not a change
+    records.begin(str(tmp_path / "bench" / "x.py"))
+    (tmp_path / "bench" / "x.py").write_text("print(2)\n")
+    with pytest.raises(SystemExit, match="uncommitted changes .*bench/x.py"):
+        records.begin(str(tmp_path / "bench" / "x.py"))
+
+
+def test_the_committed_readme_and_results_are_what_the_committed_records_give():
+    """What CI's `make check-results` checks, here too so that `make test` says it first."""
+    for path, text in results.render().items():
+        assert path.read_text() == text, f"{path.name} differs from bench/records: run make results"
