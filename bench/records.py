@@ -8,6 +8,7 @@ family, this one included."""
 import hashlib
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -68,7 +69,7 @@ def save(run: dict, name: str, **fields) -> Path:
     if missing:
         raise ValueError(f"record {name} lacks {sorted(missing)}")
     record["test_scorings"] = family_scorings(record["family"], exclude=name) + scored(record)
-    path = RECORDS / f"{name.replace('/', '--')}.json"
+    path = RECORDS / f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', name.replace('/', '--'))}.json"
     path.parent.mkdir(exist_ok=True)
     write_atomically(path, json.dumps(plain(record), indent=1, sort_keys=True) + "\n")
     print(f"record: {os.path.relpath(path, ROOT)}", flush=True)
