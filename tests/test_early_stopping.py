@@ -64,3 +64,34 @@ def test_heads_and_baselines_share_it():
 
     assert isinstance(keras_training.KeepBestEpoch(3).policy, BestEpoch)  # the heads' callback
     assert train.BestEpoch is BestEpoch  # the baselines' loop, which hands it to EndOfEpoch
+
+
+def test_monitor_loss_keeps_the_lowest_loss_ties_going_to_the_higher_accuracy():
+    """The candidate rule the heads' default is chosen against (bench/choose_early_stopping.py)."""
+    policy = BestEpoch(patience=2, monitor="loss")
+    stopped = run(policy, [(0.5, 1.0), (0.7, 0.6), (0.8, 0.6), (0.9, 0.7), (0.95, 0.65), (0.99, 0.8)])
+    assert policy.record == {"epoch": 3, "val_accuracy": 0.8, "val_loss": 0.6} and stopped == 5
+
+
+def test_the_heads_take_monitor_and_refuse_another_value(monkeypatch):
+    from cnncodes.classifiers.heads.registry import make_head
+    from cnncodes.classifiers.training import keras_training
+    from cnncodes.features.errors import UserError
+
+    policies = []
+    keep = keras_training.KeepBestEpoch.__init__
+
+    def spy(self, patience, monitor="accuracy"):
+        keep(self, patience, monitor)
+        policies.append(self.policy)
+
+    monkeypatch.setattr(keras_training.KeepBestEpoch, "__init__", spy)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(120, 6)).astype("float32"), np.arange(120) % 3
+    for name in ("dense", "gap"):
+        make_head(name, monitor="loss", epochs=2, patience=7).fit(X, y)
+    assert [(p.monitor, p.patience) for p in policies] == [("loss", 7), ("loss", 7)]
+    make_head("dense", epochs=1).fit(X, y)
+    assert policies[-1].monitor == "accuracy"  # the default
+    with pytest.raises(UserError, match="monitor"):
+        make_head("gap", monitor="val_loss").fit(X, y)

@@ -64,7 +64,7 @@ class KerasHead(ClassifierMixin, BaseEstimator):
         self.model_.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
         draw = (lambda rng: drawn_views(X, views, fit, self.scaler_, rng)) if self.n_views_ else None
         batches, follow = seeded_batches(X[fit], Y[fit], self.batch_size, self.random_state, draw)
-        best = KeepBestEpoch(self.patience)
+        best = KeepBestEpoch(self.patience, self.monitor)
         history = self.model_.fit(batches, validation_data=(X[val], Y[val]), epochs=self.epochs, shuffle=False,
                                   callbacks=[follow, best], verbose=self.verbose)
         self.history_ = {k: [float(v) for v in vs] for k, vs in history.history.items()}
@@ -96,11 +96,11 @@ class DenseHead(KerasHead):
 
     def __init__(self, hidden=1024, dropout=0.5, input_dropout=0.2, label_smoothing=0.1, epochs=100,
                  learning_rate=3e-4, batch_size=256, optimizer="adam", validation_fraction=0.1, patience=10,
-                 standardize=True, random_state=0, verbose=0):
+                 monitor="accuracy", standardize=True, random_state=0, verbose=0):
         self.hidden, self.dropout, self.input_dropout, self.label_smoothing = (
             hidden, dropout, input_dropout, label_smoothing)
         self.epochs, self.learning_rate, self.batch_size, self.optimizer = epochs, learning_rate, batch_size, optimizer
-        self.validation_fraction, self.patience = validation_fraction, patience
+        self.validation_fraction, self.patience, self.monitor = validation_fraction, patience, monitor
         self.standardize, self.random_state, self.verbose = standardize, random_state, verbose
 
     def check_data(self, input_shape, class_counts):
@@ -129,10 +129,11 @@ class GapHead(KerasHead):
     settings by 3-fold cross-validation on the training split (bench/HISTORY.md)."""
 
     def __init__(self, epochs=100, learning_rate=3e-4, label_smoothing=0.0, batch_size=256, optimizer="adam",
-                 validation_fraction=0.1, patience=10, standardize=True, random_state=0, verbose=0):
+                 validation_fraction=0.1, patience=10, monitor="accuracy", standardize=True, random_state=0, verbose=0):
         self.epochs, self.learning_rate, self.label_smoothing = epochs, learning_rate, label_smoothing
         self.batch_size, self.optimizer, self.validation_fraction = batch_size, optimizer, validation_fraction
-        self.patience, self.standardize, self.random_state, self.verbose = patience, standardize, random_state, verbose
+        self.patience, self.monitor = patience, monitor
+        self.standardize, self.random_state, self.verbose = standardize, random_state, verbose
 
     def _build(self, input_shape, n_classes, seeds):
         import keras

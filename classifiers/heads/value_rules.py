@@ -85,6 +85,7 @@ VALUE_RULES = {
     "validation_fraction": OPEN_FRACTION,
     "standardize": SWITCH, "probability": SWITCH,
     "optimizer": _one_of("adam", "sgd", "adamw"), "precision": _one_of("fp32", "bf16", "fp16"),
+    "monitor": _one_of("accuracy", "loss"),
     "weight_decay": FRACTION, "crop_area": ("a number above 0 up to 1", lambda x: _number(x) and 0 < x <= 1),
     "warmup_epochs": _whole(0, MAX_WHOLE), "cosine": SWITCH, "train_batchnorm": SWITCH,
     "progressive_size": _or_null(_whole(8, MAX_IMAGE_SIDE)), "progressive_epochs": _whole(0, MAX_WHOLE),

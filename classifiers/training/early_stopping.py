@@ -5,8 +5,10 @@ are the model's at the end.
 
 Accuracy, not loss: the loss keeps rising after the accuracy peaks (more so with smoothed labels), and
 accuracy is what is reported; the loss breaks ties, which matter on small validation slices, where accuracy
-moves in steps. The policy's memory is plain data (the best epoch's record and weights), so a baseline's
-checkpoint keeps it and a resumed run stops where an uninterrupted one would."""
+moves in steps. `monitor="loss"` ranks by the loss instead (ties broken by accuracy): the candidate the heads'
+rule is chosen against by k-fold on training data (bench/choose_early_stopping.py). The policy's memory is plain
+data (the best epoch's record and weights), so a baseline's checkpoint keeps it and a resumed run stops where an
+uninterrupted one would."""
 from dataclasses import dataclass
 
 
@@ -15,12 +17,13 @@ class BestEpoch:
     patience: int
     record: dict | None = None     # {"epoch": epochs done at the best, "val_accuracy", "val_loss"}
     weights: list | None = None    # the best epoch's weights
+    monitor: str = "accuracy"      # or "loss"
 
-    @staticmethod
-    def score(record: dict) -> tuple:
+    def score(self, record: dict) -> tuple:
         """Higher is better. A record saved before accuracy ranked epochs (a checkpoint of cnncodes 0.3) has
         only its loss: any epoch with an accuracy ranks above it."""
-        return record.get("val_accuracy", float("-inf")), -record["val_loss"]
+        accuracy = record.get("val_accuracy", float("-inf"))
+        return (-record["val_loss"], accuracy) if self.monitor == "loss" else (accuracy, -record["val_loss"])
 
     def should_stop(self, epochs_done: int, logs: dict, model) -> bool:
         """Called at the end of each epoch with Keras's logs; keeps the model's weights when the epoch is the

@@ -59,9 +59,9 @@ def seeded_batches(X, y, batch_size: int, seed: int | None, inputs_for_epoch=Non
 class KeepBestEpoch(keras.callbacks.Callback):
     """A head's early stopping: BestEpoch's policy, the best epoch's weights restored when training ends."""
 
-    def __init__(self, patience: int):
+    def __init__(self, patience: int, monitor: str = "accuracy"):
         super().__init__()
-        self.policy = BestEpoch(patience)
+        self.policy = BestEpoch(patience, monitor=monitor)
 
     def on_epoch_end(self, epoch, logs=None):
         self.model.stop_training = self.policy.should_stop(epoch + 1, logs, self.model)
