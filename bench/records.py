@@ -2,9 +2,9 @@
 measured it, at a clean commit, with the script's hash, the exact command and the seeds; `make results`
 (bench/results.py) builds the README's results and bench/RESULTS.md from these files alone.
 
-A record says how often the test split has been scored for its configuration's family (`test_scorings`):
-the scorings bench/scorings.json lists from the history before records were kept, plus every record of the
-family, this one included."""
+A record says how often the test split has been scored for its configuration's family (`test_scorings`), up
+to and including its own run: the scorings bench/scorings.json lists from the history before records were kept,
+plus those of every record of the family on file, and of the records a record measured again replaced."""
 import hashlib
 import json
 import os
@@ -68,8 +68,12 @@ def save(run: dict, name: str, **fields) -> Path:
     missing = {"table", "row", "family", "seeds", "test_accuracy", "headline", "weights"} - set(record)
     if missing:
         raise ValueError(f"record {name} lacks {sorted(missing)}")
-    record["test_scorings"] = family_scorings(record["family"], exclude=name) + scored(record)
     path = RECORDS / f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', name.replace('/', '--'))}.json"
+    if path.exists():  # a record measured again: the scorings of the one it replaces still happened
+        old = json.loads(path.read_text())
+        record["earlier_scorings"] = old.get("earlier_scorings", 0) + scored(old)
+    record["test_scorings"] = (family_scorings(record["family"], exclude=name) + record.get("earlier_scorings", 0)
+                               + scored(record))
     path.parent.mkdir(exist_ok=True)
     write_atomically(path, json.dumps(plain(record), indent=1, sort_keys=True) + "\n")
     print(f"record: {os.path.relpath(path, ROOT)}", flush=True)
@@ -88,7 +92,8 @@ def load_records() -> list[dict]:
 def family_scorings(family: str, exclude: str | None = None) -> int:
     """Test scorings of a family before records were kept (bench/scorings.json) plus those of its records."""
     history = json.loads(SCORINGS.read_text())[family]["before_records"]
-    return history + sum(scored(r) for r in load_records() if r["family"] == family and r["name"] != exclude)
+    return history + sum(scored(r) + r.get("earlier_scorings", 0) for r in load_records()
+                         if r["family"] == family and r["name"] != exclude)
 
 
 def bootstrap_interval(correct: np.ndarray, draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> list[float]:

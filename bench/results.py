@@ -31,6 +31,11 @@ TABLES = {
                     "weights, extracted once. Feature sets and heads are chosen by k-fold on the training split "
                     "(the k-fold column); the chosen configuration is then fitted on all training photos once a "
                     "seed and scored on the test split."),
+    "early-stopping": ("The Keras heads' early stopping, re-chosen on the training split", "Which epoch a dense "
+                       "head keeps (the best validation accuracy or the lowest validation loss, on a seeded 10% of "
+                       "its training rows) and how many epochs it waits for a better one, by 3-fold on the "
+                       "training split of Lite0's last layer; the test split is not scored. The rule in use was "
+                       "set in 7fc6eb2 while the test split was scored; these candidates were fixed before the run."),
     "sweep": ("Which codes: k-fold on the training split", "`cnncodes sweep` ranks candidate feature sets, fixed "
               "before the run, by one head's k-fold mean on the training split; the test split is not scored."),
 }
@@ -121,7 +126,9 @@ def demo_section(records: list[dict]) -> str:
     if not (imagenet and random):
         return f"{DEMO_START}\n(No record of `make demo` yet: `python bench/demo.py` writes it.)\n{DEMO_END}"
     a, b = imagenet["test_accuracy"][0], random["test_accuracy"][0]
-    output = "\n".join("    " + line for line in imagenet["output"].splitlines())
+    lines = imagenet["output"].splitlines()
+    table = lines[next((i for i, line in enumerate(lines) if line.startswith("head ")), 0):]  # `runs`' table
+    output = "\n".join("    " + line for line in table)
     return (f"{DEMO_START}\nWhat `make demo` printed at commit {imagenet['commit'][:7]} (`{imagenet['command']}`, "
             f"which runs it on a new store; {imagenet['date']}, {imagenet['wall_seconds']:.0f} s on "
             f"{imagenet['machine']}):\n\n{output}\n\n**With ImageNet codes the head names {pct(a)}% of the "

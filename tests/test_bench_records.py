@@ -86,7 +86,9 @@ def test_test_scorings_count_the_history_and_every_record_of_the_family(bench_tr
            "machine": "m", "date": "2026-12-07"}
     path = records.save(run, "fixed-codes/a", table="fixed-codes", row="r", family="fixed-codes", seeds=[0, 1],
                         test_accuracy=[0.5, 0.6], headline=True, weights="ImageNet")
-    assert json.loads(path.read_text())["test_scorings"] == 17 + 2  # its old version replaced, not added
+    again = json.loads(path.read_text())
+    assert again["test_scorings"] == 17 + 3 + 2 and again["earlier_scorings"] == 3  # the replaced one's still count
+    assert records.family_scorings("fixed-codes") == 17 + 3 + 2
     with pytest.raises(ValueError, match="lacks"):
         records.save(run, "x", table="t")
 
