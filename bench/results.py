@@ -26,6 +26,8 @@ TABLES = {
     "demo": ("The offline demo", "`make demo` on the 3,000 photos committed in `demo/` (2,000 training, 1,000 test): "
              "the same logistic-regression head on EfficientNet-Lite0's codes with its published ImageNet weights and "
              "with random weights. The head's C is chosen on a holdout of the training photos."),
+    "sweep": ("Which codes: k-fold on the training split", "`cnncodes sweep` ranks candidate feature sets, fixed "
+              "before the run, by one head's k-fold mean on the training split; the test split is not scored."),
     "fixed-codes": ("Heads on cached codes, full CIFAR-10", "50,000 training and 10,000 test photos (the shared "
                     "`cifar10-jpg.tar`), codes of EfficientNet-Lite backbones with their published ImageNet "
                     "weights, extracted once. Feature sets and heads are chosen by k-fold on the training split "
@@ -36,11 +38,9 @@ TABLES = {
                        "its training rows) and how many epochs it waits for a better one, by 3-fold on the "
                        "training split of Lite0's last layer; the test split is not scored. The rule in use was "
                        "set in 7fc6eb2 while the test split was scored; these candidates were fixed before the run."),
-    "sweep": ("Which codes: k-fold on the training split", "`cnncodes sweep` ranks candidate feature sets, fixed "
-              "before the run, by one head's k-fold mean on the training split; the test split is not scored."),
 }
 COLUMNS = ["what", "weights", "k-fold on training (%)", "test (%), mean ± std", "each seed (%)", "95% interval (%)",
-           "test scorings", "wall time", "commit"]
+           "test scorings", "fit time, all seeds", "commit"]
 
 
 def pct(x) -> str:
@@ -68,7 +68,7 @@ def row(r: dict) -> list[str]:
     interval = r.get("test_interval")
     seeds = " / ".join(pct(t) for t in test) if test else "–"
     if test and r.get("deterministic"):
-        seeds += " (deterministic)"
+        seeds += " (the same fit each seed: a deterministic head)"
     return [r["row"] + (" **(headline)**" if r["headline"] else ""), r["weights"],
             mean_std(kfold) if kfold else "–", mean_std(test),
             seeds, f"{pct(interval[0])}–{pct(interval[1])}" if interval else "–",
@@ -82,9 +82,16 @@ def table(records: list[dict], columns=COLUMNS) -> list[str]:
 
 
 def commands(records: list[dict]) -> list[str]:
-    return ["Commands (run from a fresh clone after `make demo`'s install):", ""] + [
-        f"- {r['row']}: `{r['command']}` ({r['script']} sha256 {r['script_sha256'][:12]}, {r['date']}, "
-        f"{r['machine']}{', ' + r['note'] if r.get('note') else ''})" for r in records]
+    """Each distinct command once, with the rows it made and its conditions."""
+    runs = {}
+    for r in records:
+        runs.setdefault((r["command"], r["script_sha256"], r["commit"]), []).append(r)
+    lines = ["Commands (run from a fresh clone after `make demo`'s install):", ""]
+    for (command, sha, commit), rows in runs.items():
+        r = rows[0]
+        lines.append(f"- `{command}` at {commit[:7]} ({r['script']} sha256 {sha[:12]}, {r['date']}, {r['machine']}"
+                     f"{', ' + r['note'] if r.get('note') else ''}): {'; '.join(x['row'] for x in rows)}")
+    return lines
 
 
 def results_md(records: list[dict]) -> str:
