@@ -3,7 +3,9 @@ process's own, flushed, renamed into place); a user's --out checked before any w
 nothing is yet, a model and its side files together or not at all; tables as CSV whose cells a spreadsheet shows
 as text, never evaluates."""
 import csv
+import ctypes
 import errno
+import fcntl
 import os
 import re
 import shutil
@@ -49,14 +51,20 @@ def check_new_output(out: Path | None, option: str = "--out"):
 
 
 # -- the one atomic write ------------------------------------------------------------------------------------
-# Every file and folder cnncodes writes is written through `atomic_write`: its new content goes into a staging
-# folder beside it, named for the host and process that own it (.NAME.HOST.PID.RANDOM.partial), is flushed to
-# disk, and is renamed into place. A reader finds the old content or the new, never part of it; an error removes
-# the staging folder; a process killed outright (SIGKILL: no cleanup runs) leaves it, and the next write into the
-# same folder removes it, once no process of that id is running on this host.
+# Every file cnncodes writes, and every folder it publishes whole (a run, a SavedModel), is written through
+# `atomic_write`: the new content goes into a staging folder beside its target (.NAME.HOST.PID.RANDOM.partial),
+# is flushed to disk and renamed into place. A reader finds the old content or the new, never part of it; an
+# error removes the staging folder. Its writer holds a lock file inside it for its whole life: a process killed
+# outright (SIGKILL: no cleanup runs) leaves the folder with its lock free, and the next write into the same
+# folder removes it, undoing a publish the kill cut short. A lock (not a process id, which another PID namespace
+# or a later process may reuse) tells a running writer's folder from a dead one's; a folder without the lock file
+# (a user's own, named alike) is never touched, nor one of another host (a shared disk, where locks may be local).
 STAGED = ".partial"
-HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+LOCK = ".cnncodes-staging.lock"        # in every staging folder: flock-ed by its writer while it lives
+PUBLISHING = ".cnncodes-publishing"    # in a staging folder while its outputs are moved out: their names
+HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:60] or "host"
 PID_MAX = 1 << 22  # the most Linux allows; a larger number in a file name is no process id
+_locks: dict[Path, int] = {}  # this process's staging folders -> their lock's file descriptor
 
 
 class atomic_write:  # a context manager, named as contextlib names its own
@@ -88,6 +96,8 @@ class atomic_write:  # a context manager, named as contextlib names its own
 
     def commit(self):
         for staged in self.paths:
+            if not (staged.exists() or staged.is_symlink()):
+                raise FileNotFoundError(errno.ENOENT, "nothing was written at the staged path", str(staged))
             sync(staged)
         moves = list(zip(self.paths, self.finals))
         if self.exclusive:
@@ -98,7 +108,7 @@ class atomic_write:  # a context manager, named as contextlib names its own
         sync_entry(self.finals[0].parent)  # the renames themselves, not the folder's other files
 
     def discard(self):
-        shutil.rmtree(self.staging, ignore_errors=True)
+        release(self.staging)
 
 
 def write_atomically(path: Path, content: str | bytes):
@@ -108,11 +118,36 @@ def write_atomically(path: Path, content: str | bytes):
 
 
 def new_staging(target: Path) -> Path:
-    """A new folder of this process's own beside `target`, for its next content; what killed writers left in
-    that folder is removed first."""
+    """A new folder of this process's own beside `target`, for its next content, its lock held until `release`;
+    what killed writers left in that folder is removed first."""
     remove_leftovers(target.parent)
-    prefix = f".{target.name[:80]}.{HOST}.{os.getpid()}."  # a long name is cut: the folder's name stays legal
-    return Path(tempfile.mkdtemp(dir=target.parent, prefix=prefix, suffix=STAGED))
+    name = os.fsdecode(os.fsencode(target.name)[:80])  # bytes, not characters: the folder's name stays legal
+    # made under another name and renamed once its lock is held: a sweep never sees it unlocked
+    new = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}.{HOST}.{os.getpid()}.", suffix=STAGED + ".new"))
+    try:
+        fd = os.open(new / LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        folder = new.with_name(new.name.removesuffix(".new"))
+        os.rename(new, folder)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    _locks[folder] = fd
+    return folder
+
+
+def release(folder: Path):
+    """Removes a staging folder of this process, then lets go of its lock (so no sweep starts on it meanwhile)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    fd = _locks.pop(folder, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def discard(staged: Path):
+    """Removes a staged path's whole staging folder (a run that failed before it was published)."""
+    if staging_owner(staged.parent.name):
+        release(staged.parent)
 
 
 def staging_owner(name: str) -> tuple[str, int] | None:
@@ -126,22 +161,52 @@ def staging_owner(name: str) -> tuple[str, int] | None:
 
 
 def remove_leftovers(folder: Path):
-    """Removes the staging folders in `folder` of this host's processes that have ended (killed mid-write);
-    another host's (a shared folder) and a running process's are left alone."""
+    """Removes the staging folders in `folder` that this host's writers left when they were killed (their lock
+    is free), undoing a publish cut short; a running writer's, another host's, and any folder without a lock
+    file are left alone."""
     try:
-        entries = list(os.scandir(folder))
+        entries = [e for e in os.scandir(folder) if e.name.endswith(STAGED)]
     except OSError:
         return  # a folder that cannot be listed cannot be written either: the write itself says so
     for entry in entries:
         owner = staging_owner(entry.name)
-        if owner and owner[0] == HOST and not process_alive(owner[1]):
+        if not owner or owner[0] != HOST or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            fd = os.open(Path(entry.path) / LOCK, os.O_RDWR | os.O_NOFOLLOW)  # never created here: ours only
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            undo_publishing(Path(entry.path))
             shutil.rmtree(entry.path, ignore_errors=True)
+        except OSError:
+            pass  # held: its writer runs
+        finally:
+            os.close(fd)
 
 
-def discard(staged: Path):
-    """Removes a staged path's whole staging folder (a run that failed before it was published)."""
-    if staging_owner(staged.parent.name):
-        shutil.rmtree(staged.parent, ignore_errors=True)
+def undo_publishing(staging: Path):
+    """Takes back what a publish cut short by a kill had moved out, so outputs land together or not at all; a
+    publish that had moved every output out was whole, and stays."""
+    try:
+        names = [os.fsdecode(n) for n in (staging / PUBLISHING).read_bytes().split(b"\0") if n]
+    except OSError:
+        return
+    moved = [staging.parent / name for name in names if was_moved(staging / name, staging.parent / name)]
+    if len(moved) < len(names):
+        for final in moved:
+            remove(final)
+
+
+def was_moved(staged: Path, final: Path) -> bool:
+    """Whether a publish put `staged` at `final`: renamed where nothing was (the staged name is gone), or hard-
+    linked (the same file under both names)."""
+    if not (final.exists() or final.is_symlink()):
+        return False
+    if not (staged.exists() or staged.is_symlink()):
+        return True
+    return staged.is_file() and os.path.samefile(staged, final)
 
 
 def sync(path: Path):
@@ -171,21 +236,13 @@ def sync_entry(path: Path):
         os.close(fd)
 
 
-def process_alive(pid: int) -> bool:
-    """Whether a process of this machine has this id (another user's too: signalling it is refused)."""
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):  # OverflowError: an id no process can have
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
 def publish(moves: list[tuple[Path, Path]], option: str = "--out"):
     """Moves each staged file or folder to its path, side files first and the main output (the first) last, each
     only where nothing is: a path that another command took meanwhile is one UserError, and those already moved
-    are taken back, so the outputs land together or not at all."""
+    are taken back, so the outputs land together or not at all (after a kill, the next write takes them back:
+    the names being moved are kept in the staging folder until all are out)."""
+    staging = moves[0][0].parent
+    (staging / PUBLISHING).write_bytes(b"\0".join(os.fsencode(final.name) for _, final in moves))
     done = []
     try:
         for staged, final in moves[1:] + moves[:1]:
@@ -199,11 +256,15 @@ def publish(moves: list[tuple[Path, Path]], option: str = "--out"):
         taken = utf8_name(str(moves[0][1]))
         raise UserError(f"{option} {taken}: it appeared while this command ran (another command wrote it?): "
                         f"nothing written; remove it or give another path, and run again") from None
+    (staging / PUBLISHING).unlink()
 
 
 def claim(staged: Path, final: Path):
-    """Renames `staged` to `final` only if `final` does not exist (FileExistsError if it does). A file is hard-
-    linked (atomic, never over another); a folder takes `final` by creating it first, then is renamed onto it."""
+    """Renames `staged` to `final` only if `final` does not exist (FileExistsError if it does), in one step where
+    the kernel and file system can (renameat2's RENAME_NOREPLACE). Else a file is hard-linked (atomic, never over
+    another); a folder takes `final` by creating it first, then is renamed onto it."""
+    if rename_noreplace(staged, final):
+        return
     if staged.is_dir():
         os.mkdir(final)  # FileExistsError when taken: the claim, exclusive
         try:
@@ -222,6 +283,27 @@ def claim(staged: Path, final: Path):
         # a file system without hard links: an empty file claims the name, then the staged one replaces it
         os.close(os.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
         os.replace(staged, final)
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_RENAMEAT2 = getattr(_LIBC, "renameat2", None)  # glibc 2.28 and later
+if _RENAMEAT2 is not None:
+    _RENAMEAT2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+AT_FDCWD, RENAME_NOREPLACE = -100, 1
+
+
+def rename_noreplace(source: Path, target: Path) -> bool:
+    """Renames only where nothing is, in one step; False where the C library, kernel or file system lacks it."""
+    if _RENAMEAT2 is None:
+        return False
+    if _RENAMEAT2(AT_FDCWD, os.fsencode(source), AT_FDCWD, os.fsencode(target), RENAME_NOREPLACE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.EEXIST:
+        raise FileExistsError(err, os.strerror(err), str(target))
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(target))
 
 
 def remove(path: Path):

@@ -1,7 +1,9 @@
-"""Every kind of output cnncodes writes, its writer SIGKILLed midway: before its content is renamed into place
-(the old file is there, whole) and after (the new one is), never a partial one; what the killed writer staged is
-gone after the next write into that folder. The child pauses inside its real writer at the first fsync of the
-output's staged content, or at the fsync of its folder after the rename, and is killed there."""
+"""Every kind of output cnncodes writes, its writer SIGKILLed midway: while its content is flushed, just before
+it is moved into place (the old output is there, whole) and just after (the new one is), never a partial one; a
+publish of several outputs cut short is taken back; what the killed writer staged is gone after the next write
+into that folder. The child pauses inside its real writer, at the first fsync of the output's staged content or
+at the call that moves it into place, and is killed there; the child also checks that every file it moves was
+flushed first."""
 import json
 import signal
 import subprocess
@@ -19,26 +21,50 @@ from cnncodes.features.store import FeatureStore
 from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
 from conftest import ROOT
 
-# Runs in the child before the writer: os.fsync pauses (and says so in MARKER) when it reaches the chosen point.
+POINTS = ["staged", "before-move", "after-move"]
+# Runs in the child before the writer: it pauses (and says where in MARKER) at POINT of the write whose staging
+# folder is named for PREFIX, and exits with 3 if that write moves anything it has not flushed.
 PAUSE = """
 import os, sys, time
 from pathlib import Path
-from cnncodes.features.outputs import staging_owner
+from cnncodes.features import outputs
 POINT, MARKER, PREFIX = sys.argv[1], sys.argv[2], sys.argv[3]
-fsync = os.fsync
+fsync, synced = os.fsync, set()
 
-def staged_under(path):
-    return any(staging_owner(p.name) and p.name.startswith("." + PREFIX) for p in Path(path).parents)
+def ours(folder):
+    return outputs.staging_owner(folder.name) and folder.name.startswith("." + PREFIX)
+
+def pause(where):
+    Path(MARKER).write_text(where)
+    time.sleep(600)
 
 def pausing_fsync(fd):
     fsync(fd)
     path = os.readlink(f"/proc/self/fd/{fd}")
-    staged = any(staging_owner(p.name) for p in [Path(path), *Path(path).parents])
-    if (POINT == "staged" and staged_under(path)) or (POINT == "renamed" and os.path.isdir(path) and not staged):
-        Path(MARKER).write_text(path)
-        time.sleep(600)
+    synced.add(path)
+    if POINT == "staged" and any(ours(p) for p in Path(path).parents):
+        pause(path)
+
+def moving(move):
+    def wrapper(source, target, *args):
+        source = Path(source)
+        if not ours(source.parent):
+            return move(source, target, *args)
+        every = [source, *source.rglob("*")] if source.is_dir() else [source]
+        if left := [str(p) for p in every if str(p) not in synced]:
+            Path(MARKER).write_text("moved before it was flushed: " + " ".join(left))
+            os._exit(3)
+        if POINT == "before-move":
+            pause(str(source))
+        done = move(source, target, *args)
+        if POINT == "after-move" and done is not False:  # rename_noreplace says False when it cannot
+            pause(str(target))
+        return done
+    return wrapper
 
 os.fsync = pausing_fsync
+os.replace, os.rename, os.link = moving(os.replace), moving(os.rename), moving(os.link)
+outputs.rename_noreplace = moving(outputs.rename_noreplace)
 """
 
 
@@ -54,6 +80,7 @@ def kill_at(point: str, prefix: str, code: str, tmp_path: Path):
     child.send_signal(signal.SIGKILL)
     _, err = child.communicate()
     assert marker.exists(), f"the writer never reached {point}: {err.decode()[-2000:]}"
+    assert not marker.read_text().startswith("moved before"), marker.read_text()
 
 
 def staged_leftovers(folder: Path) -> list[str]:
@@ -140,12 +167,13 @@ NEW_OUTPUTS = {  # a user's --out: nothing there before
 }
 
 
-@pytest.mark.parametrize("point", ["staged", "renamed"])
+@pytest.mark.parametrize("point", POINTS)
 @pytest.mark.parametrize("kind", list(FILES) + list(NEW_OUTPUTS))
 def test_a_killed_writer_leaves_the_old_output_or_the_new_never_part_of_one(kind, point, tmp_path):
     name, code, read = {**FILES, **NEW_OUTPUTS}[kind]
     target = tmp_path / "out" / name
     target.parent.mkdir()
+
     def script(value):
         return f"from pathlib import Path\nTARGET, VALUE = Path({str(target)!r}), {value}\n{code}\n"
 
@@ -154,10 +182,13 @@ def test_a_killed_writer_leaves_the_old_output_or_the_new_never_part_of_one(kind
         assert read(target) == 1
     kill_at(point, name, script(2), tmp_path)
     old = 1 if kind in FILES else None
-    assert read(target) == (old if point == "staged" else 2)
+    cut_short = kind == "a model and its side file" and point == "after-move"  # its side file out, the model not
+    expected = old if point != "after-move" or cut_short else 2
+    if not cut_short:
+        assert read(target) == expected
     assert staged_leftovers(target.parent), "the writer was killed before it staged anything"
     write_nearby(target.parent)
-    assert read(target) == (old if point == "staged" else 2) and not staged_leftovers(target.parent)
+    assert read(target) == expected and not staged_leftovers(target.parent)
 
 
 # -- the store's own files: data.h5, a feature set's chunks and .h5, fold assignments, a fit's run folder ------
@@ -173,7 +204,7 @@ def images_of(store: Path) -> np.ndarray:
         return f["images"][:]
 
 
-@pytest.mark.parametrize("point", ["staged", "renamed"])
+@pytest.mark.parametrize("point", POINTS)
 def test_a_killed_ingest_leaves_the_old_data_file_or_the_new(store, point, tmp_path):
     old = images_of(store)
     kill_at(point, "data.h5", f"""
@@ -182,12 +213,12 @@ def test_a_killed_ingest_leaves_the_old_data_file_or_the_new(store, point, tmp_p
                log=lambda m: None)
         """, tmp_path)
     FeatureStore.open(store)  # opens: whole, checksums sound
-    assert np.array_equal(images_of(store), old) == (point == "staged")
+    assert np.array_equal(images_of(store), old) == (point != "after-move")
     write_nearby(store)
     assert not staged_leftovers(store)
 
 
-@pytest.mark.parametrize("point", ["staged", "renamed"])
+@pytest.mark.parametrize("point", POINTS)
 @pytest.mark.parametrize("what", ["chunk", "set"])
 def test_a_killed_feature_writer_leaves_a_chunk_or_set_whole_or_absent(store, what, point, tmp_path):
     from cnncodes.features.writers import FeatureSetWriter
@@ -206,18 +237,40 @@ def test_a_killed_feature_writer_leaves_a_chunk_or_set_whole_or_absent(store, wh
     features = store / "features"
     folder = features / "f.parts" if what == "chunk" else features
     if what == "chunk":
-        assert writer.committed() == ({} if point == "staged" else {0: 40})
+        assert writer.committed() == ({} if point != "after-move" else {0: 40})
         assert not writer.drop_damaged_chunks(log=lambda m: None)  # what is there reads back whole
     else:
         done = (features / "f.h5").exists()
-        assert done == (point == "renamed")
+        assert done == (point == "after-move")
         if done:
             np.testing.assert_array_equal(FeatureStore.open(store).features("f"), pooled)
     write_nearby(folder)
     assert not staged_leftovers(folder)
 
 
-@pytest.mark.parametrize("point", ["staged", "renamed"])
+@pytest.mark.parametrize("point", POINTS)
+def test_a_killed_export_leaves_no_file_or_a_whole_one(store, point, tmp_path):
+    """`cnncodes export`'s own writer, its codes streamed into the staged .npz."""
+    from cnncodes.features.writers import FeatureSetWriter
+
+    writer = FeatureSetWriter(store, "f", "fp", {}, 40, 8, None, chunk_size=40)
+    writer.commit(0, np.arange(320, dtype=np.float32).reshape(40, 8), None)
+    writer.assemble({})
+    out = tmp_path / "codes.npz"
+    kill_at(point, "codes.npz", f"""
+        from cnncodes.features.export import export_feature_set
+        export_feature_set({str(store)!r}, {str(out)!r}, "f")
+        """, tmp_path)
+    if point == "after-move":
+        with np.load(out, allow_pickle=False) as codes:
+            assert codes["codes"].shape == (40, 8) and len(codes["split"]) == 40  # every member reads whole
+    else:
+        assert not out.exists()
+    write_nearby(tmp_path)
+    assert not staged_leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("point", POINTS)
 def test_a_killed_fold_writer_leaves_the_old_assignment_or_the_new(store, point, tmp_path):
     from cnncodes.features import schema
     from cnncodes.features.folds import fold_assignment, read_kept_folds
@@ -232,14 +285,14 @@ def test_a_killed_fold_writer_leaves_the_old_assignment_or_the_new(store, point,
         save_folds(FeatureStore.open({str(store)!r}), "train", 2, np.asarray({new.tolist()!r}))
         """, tmp_path)
     kept = [read_kept_folds(s, path, 2) for path in schema.fold_files(store)[("train", 2)]]  # each one whole
-    assert [a.tolist() for a in kept] == ([old.tolist()] if point == "staged" else
+    assert [a.tolist() for a in kept] == ([old.tolist()] if point != "after-move" else
                                           sorted([old.tolist(), new.tolist()], key=lambda a: a != kept[0].tolist()))
     folder = store / schema.FOLDS_DIR
     write_nearby(folder)
     assert not staged_leftovers(folder)
 
 
-@pytest.mark.parametrize("point", ["staged", "renamed"])
+@pytest.mark.parametrize("point", POINTS)
 def test_a_killed_fit_leaves_no_run_or_a_whole_one(store, point, tmp_path):
     from cnncodes.classifiers.runs.records import all_runs, damaged_runs
 
@@ -253,7 +306,7 @@ def test_a_killed_fit_leaves_no_run_or_a_whole_one(store, point, tmp_path):
                        "class_names": ["a", "b", "c"], **classification_record(y, y, 3)}})
         """, tmp_path)
     runs = store / "runs"
-    assert len(all_runs(store)) == (0 if point == "staged" else 1) and not damaged_runs(store)
+    assert len(all_runs(store)) == (0 if point != "after-move" else 1) and not damaged_runs(store)
     write_nearby(runs)
     assert not staged_leftovers(runs)
 
@@ -274,7 +327,7 @@ def kernel_value(model) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["staged", "renamed"])
+@pytest.mark.parametrize("point", POINTS)
 @pytest.mark.parametrize("what", ["weights", "checkpoint"])
 def test_a_killed_keras_writer_leaves_weights_and_checkpoints_that_belong_together(what, point, tmp_path):
     """A baseline's model.weights.h5 (Keras writes it in place) and its per-epoch checkpoint with state.json."""
@@ -299,7 +352,7 @@ VALUE = 2
     model = namespace["tiny"](0)
     if what == "weights":
         model.load_weights(weights)
-        assert kernel_value(model) == (1 if point == "staged" else 2)
+        assert kernel_value(model) == (1 if point != "after-move" else 2)
     else:  # state.json is replaced after the new checkpoint is in: the state still names the old one, whole
         checkpoint = Checkpoint(folder)
         checkpoint.restore(model)

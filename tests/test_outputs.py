@@ -3,6 +3,7 @@ escaped, outputs created exclusively and published together or not at all, what 
 import csv
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -102,27 +103,60 @@ def test_an_error_while_staging_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+STAGE = "import sys; from pathlib import Path; from cnncodes.features.outputs import new_staging; " \
+        "print(new_staging(Path(sys.argv[1])), flush=True); input()"
+
+
+def staged_by_another_process(target):
+    """A staging folder another writer made (its new_staging sweeps the folder first), and that writer."""
+    writer = subprocess.Popen([sys.executable, "-c", STAGE, str(target)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    return Path(writer.stdout.readline().strip()), writer
+
+
+def killed(writer):
+    writer.kill()  # SIGKILL: its lock is let go, its folder stays
+    writer.wait()
+
+
 def test_what_a_killed_writer_left_is_removed_by_the_next_and_a_running_ones_is_not(tmp_path):
     """A SIGKILL runs no cleanup: its staging folder stays until the next write into that folder, whatever it
-    writes there."""
+    writes there. A running writer's lock, not its process id, keeps its folder."""
     out = tmp_path / "codes.npz"
-    gone = subprocess.Popen([sys.executable, "-c", ""])
-    gone.wait()  # its process id is free now
-    running = subprocess.Popen([sys.executable, "-c", "input()"], stdin=subprocess.PIPE)
+    (gone, a), (gone_other, b), (live, running), (moved, c) = [
+        staged_by_another_process(target) for target in (out, tmp_path / "model.weights.h5", out, out)]
+    for writer in (a, b, c):
+        killed(writer)
+    elsewhere = moved.rename(tmp_path / moved.name.replace(f".{outputs.HOST}.", ".another-host."))
+    users = tmp_path / f".photos.{outputs.HOST}.4000.2024{outputs.STAGED}"  # a user's own, named alike
+    users.mkdir()
     try:
-        def staging(name, pid, host=outputs.HOST):
-            return tmp_path / f".{name}.{host}.{pid}.abc_1{outputs.STAGED}"
-
-        killed, killed_other = staging(out.name, gone.pid), staging("model.weights.h5", gone.pid)
-        live, elsewhere = staging(out.name, running.pid), staging(out.name, gone.pid, "another-host")
-        for leftover in (killed, killed_other, live, elsewhere):
-            leftover.mkdir()
+        for leftover in (gone, gone_other, live, elsewhere, users):
             (leftover / out.name).write_bytes(b"half an export")
         with atomic_write(out, exclusive=True) as (staged,):
             staged.write_bytes(b"whole")
-        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name, "codes.npz"])
+            mine = outputs.new_staging(tmp_path / "other")  # this process's own, while it writes: kept too
+            outputs.remove_leftovers(tmp_path)
+            assert mine.exists() and staged.exists()
+        outputs.release(mine)
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name, users.name,
+                                                                    "codes.npz"])
     finally:
-        running.communicate(b"\n")
+        running.communicate("\n")
+
+
+def test_a_publish_cut_short_by_a_kill_is_taken_back_by_the_next_write(tmp_path):
+    """Killed after the side file was moved out, before the model: the next write takes the side file back."""
+    model, side = tmp_path / "m.tflite", tmp_path / "m.tflite.classes.json"
+    folder, writer = staged_by_another_process(model)
+    killed(writer)
+    (folder / model.name).write_bytes(b"model")
+    (folder / outputs.PUBLISHING).write_bytes(b"\0".join([model.name.encode(), side.name.encode()]))
+    side.write_text("classes")  # moved out (renamed: no longer in the staging folder)
+    theirs = tmp_path / "theirs.txt"
+    theirs.write_text("x")
+    outputs.write_atomically(tmp_path / "later.txt", "y")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["later.txt", "theirs.txt"]
 
 
 @pytest.mark.parametrize("name, owner", [
@@ -146,10 +180,12 @@ def test_a_replacing_write_keeps_the_old_file_until_it_succeeds_and_leaves_nothi
     assert path.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["state.json"]
 
 
-def test_a_long_name_is_staged_under_a_legal_name(tmp_path):
-    path = tmp_path / ("n" * 250)
+@pytest.mark.parametrize("name", ["n" * 250, "猫" * 84])  # 250 and 252 bytes: the most a name may hold
+def test_a_long_name_is_staged_under_a_legal_name(tmp_path, name):
+    path = tmp_path / name
     outputs.write_atomically(path, "x")
-    assert path.read_text() == "x" and [p.name for p in tmp_path.iterdir()] == [path.name]
+    write_csv(tmp_path / (name[:-4] + ".csv"), ["a"], [[1]])  # a user's --out, published exclusively
+    assert path.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == sorted([name, name[:-4] + ".csv"])
 
 
 def test_check_new_output_refuses_what_exists_or_cannot_be_written_in_one_line(tmp_path):

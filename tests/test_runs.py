@@ -411,25 +411,27 @@ def test_predict_on_what_is_not_a_fitted_run_is_one_clear_error(hostile_store, t
 # -- issue 19: a killed or disk-full fit leaves no run; text from data never reaches the terminal raw ----------
 def test_a_killed_fit_leaves_no_run_and_the_next_fit_removes_its_folder(hostile_store, tmp_path):
     """A SIGKILLed fit left an empty run folder that stayed."""
-    from cnncodes.features.outputs import HOST, staging_owner
+    from cnncodes.features.outputs import new_staging, release, staging_owner
 
     store = copy_of(hostile_store, tmp_path)
     runs = store / "runs"
     before = sorted(p.name for p in runs.iterdir())
 
+    alive = new_staging(runs / "20260101-000000-fit-svm-class")  # a fit still running (its lock held): kept
+    (alive / "20260101-000000-fit-svm-class").mkdir()
+    (alive / "20260101-000000-fit-svm-class" / "record.json").write_text("{}")  # written, not yet published
+
     def staged():
-        return [p for p in runs.iterdir() if staging_owner(p.name)]
+        return [p for p in runs.iterdir() if staging_owner(p.name) and p != alive]
 
     kill_midway(["fit", "--store", store, "--head", "dense", "--epochs", 100000, "--param", "patience=100000"],
                 lambda: any(staged()))
     (killed,) = staged()
     assert sorted(p.name for p in runs.iterdir() if not p.name.startswith(".")) == before
-    alive = runs / f".20260101-000000-fit-svm-class.{HOST}.{os.getpid()}.abc.partial"  # a fit still running: kept
-    (alive / "20260101-000000-fit-svm-class").mkdir(parents=True)
-    (alive / "20260101-000000-fit-svm-class" / "record.json").write_text("{}")  # written, not yet published
     assert len(all_runs(store)) == len(before) and not damaged_runs(store)
     run, _ = fit_head(store, "logreg", label="class", params={"Cs": [0.1]})
     assert not killed.exists() and alive.exists() and run.parent == runs and not run.name.startswith(".")
+    release(alive)
     assert len(all_runs(store)) == len(before) + 1
 
 
