@@ -133,12 +133,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--chosen", help="skip the ranking: the set an earlier sweep chose on training data (its table is "
                                     "that run's)")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--note", default="", help="the conditions the records should carry (e.g. another job beside it)")
     return p
 
 
 def main():
     args = parser().parse_args()
-    run = begin(__file__)  # a clean commit, before any work
+    run = {**begin(__file__), "note": args.note}  # a clean commit, before any work
     import keras  # noqa: F401  (so conditions() reports its version and backend)
 
     os.chdir(ROOT)

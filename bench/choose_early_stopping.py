@@ -39,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default="dense", choices=["dense", "gap"])
     p.add_argument("-k", type=int, default=3)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--note", default="", help="the conditions the records should carry (e.g. another job beside it)")
     return p
 
 
@@ -72,7 +73,7 @@ def main():
              row=label + (" (chosen)" if setting == best else ""), family="fixed-codes", seeds=[0],
              test_accuracy=None, headline=False, weights="ImageNet (EfficientNet-Lite0, published)",
              kfold_accuracy=row["folds"], k=args.k, best_epochs=epochs, features=features, head=args.head,
-             params=setting, wall_seconds=round(row["seconds"], 1))
+             params=setting, wall_seconds=round(row["seconds"], 1), note=args.note)
 
 
 if __name__ == "__main__":
