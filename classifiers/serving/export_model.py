@@ -184,7 +184,8 @@ def export_model(run, out, quantize: str | None = None, input_hw: tuple | None =
             staged.write_bytes(tflite_bytes(model, quantize, store, calibration_images))
             if quantize:
                 agreement = quantized_agreement(model, staged,
-                                                store if store is not None else run.resolve().parent.parent)
+                                                store if store is not None else run.resolve().parent.parent,
+                                                calibration_images)
                 log(f"export-model: {agreement}")
             beside[0].write_text(json.dumps(classes, indent=1))
     log(f"export-model: wrote {out} ({kind}{f', {quantize}' if quantize else ''}): uint8 images of "
@@ -221,23 +222,23 @@ def tflite_bytes(model, quantize: str | None, store, calibration_images: int) ->
 FLOAT_OPS = ["FULLY_CONNECTED"]  # TFLite ops an int8 export keeps in float32 (its Dense layers)
 
 
-AGREEMENT_IMAGES = 100  # store test images each quantized export is checked on: seconds, and a stated share
+AGREEMENT_IMAGES = 100  # training images each quantized export is checked on: seconds, and a stated share
 
 
-def quantized_agreement(model, tflite_file: Path, store, n: int = AGREEMENT_IMAGES) -> str:
-    """How often the quantized file gives the float model's class, on a seeded draw of up to n of the store's test
-    images (quantization can cost much: bench/HISTORY.md), as one sentence; what could not be checked, if not."""
+def quantized_agreement(model, tflite_file: Path, store, calibrated: int, n: int = AGREEMENT_IMAGES) -> str:
+    """How often the quantized file gives the float model's class, on up to n of the store's training images that
+    the calibration (its first `calibrated` of the same draw) did not use: never the test split, which is for the
+    scores alone (quantization can cost much: bench/HISTORY.md). One sentence; what could not be checked, if not."""
     import tensorflow as tf
 
     store = Path(store)
     if not (store / schema.DATA_FILE).is_file():
         return f"not checked against the float model: {store} is not a store (give --store DIR)"
     s = FeatureStore.open(store)
-    images = s.images(split="test")
+    images = training_draw(s, calibrated, calibrated + n)
     if not len(images):
-        return "not checked against the float model: the store has no test images"
-    pick = np.sort(np.random.default_rng(0).permutation(len(images))[:n])
-    images = calibration_resize(images[pick], model.input.shape[1:3])
+        return "not checked against the float model: the calibration used every training image of the store"
+    images = calibration_resize(images, model.input.shape[1:3])
     wanted = np.asarray(model.predict(images, batch_size=32, verbose=0)).argmax(1)
     with warnings.catch_warnings():  # tf.lite.Interpreter's notice that LiteRT will replace it
         warnings.simplefilter("ignore")
@@ -251,8 +252,9 @@ def quantized_agreement(model, tflite_file: Path, store, n: int = AGREEMENT_IMAG
         interpreter.invoke()
         got.append(int(interpreter.get_tensor(index_out)[0].argmax()))
     same = float(np.mean(np.asarray(got) == wanted))
-    return (f"the quantized model gives the float model's class on {100 * same:.1f}% of {len(images)} test images of "
-            f"the store" + ("" if same >= 0.99 else ": check it on your data before you ship it"))
+    advice = "" if same >= 0.99 else ": check it on your data before you ship it"
+    return (f"the quantized model gives the float model's class on {100 * same:.1f}% of {len(images)} training "
+            f"images the calibration did not use{advice}")
 
 
 def calibration_resize(images: np.ndarray, in_hw) -> np.ndarray:
@@ -260,7 +262,13 @@ def calibration_resize(images: np.ndarray, in_hw) -> np.ndarray:
 
 
 def calibration_batch(store, in_hw, n: int) -> np.ndarray:
-    """Up to n training images of the store (a seeded draw), resized to the model's input size."""
-    images = FeatureStore.open(store).images(split="train")
-    pick = np.random.default_rng(0).permutation(len(images))[:n]
-    return calibration_resize(images[np.sort(pick)], in_hw)
+    """Up to n training images of the store (the first of a seeded draw), resized to the model's input size."""
+    return calibration_resize(training_draw(FeatureStore.open(store), 0, n), in_hw)
+
+
+def training_draw(store: FeatureStore, start: int, stop: int) -> np.ndarray:
+    """Training images start to stop of one seeded order of them, in store order: the calibration takes the first,
+    the agreement check the next, so the two never share an image."""
+    images = store.images(split="train")
+    pick = np.random.default_rng(0).permutation(len(images))[start:stop]
+    return images[np.sort(pick)]
