@@ -56,6 +56,16 @@ def test_tables_come_from_the_records_alone_and_the_same_bytes_every_time(bench_
     assert "`python bench/anchors.py --seeds 0,1,2`" in page and "3 min" in page
 
 
+def test_a_table_shows_its_own_columns_and_the_readme_only_the_shared_ones(bench_tree):
+    write(bench_tree, a_record("export-design/int8/none", table="export-design", test_accuracy=None,
+                               agreement=0.664, images=500, megabytes=4.21, headline=True))
+    write(bench_tree, a_record("fixed-codes/x", headline=True))
+    readme, page = results.render().values()
+    assert "| same class as the float model (%) | file (MB) | commit |" in page and "| 66.40 of 500 | 4.2 |" in page
+    headline = readme.split(results.START)[1]
+    assert "same class" not in headline and headline.count("| " + "b" * 7 + " |") == 2  # both rows, shared columns
+
+
 def test_the_demo_section_shows_what_make_demo_printed(bench_tree):
     for weights, acc in (("imagenet", 0.744), ("none", 0.3)):
         write(bench_tree, a_record(f"demo/{weights}", table="demo", family="demo", seeds=[0], test_accuracy=[acc],
