@@ -80,9 +80,11 @@ def save(run: dict, name: str, **fields) -> Path:
     return path
 
 
-def scored(record: dict) -> int:
-    """How many times this record's run scored the test split: once a seed."""
-    return len(record["test_accuracy"] or [])
+def scored(record: dict, family: str | None = None) -> int:
+    """How many times this record's run scored the test split for `family` (its own by default): once a seed,
+    plus `other_scorings` it names for a family (a head fitted on the way, whose fit scored it)."""
+    own = len(record["test_accuracy"] or []) if family in (None, record["family"]) else 0
+    return own + (record.get("other_scorings") or {}).get(family or record["family"], 0)
 
 
 def load_records() -> list[dict]:
@@ -92,8 +94,8 @@ def load_records() -> list[dict]:
 def family_scorings(family: str, exclude: str | None = None) -> int:
     """Test scorings of a family before records were kept (bench/scorings.json) plus those of its records."""
     history = json.loads(SCORINGS.read_text())[family]["before_records"]
-    return history + sum(scored(r) + r.get("earlier_scorings", 0) for r in load_records()
-                         if r["family"] == family and r["name"] != exclude)
+    return history + sum(scored(r, family) + (r.get("earlier_scorings", 0) if r["family"] == family else 0)
+                         for r in load_records() if r["name"] != exclude)
 
 
 def bootstrap_interval(correct: np.ndarray, draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> list[float]:

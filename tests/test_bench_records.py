@@ -90,8 +90,11 @@ def test_check_fails_when_a_file_differs_from_its_records(bench_tree, monkeypatc
 def test_test_scorings_count_the_history_and_every_record_of_the_family(bench_tree):
     write(bench_tree, a_record("fixed-codes/a"))  # 3 seeds scored
     write(bench_tree, a_record("sweep/b", table="sweep", test_accuracy=None))  # none
-    assert records.family_scorings("fixed-codes") == 17 + 3
-    assert records.family_scorings("fixed-codes", exclude="fixed-codes/a") == 17
+    write(bench_tree, a_record("export-design/c", family="export", test_accuracy=None,
+                               other_scorings={"fixed-codes": 1}))  # a head it fitted on the way scored the test split
+    assert records.family_scorings("fixed-codes") == 17 + 3 + 1
+    assert records.family_scorings("fixed-codes", exclude="fixed-codes/a") == 17 + 1
+    (bench_tree / "records" / "export-design--c.json").unlink()
     run = {"commit": "d" * 40, "script": "bench/x.py", "script_sha256": "e" * 64, "command": "python bench/x.py",
            "machine": "m", "date": "2026-12-07"}
     path = records.save(run, "fixed-codes/a", table="fixed-codes", row="r", family="fixed-codes", seeds=[0, 1],
