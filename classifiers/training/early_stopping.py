@@ -5,10 +5,10 @@ are the model's at the end.
 
 Accuracy, not loss: the loss keeps rising after the accuracy peaks (more so with smoothed labels), and
 accuracy is what is reported; the loss breaks ties, which matter on small validation slices, where accuracy
-moves in steps. `monitor="loss"` ranks by the loss instead (ties broken by accuracy): the candidate the heads'
-rule is chosen against by k-fold on training data (bench/choose_early_stopping.py). The policy's memory is plain
-data (the best epoch's record and weights), so a baseline's checkpoint keeps it and a resumed run stops where an
-uninterrupted one would."""
+moves in steps. `monitor="loss"` ranks by the loss instead (ties broken by accuracy): the dense head's default,
+with patience 20, the best of six rules by 3-fold on the training split (bench/choose_early_stopping.py). The
+policy's memory is plain data (the best epoch's record and weights), so a baseline's checkpoint keeps it and a
+resumed run stops where an uninterrupted one would."""
 from dataclasses import dataclass
 
 
