@@ -50,7 +50,7 @@ EXTRA = {
     "early-stopping": [("best epoch per fold", lambda r: ", ".join(map(str, r.get("best_epochs") or [])) or "–")],
 }
 COLUMNS = ["what", "weights", "k-fold on training (%)", "test (%), mean ± std", "each seed (%)", "95% interval (%)",
-           "test scorings", "fit time, all seeds", "commit"]
+           "test scorings", "fit time, all seeds or folds", "commit"]
 
 
 def pct(x) -> str:
