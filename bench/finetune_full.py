@@ -2,14 +2,24 @@
 
     python bench/finetune_full.py --store /work/stores/cifar10 [--dataset folder:PATH] [--size 128] [--epochs 5]
                                   [--learning-rate 0.01] [--crop-area 0.6] [--batch-size 64] [--progressive 0:0]
-                                  [--from-maps block5c_add --views 2]
+                                  [--from-maps block5c_add --views 2] [--seeds 0,1,2]
+                                  [--test-sides 176,192,208 --test-flip] [--record NAME]
+
+The frozen recipe of the fine-tune headline (issue 38; designed in bench/HISTORY.md while the test split was
+scored, then frozen at these settings and run for seeds 0, 1, 2):
+
+    python bench/finetune_full.py --store bench/out/cifar10-full --size 160 --progressive 128:6 --epochs 10 \
+        --test-sides 176,192,208 --test-flip --seeds 0,1,2 --record finetune/lite0/progressive-160
 
 Trains `cnncodes baseline finetune --unfreeze-from all` with settings fixed before any run (below), keeps the
 epoch with the best accuracy on a 10% validation slice of the training split (`--patience`, set to the epoch
 count so that no epoch is cut short), scores the test split once with that epoch's weights, and prints the
-epoch curve, wall time, training images/s and the command that reproduces it, in Markdown for
-bench/HISTORY.md. Every epoch ends in a checkpoint: run the same command again (from the same code: a run's
-name hashes the source) and it goes on from the last finished epoch, across sessions.
+epoch curve, wall time, training images/s and the command that reproduces it. With --test-sides/--test-flip
+the test view (side, mirror averaging) is chosen on the same validation slice before the test split is scored.
+Every epoch ends in a checkpoint: run the same command again (from the same code: a run's name hashes the
+source) and it goes on from the last finished epoch, across sessions; seeds run one after the other, a finished
+seed's run is found again (not scored again). With --record, a record (bench/records/) is written after each
+seed with every seed finished so far: a run spanning several sessions publishes its seeds as they come.
 
 The settings, fixed beforehand rather than tuned (nothing here looks at the test split): BiT's rule for
 images under 96 px (Kolesnikov et al. 2020: fine-tune at 128, random crops of about 0.64 of the area, flips),
@@ -29,12 +39,14 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
+from bench.records import begin, bootstrap_interval, save  # noqa: E402
 from cnncodes.classifiers.baselines.train import train_baseline  # noqa: E402
 from cnncodes.classifiers.training.baseline_config import BaselineConfig  # noqa: E402
 from cnncodes.features.provenance import code_version  # noqa: E402
@@ -44,8 +56,8 @@ from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_features
 from cnncodes.pipeline.sources.ingest import IngestConfig, ingest  # noqa: E402
 
 
-def main():
-    p = argparse.ArgumentParser()
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="A full-network fine-tune of Lite0 on the store's training split")
     p.add_argument("--store", required=True)
     p.add_argument("--dataset", default="folder:../shared/data/cifar10-jpg.tar")
     p.add_argument("--size", type=int, default=128)
@@ -58,7 +70,18 @@ def main():
     p.add_argument("--limit", type=int, default=None, help="a stratified subset of N training photos (a quick try)")
     p.add_argument("--from-maps", metavar="CUT", help="train the layers above CUT on its cached maps instead")
     p.add_argument("--views", type=int, default=2, help="with --from-maps: cached views of each training image")
-    args = p.parse_args()
+    p.add_argument("--seeds", default="0", help="comma-separated: one run a seed, one after the other")
+    p.add_argument("--test-sides", default="", help="comma-separated sides the test view is chosen among")
+    p.add_argument("--test-flip", action="store_true", help="also each view averaged with the mirror images")
+    p.add_argument("--record", metavar="NAME", help="write bench/records/NAME.json (needs a clean tree)")
+    return p
+
+
+def main():
+    args = parser().parse_args()
+    run_info = begin(__file__) if args.record else None  # before any work: a dirty tree costs nothing
+    seeds = [int(s) for s in args.seeds.split(",")]
+    sides = [int(s) for s in args.test_sides.split(",") if s]
     import keras  # noqa: F401  (so conditions() reports its version and backend)
 
     os.chdir(ROOT)
@@ -71,15 +94,26 @@ def main():
         unfreeze_from=None if maps else "all", head_epochs=0, epochs=args.epochs, patience=args.epochs,
         optimizer="sgd", learning_rate=args.learning_rate, batch_size=args.batch_size,
         label_smoothing=args.label_smoothing, warmup_epochs=1, cosine=True, crop_area=1.0 if maps else args.crop_area,
-        progressive_size=side or None, progressive_epochs=early, limit=args.limit, from_features=maps)
+        progressive_size=side or None, progressive_epochs=early, limit=args.limit, from_features=maps,
+        test_sides=sides, test_flip=args.test_flip)
     command = ("cnncodes baseline finetune --store " + shlex.quote(args.store) + " --backbone efficientnet_lite0"
                f" --size {args.size}" + (f" --from-features {maps}" if maps else " --unfreeze-from all")
                + f" --head-epochs 0 --epochs {args.epochs} --patience {args.epochs}"
                f" --optimizer sgd --learning-rate {args.learning_rate} --batch-size {args.batch_size}"
                f" --label-smoothing {args.label_smoothing} --warmup-epochs 1 --cosine"
                + ("" if maps else f" --crop-area {args.crop_area}")
-               + (f" --progressive {side}:{early}" if side else "") + (f" --limit {args.limit}" if args.limit else ""))
-    print(f"\nthe same run from the command line: {command}\n", flush=True)
+               + (f" --progressive {side}:{early}" if side else "") + (f" --limit {args.limit}" if args.limit else "")
+               + (f" --test-sides {args.test_sides}" if sides else "") + (" --test-flip" if args.test_flip else ""))
+    finished = []
+    for seed in seeds:
+        print(f"\nthe same run from the command line: {command} --seed {seed}\n", flush=True)
+        run, r = one_seed(args, replace(config, seed=seed))
+        finished.append((seed, run, r))
+        if args.record:
+            write_record(args, run_info, finished, command)
+
+
+def one_seed(args, config):
     started = time.time()
     run, r = train_baseline(args.store, config, progress=True, log=print)
     history, chosen = r["history"], r["chosen"]
@@ -94,8 +128,33 @@ def main():
         val = history.get("val_accuracy", [None] * (i + 1))[i]
         print(f"| {i + 1} | {100 * acc:.2f} | {'-' if val is None else f'{100 * val:.2f}'} | "
               f"{history['loss'][i]:.4f} |")
-    print(f"\nchosen on validation: epoch {chosen['best_epoch']} ({100 * r['validation_accuracy']:.2f}%); "
+    view = f", test view side {chosen.get('test_size', config.size)}" + (" flip-averaged" if chosen.get("test_flip")
+                                                                         else "")
+    print(f"\nchosen on validation: epoch {chosen['best_epoch']} ({100 * r['validation_accuracy']:.2f}%){view}; "
           f"test accuracy, scored once with its weights: **{100 * r['test_accuracy']:.2f}%**", flush=True)
+    return run, r
+
+
+def write_record(args, run_info: dict, finished: list, command: str):
+    """The record of every seed finished so far; a seed's run scored the test split once, when it finished
+    (a finished run found again is not scored again: `runs` lets the record it replaces say so)."""
+    import numpy as np
+
+    store = FeatureStore.open(args.store)
+    truth = np.asarray(store.labels(finished[0][2]["label"]))[store.split == 1]
+    correct = np.array([np.asarray(r["test_predictions"]) == truth for _, _, r in finished])
+    assert np.allclose(correct.mean(1), [r["test_accuracy"] for _, _, r in finished])
+    chosen = [r["chosen"] for _, _, r in finished]
+    save(run_info, args.record, table="finetune", family="finetune-lite0", headline=len(finished) >= 3,
+         row=f"Lite0 fine-tuned, every layer, side {args.size}" + (f" after {args.progressive.split(':')[1]} epochs "
+             f"at {args.progressive.split(':')[0]}" if args.progressive != "0:0" else "") + f", {args.epochs} epochs",
+         weights="EfficientNet-Lite0 ImageNet (published)", seeds=[s for s, _, _ in finished],
+         test_accuracy=[r["test_accuracy"] for _, _, r in finished], test_interval=bootstrap_interval(correct),
+         validation_accuracy=[r["validation_accuracy"] for _, _, r in finished],
+         best_epochs=[c["best_epoch"] for c in chosen],
+         test_views=[[c.get("test_size", args.size), bool(c.get("test_flip"))] for c in chosen],
+         wall_seconds=[r["fit_seconds"] for _, _, r in finished], runs=[run.name for _, run, _ in finished],
+         cli_command=command, store=args.store)
 
 
 def cached_maps(args) -> str:

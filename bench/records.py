@@ -71,7 +71,8 @@ def save(run: dict, name: str, **fields) -> Path:
     path = RECORDS / f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', name.replace('/', '--'))}.json"
     if path.exists():  # a record measured again: the scorings of the one it replaces still happened
         old = json.loads(path.read_text())
-        record["earlier_scorings"] = old.get("earlier_scorings", 0) + scored(old)
+        again = len(set(old.get("runs") or []) & set(record.get("runs") or []))  # runs found again, not rescored
+        record["earlier_scorings"] = old.get("earlier_scorings", 0) + scored(old) - again
     record["test_scorings"] = (family_scorings(record["family"], exclude=name) + record.get("earlier_scorings", 0)
                                + scored(record))
     path.parent.mkdir(exist_ok=True)
