@@ -71,8 +71,11 @@ def save(run: dict, name: str, **fields) -> Path:
     path = RECORDS / f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', name.replace('/', '--'))}.json"
     if path.exists():  # a record measured again: the scorings of the one it replaces still happened
         old = json.loads(path.read_text())
-        again = len(set(old.get("runs") or []) & set(record.get("runs") or []))  # runs found again, not rescored
-        record["earlier_scorings"] = old.get("earlier_scorings", 0) + scored(old) - again
+        if "runs" in record:  # one scoring a run: a run found again was not scored again
+            record["scored_runs"] = sorted(set(record["runs"]) | set(old.get("scored_runs") or old.get("runs") or []))
+            record["earlier_scorings"] = old.get("earlier_scorings", 0)
+        else:
+            record["earlier_scorings"] = old.get("earlier_scorings", 0) + scored(old)
     record["test_scorings"] = (family_scorings(record["family"], exclude=name) + record.get("earlier_scorings", 0)
                                + scored(record))
     path.parent.mkdir(exist_ok=True)
@@ -82,9 +85,10 @@ def save(run: dict, name: str, **fields) -> Path:
 
 
 def scored(record: dict, family: str | None = None) -> int:
-    """How many times this record's run scored the test split for `family` (its own by default): once a seed,
-    plus `other_scorings` it names for a family (a head fitted on the way, whose fit scored it)."""
-    own = len(record["test_accuracy"] or []) if family in (None, record["family"]) else 0
+    """How many times this record's run scored the test split for `family` (its own by default): once a seed
+    (or, for a record of several runs, once each run it ever held: `scored_runs`), plus `other_scorings` it names for a family (a head fitted on the way, whose fit scored it)."""
+    runs = record.get("scored_runs") or record["test_accuracy"] or []
+    own = len(runs) if family in (None, record["family"]) else 0
     return own + (record.get("other_scorings") or {}).get(family or record["family"], 0)
 
 
