@@ -86,7 +86,8 @@ def save(run: dict, name: str, **fields) -> Path:
 
 def scored(record: dict, family: str | None = None) -> int:
     """How many times this record's run scored the test split for `family` (its own by default): once a seed
-    (or, for a record of several runs, once each run it ever held: `scored_runs`), plus `other_scorings` it names for a family (a head fitted on the way, whose fit scored it)."""
+    (or, for a record of several runs, once each run it ever held: `scored_runs`), plus `other_scorings` it
+    names for a family (a head fitted on the way, whose fit scored it)."""
     runs = record.get("scored_runs") or record["test_accuracy"] or []
     own = len(runs) if family in (None, record["family"]) else 0
     return own + (record.get("other_scorings") or {}).get(family or record["family"], 0)

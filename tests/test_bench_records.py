@@ -29,7 +29,8 @@ def bench_tree(tmp_path, monkeypatch):
     readme.write_text(f"# x\n\nbefore\n{results.DEMO_START}\nold demo\n{results.DEMO_END}\n\n## Results\n\n"
                       f"{results.START}\nold\n{results.END}\n\nafter\n")
     (tmp_path / "records").mkdir()
-    (tmp_path / "scorings.json").write_text(json.dumps({"fixed-codes": {"before_records": 17, "history": "h"}}))
+    (tmp_path / "scorings.json").write_text(json.dumps({"fixed-codes": {"before_records": 17, "history": "h"},
+                                                          "finetune-lite0": {"before_records": 11, "history": "h"}}))
     monkeypatch.setattr(records, "RECORDS", tmp_path / "records")
     monkeypatch.setattr(records, "SCORINGS", tmp_path / "scorings.json")
     monkeypatch.setattr(results, "README", readme)
@@ -64,6 +65,24 @@ def test_a_table_shows_its_own_columns_and_the_readme_only_the_shared_ones(bench
     assert "| same class as the float model (%) | file (MB) | commit |" in page and "| 66.40 of 500 | 4.2 |" in page
     headline = readme.split(results.START)[1]
     assert "same class" not in headline and headline.count("| " + "b" * 7 + " |") == 2  # both rows, shared columns
+
+
+def test_the_fine_tune_shows_its_seeds_views_and_design_history(bench_tree):
+    """Short of three seeds the fine-tune is a record under way, not a result; with three, a headline that says
+    beside it that its recipe was designed while the test split was scored."""
+    fields = dict(table="finetune", family="finetune-lite0", validation_accuracy=[0.931], best_epochs=[9],
+                  test_views=[[176, True]], seeds=[0], test_accuracy=[0.9376])
+    write(bench_tree, a_record("finetune/lite0/x", **fields))
+    readme, page = results.render().values()
+    assert "| 93.10 | 9, side 176 flip-averaged |" in page and "designed while the test split was scored" in page
+    section = " ".join(readme.split(results.START)[1].split(results.END)[0].split())
+    assert "the fine-tune of Lite0" in section and "(11 scorings before records" in section
+    assert "Records under way, short of a headline's three seeds: the fine-tune of Lite0" in section
+    three = {k: v * 3 for k, v in fields.items() if isinstance(v, list)}
+    write(bench_tree, a_record("finetune/lite0/x", **{**fields, **three, "seeds": [0, 1, 2], "headline": True}))
+    section = " ".join(results.render()[results.README].split(results.START)[1].split(results.END)[0].split())
+    assert "93.76 / 93.76 / 93.76" in section and "The fine-tune's recipe was designed while" in section
+    assert "(the fine-tune of Lite0," not in section and "under way" not in section
 
 
 def test_the_demo_section_shows_what_make_demo_printed(bench_tree):
@@ -104,6 +123,24 @@ def test_test_scorings_count_the_history_and_every_record_of_the_family(bench_tr
     assert records.family_scorings("fixed-codes") == 17 + 3 + 2
     with pytest.raises(ValueError, match="lacks"):
         records.save(run, "x", table="t")
+
+
+def test_a_record_of_runs_counts_each_run_once_however_often_it_is_written_again(bench_tree):
+    """A run spanning sessions writes its record after each seed; a seed's run found again is not scored again."""
+    run = {"commit": "d" * 40, "script": "bench/x.py", "script_sha256": "e" * 64, "command": "python bench/x.py",
+           "machine": "m", "date": "2026-12-07"}
+
+    def save(runs):
+        fields = dict(table="finetune", row="r", family="fixed-codes", seeds=list(range(len(runs))), headline=False,
+                      test_accuracy=[0.9] * len(runs), weights="ImageNet", runs=runs)
+        return json.loads(records.save(run, "finetune/a", **fields).read_text())["test_scorings"]
+
+    assert save(["r0"]) == 17 + 1
+    assert save(["r0", "r1"]) == 17 + 2
+    assert save(["r0"]) == 17 + 2  # the same command again: r0 is found, then r1
+    assert save(["r0", "r1"]) == 17 + 2
+    assert save(["r0", "r1", "r2"]) == 17 + 3
+    assert save(["r0", "r5"]) == 17 + 4  # a run trained again (other code): its scoring counts too
 
 
 def test_the_bootstrap_interval_holds_the_mean_and_narrows_with_more_images():
