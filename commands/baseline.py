@@ -1,4 +1,5 @@
-"""`cnncodes baseline`: train a pixel baseline (basic CNN, fine-tune, Wide ResNet) on the store's images."""
+"""`cnncodes baseline`: train a pixel baseline (basic CNN, fine-tune, Wide ResNet, airbench) on the store's
+images."""
 import re
 
 import click
@@ -41,22 +42,22 @@ def sides_option(value: str | None) -> tuple[int, ...]:
 
 
 @click.command()
-@click.argument("kind", type=choice("cnn", "finetune", "wrn"))
+@click.argument("kind", type=choice("cnn", "finetune", "wrn", "airbench"))
 @store_option()
 @label_option()
-@click.option("--epochs", type=POSITIVE, help="[cnn 100, finetune 20, wrn 200]")
+@click.option("--epochs", type=POSITIVE, help="[cnn 100, finetune 20, wrn 200, airbench 10]")
 @click.option("--fold", type=click.IntRange(min=0),
               help="test on this fold of the -k split of the training rows instead "
               "of the test split")
 @click.option("-k", "k", default=6, type=click.IntRange(min=2), help="with --fold")
-@click.option("--batch-size", default=128, type=POSITIVE, help="images per training step")
+@click.option("--batch-size", type=POSITIVE, help="images per training step [128; airbench 1024]")
 @click.option("--precision", type=PRECISION, default="fp32",
               help="arithmetic of training (mixed precision for bf16, fp16)")
 @click.option("--seed", default=0, type=SEED, help="weights, augmentation and batch order")
 @click.option("--patience", type=POSITIVE, help="early stopping on a 10% validation slice [none: every epoch]")
 @click.option("--limit", type=POSITIVE, help="train on a stratified subset of N training rows [every row]")
 @click.option("--learning-rate", type=click.FloatRange(0, min_open=True),
-              help="[cnn 1e-4, finetune 1e-4 (phase 2), wrn sgd 0.1 / adam 1e-3]")
+              help="[cnn 1e-4, finetune 1e-4 (phase 2), wrn sgd 0.1 / adam 1e-3, airbench 11.5 per 1024 images]")
 @click.option("--backbone", default="resnet50", type=backbone_choice(), help="finetune")
 @click.option("--weights", default="imagenet", help="finetune: imagenet, none or PATH")
 @click.option("--size", type=SIZE, help="finetune: input side, resized on the device [the backbone's native size]")
@@ -64,10 +65,11 @@ def sides_option(value: str | None) -> tuple[int, ...]:
               help="finetune: phase-1 epochs, backbone frozen")
 @click.option("--unfreeze-from", help="finetune: first layer trained in phase 2, or all [the last stage; "
                    "with --from-features, the layer after its cut]")
-@click.option("--label-smoothing", default=0.0, type=click.FloatRange(0, 1, max_open=True),
-              help="every kind: 1 - s on the class, s spread over all classes")
-@click.option("--weight-decay", default=0.0, type=click.FloatRange(0, 1, max_open=True),
-              help="finetune phase 2, wrn: decoupled, never on BatchNorm or biases")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True),
+              help="every kind: 1 - s on the class, s spread over all classes [0; airbench 0.2]")
+@click.option("--weight-decay", type=click.FloatRange(0, 1, max_open=True),
+              help="finetune phase 2, wrn: decoupled, never on BatchNorm or biases [0]; airbench: per 1024 images "
+                   "[0.0153]")
 @click.option("--warmup-epochs", default=0, type=click.IntRange(min=0), help="finetune phase 2: the rate rises from 0")
 @click.option("--cosine", is_flag=True, help="finetune phase 2: then falls along a half cosine to 0")
 @click.option("--crop-area", default=1.0, type=click.FloatRange(0, 1, min_open=True),
@@ -91,9 +93,13 @@ def sides_option(value: str | None) -> tuple[int, ...]:
               help="wrn; finetune phase 2 (sgd: Nesterov momentum 0.9)")
 @quiet_option("no per-epoch lines")
 def baseline(kind, store, quiet, **options):
-    """Train a pixel baseline (basic CNN, fine-tuned backbone, Wide ResNet) on the store's images."""
+    """Train a pixel baseline (basic CNN, fine-tuned backbone, Wide ResNet, airbench) on the store's images.
+
+    airbench trains a small network from scratch at the images' own side with airbench94's recipe (the fastest
+    published one for CIFAR-10; docs/cli.md says what it fixes)."""
     from cnncodes.classifiers.baselines.baseline_runs import finished_run
-    from cnncodes.classifiers.baselines.train import check_config, train_baseline
+    from cnncodes.classifiers.baselines.settings_checks import check_config
+    from cnncodes.classifiers.baselines.train import train_baseline
     from cnncodes.classifiers.heads.params import check_values
     from cnncodes.classifiers.runs.records import run_summary
     from cnncodes.classifiers.training.baseline_config import BaselineConfig

@@ -145,6 +145,18 @@ def digits_store(tmp_path_factory, resnet_weights) -> Path:
     return store
 
 
+@pytest.fixture(scope="session")
+def colour_store_32(tmp_path_factory) -> Path:
+    """3 classes told apart by colour at 32x32 pixels (write_mixed_tree, 20 a class and split): for airbench,
+    which takes 25x25 and more."""
+    from cnncodes.pipeline.sources.ingest import IngestConfig, ingest
+
+    root = tmp_path_factory.mktemp("colour32")
+    tree = write_mixed_tree(root / "tree", per_class=20)
+    return ingest(root / "store", IngestConfig(f"folder:{tree}", image_size=32), progress=False,
+                  log=lambda m: None).path
+
+
 def run_cli(*args, env=None, cwd=None):
     """The CLI as a user runs it, in this process through click's runner (a new interpreter spends 6 to 7 s
     importing TensorFlow before any work): its exit status, standard output and standard error, with the

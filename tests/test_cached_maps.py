@@ -101,7 +101,7 @@ def test_each_epoch_draws_the_plain_maps_or_one_view_per_image_from_its_seed():
 def test_a_fine_tune_from_maps_with_views_trains_on_them(mirrored_store, monkeypatch):
     drawn = []
     real = DrawnMaps.__call__
-    monkeypatch.setattr(DrawnMaps, "__call__", lambda self, rng: drawn.append(real(self, rng)) or drawn[-1])
+    monkeypatch.setattr(DrawnMaps, "__call__", lambda self, rng, epoch=None: drawn.append(real(self, rng)) or drawn[-1])
     _, viewed = train_baseline(mirrored_store, BaselineConfig(**FINETUNE, patience=1, from_features="viewed"), **quiet)
     assert viewed["features"] == "maps of viewed, each epoch drawing the plain maps or one of 2 views per image"
     store = FeatureStore.open(mirrored_store)

@@ -333,7 +333,7 @@ def test_a_per_head_parameter_answer_can_be_given_again():
     (["svm"], {"nope": 1}, "--param nope: head svm has no parameter 'nope': it takes C, Cs, cv"),
     (["svm", "dense"], {"nope": 1}, "--param nope: no requested head \\(svm, dense\\) takes 'nope'; no head takes it"),
     (["forest"], {},
-     "unknown head 'forest': use one of dense, gap, svm, logreg, knn \\(or, in kfold, cnn, finetune, wrn\\)"),
+     "unknown head 'forest': use one of dense, gap, svm, logreg, knn \\(or, in kfold, cnn, finetune, wrn, airbench\\)"),
     (["svm"], {"forest.k": 3}, "unknown head 'forest'"),
     (["knn"], {"k": 3}, "head knn has no parameter 'k': it takes ks, random_state, standardize, temperature"),
     (["cnn"], {"cnn.fold": 2}, "head cnn has no parameter 'fold'"),

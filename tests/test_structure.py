@@ -15,7 +15,8 @@ COMMAND_LINE = ["cli.py", "options.py", "commands"]
 # heavy libraries that quick commands never load, the optional extras (whose absence is one line where they are
 # asked for), and cnncodes' own modules that import the backend at their top (its Keras layers and callbacks).
 LAZY = {"keras", "tensorflow", "jax", "torch", "matplotlib", "distributed", "dask", "h5py", "sklearn", "tqdm", "umap",
-        "cleanlab", "cnncodes.pipeline.layers", "cnncodes.classifiers.training.keras_training"}
+        "cleanlab", "cnncodes.pipeline.layers", "cnncodes.classifiers.training.keras_training",
+        "cnncodes.classifiers.training.airbench_keras"}  # modules that import the backend at their top
 MAX_MODULES, MAX_LINES = 15, 400
 
 

@@ -69,7 +69,7 @@ class DrawnMaps:
             raise ValueError(f"views' maps of shape {view_maps.shape} do not line up with maps of shape {X.shape}")
         self.X, self.view_maps = X, view_maps
 
-    def __call__(self, rng) -> np.ndarray:
+    def __call__(self, rng, epoch: int | None = None) -> np.ndarray:
         choice = rng.integers(self.view_maps.shape[1] + 1, size=len(self.X))  # 0: the plain maps
         out = self.X.copy()
         picked = np.flatnonzero(choice)

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from cnncodes.classifiers.heads.params import check_values
-from cnncodes.classifiers.heads.registry import head_parameters
 from cnncodes.classifiers.runs.records import classification_record, read_record, run_summary, save_run
 from cnncodes.classifiers.training.baseline_config import SCORING_SETTINGS, BaselineConfig
 from cnncodes.classifiers.training.checkpoint import Checkpoint
@@ -25,9 +23,9 @@ from cnncodes.features.folds import stratified_subset
 from cnncodes.features.outputs import atomic_write
 from cnncodes.features.sealed import all_finite, write_sealed
 from cnncodes.features.store import FeatureStore
-from cnncodes.pipeline.backbones import check_layer, check_size, dtype_policy, layer_after
+from cnncodes.pipeline.backbones import dtype_policy, layer_after
 
-from . import networks, view_choice
+from . import airbench, networks, view_choice
 from .baseline_runs import (
     chosen_params,
     is_finished,
@@ -41,6 +39,7 @@ from .baseline_runs import (
     with_stored_label,
 )
 from .cached_maps import DrawnMaps, above_cut, check_from_features, check_memory
+from .settings_checks import check_config
 
 
 def build(config: BaselineConfig, image_shape, n_classes, size: int | None = None, maps: tuple | None = None):
@@ -56,8 +55,10 @@ def build(config: BaselineConfig, image_shape, n_classes, size: int | None = Non
                                              config.seed, config.train_batchnorm, config.crop_area, config.precision)
         elif config.kind == "wrn":
             built = networks.wide_resnet(image_shape, n_classes, config.depth, config.width, config.dropout)
+        elif config.kind == "airbench":
+            built = airbench.airbench_net(image_shape, n_classes)
         else:
-            raise UserError(f"unknown baseline {config.kind!r}: use cnn, finetune or wrn")
+            raise UserError(f"unknown baseline {config.kind!r}: use cnn, finetune, wrn or airbench")
         seed_new_layers(built, config.seed)
         if maps:  # after seeding: the layers above the cut start as a fine-tune from pixels would
             built = above_cut(built, config.backbone, *maps, config.unfreeze_from, config.train_batchnorm)
@@ -81,6 +82,8 @@ def compile_phase(built, config: BaselineConfig, phase: int, steps_per_epoch: in
             config, finetune_schedule(config, steps_per_epoch))
     elif config.kind == "wrn":
         optimizer = trained_phase_optimizer(config, rate)
+    elif config.kind == "airbench":
+        optimizer = airbench.airbench_optimizer(config, steps_per_epoch)
     else:
         optimizer = keras.optimizers.RMSprop(learning_rate=rate)
     loss = (SmoothedSparseCrossentropy(config.label_smoothing) if config.label_smoothing
@@ -116,80 +119,6 @@ def finetune_schedule(config: BaselineConfig, steps_per_epoch: int | None):
 
     epochs = max(config.total_epochs - min(config.head_epochs, config.total_epochs), 1)
     return WarmupCosine(rate, config.warmup_epochs * steps_per_epoch, epochs * steps_per_epoch, config.cosine)
-
-
-def check_config(config: BaselineConfig):
-    """Every setting by the rules kfold's --param uses, then against the network it builds (--size, the layer
-    to unfreeze from): before any work, in this process, for the CLI and Python callers alike."""
-    check_values(config.kind, {name: getattr(config, name) for name in head_parameters(config.kind)})
-    if config.kind == "finetune":  # the backbone's input is --size, whatever the images' size
-        check_size(config.backbone, config.size)
-        if config.unfreeze_from and config.unfreeze_from != networks.UNFREEZE_ALL:  # builds the network without
-            check_layer(config.backbone, config.unfreeze_from)  # weights: seconds, not a phase of training first
-        if config.progressive_size:
-            check_progressive(config)
-        if config.from_features and (config.progressive_size or config.crop_area < 1):
-            option = "--progressive" if config.progressive_size else "--crop-area"
-            raise UserError(f"{option} changes the pixels, and --from-features trains on maps already computed: "
-                            f"fine-tune from pixels to use {option}")
-        check_schedule(config)
-    elif config.warmup_epochs or config.cosine:
-        option = "--warmup-epochs" if config.warmup_epochs else "--cosine"
-        raise UserError(f"{option} shapes finetune's phase-2 rate: {config.kind} has a schedule of its own (drop it)")
-    elif config.from_features:
-        raise UserError(f"--from-features is finetune's: {config.kind} trains on pixels")
-    elif config.progressive_size:
-        raise UserError(f"--progressive is finetune's: {config.kind} trains at its own size")
-    if config.progressive_epochs and not config.progressive_size:
-        raise UserError(f"progressive_epochs {config.progressive_epochs} without progressive_size: give both, as "
-                        f"--progressive SIZE:EPOCHS does")
-    if view_choice.asked(config):
-        check_test_views(config)
-
-
-def check_schedule(config: BaselineConfig):
-    """finetune's two phases as given can run: phase 2 (the fine-tune itself) has epochs, and its warm-up leaves
-    room for the cosine after it. Refused before any work, never trained as something else."""
-    total, head = config.total_epochs, config.head_epochs
-    if head >= total:
-        raise UserError(f"--epochs {total} with --head-epochs {head} leaves no epoch to fine-tune in: phase 1 trains "
-                        f"only the new head, for --head-epochs; give --epochs {head + 1} or more (the epochs count "
-                        f"both phases), or fewer --head-epochs")
-    tuned = total - head
-    phase2 = f"phase 2's {tuned} epoch{'s' * (tuned > 1)} (--epochs {total} - --head-epochs {head})"
-    if config.warmup_epochs > tuned:
-        raise UserError(f"--warmup-epochs {config.warmup_epochs} is longer than {phase2}: give fewer warm-up epochs, "
-                        f"or more --epochs")
-    if config.cosine and config.warmup_epochs == tuned:
-        raise UserError(f"--warmup-epochs {config.warmup_epochs} fills {phase2}, leaving none for --cosine: give "
-                        f"fewer warm-up epochs, or more --epochs")
-
-
-def check_test_views(config: BaselineConfig):
-    """--test-sides and --test-flip: views of the test pixels, chosen on the validation slice."""
-    option = "--test-sides" if config.test_sides else "--test-flip"
-    if config.test_sides and config.kind != "finetune":
-        raise UserError(f"--test-sides is finetune's: {config.kind} takes its images at their own size (drop it; "
-                        f"--test-flip works for every kind)")
-    if not config.patience:
-        raise UserError(f"{option} is chosen on the validation slice, never on the test split: give --patience too")
-    if config.from_features:
-        raise UserError(f"{option} changes the pixels, and --from-features scores maps already computed: fine-tune "
-                        f"from pixels to use {option}")
-    for side in config.test_sides:
-        check_size(config.backbone, side, option=f"--test-sides {side}")
-
-
-def check_progressive(config: BaselineConfig):
-    """--progressive SIZE:EPOCHS: a smaller side the backbone takes, for some but not all of the epochs (the
-    model scored at the end is the one at --size)."""
-    size, epochs = config.progressive_size, config.progressive_epochs
-    if size >= config.size:
-        raise UserError(f"--progressive {size}:{epochs}: the early side must be smaller than --size {config.size}")
-    check_size(config.backbone, size, option=f"--progressive {size}:{epochs}")
-    if not 0 < epochs < config.total_epochs:
-        raise UserError(f"--progressive {size}:{epochs}: give from 1 to {config.total_epochs - 1} epochs at {size} "
-                        f"(of --epochs {config.total_epochs}), so that the last ones train at --size {config.size}")
 
 
 def size_segments(config: BaselineConfig, start: int, until: int) -> list[tuple[int, int]]:
@@ -253,6 +182,8 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
                 info.spatial_shape[1:])
         if not config.unfreeze_from:  # the layers above the cut, all of them: from the first one on
             config = replace(config, unfreeze_from=layer_after(config.backbone, maps[0]))
+    if config.kind == "airbench":  # before any run folder: the network cannot take smaller images
+        airbench.check_side(store.image_shape)
     run = run_folder(store.path, config, label)
     state = run_state(run, config)
     if is_finished(state, config):
@@ -270,6 +201,10 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
         config = replace(BaselineConfig(**record["params"]), test_sides=config.test_sides, test_flip=config.test_flip)
     labels = store.labels(label)
     train_idx, test = train_rows(store, config, labels)
+    if len(found := np.unique(labels[train_idx])) < 2:
+        raise UserError(f"the training rows hold {len(found)} class{'es' * (len(found) != 1)} of label set {label} "
+                        f"({', '.join(names[i] for i in found) or 'no rows'}): a classifier needs two or more (a "
+                        f"larger --limit, or another label set)")
     if maps:
         check_memory(info, len(train_idx))
     images = store.features(config.from_features, kind="spatial") if maps else store.images()
@@ -300,8 +235,13 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
         draw = DrawnMaps(X, view_maps) if view_maps is not None else None
         size = config.size_at(state["epoch"])
         built = build(config, store.image_shape, len(names), size, maps)
-        best = ckpt.restore(built.model) if state["epoch"] else None
         steps = -(-len(y) // config.batch_size)
+        if config.kind == "airbench":  # full batches only; the inputs and whitening come from the training images
+            airbench.check_batches(config, len(y))
+            steps, draw = len(y) // config.batch_size, airbench.AlternatingFlipTranslate(X, config.seed)
+            if not state["epoch"]:
+                airbench.fit_to_data(built.model, X, config.seed)
+        best = ckpt.restore(built.model) if state["epoch"] else None
         for phase, until in phases(config):
             if phase_done(state, phase, until):
                 continue
@@ -344,7 +284,7 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
             "history": state["history"],
             # like fit's heads: the kept model scored on the rows it trained on (plain, at --size), not Keras's
             # running average
-            "train_accuracy": float((view_choice.probabilities(built.model, X).argmax(1) == y).mean()),
+            "train_accuracy": train_accuracy(built.model, config, X, y),
             "validation_accuracy": (state["history"]["val_accuracy"][chosen["best_epoch"] - 1]
                                     if config.patience else None),
             "phases": trained_phases(config, state),
@@ -357,6 +297,18 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
         save_run(run, record)
         write_sealed(ckpt.state_file, {**state, "done": True})
     return run, record
+
+
+def train_accuracy(model, config: BaselineConfig, X, y) -> float:
+    """The kept model's accuracy on the rows it trained on; airbench's six test-time views make that a long
+    pass, so it scores a seeded 5,000 of them (the record's `train_accuracy_rows` says how many)."""
+    if config.kind == "airbench" and len(y) > TRAIN_SCORED_ROWS:
+        rows = np.sort(np.random.default_rng([config.seed, 13]).permutation(len(y))[:TRAIN_SCORED_ROWS])
+        X, y = X[rows], y[rows]
+    return float((view_choice.probabilities(model, X).argmax(1) == y).mean())
+
+
+TRAIN_SCORED_ROWS = 5000
 
 
 def save_weights_atomically(model, path: Path):
@@ -386,7 +338,8 @@ def train_phase(model, config: BaselineConfig, until: int, state: dict, ckpt: Ch
     from cnncodes.classifiers.training.keras_training import EndOfEpoch, seeded_batches
 
     stopper = BestEpoch(config.patience, state["best"], best) if config.patience and selects else None
-    batches, follow_epochs = seeded_batches(X, y, config.batch_size, config.seed, inputs_for_epoch=draw)
+    batches, follow_epochs = seeded_batches(X, y, config.batch_size, config.seed, inputs_for_epoch=draw,
+                                            drop_last=config.kind == "airbench")
     callbacks = [follow_epochs]
     if config.kind == "wrn" and config.optimizer == "sgd":  # before EndOfEpoch, which then keeps each epoch's rate
         callbacks.append(keras.callbacks.LearningRateScheduler(wrn_schedule(config)))

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from cnncodes.classifiers.baselines.train import check_config, train_baseline
+from cnncodes.classifiers.baselines.settings_checks import check_config
+from cnncodes.classifiers.baselines.train import train_baseline
 from cnncodes.classifiers.heads.params import resolve_params
 from cnncodes.classifiers.heads.registry import BASELINES, HEADS, make_head
 from cnncodes.classifiers.heads.views import check_memory, stacked_bytes

@@ -62,7 +62,7 @@ class KerasHead(ClassifierMixin, BaseEstimator):
                                           "config": {"learning_rate": float(self.learning_rate)}})
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=self.label_smoothing)
         self.model_.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
-        draw = (lambda rng: drawn_views(X, views, fit, self.scaler_, rng)) if self.n_views_ else None
+        draw = (lambda rng, epoch: drawn_views(X, views, fit, self.scaler_, rng)) if self.n_views_ else None
         batches, follow = seeded_batches(X[fit], Y[fit], self.batch_size, self.random_state, draw)
         best = KeepBestEpoch(self.patience, self.monitor)
         history = self.model_.fit(batches, validation_data=(X[val], Y[val]), epochs=self.epochs, shuffle=False,

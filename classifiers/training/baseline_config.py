@@ -7,19 +7,22 @@ from dataclasses import asdict, dataclass, field
 from cnncodes.features.provenance import code_version
 from cnncodes.pipeline.backbones import canonical_weights
 
-DEFAULT_EPOCHS = {"cnn": 100, "finetune": 20, "wrn": 200}
+DEFAULT_EPOCHS = {"cnn": 100, "finetune": 20, "wrn": 200, "airbench": 10}
+# airbench's recipe (baselines/airbench.py) has its own batch size, label smoothing and weight decay
+KIND_DEFAULTS = {"batch_size": ({"airbench": 1024}, 128), "label_smoothing": ({"airbench": 0.2}, 0.0),
+                 "weight_decay": ({"airbench": 0.0153}, 0.0)}
 NULL_MEANS_DEFAULT = {"epochs", "patience", "limit", "learning_rate", "unfreeze_from", "progressive_size",
-                      "from_features"}  # null: the kind's default, or off
+                      "from_features", *KIND_DEFAULTS}  # null: the kind's default, or off
 
 
 @dataclass(frozen=True)
 class BaselineConfig:
-    kind: str                        # cnn | finetune | wrn
+    kind: str                        # cnn | finetune | wrn | airbench
     label: str | None = None
     epochs: int | None = None
     fold: int | None = None          # train on the other folds of the stored 6-fold split, test on this one
     k: int = 6
-    batch_size: int = 128
+    batch_size: int | None = None    # None: the kind's (KIND_DEFAULTS)
     precision: str = "fp32"
     seed: int = 0
     patience: int | None = None      # early stopping on a 10% validation slice when set
@@ -31,8 +34,9 @@ class BaselineConfig:
     head_epochs: int = 2             # phase 1: backbone frozen
     unfreeze_from: str | None = None  # a layer name, or "all": every layer trained in phase 2
     learning_rate: float | None = None
-    label_smoothing: float = 0.0     # every kind: the target puts 1 - s on the class and s over all classes
-    weight_decay: float = 0.0        # finetune's phase 2: decoupled, never on BatchNorm's scales and shifts or biases
+    label_smoothing: float | None = None  # every kind: 1 - s on the class, s over all classes (None: 0; airbench 0.2)
+    weight_decay: float | None = None  # finetune's phase 2, wrn: decoupled, never on BatchNorm or biases; airbench:
+                                       # its own form (0.0153 per 1024 images)
     warmup_epochs: int = 0           # finetune's phase 2: the rate rises from 0 over these epochs...
     cosine: bool = False             # ... then falls along a half cosine to 0 by the last epoch
     train_batchnorm: bool = False    # finetune's phase 2: BatchNorm trained, on batch statistics (frozen otherwise)
@@ -53,6 +57,9 @@ class BaselineConfig:
 
     def __post_init__(self):  # --weights NONE or a kfold --param finetune.weights=NONE: the word, not a file
         object.__setattr__(self, "weights", canonical_weights(self.weights))
+        for name, (by_kind, default) in KIND_DEFAULTS.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, by_kind.get(self.kind, default))
         if isinstance(self.test_sides, (list, tuple)):  # a record's JSON list, or the CLI's in any order: one tuple
             object.__setattr__(self, "test_sides", tuple(sorted(set(self.test_sides))))
 
@@ -65,7 +72,8 @@ class BaselineConfig:
         """The rate of the last (or only) phase: the given one, or the kind's default."""
         if self.learning_rate:
             return float(self.learning_rate)  # Keras's optimizers refuse an int (--param learning_rate=1)
-        return {"cnn": 1e-4, "finetune": 1e-4, "wrn": 1e-3 if self.optimizer == "adam" else 0.1}[self.kind]
+        return {"cnn": 1e-4, "finetune": 1e-4, "wrn": 1e-3 if self.optimizer == "adam" else 0.1,
+                "airbench": 11.5}[self.kind]  # airbench: per 1024 images, in its decoupled form
 
     def size_at(self, epoch: int) -> int:
         """The input side of the epoch after `epoch` (0-based count of epochs done): progressive resizing."""
@@ -85,14 +93,15 @@ SCORING_SETTINGS = ("test_sides", "test_flip")  # how the kept weights are score
 
 def resume_settings(config: dict) -> dict:
     """The settings a run's checkpoints depend on. --epochs may change (a longer run goes on where a
-    shorter one ended), unless the learning-rate schedule is spread over the epochs (wrn with sgd, finetune
+    shorter one ended), unless the learning-rate schedule is spread over the epochs (wrn with sgd, airbench, finetune
     with --cosine: a longer run's rate would jump back up from where the shorter one's reached 0); the
     test-time views may change too (a finished run is scored again, not trained again)."""
     settings = json.loads(json.dumps(config))
     for name in SCORING_SETTINGS:
         settings.pop(name, None)
     kind = settings["kind"]
-    if (kind == "wrn" and settings["optimizer"] == "sgd") or (kind == "finetune" and settings.get("cosine")):
+    if (kind == "wrn" and settings["optimizer"] == "sgd") or (kind == "finetune" and settings.get("cosine")) or \
+            kind == "airbench":
         settings["epochs"] = settings["epochs"] or DEFAULT_EPOCHS[kind]
     else:
         settings.pop("epochs")

@@ -14,12 +14,13 @@ class SeededBatches(keras.utils.PyDataset):
 
     Keras's own shuffle draws from process-wide random state, which other threads share and which a resumed
     fit starts over (it replayed the first epoch's order). FollowEpochs tells the batches which epoch begins;
-    fit with shuffle=False, or Keras shuffles the batches again with Python's `random`. `inputs_for_epoch(rng)`,
-    when given, makes each epoch's inputs in place of X (drawn views), from the epoch's own generator."""
+    fit with shuffle=False, or Keras shuffles the batches again with Python's `random`. `inputs_for_epoch(rng,
+    epoch)`, when given, makes each epoch's inputs in place of X (drawn views, augmented images), from the
+    epoch's own generator. With `drop_last` the last partial batch of an epoch is left out."""
 
-    def __init__(self, X, y, batch_size: int, seed: int | None, inputs_for_epoch=None):
+    def __init__(self, X, y, batch_size: int, seed: int | None, inputs_for_epoch=None, drop_last: bool = False):
         super().__init__()
-        self.inputs, self.y, self.batch_size, self.seed = X, y, batch_size, seed
+        self.inputs, self.y, self.batch_size, self.seed, self.drop_last = X, y, batch_size, seed, drop_last
         self.inputs_for_epoch, self.epoch = inputs_for_epoch, None
         self.start_epoch(0)
 
@@ -29,10 +30,10 @@ class SeededBatches(keras.utils.PyDataset):
         self.epoch, rng = epoch, np.random.default_rng(None if self.seed is None else [self.seed, epoch])
         self.order = rng.permutation(len(self.y))
         self.X = None  # the last epoch's drawn inputs go before the next are drawn: one copy at a time
-        self.X = self.inputs if self.inputs_for_epoch is None else self.inputs_for_epoch(rng)
+        self.X = self.inputs if self.inputs_for_epoch is None else self.inputs_for_epoch(rng, epoch)
 
     def __len__(self):
-        return -(-len(self.y) // self.batch_size)
+        return len(self.y) // self.batch_size if self.drop_last else -(-len(self.y) // self.batch_size)
 
     def __getitem__(self, i):
         rows = self.order[i * self.batch_size:(i + 1) * self.batch_size]
@@ -50,9 +51,9 @@ class FollowEpochs(keras.callbacks.Callback):
         self.batches.start_epoch(epoch)
 
 
-def seeded_batches(X, y, batch_size: int, seed: int | None, inputs_for_epoch=None):
+def seeded_batches(X, y, batch_size: int, seed: int | None, inputs_for_epoch=None, drop_last: bool = False):
     """(batches, callback): SeededBatches and the FollowEpochs that drives them."""
-    batches = SeededBatches(X, y, batch_size, seed, inputs_for_epoch)
+    batches = SeededBatches(X, y, batch_size, seed, inputs_for_epoch, drop_last)
     return batches, FollowEpochs(batches)
 
 
