@@ -41,6 +41,16 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
+def per_class_draw(y: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """Sorted rows: a seeded draw of `n` rows of each class (every row of a class that has fewer; None: all)."""
+    if n is None:
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    picked = [rng.choice(rows, min(n, len(rows)), replace=False)
+              for rows in (np.flatnonzero(y == c) for c in np.unique(y))]
+    return np.sort(np.concatenate(picked))
+
+
 def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Split codes (0 train, 1 test) holding out `fraction` of each class, seeded."""
     split = np.zeros(len(labels), dtype=np.uint8)

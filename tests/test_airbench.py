@@ -189,3 +189,39 @@ def test_airbench_refuses_what_it_cannot_do_in_one_line(colour_store_32, config,
     with pytest.raises(UserError, match=message):
         train_baseline(colour_store_32, config, progress=False, log=lambda m: None)
     assert not list((colour_store_32 / "runs").glob(f"*-{config.run_name('class')}"))  # nothing left behind
+
+
+def test_a_curve_point_trains_as_long_in_steps_as_the_recipe_whatever_the_draw():
+    assert airbench.budget_settings(50_000) == {"batch_size": 1024, "epochs": 10}  # the recipe itself
+    assert airbench.budget_settings(1_000) == {"batch_size": 64, "epochs": 32}  # 15 steps an epoch, 480 in all
+    assert airbench.budget_settings(100) == {"batch_size": 16, "epochs": 80}
+    assert airbench.budget_settings(10) == {"batch_size": 10, "epochs": 480}  # never a batch larger than the draw
+
+
+@pytest.mark.slow
+def test_the_curve_trains_airbench_on_the_heads_draws_and_reuses_the_baseline_s_own_runs(colour_store_32):
+    from cnncodes.classifiers.evaluation.label_curve import PIXELS, label_curve, saved_curves
+    from cnncodes.features.folds import per_class_draw
+    from cnncodes.features.store import FeatureStore
+
+    store = FeatureStore.open(colour_store_32)
+    record = label_curve(colour_store_32, "airbench", per_class=(5, None), seeds=(0, 1), params={"epochs": 2},
+                         progress=False)
+    assert record["features"] == PIXELS and [s["per_class"] for s in record["sizes"]] == [5, None]
+    y = store.labels(split="train")
+    for point in record["points"]:
+        assert point["labelled"] == len(per_class_draw(y, point["per_class"], point["seed"]))
+        assert point["chosen"]["epochs"] == 2 and point["chosen"]["batch_size"] == (15 if point["per_class"] else 16)
+    said = []  # the curve's full-data point is the run `cnncodes baseline airbench` names for the same settings
+    _, full = train_baseline(colour_store_32, BaselineConfig("airbench", epochs=2, batch_size=16, seed=1),
+                             progress=False, log=said.append)
+    assert said and "was finished before" in said[0]
+    assert full["test_accuracy"] == [p for p in record["points"] if p["per_class"] is None and p["seed"] == 1][0][
+        "test_accuracy"]
+    again = label_curve(colour_store_32, "airbench", per_class=(5, None), seeds=(0, 1), params={"epochs": 2},
+                        progress=False)
+    assert again["points"] == record["points"]  # every point read back, none trained again
+    shown = [c for c in saved_curves(store) if c["head"] == "airbench"]
+    assert shown and shown[0]["problem"] is None
+    with pytest.raises(UserError, match="^airbench trains on the store's images: drop --features"):
+        label_curve(colour_store_32, "airbench", features="x", progress=False)

@@ -7,9 +7,10 @@ import pytest
 from click.testing import CliRunner
 
 from cnncodes.classifiers.evaluation import label_curve as curves
-from cnncodes.classifiers.evaluation.label_curve import label_curve, parse_per_class, per_class_draw
+from cnncodes.classifiers.evaluation.label_curve import label_curve, parse_per_class
 from cnncodes.cli import cli
 from cnncodes.features.errors import UserError
+from cnncodes.features.folds import per_class_draw
 
 LOGREG = {"Cs": [0.1]}
 
@@ -98,3 +99,24 @@ def test_the_cli_prints_the_table_and_refuses_bad_sizes(store):
         assert result.exit_code != 0 and "--per-class" in result.output and "Traceback" not in result.output
     with pytest.raises(UserError, match="not a whole number from 1 to"):
         parse_per_class("-1")
+
+
+def test_the_report_says_which_curve_wins_at_each_label_budget_and_by_how_much():
+    from cnncodes.classifiers.report.report_codes import winners_table
+
+    def curve(head, features, means, seconds):
+        return {"head": head, "features": features, "label": "class",
+                "sizes": [{"per_class": n, "mean": m, "std": 0.01, "fit_seconds": seconds, "labelled": 1, "seeds": 3}
+                          for n, m in means.items()]}
+
+    codes = curve("logreg", "lite0<b>", {10: 0.60, 100: 0.80, None: 0.84}, 5)
+    pixels = curve("airbench", "pixels", {10: 0.25, 100: 0.45, None: 0.94}, 4000)
+    lone = curve("dense", "other", {25: 0.7}, 9)  # a budget only one curve has: no row
+    html = "".join(winners_table([codes, pixels, lone]))
+    rows = html.split("<tr>")[2:]
+    assert len(rows) == 3 and "<td>25</td>" not in html
+    assert ("<td>10</td><td>logreg on lite0&lt;b&gt;</td><td>60.00 ± 1.00</td><td>airbench on pixels</td>"
+            "<td>+35.00</td>") in rows[0]
+    assert "<td>all</td><td>airbench on pixels</td><td>94.00 ± 1.00</td><td>logreg on lite0&lt;b&gt;</td><td>+10.00" \
+        in rows[2] and "airbench 4000 s; logreg 5 s" in rows[2]
+    assert winners_table([codes]) == []  # one curve: nothing to compare

@@ -147,6 +147,19 @@ def airbench_optimizer(config, steps_per_epoch: int):
                        whiten_bias_epochs=RECIPE["whiten_bias_epochs"])
 
 
+RECIPE_STEPS = 480  # the recipe's ten epochs of CIFAR-10's 50,000 training images in full batches of 1024
+
+
+def budget_settings(rows: int) -> dict:
+    """airbench on `rows` training images (a `curve` point): batches of 1024, or for fewer images the largest
+    power of two up to an eighth of them (at least 16, at most all of them), so an epoch has several steps; and as
+    many epochs as make the recipe's 480 steps (10 at least), so a small draw trains as long in steps as the full
+    recipe. Fixed before any run, by that rule, never chosen on a test split."""
+    batch = min(RECIPE["batch_size"], max(16, 2 ** int(np.floor(np.log2(max(rows / 8, 1))))), max(rows, 1))
+    steps = max(rows // batch, 1)
+    return {"batch_size": batch, "epochs": max(RECIPE["epochs"], -(-RECIPE_STEPS // steps))}
+
+
 def check_batches(config, rows: int):
     """airbench drops the last partial batch (BatchNorm on a handful of images is noise): at least one full
     batch must fit in the training rows."""

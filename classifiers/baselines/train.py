@@ -19,7 +19,7 @@ from cnncodes.classifiers.training.early_stopping import BestEpoch
 from cnncodes.classifiers.training.schedules import wrn_schedule
 from cnncodes.classifiers.training.seeding import seed_new_layers, seed_states
 from cnncodes.features.errors import UserError
-from cnncodes.features.folds import stratified_subset
+from cnncodes.features.folds import per_class_draw, stratified_subset
 from cnncodes.features.outputs import atomic_write
 from cnncodes.features.sealed import all_finite, write_sealed
 from cnncodes.features.store import FeatureStore
@@ -162,6 +162,8 @@ def train_rows(store, config: BaselineConfig, labels):
             raise UserError(f"--fold {config.fold} is outside 0..{config.k - 1}")
         train, test = (folds >= 0) & (folds != config.fold), folds == config.fold
     train_idx = np.flatnonzero(train)
+    if config.per_class:  # the draw `curve`'s heads on codes fit on, for the same seed
+        train_idx = train_idx[per_class_draw(labels[train_idx], config.per_class, config.seed)]
     if config.limit:  # stored rows are grouped by class: take a stratified subset, not the first rows
         train_idx = train_idx[stratified_subset(labels[train_idx], config.limit, config.seed)]
     return train_idx, test

@@ -1,6 +1,8 @@
 """`cnncodes curve`: what more labels would buy. Test accuracy against labelled training images per class
 (1, 2, 5, ..., all), mean ± std over seeds; each point is the head fitted on a seeded draw of that many
 training images of each class. The curve measures and chooses nothing, so each point may score the test split.
+A pixel baseline (`--head airbench`) trains on the same draws of the store's images, each point a baseline run
+(resumable as any), so its curve and the heads' compare photo for photo.
 
 Each finished point is written at once (curves/NAME.json), so a killed curve goes on where it stopped; points
 are reused only when made by this same code with the same settings."""
@@ -12,9 +14,12 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from cnncodes.classifiers.baselines.airbench import budget_settings
+from cnncodes.classifiers.heads.names import BASELINE_NAMES
 from cnncodes.classifiers.heads.params import resolve_params
 from cnncodes.classifiers.heads.registry import head_parameters, make_head
 from cnncodes.features.errors import UserError
+from cnncodes.features.folds import per_class_draw
 from cnncodes.features.outputs import write_atomically
 from cnncodes.features.provenance import code_version, made_by_this_code
 from cnncodes.features.store import FeatureStore
@@ -25,16 +30,6 @@ from .fit import check_finite, load_xy
 PER_CLASS = (1, 2, 5, 10, 25, 50, 100, None)  # None: every training image
 SEEDS = (0, 1, 2)
 FOLDER = "curves"
-
-
-def per_class_draw(y: np.ndarray, n: int | None, seed: int) -> np.ndarray:
-    """Sorted rows: a seeded draw of `n` rows of each class (every row of a class that has fewer; None: all)."""
-    if n is None:
-        return np.arange(len(y))
-    rng = np.random.default_rng(seed)
-    picked = [rng.choice(rows, min(n, len(rows)), replace=False)
-              for rows in (np.flatnonzero(y == c) for c in np.unique(y))]
-    return np.sort(np.concatenate(picked))
 
 
 MOST_PER_CLASS = 10**9
@@ -71,8 +66,13 @@ def label_curve(store_dir, head: str, *, features: str | None = None, label: str
     saves the record: settings, every point, and per size the mean ± std. `params` as resolve_params gives them."""
     params = resolve_params([head], params or {})[head]
     store = FeatureStore.open(store_dir)
-    info = store.feature_set(features)
     label = store.canonical_label_set(label)
+    if head in BASELINE_NAMES:
+        if features:
+            raise UserError(f"{head} trains on the store's images: drop --features (a curve of a head on codes "
+                            f"takes it)")
+        return baseline_curve(store, head, label, per_class, seeds, params, progress)
+    info = store.feature_set(features)
     X, y = load_xy(store, info.name, label, "train", False)
     X_test, y_test = load_xy(store, info.name, label, "test", False)
     if len(np.unique(y)) < 2:
@@ -87,21 +87,60 @@ def label_curve(store_dir, head: str, *, features: str | None = None, label: str
                 "n_classes": int(len(np.unique(y))), "params": params, "per_class": list(per_class),
                 "seeds": list(seeds)}
     path = curve_path(store, head, info.name, label, params)
-    done = {(p["per_class"], p["seed"]): p for p in reusable_points(path, settings)}
-    path.parent.mkdir(exist_ok=True)
     largest = int(np.bincount(y).max())
     # A draw of every row is the same for each seed: then only a seeded head's own randomness differs
     todo = [(n, s) for n in per_class for s in seeds if seeded or (n is not None and n < largest) or s == seeds[0]]
-    kept = {**done}  # the file keeps every point of this code and these settings: another --per-class adds to it
-    with progress_bar(total=len(todo), desc=f"curve {head}", unit="fit", disable=not progress) as bar:
+    return curve_points(path, settings, todo, views, progress,
+                        lambda n, seed: fit_point(head, params, seeded, X, y, X_test, y_test, n, seed))
+
+
+def curve_points(path: Path, settings: dict, todo: list, views: str | None, progress: bool, fit) -> dict:
+    """Fits every (per class, seed) point of `todo` not already in the file at `path` (made by this code with
+    these settings), writing the file after each; returns the record of `todo`'s points."""
+    kept = {(p["per_class"], p["seed"]): p for p in reusable_points(path, settings)}  # another --per-class adds
+    path.parent.mkdir(exist_ok=True)
+    with progress_bar(total=len(todo), desc=f"curve {settings['head']}", unit="fit", disable=not progress) as bar:
         for n, seed in todo:
             if (n, seed) not in kept:
-                kept[(n, seed)] = fit_point(head, params, seeded, X, y, X_test, y_test, n, seed)
+                kept[(n, seed)] = fit(n, seed)
                 write_atomically(path, json.dumps(curve_record(settings, list(kept.values()), views), indent=1))
             bar.update()
     record = curve_record(settings, [kept[key] for key in todo], views)
     write_atomically(path, json.dumps(curve_record(settings, list(kept.values()), views), indent=1))
     return {**record, "path": str(path)}
+
+
+PIXELS = "pixels"  # a baseline curve's `features`: the store's images
+
+
+def baseline_curve(store: FeatureStore, head: str, label: str, per_class, seeds, params: dict, progress: bool):
+    """The curve of a pixel baseline: each point a baseline run on the draw (BaselineConfig.per_class), seeded by
+    the draw's seed; airbench's batch size and epochs follow the draw's size (airbench.budget_settings)."""
+    from cnncodes.classifiers.baselines.train import train_baseline
+    from cnncodes.classifiers.training.baseline_config import BaselineConfig
+
+    y, y_test = store.labels(label, split="train"), store.labels(label, split="test")
+    if len(np.unique(y)) < 2:
+        raise UserError(f"label set {label} has one class in the training split: a curve needs two or more classes")
+    if not len(y_test):
+        raise UserError("the store has no test split to score the curve on: ingest it with one "
+                        "(a folder tree with train/ and test/, or --holdout)")
+    settings = {"head": head, "features": PIXELS, "fingerprint": str(store.attrs["content_sha256"]), "label": label,
+                "n_classes": int(len(np.unique(y))), "params": params, "per_class": list(per_class),
+                "seeds": list(seeds)}
+    given = None if label == store.primary_label else label  # as `cnncodes baseline` names it: the same runs
+
+    def fit(n, seed):
+        rows = len(per_class_draw(y, n, seed))
+        budget = budget_settings(rows) if head == "airbench" else {}
+        config = BaselineConfig(head, label=given, seed=seed, per_class=n, **{**budget, **params})
+        run, r = train_baseline(store.path, config, progress=False, log=lambda m: None)
+        return {"per_class": n, "seed": seed, "labelled": rows, "test_accuracy": float(r["test_accuracy"]),
+                "fit_seconds": round(float(r["fit_seconds"]), 3), "run": run.name,
+                "chosen": {"epochs": r["epochs"], "batch_size": config.batch_size}}
+
+    return curve_points(curve_path(store, head, PIXELS, label, params), settings,
+                        [(n, s) for n in per_class for s in seeds], None, progress, fit)
 
 
 SMALL_DRAW = 10_000  # rows under which a fit runs on one BLAS thread: threads cost more than they give there
@@ -158,7 +197,10 @@ def saved_curves(store: FeatureStore) -> list[dict]:
             problem = curve_problem(record)
         except (OSError, ValueError) as e:
             record, problem = {}, f"cannot be read ({type(e).__name__})"
-        if problem is None:
+        if problem is None and record["features"] == PIXELS:
+            if str(store.attrs["content_sha256"]) != record.get("fingerprint"):
+                problem = "the store's images changed since"
+        elif problem is None:
             try:
                 now = store.feature_set(str(record["features"])).fingerprint
             except UserError:

@@ -74,7 +74,7 @@ VALUE_RULES = {
            lambda x: not isinstance(x, str) and np.ndim(x) == 1 and len(x) > 0
            and all(_integer(k) and 1 <= k <= MAX_WHOLE for k in x)),
     "temperature": _positive(MAX_TEMPERATURE, "1000"),
-    "max_iter": COUNT, "epochs": COUNT, "batch_size": COUNT, "limit": COUNT, "patience": COUNT,
+    "max_iter": COUNT, "epochs": COUNT, "batch_size": COUNT, "limit": COUNT, "per_class": COUNT, "patience": COUNT,
     "hidden": _whole(1, MAX_HIDDEN), "width": _whole(1, MAX_WRN_WIDTH),
     "size": _whole(8, MAX_IMAGE_SIDE),
     "depth": ("a whole number 6n+4 from 10 to 1000, e.g. 28",

@@ -37,12 +37,41 @@ def curve_section(saved: list, out: Path, plt, note=ignore) -> list[str]:
              "<p>Each point: the head fitted on a seeded draw of that many training images of each class, scored on "
              "the test split (mean ± std over the draws). The curve measures what more labels buy; it chooses "
              "nothing.</p>", png(label_curve_figure(records, plt), out / "label-curves.png")]
+    parts += winners_table(records)
     for r in records:
         rows = [[per_class_text(s["per_class"]), s["labelled"], s["seeds"],
                  f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}", f"{s['fit_seconds']:.1f}"] for s in r["sizes"]]
         parts += [f"<h3>{esc(r['head'])} on {esc(r['features'])}, label set {esc(r['label'])}"
                   + (f"; {esc(r['views'])}" if r.get("views") else "") + "</h3>",
                   table(["per class", "labelled", "draws", "test accuracy % (mean ± std)", "fit s"], rows)]
+    return parts
+
+
+def winners_table(records: list) -> list[str]:
+    """Where two or more curves of a label set share a budget: which one scores best there, by how much over the
+    next, and what each cost to fit (seconds per point; a head's codes were extracted once before, not counted)."""
+    parts = []
+    for label in sorted({r["label"] for r in records}):
+        mine = [r for r in records if r["label"] == label]
+        budgets = sorted({s["per_class"] for r in mine for s in r["sizes"]}, key=lambda v: (v is None, v or 0))
+        rows = []
+        for n in budgets:
+            at = sorted(((s, r) for r in mine for s in r["sizes"] if s["per_class"] == n),
+                        key=lambda pair: -pair[0]["mean"])
+            if len(at) < 2:
+                continue
+            (best, r1), (second, r2) = at[0], at[1]
+            rows.append([per_class_text(n), f"{r1['head']} on {r1['features']}",
+                         f"{100 * best['mean']:.2f} ± {100 * best['std']:.2f}", f"{r2['head']} on {r2['features']}",
+                         f"{100 * (best['mean'] - second['mean']):+.2f}",
+                         "; ".join(f"{r['head']} {s['fit_seconds']:.0f} s" for s, r in at)])  # table() escapes
+        if rows:
+            parts += [f"<h3>Which wins at each label budget, label set {esc(label)}</h3>",
+                      "<p>The best mean test accuracy among the saved curves at each budget, and its lead over the "
+                      "next; a lead within the two std is no lead. Fit time is per point, the codes' extraction not "
+                      "included (it is paid once for every head).</p>",
+                      table(["per class", "best", "test accuracy %", "next", "lead (points)", "fit time per point"],
+                            rows)]
     return parts
 
 

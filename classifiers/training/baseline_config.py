@@ -11,7 +11,7 @@ DEFAULT_EPOCHS = {"cnn": 100, "finetune": 20, "wrn": 200, "airbench": 10}
 # airbench's recipe (baselines/airbench.py) has its own batch size, label smoothing and weight decay
 KIND_DEFAULTS = {"batch_size": ({"airbench": 1024}, 128), "label_smoothing": ({"airbench": 0.2}, 0.0),
                  "weight_decay": ({"airbench": 0.0153}, 0.0)}
-NULL_MEANS_DEFAULT = {"epochs", "patience", "limit", "learning_rate", "unfreeze_from", "progressive_size",
+NULL_MEANS_DEFAULT = {"epochs", "patience", "limit", "per_class", "learning_rate", "unfreeze_from", "progressive_size",
                       "from_features", *KIND_DEFAULTS}  # null: the kind's default, or off
 
 
@@ -27,6 +27,7 @@ class BaselineConfig:
     seed: int = 0
     patience: int | None = None      # early stopping on a 10% validation slice when set
     limit: int | None = None         # a stratified subset of N training rows (quick runs)
+    per_class: int | None = None     # a seeded draw of N training rows of each class (`curve`'s points)
     # finetune
     backbone: str = "resnet50"
     weights: str = "imagenet"
