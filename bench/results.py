@@ -57,6 +57,11 @@ TABLES = {
                      "test-time views), its settings taken from the published script and fixed before any run; each "
                      "seed (initialisation, batch order, augmentation) scores the test split once. The time is the "
                      "training alone, on the 2 cores."),
+    "label-budget": ("Where transfer wins: by labelled photos a class", "`bench/label_budgets.py`: the same seeded "
+                     "draws of 10, 100, 1,000 and all 5,000 labelled training photos a class for every method, heads "
+                     "on the chosen codes (their extraction paid once, whatever the budget) and airbench trained "
+                     "from scratch (its batch size and epochs set by the draw's size, by a rule fixed beforehand: "
+                     "docs/cli.md, `curve`); the test split scored once a point. The time is one seed's fit."),
     "early-stopping": ("The Keras heads' early stopping, re-chosen on the training split", "Which epoch a dense "
                        "head keeps (the best validation accuracy or the lowest validation loss, on a seeded 10% of "
                        "its training rows) and how many epochs it waits for a better one, by 3-fold on the "
@@ -71,7 +76,7 @@ EXTRA = {
                  ("kept epoch, test view", lambda r: "; ".join(f"{e}, side {v[0]}{' flip-averaged' if v[1] else ''}"
                                                                for e, v in zip(r["best_epochs"], r["test_views"])))],
     "from-scratch": [("training images/s, each seed",
-                      lambda r: " / ".join(f"{v:.0f}" for v in r["images_per_second"]))],
+                      lambda r: " / ".join(f"{v:.0f}" for v in r.get("images_per_second") or []) or "–")],
     "early-stopping": [("best epoch per fold", lambda r: ", ".join(map(str, r.get("best_epochs") or [])) or "–")],
 }
 COLUMNS = ["what", "weights", "k-fold on training (%)", "test (%), mean ± std", "each seed (%)", "95% interval (%)",
@@ -152,9 +157,64 @@ def results_md(records: list[dict]) -> str:
         title, method = TABLES.get(key, (key, ""))
         rows = sorted(by_table[key], key=lambda r: r["name"])
         out += [f"## {title}", "", method, ""] + table(rows) + [""] + commands(rows) + [""]
+    if front := frontier(records):
+        out += ["## The frontier: accuracy for the time", "", FRONTIER_TEXT, ""] + front + [""]
+    if winners := budget_winners(records):
+        out += ["## Which wins at each label budget", ""] + winners + [""]
     if not records:
         out += ["No records yet.", ""]
     return "\n".join(out)
+
+
+# The tables whose rows are ways from images to a classifier: the frontier compares them on accuracy and cost
+FRONTIER_TABLES = ("fixed-codes", "finetune", "from-scratch")
+
+
+def frontier(records: list[dict]) -> list[str]:
+    """Every method with test figures, cheapest first: test accuracy against the hours on the 2 cores from the
+    images to one trained model (a head: the codes' extraction once, then its fit; a network: its training)."""
+    rows = []
+    for r in records:
+        if r["table"] not in FRONTIER_TABLES or not r["test_accuracy"] or r.get("wall_seconds") is None:
+            continue
+        seconds = (r.get("extraction_seconds") or 0) + float(np.mean(r["wall_seconds"]))
+        seeds = len(r["test_accuracy"])
+        short = "" if seeds >= 3 else f" ({seeds} seed{'s' if seeds > 1 else ''} so far)"
+        rows.append((seconds, f"| {r['row']} | {r['weights']} | {mean_std(r['test_accuracy'])}{short} | "
+                              f"{seconds / 3600:.2f} | {r['commit'][:7]} |"))
+    if not rows:
+        return []
+    return ["| method | weights | test (%), mean ± std | hours on the 2 cores, images to one model | commit |",
+            "| --- | --- | --- | --- | --- |"] + [line for _, line in sorted(rows)]
+
+
+def budget_winners(records: list[dict]) -> list[str]:
+    """For each label budget with two or more methods: the best mean test accuracy, its lead over the next, and
+    what each cost (the codes' extraction counted once, beside the fit)."""
+    by_budget = {}
+    for r in records:
+        if r["table"] == "label-budget" and r["test_accuracy"]:
+            by_budget.setdefault(r.get("per_class"), []).append(r)
+    lines = []
+    for n in sorted(by_budget, key=lambda v: (v is None, v or 0)):
+        ranked = sorted(by_budget[n], key=lambda r: -float(np.mean(r["test_accuracy"])))
+        if len(ranked) < 2:
+            continue
+        best, second = ranked[0], ranked[1]
+        lead = 100 * (np.mean(best["test_accuracy"]) - np.mean(second["test_accuracy"]))
+        cost = "; ".join(f"{r['head']} {hours((r.get('extraction_seconds') or 0) + np.mean(r['wall_seconds']))}"
+                         for r in ranked)
+        lines.append(f"| {'all' if n is None else n} | {best['head']} on {best['features'].split('-')[0]} | "
+                     f"{mean_std(best['test_accuracy'])} | {second['head']} | {lead:+.2f} | {cost} |")
+    if not lines:
+        return []
+    return ["| labelled a class | wins | test (%), mean ± std | next | lead (points) | time, images to one model |",
+            "| --- | --- | --- | --- | --- | --- |"] + lines
+
+
+FRONTIER_TEXT = ("Accuracy for the time it costs: each method from the images to one trained model, on the 2 cores "
+                 "(a head on codes counts the codes' extraction once and its fit; a network its training; scoring "
+                 "the test split is not counted).")
 
 
 # What bench/HISTORY.md measured before records were kept, by the table its records will go to: the README says
@@ -171,6 +231,10 @@ def readme_section(records: list[dict]) -> str:
                                      "(bench/RESULTS.md)."]
     else:
         lines += ["No headline has a record yet: see [bench/RESULTS.md](bench/RESULTS.md)."]
+    if front := frontier(records):
+        lines += ["", FRONTIER_TEXT, ""] + front
+    if winners := budget_winners(records):
+        lines += ["", "Which wins at each label budget (bench/RESULTS.md has every method's row):", ""] + winners
     if any(r["table"] == "finetune" for r in headlines):
         lines += ["", "The fine-tune's recipe was designed while the test split was scored again and again (its "
                   "test scorings count them): its figures may be biased upward by an unknown amount."]

@@ -85,6 +85,37 @@ def test_the_fine_tune_shows_its_seeds_views_and_design_history(bench_tree):
     assert "(the fine-tune of Lite0," not in section and "under way" not in section
 
 
+def test_the_frontier_puts_every_method_by_its_cost_from_images_to_a_model(bench_tree):
+    write(bench_tree, a_record("fixed-codes/a", row="logreg on codes", extraction_seconds=600, wall_seconds=[60] * 3))
+    write(bench_tree, a_record("from-scratch/b", table="from-scratch", family="airbench", row="airbench",
+                               seeds=[0], test_accuracy=[0.94], wall_seconds=[5400]))
+    write(bench_tree, a_record("sweep/c", table="sweep", test_accuracy=None, wall_seconds=[1]))  # no test figure
+    readme, page = results.render().values()
+    lines = [line for line in page.split("## The frontier")[1].splitlines() if line.startswith("| ")]
+    assert lines[2].startswith("| logreg on codes |") and "| 88.49 ± 0.46 | 0.18 |" in lines[2]  # (600 + 60) s
+    assert lines[3].startswith("| airbench |") and "| 94.00 (1 seed so far) | 1.50 |" in lines[3]
+    assert len(lines) == 4 and "| logreg on codes |" in readme.split(results.START)[1]
+
+
+def test_the_label_budget_table_says_which_method_wins_at_each_budget_and_what_each_cost(bench_tree):
+    def budget(n, head, accs, extraction, fit):
+        write(bench_tree, a_record(f"label-budget/{n}/{head}", table="label-budget", per_class=n, head=head,
+                                   features="efficientnet_lite0-x" if extraction else "pixels", test_accuracy=accs,
+                                   extraction_seconds=extraction, wall_seconds=[fit] * len(accs)))
+
+    budget(10, "logreg", [0.6, 0.62, 0.61], 600, 1)
+    budget(10, "airbench", [0.25, 0.27, 0.26], 0, 120)
+    budget(None, "logreg", [0.843] * 3, 600, 180)
+    budget(None, "airbench", [0.94, 0.941, 0.939], 0, 5400)
+    budget(100, "logreg", [0.8] * 3, 600, 5)  # one method only at this budget: no row
+    readme, page = results.render().values()
+    rows = [line for line in page.split("## Which wins at each label budget")[1].splitlines() if line.startswith("| ")]
+    assert rows[2] == ("| 10 | logreg on efficientnet_lite0 | 61.00 ± 1.00 | airbench | +35.00 | "
+                       "logreg 10 min; airbench 2 min |")
+    assert rows[3] == "| all | airbench on pixels | 94.00 ± 0.10 | logreg | +9.70 | airbench 1.5 h; logreg 13 min |"
+    assert len(rows) == 4 and "Which wins at each label budget" in readme
+
+
 def test_the_demo_section_shows_what_make_demo_printed(bench_tree):
     for weights, acc in (("imagenet", 0.744), ("none", 0.3)):
         write(bench_tree, a_record(f"demo/{weights}", table="demo", family="demo", seeds=[0], test_accuracy=[acc],
