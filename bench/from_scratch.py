@@ -54,7 +54,7 @@ def main():
               f" --precision {args.precision}" + (f" --limit {args.limit}" if args.limit else ""), flush=True)
         started = time.time()
         run, r = train_baseline(args.store, config, progress=True, log=print)
-        rows = r["epochs"] * trained_rows(args, config)
+        rows = r["epochs"] * trained_rows(args, r["params"]["batch_size"])
         print(f"\nrun {run.name}: {r['fit_seconds']:.0f} s of training over {r['epochs']} epochs "
               f"({rows / r['fit_seconds']:.1f} training images/s), this call {time.time() - started:.0f} s; "
               f"test accuracy, scored once: **{100 * r['test_accuracy']:.2f}%**", flush=True)
@@ -63,10 +63,10 @@ def main():
             write_record(args, run_info, finished)
 
 
-def trained_rows(args, config) -> int:
+def trained_rows(args, batch_size: int) -> int:
     """Images an epoch trains on: full batches of the training split (or --limit), as airbench drops the rest."""
     n = args.limit or FeatureStore.open(args.store).counts()["train"]
-    return n // config.batch_size * config.batch_size
+    return n // batch_size * batch_size
 
 
 def write_record(args, run_info: dict, finished: list):

@@ -62,6 +62,10 @@ TABLES = {
                      "on the chosen codes (their extraction paid once, whatever the budget) and airbench trained "
                      "from scratch (its batch size and epochs set by the draw's size, by a rule fixed beforehand: "
                      "docs/cli.md, `curve`); the test split scored once a point. The time is one seed's fit."),
+    "precision": ("bf16 against fp32 for training on this CPU", "`bench/train_precision.py`: the same model "
+                  "built in float32 and under Keras's mixed_bfloat16 policy, trained on the same batches of training "
+                  "photos, the two alternating round by round after an untimed one; medians of the rounds. Speed "
+                  "only: no test split is read. The faster is the default."),
     "early-stopping": ("The Keras heads' early stopping, re-chosen on the training split", "Which epoch a dense "
                        "head keeps (the best validation accuracy or the lowest validation loss, on a seeded 10% of "
                        "its training rows) and how many epochs it waits for a better one, by 3-fold on the "
@@ -77,6 +81,9 @@ EXTRA = {
                                                                for e, v in zip(r["best_epochs"], r["test_views"])))],
     "from-scratch": [("training images/s, each seed",
                       lambda r: " / ".join(f"{v:.0f}" for v in r.get("images_per_second") or []) or "–")],
+    "precision": [("training images/s, fp32 / bf16", lambda r: " / ".join(
+                      f"{r['training_images_per_second'][p]:.0f}" for p in ("fp32", "bf16"))),
+                  ("bf16 / fp32, training", lambda r: f"{r['bf16_over_fp32']['training']:.2f}x")],
     "early-stopping": [("best epoch per fold", lambda r: ", ".join(map(str, r.get("best_epochs") or [])) or "–")],
 }
 COLUMNS = ["what", "weights", "k-fold on training (%)", "test (%), mean ± std", "each seed (%)", "95% interval (%)",

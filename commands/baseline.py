@@ -50,7 +50,8 @@ def sides_option(value: str | None) -> tuple[int, ...]:
               help="test on this fold of the -k split of the training rows instead "
               "of the test split")
 @click.option("-k", "k", default=6, type=click.IntRange(min=2), help="with --fold")
-@click.option("--batch-size", type=POSITIVE, help="images per training step [128; airbench 1024]")
+@click.option("--batch-size", type=POSITIVE, help="images per training step [128; airbench: 1024, smaller for "
+              "fewer than 8,192 training images]")
 @click.option("--precision", type=PRECISION, default="fp32",
               help="arithmetic of training (mixed precision for bf16, fp16)")
 @click.option("--seed", default=0, type=SEED, help="weights, augmentation and batch order")

@@ -180,9 +180,9 @@ def test_an_interrupted_airbench_run_resumes_to_the_uninterrupted_result(colour_
 
 
 @pytest.mark.parametrize("config, message", [
-    (BaselineConfig("airbench", limit=40), r"^airbench trains on full batches of --batch-size 1024, and only 40 "
-                                           r"training images are left \(--limit, less the validation slice\): give "
-                                           r"--batch-size 40 or less, or more images$"),
+    (BaselineConfig("airbench", limit=40, batch_size=64),
+     r"^airbench trains on full batches of --batch-size 64, and only 40 training images are left \(--limit, less the "
+     r"validation slice\): give --batch-size 40 or less, or more images$"),
     (BaselineConfig("airbench", test_flip=True, patience=2), r"^airbench's model averages six views"),
 ])
 def test_airbench_refuses_what_it_cannot_do_in_one_line(colour_store_32, config, message):
@@ -191,11 +191,14 @@ def test_airbench_refuses_what_it_cannot_do_in_one_line(colour_store_32, config,
     assert not list((colour_store_32 / "runs").glob(f"*-{config.run_name('class')}"))  # nothing left behind
 
 
-def test_a_curve_point_trains_as_long_in_steps_as_the_recipe_whatever_the_draw():
+def test_a_small_data_set_trains_as_long_in_steps_as_the_recipe_in_smaller_batches():
     assert airbench.budget_settings(50_000) == {"batch_size": 1024, "epochs": 10}  # the recipe itself
     assert airbench.budget_settings(1_000) == {"batch_size": 64, "epochs": 32}  # 15 steps an epoch, 480 in all
     assert airbench.budget_settings(100) == {"batch_size": 16, "epochs": 80}
     assert airbench.budget_settings(10) == {"batch_size": 10, "epochs": 480}  # never a batch larger than the draw
+    assert airbench.budget_settings(1_000, batch=250) == {"batch_size": 250, "epochs": 120}  # a given batch kept
+    sized = airbench.sized(BaselineConfig("airbench", epochs=3), 1_000)
+    assert (sized.batch_size, sized.epochs) == (64, 3)  # a given --epochs kept, the batch by the rule
 
 
 @pytest.mark.slow
@@ -225,3 +228,23 @@ def test_the_curve_trains_airbench_on_the_heads_draws_and_reuses_the_baseline_s_
     assert shown and shown[0]["problem"] is None
     with pytest.raises(UserError, match="^airbench trains on the store's images: drop --features"):
         label_curve(colour_store_32, "airbench", features="x", progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["jax", "torch"])  # what the GPU machines run: keras.ops only, no TF
+def test_airbench_trains_on_the_other_backends_as_on_tensorflow(colour_store_32, tmp_path, backend):
+    """JAX's training step is stateless: an optimizer that wrote anything but its own variables and the trained
+    weights would lose it there. The same run learns on each backend."""
+    import json
+    import shutil
+
+    from conftest import run_process
+
+    pytest.importorskip(backend, reason=f"the {backend} backend is not installed (make test installs it)")
+    store = tmp_path / "store"
+    shutil.copytree(colour_store_32, store, ignore=shutil.ignore_patterns("runs"))
+    r = run_process("baseline", "airbench", "--store", store, "--epochs", 3, "--batch-size", 16, "--quiet",
+                    env={"KERAS_BACKEND": backend})
+    assert r.returncode == 0, r.stderr
+    (record,) = [json.loads(p.read_text()) for p in (store / "runs").glob("*-baseline-airbench-*/record.json")]
+    assert record["test_accuracy"] > 0.6 and record["epochs"] == 3  # chance is 1/3

@@ -17,10 +17,13 @@ fixed here, never tuned on our test split:
   `predict` and `export-model` give what the test figure measured.
 
 Differences from the script: 10 whole epochs (not 9.9: a run's epochs are whole here, so 4% more steps at the
-schedule's tail end) and BatchNorm's running statistics outside the lookahead (airbench_keras.AirbenchSGD
-says why); float32 (or --precision) where the script trains in float16 on a GPU.
+schedule's tail end; on fewer images than CIFAR-10's, smaller batches and more epochs: budget_settings) and
+BatchNorm's running statistics outside the lookahead (airbench_keras.AirbenchSGD says why); float32 (or
+--precision) where the script trains in float16 on a GPU.
 
 keras is imported inside the builder: importing this module never loads the backend."""
+from dataclasses import replace
+
 import numpy as np
 
 from cnncodes.features.errors import UserError
@@ -150,14 +153,21 @@ def airbench_optimizer(config, steps_per_epoch: int):
 RECIPE_STEPS = 480  # the recipe's ten epochs of CIFAR-10's 50,000 training images in full batches of 1024
 
 
-def budget_settings(rows: int) -> dict:
-    """airbench on `rows` training images (a `curve` point): batches of 1024, or for fewer images the largest
-    power of two up to an eighth of them (at least 16, at most all of them), so an epoch has several steps; and as
-    many epochs as make the recipe's 480 steps (10 at least), so a small draw trains as long in steps as the full
-    recipe. Fixed before any run, by that rule, never chosen on a test split."""
-    batch = min(RECIPE["batch_size"], max(16, 2 ** int(np.floor(np.log2(max(rows / 8, 1))))), max(rows, 1))
+def budget_settings(rows: int, batch: int | None = None) -> dict:
+    """airbench on `rows` training images: batches of 1024, or for fewer images the largest power of two up to
+    an eighth of them (at least 16, at most all of them), so an epoch has several steps; and as many epochs as
+    make the recipe's 480 steps (10 at least), so a small data set trains as long in steps as the full recipe.
+    On CIFAR-10's 50,000 that is the recipe itself. Fixed before any run, by that rule, never chosen on a test
+    split. A given `batch` keeps its size; the epochs follow it."""
+    batch = batch or min(RECIPE["batch_size"], max(16, 2 ** int(np.floor(np.log2(max(rows / 8, 1))))), max(rows, 1))
     steps = max(rows // batch, 1)
     return {"batch_size": batch, "epochs": max(RECIPE["epochs"], -(-RECIPE_STEPS // steps))}
+
+
+def sized(config, rows: int):
+    """The config with the batch size and epochs it leaves to the rule (None) set by budget_settings."""
+    budget = budget_settings(rows, config.batch_size)
+    return replace(config, batch_size=budget["batch_size"], epochs=config.epochs or budget["epochs"])
 
 
 def check_batches(config, rows: int):

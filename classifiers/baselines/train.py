@@ -184,8 +184,10 @@ def train_baseline(store_dir, config: BaselineConfig, *, progress: bool = True, 
                 info.spatial_shape[1:])
         if not config.unfreeze_from:  # the layers above the cut, all of them: from the first one on
             config = replace(config, unfreeze_from=layer_after(config.backbone, maps[0]))
-    if config.kind == "airbench":  # before any run folder: the network cannot take smaller images
-        airbench.check_side(store.image_shape)
+    if config.kind == "airbench":  # before any run folder: the network cannot take smaller images, and its
+        airbench.check_side(store.image_shape)  # batch size and epochs follow the training rows (part of the name)
+        rows = len(train_rows(store, config, store.labels(label))[0])
+        config = airbench.sized(config, rows - (max(1, rows // 10) if config.patience else 0))
     run = run_folder(store.path, config, label)
     state = run_state(run, config)
     if is_finished(state, config):

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from cnncodes.classifiers.baselines.airbench import budget_settings
+from cnncodes.classifiers.baselines.train import train_baseline
 from cnncodes.classifiers.heads.names import BASELINE_NAMES
 from cnncodes.classifiers.heads.params import resolve_params
 from cnncodes.classifiers.heads.registry import head_parameters, make_head
+from cnncodes.classifiers.training.baseline_config import BaselineConfig
 from cnncodes.features.errors import UserError
 from cnncodes.features.folds import per_class_draw
 from cnncodes.features.outputs import write_atomically
@@ -115,10 +116,7 @@ PIXELS = "pixels"  # a baseline curve's `features`: the store's images
 
 def baseline_curve(store: FeatureStore, head: str, label: str, per_class, seeds, params: dict, progress: bool):
     """The curve of a pixel baseline: each point a baseline run on the draw (BaselineConfig.per_class), seeded by
-    the draw's seed; airbench's batch size and epochs follow the draw's size (airbench.budget_settings)."""
-    from cnncodes.classifiers.baselines.train import train_baseline
-    from cnncodes.classifiers.training.baseline_config import BaselineConfig
-
+    the draw's seed (airbench sizes its batches and epochs by the draw: airbench.budget_settings)."""
     y, y_test = store.labels(label, split="train"), store.labels(label, split="test")
     if len(np.unique(y)) < 2:
         raise UserError(f"label set {label} has one class in the training split: a curve needs two or more classes")
@@ -131,13 +129,11 @@ def baseline_curve(store: FeatureStore, head: str, label: str, per_class, seeds,
     given = None if label == store.primary_label else label  # as `cnncodes baseline` names it: the same runs
 
     def fit(n, seed):
-        rows = len(per_class_draw(y, n, seed))
-        budget = budget_settings(rows) if head == "airbench" else {}
-        config = BaselineConfig(head, label=given, seed=seed, per_class=n, **{**budget, **params})
+        config = BaselineConfig(head, label=given, seed=seed, per_class=n, **params)
         run, r = train_baseline(store.path, config, progress=False, log=lambda m: None)
-        return {"per_class": n, "seed": seed, "labelled": rows, "test_accuracy": float(r["test_accuracy"]),
-                "fit_seconds": round(float(r["fit_seconds"]), 3), "run": run.name,
-                "chosen": {"epochs": r["epochs"], "batch_size": config.batch_size}}
+        return {"per_class": n, "seed": seed, "labelled": len(per_class_draw(y, n, seed)),
+                "test_accuracy": float(r["test_accuracy"]), "fit_seconds": round(float(r["fit_seconds"]), 3),
+                "run": run.name, "chosen": {"epochs": r["epochs"], "batch_size": r["params"]["batch_size"]}}
 
     return curve_points(curve_path(store, head, PIXELS, label, params), settings,
                         [(n, s) for n in per_class for s in seeds], None, progress, fit)

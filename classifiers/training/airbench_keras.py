@@ -41,6 +41,10 @@ class TestTimeViews(keras.layers.Layer):
         return ops.concatenate([x, mirror, up_left, ops.flip(up_left, axis=2), down_right,
                                 ops.flip(down_right, axis=2)], axis=0)
 
+    def compute_output_shape(self, input_shape):  # stated, not traced: JAX cannot trace an unknown batch's views
+        batch = input_shape[0]
+        return (None if batch is None else len(VIEW_WEIGHTS) * batch, *input_shape[1:])
+
 
 class AverageViews(keras.layers.Layer):
     """At inference, the class probabilities of TestTimeViews's six views averaged in log space (as airbench
@@ -54,6 +58,10 @@ class AverageViews(keras.layers.Layer):
         logp = ops.reshape(logp, (len(VIEW_WEIGHTS), -1, p.shape[-1]))
         mean = ops.sum(logp * ops.reshape(ops.convert_to_tensor(VIEW_WEIGHTS, "float32"), (-1, 1, 1)), axis=0)
         return ops.softmax(mean, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        batch = input_shape[0]
+        return (None if batch is None else batch // len(VIEW_WEIGHTS), *input_shape[1:])
 
 
 class DiracUniform(keras.initializers.Initializer):
@@ -123,7 +131,7 @@ class AirbenchSGD(keras.optimizers.Optimizer):
         self.whiten_bias = [v.path.endswith("whiten/bias") for v in variables]
         self.averages = self.add_optimizer_variables(variables, "lookahead")
         for average, v in zip(self.averages, variables):
-            average.assign(v)  # the average starts at the initial weights
+            average.assign(ops.copy(v))  # the average starts at the initial weights (its own buffer: JAX donates)
 
     def update_step(self, gradient, variable, learning_rate):
         dtype, index = variable.dtype, self._get_variable_index(variable)

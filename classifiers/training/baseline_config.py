@@ -8,8 +8,9 @@ from cnncodes.features.provenance import code_version
 from cnncodes.pipeline.backbones import canonical_weights
 
 DEFAULT_EPOCHS = {"cnn": 100, "finetune": 20, "wrn": 200, "airbench": 10}
-# airbench's recipe (baselines/airbench.py) has its own batch size, label smoothing and weight decay
-KIND_DEFAULTS = {"batch_size": ({"airbench": 1024}, 128), "label_smoothing": ({"airbench": 0.2}, 0.0),
+# airbench's recipe (baselines/airbench.py) has its own label smoothing and weight decay, and sets its batch size
+# (None here) by the training rows when it trains (airbench.sized)
+KIND_DEFAULTS = {"batch_size": ({"airbench": None}, 128), "label_smoothing": ({"airbench": 0.2}, 0.0),
                  "weight_decay": ({"airbench": 0.0153}, 0.0)}
 NULL_MEANS_DEFAULT = {"epochs", "patience", "limit", "per_class", "learning_rate", "unfreeze_from", "progressive_size",
                       "from_features", *KIND_DEFAULTS}  # null: the kind's default, or off
