@@ -33,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--store", required=True)
     p.add_argument("--dataset", default="folder:../shared/data/cifar10-jpg.tar")
     p.add_argument("--seeds", default="0", help="comma-separated: one run a seed, one after the other")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--precision", choices=("fp32", "bf16"), help="[the product's: bf16 where native]")
     p.add_argument("--limit", type=int, default=None, help="a stratified subset of N training photos (a quick try)")
     p.add_argument("--record", metavar="NAME", help="write bench/records/NAME.json (needs a clean tree)")
     return p
@@ -51,7 +51,8 @@ def main():
     for seed in (int(s) for s in args.seeds.split(",")):
         config = BaselineConfig("airbench", seed=seed, precision=args.precision, limit=args.limit)
         print(f"\nthe same run from the command line: cnncodes baseline airbench --store {args.store} --seed {seed}"
-              f" --precision {args.precision}" + (f" --limit {args.limit}" if args.limit else ""), flush=True)
+              + (f" --precision {args.precision}" if args.precision else "")
+              + (f" --limit {args.limit}" if args.limit else ""), flush=True)
         started = time.time()
         run, r = train_baseline(args.store, config, progress=True, log=print)
         rows = r["epochs"] * trained_rows(args, r["params"]["batch_size"])
@@ -76,14 +77,16 @@ def write_record(args, run_info: dict, finished: list):
     truth = np.asarray(store.labels(finished[0][2]["label"]))[store.split == 1]
     correct = np.array([np.asarray(r["test_predictions"]) == truth for _, _, r, _ in finished])
     save(run_info, args.record, table="from-scratch", family="airbench", headline=len(finished) >= 3,
-         row=f"airbench94's recipe from scratch, {finished[0][2]['epochs']} epochs, {args.precision}"
+         row=f"airbench94's recipe from scratch, {finished[0][2]['epochs']} epochs, "
+             f"{finished[0][2]['params']['precision']}"
              + (f", {args.limit} training photos" if args.limit else ""),
          weights="none (trained from scratch)", seeds=[s for s, _, _, _ in finished],
          test_accuracy=[r["test_accuracy"] for _, _, r, _ in finished], test_interval=bootstrap_interval(correct),
          wall_seconds=[r["fit_seconds"] for _, _, r, _ in finished],
          images_per_second=[round(speed, 1) for _, _, _, speed in finished],
          train_accuracy=[r["train_accuracy"] for _, _, r, _ in finished],
-         runs=[run.name for _, run, _, _ in finished], precision=args.precision, store=args.store)
+         runs=[run.name for _, run, _, _ in finished], precision=finished[0][2]["params"]["precision"],
+         store=args.store)
 
 
 if __name__ == "__main__":

@@ -52,8 +52,8 @@ def sides_option(value: str | None) -> tuple[int, ...]:
 @click.option("-k", "k", default=6, type=click.IntRange(min=2), help="with --fold")
 @click.option("--batch-size", type=POSITIVE, help="images per training step [128; airbench: 1024, smaller for "
               "fewer than 8,192 training images]")
-@click.option("--precision", type=PRECISION, default="fp32",
-              help="arithmetic of training (mixed precision for bf16, fp16)")
+@click.option("--precision", type=PRECISION, help="arithmetic of training (mixed precision for bf16, fp16) [fp32; "
+              "airbench: bf16 where the CPU or device has it natively]")
 @click.option("--seed", default=0, type=SEED, help="weights, augmentation and batch order")
 @click.option("--patience", type=POSITIVE, help="early stopping on a 10% validation slice [none: every epoch]")
 @click.option("--limit", type=POSITIVE, help="train on a stratified subset of N training rows [every row]")

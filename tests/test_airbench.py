@@ -201,6 +201,14 @@ def test_a_small_data_set_trains_as_long_in_steps_as_the_recipe_in_smaller_batch
     assert (sized.batch_size, sized.epochs) == (64, 3)  # a given --epochs kept, the batch by the rule
 
 
+@pytest.mark.parametrize("native, precision", [(True, "bf16"), (False, "fp32")])
+def test_airbench_trains_in_bf16_only_where_the_hardware_has_it(monkeypatch, native, precision):
+    monkeypatch.setattr(airbench, "native_bf16", lambda: native)
+    assert airbench.sized(BaselineConfig("airbench"), 50_000).precision == precision
+    assert airbench.sized(BaselineConfig("airbench", precision="fp32"), 50_000).precision == "fp32"  # as given
+    assert BaselineConfig("cnn").precision == "fp32"  # the other kinds as before
+
+
 @pytest.mark.slow
 def test_the_curve_trains_airbench_on_the_heads_draws_and_reuses_the_baseline_s_own_runs(colour_store_32):
     from cnncodes.classifiers.evaluation.label_curve import PIXELS, label_curve, saved_curves

@@ -18,8 +18,8 @@ fixed here, never tuned on our test split:
 
 Differences from the script: 10 whole epochs (not 9.9: a run's epochs are whole here, so 4% more steps at the
 schedule's tail end; on fewer images than CIFAR-10's, smaller batches and more epochs: budget_settings) and
-BatchNorm's running statistics outside the lookahead (airbench_keras.AirbenchSGD says why); float32 (or
---precision) where the script trains in float16 on a GPU.
+BatchNorm's running statistics outside the lookahead (airbench_keras.AirbenchSGD says why); bfloat16 where it
+is native, else float32 (or --precision), where the script trains in float16 on a GPU.
 
 keras is imported inside the builder: importing this module never loads the backend."""
 from dataclasses import replace
@@ -27,6 +27,7 @@ from dataclasses import replace
 import numpy as np
 
 from cnncodes.features.errors import UserError
+from cnncodes.pipeline.extraction.device import native_bf16
 
 from .networks import Built
 
@@ -165,9 +166,13 @@ def budget_settings(rows: int, batch: int | None = None) -> dict:
 
 
 def sized(config, rows: int):
-    """The config with the batch size and epochs it leaves to the rule (None) set by budget_settings."""
+    """The config with what it leaves to the rules (None) set: the batch size and epochs by budget_settings, the
+    precision bf16 where it is native (bench/train_precision.py --kind airbench: 1.47x fp32's training speed on
+    the AVX-512 bf16 CPU here; emulated bf16 on an AVX2 CPU is several times slower than fp32, issue 39)."""
     budget = budget_settings(rows, config.batch_size)
-    return replace(config, batch_size=budget["batch_size"], epochs=config.epochs or budget["epochs"])
+    precision = config.precision or ("bf16" if native_bf16() else "fp32")
+    return replace(config, batch_size=budget["batch_size"], epochs=config.epochs or budget["epochs"],
+                   precision=precision)
 
 
 def check_batches(config, rows: int):

@@ -46,7 +46,7 @@ def build(config: BaselineConfig, image_shape, n_classes, size: int | None = Non
     """The model (finetune's at input side `size`, config.size by default; with `maps`, (layer, map shape), the
     part above that cut, on its stored maps), every random draw in it (initial weights, dropout and
     augmentation seeds) made from config.seed alone."""
-    with dtype_policy(config.precision):
+    with dtype_policy(config.precision or "fp32"):  # airbench sets its own when it trains (airbench.sized)
         if config.kind == "cnn":
             built = networks.basic_cnn(image_shape, n_classes)
         elif config.kind == "finetune":

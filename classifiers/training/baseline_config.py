@@ -9,8 +9,9 @@ from cnncodes.pipeline.backbones import canonical_weights
 
 DEFAULT_EPOCHS = {"cnn": 100, "finetune": 20, "wrn": 200, "airbench": 10}
 # airbench's recipe (baselines/airbench.py) has its own label smoothing and weight decay, and sets its batch size
-# (None here) by the training rows when it trains (airbench.sized)
-KIND_DEFAULTS = {"batch_size": ({"airbench": None}, 128), "label_smoothing": ({"airbench": 0.2}, 0.0),
+# and precision (None here) when it trains, by the training rows and the hardware (airbench.sized)
+KIND_DEFAULTS = {"batch_size": ({"airbench": None}, 128), "precision": ({"airbench": None}, "fp32"),
+                 "label_smoothing": ({"airbench": 0.2}, 0.0),
                  "weight_decay": ({"airbench": 0.0153}, 0.0)}
 NULL_MEANS_DEFAULT = {"epochs", "patience", "limit", "per_class", "learning_rate", "unfreeze_from", "progressive_size",
                       "from_features", *KIND_DEFAULTS}  # null: the kind's default, or off
@@ -24,7 +25,7 @@ class BaselineConfig:
     fold: int | None = None          # train on the other folds of the stored 6-fold split, test on this one
     k: int = 6
     batch_size: int | None = None    # None: the kind's (KIND_DEFAULTS)
-    precision: str = "fp32"
+    precision: str | None = None     # None: the kind's (fp32; airbench: bf16 where native, airbench.sized)
     seed: int = 0
     patience: int | None = None      # early stopping on a 10% validation slice when set
     limit: int | None = None         # a stratified subset of N training rows (quick runs)

@@ -23,6 +23,19 @@ def accelerator() -> str | None:
     return devices[0] if devices else None
 
 
+def native_bf16() -> bool:
+    """Whether bfloat16 arithmetic is native here: on an accelerator, or a CPU with AVX512_BF16 or AMX (without
+    them bf16 is emulated and several times slower than float32)."""
+    if accelerator() is not None:
+        return True
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def describe_device() -> str:
     import keras
 
