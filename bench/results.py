@@ -187,6 +187,8 @@ def frontier(records: list[dict]) -> list[str]:
         seconds = (r.get("extraction_seconds") or 0) + float(np.mean(r["wall_seconds"]))
         seeds = len(r["test_accuracy"])
         short = "" if seeds >= 3 else f" ({seeds} seed{'s' if seeds > 1 else ''} so far)"
+        if r["table"] == "finetune":
+            short += f" (recipe designed while the test split was scored: {r['test_scorings']} scorings)"
         rows.append((seconds, f"| {r['row']} | {r['weights']} | {mean_std(r['test_accuracy'])}{short} | "
                               f"{seconds / 3600:.2f} | {r['commit'][:7]} |"))
     if not rows:
