@@ -13,6 +13,7 @@ VIEW_MAPS = "view_maps"          # the views' spatial maps (a set with --views a
 PARTS_SUFFIX = ".parts"          # <name>.parts/: committed chunks of a feature set in progress
 RUNS_DIR = "runs"                # one folder per fit / kfold / baseline run
 AUDITS_DIR = "audits"            # <feature set>/audit.json and audit.csv: the latest `cnncodes audit` of each set
+HASHES_DIR = "hashes"            # <method>-<seal>.npy: the images' perceptual hashes, computed when first asked for
 SPLITS = ("train", "test")       # split codes 0 and 1; ingest writes train rows first
 
 
@@ -69,6 +70,12 @@ def fold_seal(path: Path) -> str | None:
     """The seal in a kept fold file's name; None for an unsealed file of schema 2."""
     parts = Path(path).stem.split("-")
     return parts[2] if len(parts) == 3 else None
+
+
+def hashes_path(store: Path, method: str, seal: str) -> Path:
+    """Kept perceptual hashes. `method` names the hashes and the library version that made them; `seal` binds the
+    file's bytes to the data they were computed from, as a kept fold assignment's does."""
+    return Path(store) / HASHES_DIR / f"{method}-{seal}.npy"
 
 
 def chunk_file(kind: str, start: int, count: int, crc: int | None = None) -> str:

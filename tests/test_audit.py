@@ -1,5 +1,6 @@
-"""`cnncodes audit` (issue 23): duplicates across splits counted as leakage, flipped labels ranked near the
-top, an outlier flagged, the table's columns and order, the record in the store, and bad input in one line.
+"""`cnncodes audit` (issues 23, 40): duplicates across splits counted as leakage, flipped labels ranked near the
+top, an outlier flagged, the table's columns and order, the record in the store, the perceptual hashes and the
+codes' ratio rule, the label check's choice of features, and bad input in one line.
 
 The store is made of real handwritten digits (scikit-learn's, as image files in class folders, with planted
 copies, flipped labels and a noise image) and its "codes" are the pixels, written as a feature set: nothing
@@ -12,9 +13,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cnncodes.classifiers.audit import audit, label_issues
+from cnncodes.classifiers.audit import audit, image_hashes, label_issues
 from cnncodes.classifiers.audit.audit import COLUMNS, load_audits, run_audit
-from cnncodes.classifiers.audit.duplicates import DUPLICATE_THRESHOLD, duplicate_pairs
+from cnncodes.classifiers.audit.duplicates import HASH_DISTANCE, RATIO, candidate_pairs, code_groups
+from cnncodes.classifiers.heads.neighbors import Neighbors
 from cnncodes.cli import cli
 from cnncodes.features.store import FeatureStore
 from cnncodes.features.writers import FeatureSetWriter
@@ -105,8 +107,11 @@ def test_planted_copies_across_splits_are_exact_duplicates_and_counted_as_leakag
     assert record["leakage"]["leaked"] >= COPIES and record["leakage"]["leaked_exact"] >= COPIES
     test_images = FeatureStore.open(store).counts()["test"]
     assert record["leakage"]["rate"] == pytest.approx(record["leakage"]["leaked"] / test_images)
-    assert record["counts"]["duplicate"] == len(pairs) and record["settings"]["threshold"] == DUPLICATE_THRESHOLD
+    assert record["counts"]["duplicate"] == len(pairs) and record["settings"]["ratio"] == RATIO
+    assert all(pairs[pair]["evidence"] == "exact" for pair in planted["copies"])
     assert record["label_model_accuracy"]["train_out_of_fold"] > 0.8  # the digits are learnt: flips stand out
+    assert record["label_model"]["features"] == "pixels" and "only complete set" in record["label_model"]["why"]
+    assert 0.05 < record["label_model"]["temperature"] < 20
 
 
 def test_planted_flipped_labels_rank_near_the_top(audited):
@@ -137,9 +142,13 @@ def test_the_table_has_the_columns_in_order_most_certain_first_and_the_store_kee
     kinds = [r[0] for r in rows[1:]]
     assert kinds == sorted(kinds, key=["duplicate", "label", "outlier"].index) and set(kinds) == {"duplicate", "label",
                                                                                                      "outlier"}
-    for kind in ("duplicate", "label", "outlier"):
+    for kind in ("label", "outlier"):
         scores = [float(r[5]) for r in rows[1:] if r[0] == kind]
         assert scores == sorted(scores, reverse=True)
+    # duplicates: identical images first, then those both kinds of evidence confirm, then by the codes' similarity
+    certainty = [(r[6] != "exact", r[6] != "hashes+codes", -float(r[5])) for r in rows[1:] if r[0] == "duplicate"]
+    assert certainty == sorted(certainty) and {r[6] for r in rows[1:] if r[0] == "duplicate"} <= {
+        "exact", "hashes", "codes", "hashes+codes"}
     known = set(sources(store))
     assert all(r[1] in known and (r[2] in known or (r[0] != "duplicate" and r[2] == "")) for r in rows[1:])
     assert {r[3] for r in rows[1:]} <= {str(c) for c in range(10)}  # class names, not numbers
@@ -163,7 +172,8 @@ def test_the_command_prints_the_summary_and_writes_out(audited, tmp_path):
     out = tmp_path / "audit.csv"
     result = CliRunner().invoke(cli, ["audit", "--store", str(store), "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
-    assert f"at cosine similarity >= {DUPLICATE_THRESHOLD:g}" in result.output
+    assert f"pHash and dHash within {HASH_DISTANCE} bits of 64" in result.output
+    assert "of pixels (the store's only complete set)" in result.output
     assert f"leakage: {record['leakage']['leaked']} of " in result.output and "saved to " in result.output
     assert out.read_text() == (store / "audits" / "pixels" / "audit.csv").read_text()
     again = CliRunner().invoke(cli, ["audit", "--store", str(store), "--out", str(out), "--quiet"])
@@ -179,12 +189,96 @@ def test_an_out_folder_that_cannot_be_written_is_refused_before_the_audit(audite
     assert len(result.output.splitlines()) == 1 and "leakage" not in result.output  # refused before any work
 
 
-def test_duplicate_pairs_are_reported_once_with_the_lower_row_first():
-    first, second, s = duplicate_pairs(np.array([3, 1, 5, 2, 4]), np.array([1, 3, 2, 5, 6]),
-                                       np.array([.97, .97, .99, .99, .5]), 0.95)
-    assert first.tolist() == [2, 1] and second.tolist() == [5, 3] and s.tolist() == pytest.approx([.99, .97])
-    empty = duplicate_pairs(np.array([], int), np.array([], int), np.array([]), 0.95)
-    assert [len(a) for a in empty] == [0, 0, 0]
+def neighbors_of(distances) -> Neighbors:
+    d = np.asarray(distances, np.float32)
+    return Neighbors(np.tile(np.arange(1, d.shape[1] + 1), (len(d), 1)), 1 - d)
+
+
+def test_a_group_of_copies_is_the_neighbours_before_the_first_jump_in_distance():
+    groups = code_groups(neighbors_of([[0.05, 0.30, 0.31, 0.32],    # one copy, far closer than the next
+                                       [0.00, 0.00, 0.40, 0.41],    # two identical copies: 0/0 is no jump
+                                       [0.20, 0.22, 0.24, 0.26],    # crowded: no copy
+                                       [0.25, 0.26, 0.27, 0.05]]))  # a jump only down the list is none
+    assert groups.tolist() == [1, 2, 0, 0]
+    crowded = neighbors_of([[0.25, 0.30, 0.33, 0.36]])  # 0.83 of the next: not far enough at the default
+    assert code_groups(crowded).tolist() == [0] and code_groups(crowded, ratio=0.9).tolist() == [1]
+
+
+def test_candidate_pairs_are_each_pair_once_with_the_lower_row_first():
+    a = Neighbors(np.array([[1, 2], [0, 2], [1, 0]]), np.ones((3, 2), np.float32))
+    b = Neighbors(np.array([[2], [2], [0]]), np.ones((3, 1), np.float32))
+    first, second = candidate_pairs(a, b)
+    assert list(zip(first.tolist(), second.tolist())) == [(0, 1), (0, 2), (1, 2)]
+
+
+def demo_photos(n=3):
+    """Real photos: the offline demo's committed CIFAR-10 sample."""
+    import zipfile
+
+    import cv2
+
+    with zipfile.ZipFile(Path(__file__).parents[1] / "demo" / "cifar10-sample.zip") as z:
+        names = sorted(n for n in z.namelist() if n.endswith((".jpg", ".png")))[:n]
+        return [cv2.cvtColor(cv2.imdecode(np.frombuffer(z.read(m), np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+                for m in names]
+
+
+def test_a_re_encoded_rescaled_or_brightened_copy_keeps_its_hashes_and_another_photo_does_not():
+    import cv2
+
+    photo, other, _ = demo_photos()
+    h, w = photo.shape[:2]
+    jpeg = cv2.imdecode(cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 50])[1], cv2.IMREAD_UNCHANGED)
+    rescaled = cv2.resize(cv2.resize(photo, (w // 2, h // 2), interpolation=cv2.INTER_AREA), (w, h),
+                          interpolation=cv2.INTER_CUBIC)
+    brighter = np.clip(photo * 1.2, 0, 255).astype(np.uint8)
+    hashes = image_hashes.hash_images(np.stack([photo, jpeg, rescaled, brighter, other]))
+    first = np.zeros(4, int)
+    for kind in image_hashes.KINDS:
+        d = image_hashes.hamming(hashes, first, np.arange(1, 5), kind)
+        assert (d[:3] <= HASH_DISTANCE).all() and d[3] > HASH_DISTANCE, (kind, d)
+    assert not image_hashes.flat(hashes).any()
+
+
+def test_a_flat_image_s_hashes_are_no_evidence():
+    flat = np.full((2, 16, 16, 3), 0, np.uint8)
+    flat[1] = 200  # another colour: the same hashes, not the same image
+    hashes = image_hashes.hash_images(flat)
+    assert image_hashes.flat(hashes).all()  # else a duplicate pair by hashes:
+    assert all(image_hashes.hamming(hashes, [0], [1], kind)[0] <= HASH_DISTANCE for kind in image_hashes.KINDS)
+
+
+def test_hashes_are_kept_in_the_store_and_computed_again_when_their_file_is_damaged(copy_of, monkeypatch):
+    store = FeatureStore.open(copy_of)
+    (kept,) = (copy_of / "hashes").glob("*.npy")  # the audit above kept them
+    assert image_hashes.method() in kept.name
+    monkeypatch.setattr(image_hashes, "hash_images", lambda images: pytest.fail("hashed again"))
+    first = image_hashes.image_hashes(store, progress=False)
+    assert first.shape == (store.n, image_hashes.WIDTH)
+    data = bytearray(kept.read_bytes())
+    data[-1] ^= 1
+    kept.write_bytes(bytes(data))
+    monkeypatch.undo()
+    again = image_hashes.image_hashes(store, progress=False)  # the damaged file fails its seal: hashed again
+    assert np.array_equal(again, first) and len(list((copy_of / "hashes").glob("*.npy"))) == 1
+
+
+def test_the_label_check_uses_every_set_joined_or_the_sweep_s_choice(copy_of):
+    from cnncodes.classifiers.audit.label_model import label_features
+    from cnncodes.features.sealed import write_sealed
+
+    write_pixel_codes(copy_of, name="again")
+    store = FeatureStore.open(copy_of)
+    assert label_features(store, "class") == {"features": "again+pixels", "why": "every complete set joined"}
+    sweep = copy_of / "runs" / "sweep-logreg-class-k3-x"
+    sweep.mkdir(parents=True)
+    write_sealed(sweep / "sweep.json", {"kind": "sweep", "head": "logreg", "label": "class", "chosen": "again",
+                                        "candidates": [{"features": "again", "mean": 0.9}]})
+    chosen = label_features(store, "class")
+    assert chosen["features"] == "again" and "sweep with logreg" in chosen["why"]
+    assert label_features(store, "class", "pixels")["features"] == "pixels"
+    record = run_audit(copy_of, features="pixels", progress=False)
+    assert record["label_model"]["features"] == "again"
 
 
 # -- bad input: one line naming the thing and the fix, nothing stored damaged --------------------------------------
@@ -246,19 +340,24 @@ def test_a_label_set_with_one_class(tmp_path, monkeypatch):
     assert not (store / "audits").exists()
 
 
-def test_without_cleanlab_the_fix_is_named(copy_of, monkeypatch):
+def test_without_cleanlab_or_imagehash_the_fix_is_named(copy_of, monkeypatch):
     monkeypatch.setattr(label_issues, "find_label_issues", None)
     assert "pip install cnncodes[audit]" in refused(copy_of)
+    monkeypatch.undo()
+    monkeypatch.setattr(image_hashes, "imagehash", None)
+    assert "need imagehash" in refused(copy_of) and "pip install cnncodes[audit]" in refused(copy_of)
 
 
-def test_the_help_names_the_default_threshold():
+def test_the_help_names_the_defaults():
     result = CliRunner().invoke(cli, ["audit", "--help"])
-    assert f"[{DUPLICATE_THRESHOLD:g}:" in " ".join(result.output.split())
+    assert f"[{RATIO:g}:" in " ".join(result.output.split()) and f"[{HASH_DISTANCE}]" in result.output
 
 
-def test_the_threshold_is_a_similarity(copy_of):
-    result = CliRunner().invoke(cli, ["audit", "--store", str(copy_of), "--threshold", "1.5"])
-    assert result.exit_code == 2 and "--threshold" in result.output
+@pytest.mark.parametrize("option, value", [("--ratio", "1.5"), ("--ratio", "0"), ("--hash-distance", "40"),
+                                           ("--label-probability", "1")])
+def test_settings_out_of_range_are_refused(copy_of, option, value):
+    result = CliRunner().invoke(cli, ["audit", "--store", str(copy_of), option, value])
+    assert result.exit_code == 2 and option in result.output
 
 
 def test_an_interrupted_audit_keeps_the_one_before_and_leaves_no_folder_of_its_own(copy_of, monkeypatch):

@@ -116,6 +116,7 @@ def test_audit_counts_every_pair_of_a_group_larger_than_the_neighbor_lists(tmp_p
     assert c["duplicate"] == c["duplicate_exact"] == 861 and c["duplicate_listed"] < 861
     assert audit["leakage"]["leaked"] == audit["leakage"]["leaked_exact"] == 12
     assert "duplicates: 861 pairs" in done.output and "66 within test" in done.output
+    assert {r["evidence"] for r in audit["rows"] if r["kind"] == "duplicate"} == {"exact"}
     assert f"the table lists {c['duplicate_listed']} of them" in done.output
 
 

@@ -1,132 +1,181 @@
-"""Duplicate images by the cosine similarity of their codes: pairs within and across splits, and the test
-rows with a duplicate in training (leakage: a test image the head has, in effect, already seen).
+"""Duplicate images, by two kinds of evidence: their perceptual hashes (pixels) and their CNN codes.
 
-Pairs come from each row's nearest neighbors (classifiers/neighbors.py: exact, in blocks, memory flat), so
-a row with more than NEIGHBORS duplicates has only its NEIGHBORS closest listed; the same pass counts every
-pair (`pair_counts`), and identical images are counted in full by their pixels' digests (`exact_counts`), so
-the totals are totals however many copies there are. Leakage is searched on its own (every test row against
-the training rows), so it is exact too."""
+Candidates are each row's NEIGHBORS nearest rows by codes (cosine) and by pHash (Hamming), over both splits,
+searched exactly in blocks (classifiers/heads/neighbors.py), so memory stays flat in the number of rows. A
+candidate pair is confirmed by either rule (bench/audit.py measured both on planted copies, bench/HISTORY.md):
+
+- hashes: pHash and dHash both within HASH_DISTANCE bits (neither image flat): every exact, re-encoded (JPEG
+  quality 50 to 75), rescaled (down 20 to 50% and back) and brightened (75 to 125%) copy; codes miss many of
+  these, whose codes sit among other photos of the same kind;
+- codes: the two are each other's near neighbours by far, each closer to the other than RATIO times the distance
+  to its next neighbour outside its group of copies: shifted and cropped copies, which move too many pixels
+  for a hash. A ratio, not a cosine threshold: how close photos of one kind sit varies with the data set and the
+  backbone; a copy stands out from its own neighbours in all of them.
+
+Test rows in a confirmed pair with a training row are leakage (a test image the head has, in effect, seen).
+Identical images are told by their pixels, and counted in full by their digests (`exact_counts`), however many
+copies a group holds."""
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
-from cnncodes.classifiers.heads.neighbors import Neighbors, nearest
+from cnncodes.classifiers.heads.neighbors import Neighbors, nearest, unit_rows
 from cnncodes.pipeline.console import progress_bar
 
-# Cosine similarity at or above which two images count as duplicates: the highest F1 of leak detection for
-# 200 planted copies of CIFAR-10 training photos (exact, JPEG at quality 50, rescaled, shifted) among 10,000
-# other training photos searched against 40,000, every other match counted as false (bench/audit.py,
-# bench/HISTORY.md; Lite0's last layer at 224). It finds every exact copy and half the shifted ones, few of the
-# re-encoded or rescaled (their codes sit among different photos of the same kind); most of the "false"
-# matches near it are CIFAR-10's own duplicates.
-DUPLICATE_THRESHOLD = 0.92
-NEIGHBORS = 10  # each row's closest rows searched for pairs: a group of up to 11 copies is listed whole
+from .image_hashes import flat, hamming, signs
+
+NEIGHBORS = 10  # each row's closest rows searched, by codes and by hash: a group of up to 10 copies is found whole
+HASH_DISTANCE = 8  # bits of 64, pHash and dHash each: see the module's note
+RATIO = 0.65  # distance to the partner over distance to the next neighbour outside the group, at most
+EPSILON = 1e-4  # cosine distance added to both sides of the ratio: identical codes compare as equal, not 0/0
 # Codes at least this similar are compared pixel by pixel: identical images give codes equal only up to
 # float rounding (a batch's size and position change the sums' order), so "exact" is told by the pixels.
 EXACT_CANDIDATE = 0.999
+EVIDENCE = ("hashes", "codes", "hashes+codes")
+DIGEST_ROWS = 1024  # stored images read at a time for their digests
 
 
 @dataclass
 class Pairs:
-    """Duplicate pairs, first < second (store rows), most similar first."""
+    """Confirmed duplicate pairs, first < second (store rows), most certain first."""
     first: np.ndarray       # (pairs,) int
     second: np.ndarray      # (pairs,) int
-    similarity: np.ndarray  # (pairs,) float
+    similarity: np.ndarray  # (pairs,) float: cosine similarity of their codes
+    phash: np.ndarray       # (pairs,) int: Hamming distance of their pHashes
+    dhash: np.ndarray       # (pairs,) int
+    ratio: np.ndarray       # (pairs,) float: the codes' ratio, the larger of the two rows' (inf: not in a group)
+    evidence: np.ndarray    # (pairs,) str: one of EVIDENCE
     exact: np.ndarray       # (pairs,) bool: the stored images are identical
 
-
-@dataclass
-class Leakage:
-    """For every test row: its most similar training row (a store row) and their similarity."""
-    nearest_train: np.ndarray  # (test rows,) int
-    similarity: np.ndarray     # (test rows,) float
-
-    def leaked(self, threshold: float) -> np.ndarray:
-        """Positions (in the test split) of the test rows with a duplicate in training."""
-        return np.flatnonzero(self.similarity >= threshold)
+    def leaked(self, split: np.ndarray) -> np.ndarray:
+        """Sorted store rows of the test images in a pair with a training image."""
+        across = split[self.first] != split[self.second]
+        return np.unique(np.where(split[self.first[across]] == 1, self.first[across], self.second[across]))
 
 
-def searched(queries, base, k: int, *, skip_self: bool, desc: str, progress: bool) -> Neighbors:
+def searched(queries, k: int, desc: str, progress: bool) -> Neighbors:
     with progress_bar(total=len(queries), desc=desc, unit="row", disable=not progress) as bar:
-        return nearest(queries, base, k, skip_self=skip_self, progress=bar.update)
+        return nearest(queries, queries, k, skip_self=True, progress=bar.update)
 
 
-def all_neighbors(codes, progress: bool = True, threshold: float | None = None, split=None) -> Neighbors:
-    """Each row's NEIGHBORS most similar other rows, over both splits; with `threshold`, also how many rows of
-    each split (`split`: 0 train, 1 test, per row) are at least that similar to it, all of them."""
-    with progress_bar(total=len(codes), desc="audit: neighbors", unit="row", disable=not progress) as bar:
-        return nearest(codes, codes, NEIGHBORS, skip_self=True, progress=bar.update, count_at=threshold,
-                       groups=split)
+def code_neighbors(codes, progress: bool = True) -> Neighbors:
+    """Each row's NEIGHBORS most similar other rows by codes, over both splits."""
+    return searched(codes, NEIGHBORS, "audit: neighbours by codes", progress)
 
 
-DIGEST_ROWS = 1024  # stored images read at a time for their digests
+def hash_neighbors(hashes: np.ndarray, progress: bool = True) -> Neighbors:
+    """Each row's NEIGHBORS nearest other rows by pHash (cosine of +-1 bits: 1 - 2 Hamming / bits)."""
+    return searched(signs(hashes, "phash"), NEIGHBORS, "audit: neighbours by hashes", progress)
 
 
-def pair_counts(neighbors: Neighbors, split: np.ndarray) -> dict:
-    """Every duplicate pair at the threshold `all_neighbors` counted at, by where its two rows lie; each pair is
-    counted from both of its rows, so within a split a count is halved."""
-    counts, train, test = neighbors.counts, split == 0, split == 1
-    width = counts.shape[1]
-    to_test = counts[:, 1] if width > 1 else np.zeros(len(counts), np.int64)
-    return {"within_train": int(counts[train, 0].sum()) // 2, "within_test": int(to_test[test].sum()) // 2,
-            "across_splits": int(to_test[train].sum())}
+def code_groups(neighbors: Neighbors, ratio: float = RATIO) -> np.ndarray:
+    """(rows,) how many of each row's nearest neighbours are its group of copies: the neighbours before the
+    first one whose distance is at least 1/ratio times the one before it; 0 when there is no such jump."""
+    d = 1.0 - neighbors.similarity.astype(np.float64) + EPSILON
+    jumps = d[:, :-1] <= ratio * d[:, 1:]
+    return np.where(jumps.any(axis=1), jumps.argmax(axis=1) + 1, 0)
 
 
-def exact_counts(images, neighbors: Neighbors, split: np.ndarray) -> dict:
-    """Every pair of identical stored images, by where its rows lie, and the test images with an identical
-    training image: counted in full from the pixels' digests of the rows whose nearest code is EXACT_CANDIDATE
-    close (an identical image's is), however many copies a group holds."""
-    candidates = np.flatnonzero(neighbors.similarity[:, 0] >= EXACT_CANDIDATE)
-    groups = defaultdict(lambda: [0, 0])  # digest: [train rows, test rows]
-    for start in range(0, len(candidates), DIGEST_ROWS):  # rows read a block at a time: memory stays flat
-        rows = candidates[start:start + DIGEST_ROWS]
-        for row, image in zip(rows, np.asarray(images[rows])):
-            groups[hashlib.sha256(np.ascontiguousarray(image).tobytes()).digest()][int(split[row])] += 1
-    sizes = list(groups.values())
-    return {"within_train": sum(a * (a - 1) // 2 for a, _ in sizes),
-            "within_test": sum(b * (b - 1) // 2 for _, b in sizes),
-            "across_splits": sum(a * b for a, b in sizes), "leaked_test_images": sum(b for a, b in sizes if a)}
+def group_ratio(neighbors: Neighbors, sizes: np.ndarray) -> np.ndarray:
+    """(rows,) each row's ratio: its farthest group member's distance over its next neighbour's (inf: no group)."""
+    d = 1.0 - neighbors.similarity.astype(np.float64) + EPSILON
+    rows = np.arange(len(d))
+    inside = d[rows, np.maximum(sizes - 1, 0)]
+    beyond = d[rows, np.minimum(sizes, d.shape[1] - 1)]
+    return np.where(sizes > 0, inside / beyond, np.inf)
 
 
-def leakage(test_codes, train_codes, progress: bool = True) -> Leakage:
-    """Each test row's most similar training row; training rows come first in the store, so a position in
-    `train_codes` is its store row."""
-    if len(test_codes) == 0 or len(train_codes) == 0:
-        return Leakage(np.empty(0, np.int64), np.empty(0, np.float32))
-    found = searched(test_codes, train_codes, 1, skip_self=False, desc="audit: test against train", progress=progress)
-    return Leakage(found.index[:, 0], found.similarity[:, 0])
+def candidate_pairs(*neighbor_lists: Neighbors) -> tuple[np.ndarray, np.ndarray]:
+    """(first, second): every (row, neighbour) pair of the lists, each once, first < second."""
+    a = np.concatenate([np.repeat(np.arange(len(n.index)), n.index.shape[1]) for n in neighbor_lists])
+    b = np.concatenate([n.index.ravel() for n in neighbor_lists])
+    pairs = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    return pairs[:, 0], pairs[:, 1]
 
 
-def duplicate_pairs(a: np.ndarray, b: np.ndarray, similarity: np.ndarray, threshold: float) -> tuple[np.ndarray, ...]:
-    """(first, second, similarity) of the candidate pairs (a[i], b[i]) at or above `threshold`, each pair once
-    with first < second (a pair found from both of its rows comes twice), most similar first."""
-    keep = similarity >= threshold
-    a, b, s = a[keep], b[keep], similarity[keep]
-    first, second = np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64)
-    order = np.lexsort((second, first, -s))  # most similar first, so `once` keeps a pair's first (equal) copy
-    first, second, s = first[order], second[order], s[order]
-    _, once = np.unique(np.stack([first, second], axis=1), axis=0, return_index=True)
-    once = np.sort(once)
-    return first[once], second[once], s[once]
+def in_group(neighbors: Neighbors, sizes: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Whether b[i] is among a[i]'s group of copies."""
+    members = neighbors.index[a] == b[:, None]
+    return (members & (np.arange(neighbors.index.shape[1]) < sizes[a][:, None])).any(axis=1)
 
 
-def identical_images(images, first: np.ndarray, second: np.ndarray, similarity: np.ndarray) -> np.ndarray:
+def pair_similarity(codes, a: np.ndarray, b: np.ndarray, block: int = 8192) -> np.ndarray:
+    """Cosine similarity of the codes of rows a[i] and b[i], read a block of pairs at a time."""
+    out = np.empty(len(a), np.float32)
+    for start in range(0, len(a), block):
+        rows_a, rows_b = a[start:start + block], b[start:start + block]
+        wanted, where = np.unique(np.concatenate([rows_a, rows_b]), return_inverse=True)
+        x = unit_rows(np.asarray(codes[wanted]))
+        out[start:start + len(rows_a)] = np.sum(x[where[:len(rows_a)]] * x[where[len(rows_a):]], axis=1)
+    return np.minimum(out, 1.0)
+
+
+def find_duplicates(codes, hashes: np.ndarray, images, *, ratio: float = RATIO, hash_distance: int = HASH_DISTANCE,
+                    progress: bool = True) -> tuple[Pairs, Neighbors]:
+    """The confirmed pairs (most certain first: identical, then both kinds of evidence, then by the codes'
+    similarity), and each row's neighbours by codes (for the exact counts)."""
+    by_codes = code_neighbors(codes, progress)
+    by_hash = hash_neighbors(hashes, progress)
+    a, b = candidate_pairs(by_codes, by_hash)
+    sizes = code_groups(by_codes, ratio)
+    row_ratio = group_ratio(by_codes, sizes)
+    codes_say = in_group(by_codes, sizes, a, b) & in_group(by_codes, sizes, b, a)
+    ph, dh = hamming(hashes, a, b, "phash"), hamming(hashes, a, b, "dhash")
+    informative = ~(flat(hashes)[a] | flat(hashes)[b])
+    hashes_say = informative & (ph <= hash_distance) & (dh <= hash_distance)
+    keep = codes_say | hashes_say
+    a, b, ph, dh, codes_say, hashes_say = a[keep], b[keep], ph[keep], dh[keep], codes_say[keep], hashes_say[keep]
+    similarity = pair_similarity(codes, a, b)
+    exact = identical_images(images, a, b, similarity, ph, dh)
+    evidence = np.array(EVIDENCE)[np.where(hashes_say & codes_say, 2, np.where(codes_say, 1, 0))]
+    pair_ratio = np.where(codes_say, np.maximum(row_ratio[a], row_ratio[b]), np.inf)
+    order = np.lexsort((b, a, -similarity, ~(hashes_say & codes_say), ~exact))
+    pairs = Pairs(a[order].astype(np.int64), b[order].astype(np.int64), similarity[order], ph[order], dh[order],
+                  pair_ratio[order], evidence[order], exact[order])
+    return pairs, by_codes
+
+
+def identical_images(images, first, second, similarity, phash, dhash) -> np.ndarray:
     """Whether each pair's stored images are identical; read only for pairs whose codes are EXACT_CANDIDATE
-    close (`images`: the store's images, any array that reads rows by index)."""
+    close and whose hashes agree bit for bit (an identical pair's are)."""
     exact = np.zeros(len(first), bool)
-    for p in np.flatnonzero(similarity >= EXACT_CANDIDATE):
+    for p in np.flatnonzero((similarity >= EXACT_CANDIDATE) & (phash == 0) & (dhash == 0)):
         exact[p] = np.array_equal(np.asarray(images[int(first[p])]), np.asarray(images[int(second[p])]))
     return exact
 
 
-def find_duplicates(neighbors: Neighbors, leak: Leakage, threshold: float, first_test_row: int, images) -> Pairs:
-    """Every duplicate pair the neighbor lists and the leakage search found, with exact ones marked."""
-    rows, cols = np.nonzero(neighbors.similarity >= threshold)
-    leaked = leak.leaked(threshold)
-    first, second, similarity = duplicate_pairs(np.concatenate([rows, leak.nearest_train[leaked]]),
-                                                np.concatenate([neighbors.index[rows, cols], first_test_row + leaked]),
-                                                np.concatenate([neighbors.similarity[rows, cols],
-                                                                leak.similarity[leaked]]), threshold)
-    return Pairs(first, second, similarity, identical_images(images, first, second, similarity))
+def pair_counts(pairs: Pairs, split: np.ndarray, exact: dict) -> dict:
+    """Every duplicate pair by where its two rows lie: the listed pairs of different images, and the pairs of
+    identical images counted in full (`exact_counts`: a group larger than the neighbour lists is listed in part);
+    and the listed pairs by evidence."""
+    different = ~pairs.exact
+    s1, s2 = split[pairs.first[different]], split[pairs.second[different]]
+    return {"within_train": int(np.sum((s1 == 0) & (s2 == 0))) + exact["within_train"],
+            "within_test": int(np.sum((s1 == 1) & (s2 == 1))) + exact["within_test"],
+            "across_splits": int(np.sum(s1 != s2)) + exact["across_splits"],
+            **{f"by_{e.replace('+', '_and_')}": int(np.sum(pairs.evidence[different] == e)) for e in EVIDENCE}}
+
+
+def exact_counts(images, neighbors: Neighbors, split: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Every pair of identical stored images, by where its rows lie, and the test images with an identical
+    training image (a count, and their rows): counted in full from the pixels' digests of the rows whose nearest
+    code is EXACT_CANDIDATE close (an identical image's is), however many copies a group holds."""
+    candidates = np.flatnonzero(neighbors.similarity[:, 0] >= EXACT_CANDIDATE)
+    groups = defaultdict(lambda: [0, []])  # digest: [training rows, test rows]
+    for start in range(0, len(candidates), DIGEST_ROWS):  # rows read a block at a time: memory stays flat
+        rows = candidates[start:start + DIGEST_ROWS]
+        for row, image in zip(rows, np.asarray(images[rows])):
+            group = groups[hashlib.sha256(np.ascontiguousarray(image).tobytes()).digest()]
+            if split[row] == 0:
+                group[0] += 1
+            else:
+                group[1].append(int(row))
+    sizes = [(a, len(b)) for a, b in groups.values()]
+    leaked = np.array(sorted(r for a, b in groups.values() if a for r in b), np.int64)
+    return {"within_train": sum(a * (a - 1) // 2 for a, _ in sizes),
+            "within_test": sum(b * (b - 1) // 2 for _, b in sizes),
+            "across_splits": sum(a * b for a, b in sizes), "leaked_test_images": len(leaked)}, leaked
+

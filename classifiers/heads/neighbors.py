@@ -24,18 +24,13 @@ class Neighbors:
     """For each query row, its k most similar base rows, most similar first (equal similarities: lower row first)."""
     index: np.ndarray       # (queries, k) int64 rows of the base
     similarity: np.ndarray  # (queries, k) float32 cosine similarities
-    # with `count_at`: (queries, groups) how many base rows of each group are at least that similar, all of them
-    counts: np.ndarray | None = None
 
 
-def nearest(queries, base, k: int, *, skip_self: bool = False, block: int = BLOCK, progress=None,
-            count_at: float | None = None, groups: np.ndarray | None = None) -> Neighbors:
+def nearest(queries, base, k: int, *, skip_self: bool = False, block: int = BLOCK, progress=None) -> Neighbors:
     """The `k` base rows of highest cosine similarity to each query row, most similar first; k larger than the
     base gives every base row. `skip_self`: queries are the base itself (row i never its own neighbor; an exact
     copy elsewhere still is). `progress(rows)` hears each finished block of queries. The answer does not depend
-    on `block`: ties are broken by the lower base row in every block, as in one. With `count_at`, every base row
-    at least that similar is also counted (not only the k kept), by its group in `groups` (ints 0.., one per base
-    row; one group without), in the same pass."""
+    on `block`: ties are broken by the lower base row in every block, as in one."""
     if k < 1:
         raise ValueError(f"nearest: k={k}; ask for at least 1 neighbor")
     n_base = len(base)
@@ -44,8 +39,6 @@ def nearest(queries, base, k: int, *, skip_self: bool = False, block: int = BLOC
         raise ValueError(f"nearest: {n_base} base rows leave no neighbor to find")
     index = np.empty((len(queries), k), np.int64)
     similarity = np.empty((len(queries), k), np.float32)
-    groups = np.zeros(n_base, np.int64) if groups is None else np.asarray(groups, np.int64)
-    counts = None if count_at is None else np.zeros((len(queries), int(groups.max(initial=0)) + 1), np.int64)
     for q0 in range(0, len(queries), block):
         q = unit_rows(queries, q0, q0 + block)
         best_s = np.full((len(q), 0), -np.inf, np.float32)
@@ -57,10 +50,6 @@ def nearest(queries, base, k: int, *, skip_self: bool = False, block: int = BLOC
                 rows = np.arange(q0, q0 + len(q))
                 inside = (rows >= b0) & (rows < b0 + s.shape[1])
                 s[np.flatnonzero(inside), rows[inside] - b0] = -np.inf
-            if counts is not None:  # a hair over 1 is 1: what is kept below is clipped so too
-                hits = np.minimum(s, 1.0) >= count_at
-                for g in range(counts.shape[1]):
-                    counts[q0:q0 + len(q), g] += hits[:, groups[b0:b0 + s.shape[1]] == g].sum(axis=1)
             # the running best (all lower rows than this block) first: columns run in ascending row order among equals
             cand_s = np.concatenate([best_s, s], axis=1)
             cand_i = np.concatenate([best_i, np.broadcast_to(np.arange(b0, b0 + s.shape[1]), s.shape)], axis=1)
@@ -71,7 +60,7 @@ def nearest(queries, base, k: int, *, skip_self: bool = False, block: int = BLOC
         index[q0:q0 + len(q)], similarity[q0:q0 + len(q)] = best_i, np.minimum(best_s, 1.0)
         if progress:
             progress(len(q))
-    return Neighbors(index, similarity, counts)
+    return Neighbors(index, similarity)
 
 
 def top_k(similarity: np.ndarray, index: np.ndarray, k: int) -> np.ndarray:

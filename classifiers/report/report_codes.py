@@ -172,7 +172,7 @@ def audit_section(store: FeatureStore, out: Path, plt, note=ignore) -> list[str]
             continue
         c, leak = a["counts"], a["leakage"]
         parts.append(f"<h3>{esc(a['features'])}, label set {esc(a['label'])}</h3><p>{c['duplicate']} duplicate pairs "
-                     f"at cosine similarity ≥ {a['settings']['threshold']:g} ({c['duplicate_exact']} exact); "
+                     f"{esc(duplicate_rule(a['settings']))} ({c['duplicate_exact']} exact); "
                      f"{leak['leaked']} of {leak['test_images']} test images ({100 * leak['rate']:.2f}%) have a "
                      f"duplicate in training; {c['label']} likely wrong labels; {c['outlier']} outliers.</p>")
         for kind, title in KIND_TITLES.items():
@@ -180,6 +180,14 @@ def audit_section(store: FeatureStore, out: Path, plt, note=ignore) -> list[str]
             if rows:
                 parts += [f"<h4>{esc(title)}: {len(rows)}</h4>", audit_thumbnails(store, a, kind, rows, out, plt)]
     return parts
+
+
+def duplicate_rule(settings: dict) -> str:
+    """How the audit confirmed its pairs; an audit saved before cnncodes hashed images had a cosine threshold."""
+    if "threshold" in settings:
+        return f"at cosine similarity ≥ {settings['threshold']:g}"
+    return (f"by perceptual hashes (pHash and dHash within {settings['hash_distance']} bits) or codes (each the "
+            f"other's neighbour, closer than {settings['ratio']:g} × the distance to the next)")
 
 
 def audit_thumbnails(store: FeatureStore, audit: dict, kind: str, rows: list, out: Path, plt) -> str:
