@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from cnncodes.features.errors import UserError
-from cnncodes.features.limits import MAX_CHUNK, MAX_IMAGE_SIDE, MAX_SEED
+from cnncodes.features.errors import MAX_CHUNK, MAX_IMAGE_SIDE, MAX_SEED, UserError
 from cnncodes.pipeline.console import printable
 
 
@@ -93,7 +92,7 @@ def keras_verbosity() -> int:
 
 
 def checked_name(ctx, param, value):
-    from cnncodes.features.limits import check_name
+    from cnncodes.features.errors import check_name
 
     return None if value is None else check_name(value, f"--{param.name}")
 

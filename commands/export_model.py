@@ -2,7 +2,7 @@
 
 import click
 
-from cnncodes.features.limits import MAX_IMAGE_SIDE
+from cnncodes.features.errors import MAX_IMAGE_SIDE
 from cnncodes.features.outputs import check_new_output
 from cnncodes.options import PathType, choice, log, store_option
 

@@ -2,8 +2,7 @@
 
 import click
 
-from cnncodes.features.errors import UserError
-from cnncodes.features.limits import MAX_BATCH, MAX_IMAGE_SIDE, MAX_VIEWS
+from cnncodes.features.errors import MAX_BATCH, MAX_IMAGE_SIDE, MAX_VIEWS, UserError
 from cnncodes.options import (
     CHUNK,
     POSITIVE,

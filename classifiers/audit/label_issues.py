@@ -18,6 +18,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import minimize_scalar
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
@@ -87,8 +88,6 @@ def held_out_probabilities(X_train, y_train, folds, X_test, n_classes: int, C: f
 def fitted_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     """The temperature T that makes softmax(log p / T) fit the given labels best (least log loss): > 1 softens an
     overconfident model, < 1 sharpens a timid one (a strongly regularised one)."""
-    from scipy.optimize import minimize_scalar
-
     if len(labels) == 0:
         return 1.0
     rows = np.arange(len(labels))

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnncodes.features.errors import BadParameter
-from cnncodes.features.limits import MAX_IMAGE_SIDE, MAX_SEED
+from cnncodes.features.errors import MAX_IMAGE_SIDE, MAX_SEED, BadParameter
 from cnncodes.pipeline.backbones import BACKBONES, canonical_weights
 
 # Upper limits, each where a larger value breaks something or can mean nothing:

@@ -30,8 +30,7 @@ from cnncodes.classifiers.heads.knn import KnnHead
 from cnncodes.classifiers.runs.records import load_run
 from cnncodes.classifiers.training.baseline_config import BaselineConfig
 from cnncodes.features import schema
-from cnncodes.features.errors import UserError
-from cnncodes.features.limits import MAX_IMAGE_SIDE
+from cnncodes.features.errors import MAX_IMAGE_SIDE, UserError
 from cnncodes.features.outputs import atomic_write, check_new_output
 from cnncodes.features.store import FeatureStore
 from cnncodes.pipeline.extraction.portable import portable_clone, portable_codes

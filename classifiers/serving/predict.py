@@ -8,8 +8,7 @@ import numpy as np
 from cnncodes.classifiers.heads.scoring import score_kind, scores
 from cnncodes.classifiers.heads.value_rules import value_problem
 from cnncodes.classifiers.runs.records import load_run
-from cnncodes.features.errors import UserError
-from cnncodes.features.limits import MAX_IMAGE_SIDE
+from cnncodes.features.errors import MAX_IMAGE_SIDE, UserError
 from cnncodes.features.outputs import write_csv
 from cnncodes.pipeline.backbones import BACKBONES
 from cnncodes.pipeline.console import progress_bar

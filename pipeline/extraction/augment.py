@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnncodes.features.errors import UserError
-from cnncodes.features.limits import MAX_VIEWS
+from cnncodes.features.errors import MAX_VIEWS, UserError
 from cnncodes.pipeline.resize import crop_matrices
 
 MIN_SIDE = 8      # a stored side to crop from: a quarter of 8x8 (digits) still leaves 4x4 px

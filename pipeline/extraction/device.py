@@ -1,7 +1,7 @@
 """Which device the Keras backend computes on, and the largest batch that fits it."""
 import numpy as np
 
-from cnncodes.features.limits import MAX_BATCH
+from cnncodes.features.errors import MAX_BATCH
 
 CPU_BATCH = 64  # on CPUs throughput stops growing well before this, while memory keeps growing
 

@@ -14,8 +14,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from cnncodes.features import schema
-from cnncodes.features.errors import UserError
-from cnncodes.features.limits import MAX_BATCH, MAX_CHUNK, check_name
+from cnncodes.features.errors import MAX_BATCH, MAX_CHUNK, UserError, check_name
 from cnncodes.features.reading import DAMAGE, read_everything
 from cnncodes.features.store import FeatureStore, resolve_name
 from cnncodes.features.writers import FeatureSetWriter, bind_to_data, choose_name, discard_unusable, writer_lock

@@ -13,10 +13,9 @@ import numpy as np
 
 from cnncodes.features import schema
 from cnncodes.features.data_file import DataFileWriter, store_lock
-from cnncodes.features.errors import UserError
+from cnncodes.features.errors import MAX_IMAGE_SIDE, MAX_SEED, UserError
 from cnncodes.features.fingerprint import file_digest
 from cnncodes.features.folds import stratified_folds, stratified_holdout, stratified_subset
-from cnncodes.features.limits import MAX_IMAGE_SIDE, MAX_SEED
 from cnncodes.features.outputs import cannot_write, utf8_name
 from cnncodes.features.store import FeatureStore, store_path
 from cnncodes.features.writers import MARGIN, disk_full
