@@ -351,8 +351,8 @@ def cifar_bench(args, out: Path, run_info: dict | None):
              wall_seconds=round(seconds, 1), page=os.path.relpath(page, ROOT))
 
 
-def main():
-    p = argparse.ArgumentParser()
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="cnncodes audit on planted copies and wrong labels, or the full CIFAR-10")
     p.add_argument("--out", help="[bench/out/audit-draw-SEED]")
     p.add_argument("--train", type=int, default=300, help="training photos a class")
     p.add_argument("--test", type=int, default=100, help="test photos a class (from CIFAR-10's training split)")
@@ -363,7 +363,11 @@ def main():
     p.add_argument("--design", action="store_true", help="each setting's figures on this draw; no record")
     p.add_argument("--cifar-store", help="a store of the full shared CIFAR-10 with Lite0's cuts at 224: audited")
     p.add_argument("--record", metavar="NAME", help="write bench/records/NAME.json (needs a clean tree)")
-    args = p.parse_args()
+    return p
+
+
+def main():
+    args = parser().parse_args()
     run_info = begin(__file__) if args.record and not args.design else None  # before any work
     import cleanlab
     import imagehash
