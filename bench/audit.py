@@ -296,6 +296,52 @@ def planted_bench(args, out: Path, run_info: dict | None):
              settings=record["settings"], wall_seconds=round(audit_seconds, 1))
 
 
+# -- memory against rows ----------------------------------------------------------------------------------------
+def duplicate_search_peak(rows: int, dims: int = 64, seed: int = 0) -> dict:
+    """Peak memory of `find_duplicates` (both searches, the candidates, both rules) on `rows` synthetic rows:
+    codes of `dims` positive floats in 1,000 clusters, random hashes; run in a fresh process (`--memory-rows`), so
+    the process's peak is this search's. Bytes above what the inputs themselves hold."""
+    import resource
+
+    from cnncodes.classifiers.audit.duplicates import find_duplicates
+    from cnncodes.classifiers.audit.image_hashes import WIDTH
+
+    rng = np.random.default_rng(seed)
+    centres = rng.random((1000, dims), dtype=np.float32)
+    codes = centres[rng.integers(0, 1000, rows)] + 0.3 * rng.random((rows, dims), dtype=np.float32)
+    hashes = rng.integers(0, 256, (rows, WIDTH), dtype=np.uint8)
+    hashes[:, -1] = 0
+    before = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    start = time.time()
+    pairs, _ = find_duplicates(codes, hashes, images=None, progress=False)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"rows": rows, "dims": dims, "before_mb": before / 2**20, "peak_mb": peak / 2**20,
+            "search_mb": (peak - before) / 2**20, "seconds": time.time() - start, "pairs": len(pairs.first)}
+
+
+def memory_bench(args, run_info: dict | None):
+    sizes = [int(n) for n in args.memory.split(",")]
+    print("\n## Memory of the duplicate search against rows (synthetic codes of 64 floats, random hashes)\n\n"
+          "| rows | inputs and libraries (MB) | peak (MB) | the search's own (MB) | seconds |\n"
+          "| --- | --- | --- | --- | --- |")
+    found = []
+    for rows in sizes:
+        out = subprocess.run([sys.executable, __file__, "--memory-rows", str(rows)], capture_output=True, text=True,
+                             check=True).stdout
+        m = json.loads(out.strip().splitlines()[-1])
+        found.append(m)
+        print(f"| {rows:,} | {m['before_mb']:.0f} | {m['peak_mb']:.0f} | {m['search_mb']:.0f} | {m['seconds']:.0f} |",
+              flush=True)
+    growth = (found[-1]["search_mb"] - found[0]["search_mb"]) * 2**20 / (sizes[-1] - sizes[0])
+    print(f"\nthe search's own memory grows by {growth:.0f} bytes a row between {sizes[0]:,} and {sizes[-1]:,} rows "
+          f"(the neighbour lists and candidate pairs); at a million rows that is {growth * 1e6 / 2**20:.0f} MB more")
+    if run_info:
+        save(run_info, args.record, table="audit", family="audit", seeds=[0], test_accuracy=None, headline=False,
+             weights="none (synthetic codes)",
+             row=f"memory of the duplicate search, {sizes[0]:,} to {sizes[-1]:,} rows",
+             memory=found, bytes_per_row=growth, wall_seconds=round(sum(m["seconds"] for m in found), 1))
+
+
 # -- the full CIFAR-10 ------------------------------------------------------------------------------------------
 def thumbnail(image: np.ndarray, scale: int = 4) -> str:
     """A data: URL of the image enlarged (nearest neighbour: its pixels as they are)."""
@@ -362,12 +408,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="the draw (0: the design draw)")
     p.add_argument("--design", action="store_true", help="each setting's figures on this draw; no record")
     p.add_argument("--cifar-store", help="a store of the full shared CIFAR-10 with Lite0's cuts at 224: audited")
+    p.add_argument("--memory", metavar="N,N,...", help="peak memory of the duplicate search at these row counts")
+    p.add_argument("--memory-rows", type=int, help=argparse.SUPPRESS)  # one count, in a fresh process
     p.add_argument("--record", metavar="NAME", help="write bench/records/NAME.json (needs a clean tree)")
     return p
 
 
 def main():
     args = parser().parse_args()
+    if args.memory_rows:
+        print(json.dumps(duplicate_search_peak(args.memory_rows)))
+        return
     run_info = begin(__file__) if args.record and not args.design else None  # before any work
     import cleanlab
     import imagehash
@@ -378,7 +429,9 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     print(conditions({"data": f"{TAR} (training split only for the planted draw)", "cleanlab": cleanlab.__version__,
                       "imagehash": imagehash.__version__, "out": out}), flush=True)
-    if args.cifar_store:
+    if args.memory:
+        memory_bench(args, run_info)
+    elif args.cifar_store:
         cifar_bench(args, out, run_info)
     else:
         planted_bench(args, out, run_info)

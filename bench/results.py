@@ -110,7 +110,10 @@ EXTRA = {
                f"{r['leakage']['test_images']} ({100 * r['leakage']['rate']:.2f}%; ciFAIR 3.3%)"
                if "leakage" in r else "–"),
               ("hashes, per image", lambda r: f"{1e6 * r['hash_seconds_per_image']:.0f} µs"
-               if r.get("hash_seconds_per_image") else "–")],
+               if r.get("hash_seconds_per_image") else "–"),
+              ("duplicate search's memory", lambda r: f"{r['memory'][-1]['search_mb']:.0f} MB at "
+               f"{r['memory'][-1]['rows']:,} rows, {r['bytes_per_row']:.0f} bytes a row more"
+               if "memory" in r else "–")],
     "early-stopping": [("best epoch per fold", lambda r: ", ".join(map(str, r.get("best_epochs") or [])) or "–")],
 }
 AUDIT_KINDS = ("exact", "jpeg", "rescaled", "shifted", "cropped", "brightness")

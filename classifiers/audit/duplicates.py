@@ -35,6 +35,7 @@ EPSILON = 1e-4  # cosine distance added to both sides of the ratio: identical co
 EXACT_CANDIDATE = 0.999
 EVIDENCE = ("hashes", "codes", "hashes+codes")
 DIGEST_ROWS = 1024  # stored images read at a time for their digests
+PAIR_BLOCK = 1 << 18  # candidate pairs checked at a time: their neighbour lists and bits stay a few tens of MB
 
 
 @dataclass
@@ -88,12 +89,14 @@ def group_ratio(neighbors: Neighbors, sizes: np.ndarray) -> np.ndarray:
 
 
 def candidate_pairs(*neighbor_lists: Neighbors) -> tuple[np.ndarray, np.ndarray]:
-    """(first, second): every (row, neighbour) pair of the lists, each once, first < second."""
-    a = np.concatenate([np.repeat(np.arange(len(n.index)), n.index.shape[1]) for n in neighbor_lists])
-    b = np.concatenate([n.index.ravel() for n in neighbor_lists])
-    pairs = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)
-    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-    return pairs[:, 0], pairs[:, 1]
+    """(first, second): every (row, neighbour) pair of the lists, each once, first < second, in row order."""
+    n = np.int64(len(neighbor_lists[0].index))
+    rows = np.arange(n)[:, None]
+    keys = np.unique(np.concatenate([np.minimum(rows, found.index) * n + np.maximum(rows, found.index)
+                                     for found in neighbor_lists], axis=None))  # 8 bytes a candidate pair
+    first, second = np.divmod(keys, n)
+    keep = first != second
+    return first[keep], second[keep]
 
 
 def in_group(neighbors: Neighbors, sizes: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -119,15 +122,13 @@ def find_duplicates(codes, hashes: np.ndarray, images, *, ratio: float = RATIO, 
     similarity), and each row's neighbours by codes (for the exact counts)."""
     by_codes = code_neighbors(codes, progress)
     by_hash = hash_neighbors(hashes, progress)
-    a, b = candidate_pairs(by_codes, by_hash)
+    candidates = candidate_pairs(by_codes, by_hash)
     sizes = code_groups(by_codes, ratio)
     row_ratio = group_ratio(by_codes, sizes)
-    codes_say = in_group(by_codes, sizes, a, b) & in_group(by_codes, sizes, b, a)
-    ph, dh = hamming(hashes, a, b, "phash"), hamming(hashes, a, b, "dhash")
-    informative = ~(flat(hashes)[a] | flat(hashes)[b])
-    hashes_say = informative & (ph <= hash_distance) & (dh <= hash_distance)
-    keep = codes_say | hashes_say
-    a, b, ph, dh, codes_say, hashes_say = a[keep], b[keep], ph[keep], dh[keep], codes_say[keep], hashes_say[keep]
+    found = [confirmed(by_codes, sizes, hashes, candidates[0][i:i + PAIR_BLOCK], candidates[1][i:i + PAIR_BLOCK],
+                       hash_distance) for i in range(0, len(candidates[0]), PAIR_BLOCK)]
+    a, b, ph, dh, codes_say, hashes_say = (np.concatenate(part) for part in zip(*found)) if found else (
+        np.empty(0, np.int64),) * 4 + (np.empty(0, bool),) * 2
     similarity = pair_similarity(codes, a, b)
     exact = identical_images(images, a, b, similarity, ph, dh)
     evidence = np.array(EVIDENCE)[np.where(hashes_say & codes_say, 2, np.where(codes_say, 1, 0))]
@@ -136,6 +137,17 @@ def find_duplicates(codes, hashes: np.ndarray, images, *, ratio: float = RATIO, 
     pairs = Pairs(a[order].astype(np.int64), b[order].astype(np.int64), similarity[order], ph[order], dh[order],
                   pair_ratio[order], evidence[order], exact[order])
     return pairs, by_codes
+
+
+def confirmed(by_codes: Neighbors, sizes: np.ndarray, hashes: np.ndarray, a: np.ndarray, b: np.ndarray,
+              hash_distance: int) -> tuple[np.ndarray, ...]:
+    """Of candidate pairs (a[i], b[i]), those either rule confirms: (a, b, pHash and dHash distances, whether the
+    codes say so, whether the hashes do)."""
+    codes_say = in_group(by_codes, sizes, a, b) & in_group(by_codes, sizes, b, a)
+    ph, dh = hamming(hashes, a, b, "phash"), hamming(hashes, a, b, "dhash")
+    hashes_say = ~(flat(hashes)[a] | flat(hashes)[b]) & (ph <= hash_distance) & (dh <= hash_distance)
+    keep = codes_say | hashes_say
+    return a[keep], b[keep], ph[keep], dh[keep], codes_say[keep], hashes_say[keep]
 
 
 def identical_images(images, first, second, similarity, phash, dhash) -> np.ndarray:
