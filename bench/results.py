@@ -260,7 +260,26 @@ FRONTIER_TEXT = ("Accuracy for the time it costs: each method from the images to
 # What bench/HISTORY.md measured before records were kept, by the table its records will go to: the README says
 # which have no headline record yet, so that no earlier figure passes for a result.
 BEFORE_RECORDS = {"finetune": "the fine-tune of Lite0", "nine-cuts": "the three backbones' nine cuts joined",
-                  "export": "the export", "audit": "the audit", "label-curve": "the label curve"}
+                  "export": "the export", "label-curve": "the label curve"}
+
+
+def audit_summary(records: list[dict]) -> list[str]:
+    """One generated paragraph: the audit on each planted draw, and on the full CIFAR-10."""
+    planted = sorted((r for r in records if r["table"] == "audit" and "duplicates" in r), key=lambda r: r["seeds"])
+    full = [r for r in records if r["table"] == "audit" and "leakage" in r]
+    if not planted and not full:
+        return []
+    parts = [f"draw {r['seeds'][0]}: recall {min(k['recall'] for k in r['duplicates']['kinds'].values()) * 100:.1f}"
+             f"-{max(k['recall'] for k in r['duplicates']['kinds'].values()) * 100:.0f}% across the six kinds of "
+             f"copy, precision {100 * r['duplicates']['precision']:.1f}% over every pair listed, label F1 "
+             f"{r['labels']['f1']:.2f}" for r in planted]
+    text = "The audit (`cnncodes audit`), on planted copies and wrong labels among CIFAR-10 training photos: "
+    text += "; ".join(parts) + "." if parts else ""
+    for r in full:
+        leak = r["leakage"]
+        text += (f" On the full CIFAR-10, {leak['leaked']} of {leak['test_images']:,} test photos "
+                 f"({100 * leak['rate']:.2f}%) have a training duplicate, beside ciFAIR's 3.3%.")
+    return ["", text + " Method and every column: bench/RESULTS.md, \"The audit\"."]
 
 
 def readme_section(records: list[dict]) -> str:
@@ -275,6 +294,7 @@ def readme_section(records: list[dict]) -> str:
         lines += ["", FRONTIER_TEXT, ""] + front
     if winners := budget_winners(records):
         lines += ["", "Which wins at each label budget (bench/RESULTS.md has every method's row):", ""] + winners
+    lines += audit_summary(records)
     if any(r["table"] == "finetune" for r in headlines):
         lines += ["", "The fine-tune's recipe was designed while the test split was scored again and again (its "
                   "test scorings count them): its figures may be biased upward by an unknown amount."]
