@@ -197,8 +197,8 @@ def audit_thumbnails(store: FeatureStore, audit: dict, kind: str, rows: list, ou
         shown = rows[:AUDIT_THUMBNAILS // 2]
         stored = [r for pair in shown for r in (pair["row"], pair["other_row"])]
         titles = [t for p in shown for t in (f"{p['split']}: {p['given']}\n{p['score']:.3f}",
-                                             f"{p['other_split']}: {p['suggested']}" + (" (exact)" if p.get("exact")
-                                                                                         else ""))]
+                                             f"{p['other_split']}: {p['suggested']}\n"
+                                             f"{p.get('evidence') or ('exact' if p.get('exact') else '')}")]
         sources = [s for p in shown for s in (p["source"], p["other"])]
     else:
         shown = rows[:AUDIT_THUMBNAILS]
@@ -209,7 +209,7 @@ def audit_thumbnails(store: FeatureStore, audit: dict, kind: str, rows: list, ou
     name = f"audit-{Path(audit['path']).name}-{kind}.png"
     colour = {"duplicate": "darkorange", "label": "red", "outlier": "purple"}[kind]
     figure = png(thumbnails_figure(store.images_at(stored), titles, plt, sources, colour), out / name)
-    head = ["source", "other", "given", "suggested", "score"]
+    head = ["source", "other", "given", "suggested", "score", "evidence"]
     return figure + "<details><summary>Table</summary>" + table(
-        head, [[r["source"], r.get("other") or "", r["given"], r["suggested"], f"{r['score']:.4g}"]
-               for r in rows[:50]]) + "</details>"
+        head, [[r["source"], r.get("other") or "", r["given"], r["suggested"], f"{r['score']:.4g}",
+                r.get("evidence", "")] for r in rows[:50]]) + "</details>"
