@@ -248,6 +248,15 @@ def test_a_flat_image_s_hashes_are_no_evidence():
     assert all(image_hashes.hamming(hashes, [0], [1], kind)[0] <= HASH_DISTANCE for kind in image_hashes.KINDS)
 
 
+def test_flat_images_are_named_in_one_line_saying_what_still_judges_them(audited):
+    from cnncodes.classifiers.audit.audit import format_audit
+
+    record = audited[2]
+    assert record["counts"]["flat_images"] == 0 and "flat images" not in format_audit(record)
+    flagged = format_audit({**record, "counts": {**record["counts"], "flat_images": 2}})
+    assert "2 flat images (one colour, or a pixel enlarged): their hashes say nothing, so only their codes" in flagged
+
+
 def test_hashes_are_kept_in_the_store_and_computed_again_when_their_file_is_damaged(copy_of, monkeypatch):
     store = FeatureStore.open(copy_of)
     (kept,) = (copy_of / "hashes").glob("*.npy")  # the audit above kept them

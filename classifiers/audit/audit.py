@@ -19,7 +19,7 @@ from cnncodes.features.store import FeatureStore
 from cnncodes.pipeline.console import printable
 
 from .duplicates import EXACT_CANDIDATE, HASH_DISTANCE, NEIGHBORS, RATIO, exact_counts, find_duplicates, pair_counts
-from .image_hashes import image_hashes, method, require_imagehash
+from .image_hashes import flat, image_hashes, method, require_imagehash
 from .label_issues import (
     LABEL_C,
     LABEL_PROBABILITY,
@@ -90,7 +90,8 @@ def run_audit(store_dir, *, features: str | None = None, label: str | None = Non
             "settings": {"ratio": ratio, "hash_distance": hash_distance, "hashes": method(), "k": k, "C": C,
                          "label_probability": below, "neighbours": NEIGHBORS, "exact_candidate": EXACT_CANDIDATE,
                          "outlier_fence_iqrs": FENCE_IQRS},
-            "counts": counts(rows, pair_counts(pairs, store.split, exact), exact),
+            "counts": {**counts(rows, pair_counts(pairs, store.split, exact), exact),
+                       "flat_images": int(flat(hashes).sum())},
             "leakage": {"test_images": store.counts()["test"], "leaked": len(leaked),
                         "rate": len(leaked) / max(store.counts()["test"], 1),
                         "leaked_exact": exact["leaked_test_images"]},
@@ -254,6 +255,8 @@ def format_audit(record: dict, top: int = 5) -> str:
         + listed_text(c),
         f"    (hashes: pHash and dHash within {s['hash_distance']} bits of 64; codes: each the other's neighbour, "
         f"closer than {s['ratio']:g} x the distance to the next)",
+        *([f"    {c['flat_images']} flat images (one colour, or a pixel enlarged): their hashes say nothing, so only "
+           f"their codes are judged"] if c.get("flat_images") else []),
         f"  leakage: {leak['leaked']} of {record['images']['test']} test images "
         f"({100 * leak['rate']:.2f}%) have a duplicate in training ({leak['leaked_exact']} identical)",
         f"  labels: {c['label']} likely wrong ({c['label_train']} train, {c['label_test']} test), by cleanlab on "
