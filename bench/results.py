@@ -273,7 +273,7 @@ def audit_summary(records: list[dict]) -> list[str]:
              f"-{max(k['recall'] for k in r['duplicates']['kinds'].values()) * 100:.0f}% across the six kinds of "
              f"copy, precision {100 * r['duplicates']['precision']:.1f}% over every pair listed, label F1 "
              f"{r['labels']['f1']:.2f}" for r in planted]
-    text = "The audit (`cnncodes audit`), on planted copies and wrong labels among CIFAR-10 training photos: "
+    text = "The audit, on planted copies and wrong labels among CIFAR-10 training photos: "
     text += "; ".join(parts) + "." if parts else ""
     for r in full:
         leak = r["leakage"]
