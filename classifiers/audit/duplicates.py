@@ -1,7 +1,8 @@
 """Duplicate images, by two kinds of evidence: their perceptual hashes (pixels) and their CNN codes.
 
 Candidates are each row's NEIGHBORS nearest rows by codes (cosine) and by pHash (Hamming), over both splits,
-searched exactly in blocks (classifiers/heads/neighbors.py), so memory stays flat in the number of rows. A
+searched exactly in blocks (classifiers/heads/neighbors.py): the rows x rows similarities are never held, and what
+grows with the rows is the neighbour lists and candidate pairs, under 1 KB a row (bench/audit.py --memory). A
 candidate pair is confirmed by either rule (bench/audit.py measured both on planted copies, bench/HISTORY.md):
 
 - hashes: pHash and dHash both within HASH_DISTANCE bits (neither image flat): every exact, re-encoded (JPEG
