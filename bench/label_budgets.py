@@ -76,7 +76,8 @@ def main():
                      weights="none (from scratch)" if codes is None else "ImageNet (EfficientNet-Lite, published)",
                      seeds=[p["seed"] for p in points], test_accuracy=[p["test_accuracy"] for p in points],
                      wall_seconds=[p["fit_seconds"] for p in points], extraction_seconds=extraction,
-                     per_class=size["per_class"], labelled=size["labelled"], features=codes or "pixels",
+                     per_class=size["per_class"], labelled=size["labelled"], classes=curve["n_classes"],
+                     features=codes or "pixels",
                      head=head, **({"runs": [p["run"] for p in points]} if codes is None else {}))
 
 

@@ -16,9 +16,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench import records as bench_records  # noqa: E402
+from bench.budget_figure import budget_svg  # noqa: E402
 from bench.records import load_records  # noqa: E402
 
 README, RESULTS = ROOT / "README.md", ROOT / "bench" / "RESULTS.md"
+BUDGET_FIGURE = ROOT / "bench" / "label-budgets.svg"
 START = "<!-- results: made by `make results` from bench/records/; edit those, not this -->"
 END = "<!-- /results -->"
 DEMO_START = "<!-- demo: made by `make results` from bench/records/demo--*.json; edit those, not this -->"
@@ -198,7 +200,7 @@ def results_md(records: list[dict]) -> str:
     if front := frontier(records):
         out += ["## The frontier: accuracy for the time", "", FRONTIER_TEXT, ""] + front + [""]
     if winners := budget_winners(records):
-        out += ["## Which wins at each label budget", ""] + winners + [""]
+        out += ["## Which wins at each label budget", ""] + winners + [""] + figure_line(records, "") + [""]
     if not records:
         out += ["No records yet.", ""]
     return "\n".join(out)
@@ -263,6 +265,14 @@ BEFORE_RECORDS = {"finetune": "the fine-tune of Lite0", "nine-cuts": "the three 
                   "export": "the export", "label-curve": "the label curve"}
 
 
+def figure_line(records: list[dict], folder: str) -> list[str]:
+    """The label-budget figure's Markdown, with the path from the file that shows it."""
+    if budget_svg(records) is None:
+        return []
+    return [f"![Test accuracy against labelled photos a class, each method mean ± std over its seeds]"
+            f"({folder}{BUDGET_FIGURE.name})"]
+
+
 def audit_summary(records: list[dict]) -> list[str]:
     """One generated paragraph: the audit on each planted draw, and on the full CIFAR-10."""
     planted = sorted((r for r in records if r["table"] == "audit" and "duplicates" in r), key=lambda r: r["seeds"])
@@ -294,6 +304,7 @@ def readme_section(records: list[dict]) -> str:
         lines += ["", FRONTIER_TEXT, ""] + front
     if winners := budget_winners(records):
         lines += ["", "Which wins at each label budget (bench/RESULTS.md has every method's row):", ""] + winners
+        lines += [""] + figure_line(records, "bench/")
     lines += audit_summary(records)
     if any(r["table"] == "finetune" for r in headlines):
         lines += ["", "The fine-tune's recipe was designed while the test split was scored again and again (its "
@@ -349,7 +360,10 @@ def render() -> dict[Path, str]:
     records = load_records()
     readme = replace_between(README.read_text(), START, END, readme_section(records))
     readme = replace_between(readme, DEMO_START, DEMO_END, demo_section(records))
-    return {README: readme, RESULTS: results_md(records)}
+    files = {README: readme, RESULTS: results_md(records)}
+    if (figure := budget_svg(records)) is not None:
+        files[BUDGET_FIGURE] = figure
+    return files
 
 
 def parser() -> argparse.ArgumentParser:

@@ -4,6 +4,7 @@ alone, the same bytes every time; the committed files are what the committed rec
 import json
 import subprocess
 import sys
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -35,6 +36,7 @@ def bench_tree(tmp_path, monkeypatch):
     monkeypatch.setattr(records, "SCORINGS", tmp_path / "scorings.json")
     monkeypatch.setattr(results, "README", readme)
     monkeypatch.setattr(results, "RESULTS", tmp_path / "RESULTS.md")
+    monkeypatch.setattr(results, "BUDGET_FIGURE", tmp_path / "label-budgets.svg")
     return tmp_path
 
 
@@ -101,19 +103,40 @@ def test_the_label_budget_table_says_which_method_wins_at_each_budget_and_what_e
     def budget(n, head, accs, extraction, fit):
         write(bench_tree, a_record(f"label-budget/{n}/{head}", table="label-budget", per_class=n, head=head,
                                    features="efficientnet_lite0-x" if extraction else "pixels", test_accuracy=accs,
-                                   extraction_seconds=extraction, wall_seconds=[fit] * len(accs)))
+                                   extraction_seconds=extraction, wall_seconds=[fit] * len(accs),
+                                   labelled=50_000 if n is None else 10 * n, classes=10))
 
     budget(10, "logreg", [0.6, 0.62, 0.61], 600, 1)
     budget(10, "airbench", [0.25, 0.27, 0.26], 0, 120)
     budget(None, "logreg", [0.843] * 3, 600, 180)
     budget(None, "airbench", [0.94, 0.941, 0.939], 0, 5400)
     budget(100, "logreg", [0.8] * 3, 600, 5)  # one method only at this budget: no row
-    readme, page = results.render().values()
+    files = results.render()
+    readme, page = files[results.README], files[results.RESULTS]
     rows = [line for line in page.split("## Which wins at each label budget")[1].splitlines() if line.startswith("| ")]
     assert rows[2] == ("| 10 | logreg on efficientnet_lite0 | 61.00 ± 1.00 | airbench | +35.00 | "
                        "logreg 10 min; airbench 2 min |")
     assert rows[3] == "| all | airbench on pixels | 94.00 ± 0.10 | logreg | +9.70 | airbench 1.5 h; logreg 13 min |"
     assert len(rows) == 4 and "Which wins at each label budget" in readme
+    # The figure: one line a method through its budgets in order ("all" at 5,000 a class), drawn from the records
+    assert "](bench/label-budgets.svg)" in readme and "](label-budgets.svg)" in page
+    svg = ElementTree.fromstring(files[results.BUDGET_FIGURE])
+    lines = {}
+    for polyline in svg.iter("{http://www.w3.org/2000/svg}polyline"):
+        lines[polyline.get("stroke")] = [tuple(map(float, p.split(","))) for p in polyline.get("points").split()]
+    airbench, logreg = lines.values()  # methods in name order
+    assert len(airbench) == 2 and len(logreg) == 3
+    assert [x for x, _ in logreg] == sorted(x for x, _ in logreg) and airbench[-1][0] == logreg[-1][0]
+    assert airbench[0][1] > logreg[0][1] and airbench[-1][1] < logreg[-1][1]  # SVG's y grows downwards
+    titles = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}title")]
+    assert "airbench on pixels, 5,000 a class: 94.00 ± 0.10%" in titles
+
+
+def test_no_figure_until_two_methods_have_budgets(bench_tree):
+    write(bench_tree, a_record("label-budget/10/logreg", table="label-budget", per_class=10, head="logreg",
+                               features="efficientnet_lite0-x", labelled=100, classes=10, wall_seconds=[1] * 3))
+    files = results.render()
+    assert results.BUDGET_FIGURE not in files and "label-budgets.svg" not in files[results.README]
 
 
 def test_the_demo_section_shows_what_make_demo_printed(bench_tree):
