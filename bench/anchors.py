@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
-from bench.records import begin, bootstrap_interval, save  # noqa: E402
+from bench.records import begin, bootstrap_interval, note_option, save  # noqa: E402
 from cnncodes.classifiers.evaluation.fit import fit_head  # noqa: E402
 from cnncodes.classifiers.evaluation.kfold import kfold_scores  # noqa: E402
 from cnncodes.classifiers.evaluation.sweep import format_sweep, sweep  # noqa: E402
@@ -133,13 +133,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--chosen", help="skip the ranking: the set an earlier sweep chose on training data (its table is "
                                     "that run's)")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--note", default="", help="the conditions the records should carry (e.g. another job beside it)")
+    note_option(p)
     return p
 
 
 def main():
     args = parser().parse_args()
-    run = {**begin(__file__), "note": args.note}  # a clean commit, before any work
+    run = begin(__file__, note=args.note)  # a clean commit, before any work
     import keras  # noqa: F401  (so conditions() reports its version and backend)
 
     os.chdir(ROOT)

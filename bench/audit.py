@@ -38,7 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
-from bench.records import begin, save  # noqa: E402
+from bench.records import begin, note_option, save  # noqa: E402
 from cnncodes.classifiers.audit.audit import run_audit  # noqa: E402
 from cnncodes.classifiers.audit.image_hashes import hash_images, method  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
@@ -411,6 +411,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", metavar="N,N,...", help="peak memory of the duplicate search at these row counts")
     p.add_argument("--memory-rows", type=int, help=argparse.SUPPRESS)  # one count, in a fresh process
     p.add_argument("--record", metavar="NAME", help="write bench/records/NAME.json (needs a clean tree)")
+    note_option(p)
     return p
 
 
@@ -419,7 +420,7 @@ def main():
     if args.memory_rows:
         print(json.dumps(duplicate_search_peak(args.memory_rows)))
         return
-    run_info = begin(__file__) if args.record and not args.design else None  # before any work
+    run_info = begin(__file__, note=args.note) if args.record and not args.design else None  # before any work
     import cleanlab
     import imagehash
     import keras  # noqa: F401  (so conditions() reports its version and backend)

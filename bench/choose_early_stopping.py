@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.anchors import CUTS, DATASET  # noqa: E402
 from bench.conditions import conditions  # noqa: E402
-from bench.records import begin, save  # noqa: E402
+from bench.records import begin, note_option, save  # noqa: E402
 from cnncodes.classifiers.evaluation.kfold import kfold_scores  # noqa: E402
 from cnncodes.pipeline.backbones import get_backbone  # noqa: E402
 from cnncodes.pipeline.extraction.extract import FeatureConfig, extract_layers  # noqa: E402
@@ -39,13 +39,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default="dense", choices=["dense", "gap"])
     p.add_argument("-k", type=int, default=3)
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--note", default="", help="the conditions the records should carry (e.g. another job beside it)")
+    note_option(p)
     return p
 
 
 def main():
     args = parser().parse_args()
-    run = begin(__file__)  # a clean commit, before any work
+    run = begin(__file__, note=args.note)  # a clean commit, before any work
     import keras  # noqa: F401  (so conditions() reports its version and backend)
 
     os.chdir(ROOT)
@@ -73,7 +73,7 @@ def main():
              row=label + (" (chosen)" if setting == best else ""), family="fixed-codes", seeds=[0],
              test_accuracy=None, headline=False, weights="ImageNet (EfficientNet-Lite0, published)",
              kfold_accuracy=row["folds"], k=args.k, best_epochs=epochs, features=features, head=args.head,
-             params=setting, wall_seconds=round(row["seconds"], 1), note=args.note)
+             params=setting, wall_seconds=round(row["seconds"], 1))
 
 
 if __name__ == "__main__":

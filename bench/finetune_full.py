@@ -46,7 +46,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
-from bench.records import begin, bootstrap_interval, save  # noqa: E402
+from bench.records import begin, bootstrap_interval, note_option, save  # noqa: E402
 from cnncodes.classifiers.baselines.train import train_baseline  # noqa: E402
 from cnncodes.classifiers.training.baseline_config import BaselineConfig  # noqa: E402
 from cnncodes.features.provenance import code_version  # noqa: E402
@@ -74,12 +74,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--test-sides", default="", help="comma-separated sides the test view is chosen among")
     p.add_argument("--test-flip", action="store_true", help="also each view averaged with the mirror images")
     p.add_argument("--record", metavar="NAME", help="write bench/records/NAME.json (needs a clean tree)")
+    note_option(p)
     return p
 
 
 def main():
     args = parser().parse_args()
-    run_info = begin(__file__) if args.record else None  # before any work: a dirty tree costs nothing
+    run_info = begin(__file__, note=args.note) if args.record else None  # before any work: a dirty tree costs nothing
     seeds = [int(s) for s in args.seeds.split(",")]
     sides = [int(s) for s in args.test_sides.split(",") if s]
     import keras  # noqa: F401  (so conditions() reports its version and backend)

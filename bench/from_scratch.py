@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
-from bench.records import begin, bootstrap_interval, save  # noqa: E402
+from bench.records import begin, bootstrap_interval, note_option, save  # noqa: E402
 from cnncodes.classifiers.baselines.train import train_baseline  # noqa: E402
 from cnncodes.classifiers.training.baseline_config import BaselineConfig  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
@@ -36,12 +36,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("fp32", "bf16"), help="[the product's: bf16 where native]")
     p.add_argument("--limit", type=int, default=None, help="a stratified subset of N training photos (a quick try)")
     p.add_argument("--record", metavar="NAME", help="write bench/records/NAME.json (needs a clean tree)")
+    note_option(p)
     return p
 
 
 def main():
     args = parser().parse_args()
-    run_info = begin(__file__) if args.record else None  # before any work: a dirty tree costs nothing
+    run_info = begin(__file__, note=args.note) if args.record else None  # before any work: a dirty tree costs nothing
     import keras  # noqa: F401  (so conditions() reports its version and backend)
 
     os.chdir(ROOT)

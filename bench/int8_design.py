@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.anchors import CUTS, DATASET  # noqa: E402
 from bench.conditions import conditions  # noqa: E402
-from bench.records import begin, save  # noqa: E402
+from bench.records import begin, note_option, save  # noqa: E402
 
 VARIANTS = {"every op int8": [], "matrix products float32 (the export's choice)": ["FULLY_CONNECTED"]}
 PARAMS = {"Cs": [0.001, 0.003, 0.01], "random_state": 0}  # bench/anchors.py's head, seed 0
@@ -34,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
                                             "only; writes records to bench/records/")
     p.add_argument("--store", default="bench/out/cifar10-full")
     p.add_argument("--images", type=int, default=500, help="training photos, beyond the calibration's, compared")
-    p.add_argument("--note", default="", help="the conditions the records should carry (e.g. another job beside it)")
+    note_option(p)
     return p
 
 
@@ -64,7 +64,7 @@ def tflite_answers(path: Path, images: np.ndarray) -> np.ndarray:
 
 def main():
     args = parser().parse_args()
-    run = {**begin(__file__), "note": args.note}  # a clean commit, before any work
+    run = begin(__file__, note=args.note)  # a clean commit, before any work
     from cnncodes.classifiers.evaluation.fit import fit_head
     from cnncodes.classifiers.serving import export_model
     from cnncodes.features.store import FeatureStore

@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
-from bench.records import RECORDS, begin, save  # noqa: E402
+from bench.records import RECORDS, begin, note_option, save  # noqa: E402
 from cnncodes.classifiers.evaluation.label_curve import label_curve, parse_per_class, per_class_text  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
 
@@ -47,12 +47,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--features", help="the codes [the sweep's choice, from its record]")
     p.add_argument("--from-scratch", default="airbench", help="the pixel baseline ('' for none)")
     p.add_argument("--record", action="store_true", help="write bench/records/label-budget--*.json")
+    note_option(p)
     return p
 
 
 def main():
     args = parser().parse_args()
-    run_info = begin(__file__) if args.record else None
+    run_info = begin(__file__, note=args.note) if args.record else None
     import keras  # noqa: F401  (so conditions() reports its version and backend)
 
     per_class, seeds = parse_per_class(args.per_class), tuple(int(s) for s in args.seeds.split(","))

@@ -45,9 +45,14 @@ def command_line(argv: list[str] | None = None) -> str:
     return shlex.join(["python", script, *argv[1:]])
 
 
-def begin(script: str, argv: list[str] | None = None) -> dict:
+def note_option(p):
+    """--note: the conditions a record should carry that the machine does not show (another job beside it)."""
+    p.add_argument("--note", default="", help="the conditions the records should carry (e.g. another job beside it)")
+
+
+def begin(script: str, argv: list[str] | None = None, note: str = "") -> dict:
     """What every record of this run shares: the commit (clean), the script and its hash at that commit, the
-    command, the machine. Call it first, before any work, so a dirty tree costs nothing."""
+    command, the machine, and the --note given. Call it first, before any work, so a dirty tree costs nothing."""
     from bench.conditions import cpu_model, vector_units
 
     commit = clean_commit()
@@ -55,7 +60,7 @@ def begin(script: str, argv: list[str] | None = None) -> dict:
     source = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=ROOT, capture_output=True, check=True).stdout
     return {"commit": commit, "script": path, "script_sha256": hashlib.sha256(source).hexdigest(),
             "command": command_line(argv), "machine": f"{cpu_model()} ({vector_units()}), {os.cpu_count()} cores",
-            "date": time.strftime("%Y-%m-%d")}
+            "date": time.strftime("%Y-%m-%d"), **({"note": note} if note else {})}
 
 
 def save(run: dict, name: str, **fields) -> Path:

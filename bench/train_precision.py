@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.conditions import conditions  # noqa: E402
-from bench.records import begin, save  # noqa: E402
+from bench.records import begin, note_option, save  # noqa: E402
 from cnncodes.classifiers.baselines.train import build, compile_phase  # noqa: E402
 from cnncodes.classifiers.training.baseline_config import BaselineConfig  # noqa: E402
 from cnncodes.features.store import FeatureStore  # noqa: E402
@@ -45,12 +45,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=8, help="timed training steps per precision and round")
     p.add_argument("--rounds", type=int, default=3)
+    note_option(p)
     return p
 
 
 def main():
     args = parser().parse_args()
-    run_info = begin(__file__) if args.record else None
+    run_info = begin(__file__, note=args.note) if args.record else None
     import keras
     import numpy as np
 

@@ -219,13 +219,26 @@ def test_a_record_is_refused_on_a_tree_with_uncommitted_changes(tmp_path, monkey
     monkeypatch.setattr(records, "ROOT", tmp_path)
     run = records.begin(str(tmp_path / "bench" / "x.py"), [str(tmp_path / "bench" / "x.py"), "--seeds", "0"])
     assert run["script"] == "bench/x.py" and run["command"] == "python bench/x.py --seeds 0"
-    assert run["script_sha256"] == __import__("hashlib").sha256(b"print(1)\n").hexdigest()
+    assert run["script_sha256"] == __import__("hashlib").sha256(b"print(1)\n").hexdigest() and "note" not in run
+    assert records.begin(str(tmp_path / "bench" / "x.py"), note="beside a fine-tune")["note"] == "beside a fine-tune"
     (tmp_path / "bench" / "records").mkdir()
     (tmp_path / "bench" / "records" / "new.json").write_text("{}")  # a new record is not a change
     records.begin(str(tmp_path / "bench" / "x.py"))
     (tmp_path / "bench" / "x.py").write_text("print(2)\n")
     with pytest.raises(SystemExit, match="uncommitted changes .*bench/x.py"):
         records.begin(str(tmp_path / "bench" / "x.py"))
+
+
+def test_every_bench_script_that_writes_records_takes_a_note_of_its_conditions():
+    import importlib
+
+    writers = [p.stem for p in (ROOT / "bench").glob("*.py") if "begin(__file__" in p.read_text()]
+    assert len(writers) >= 9
+    for name in writers:
+        p = importlib.import_module(f"bench.{name}").parser()
+        required = [a.option_strings[0] for a in p._actions if a.required]
+        argv = [x for option in required for x in (option, "x")] + ["--note", "beside the test suite"]
+        assert p.parse_args(argv).note == "beside the test suite", name
 
 
 def test_the_committed_readme_and_results_are_what_the_committed_records_give():
