@@ -12,7 +12,9 @@ Four steps, each on training rows only until the last:
    joined, for each N in --cuts, and, with several backbones, the same joins across all of them.
 3. Every head in --heads is cross-validated on the chosen set (same folds); the highest mean wins.
 4. The winner is fitted on the whole training split once per seed and scored on the test split (mean ±
-   std). The best candidate of each backbone alone is tested the same way, for the per-backbone row.
+   std): the headline. The heads it beat are tested the same way for the frontier's rows (never the
+   headline: that was chosen in step 3). The best candidate of each backbone alone is tested the same way,
+   for the per-backbone row.
 
 k-fold folds are saved as they finish and keyed by the code that made them, so a killed run resumes and a
 run at another commit computes its own figures. Prints Markdown with the conditions and the commit.
@@ -185,6 +187,11 @@ def main():
           flush=True)
     save(run, f"fixed-codes/{tag}/chosen", **test_record(store, fits, seeds, kfolds.get(best_head), True, best_head,
                                                           chosen, {}))
+    for _, head in sorted(scored, reverse=True)[1:]:  # the heads k-fold ranked lower: tested for the frontier's
+        fits = fits_over_seeds(store, head, chosen, params[head], seeds)  # rows, never as the headline
+        print(f"{head} on the chosen set (ranked below {best_head} by k-fold): {scored_text(fits, seeds)}", flush=True)
+        save(run, f"fixed-codes/{tag}/chosen-set-{head}",
+             **test_record(store, fits, seeds, kfolds[head], False, head, chosen, {}))
 
     if len(sets_by_backbone) > 1 and ranked:  # each backbone alone: its best-ranked candidate, tested the same way
         for backbone, sets in sets_by_backbone.items():
