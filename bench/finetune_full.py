@@ -32,7 +32,11 @@ With `--from-maps CUT`, the fine-tune beside it (issue 21, point 3): the maps at
 the one right after it: block6a_expand_conv for block5c_add) trains on them with the same settings, each epoch drawing
 an image's plain maps or one of its views' (crops of --crop-area to all of the area with flips, as the
 fine-tune from pixels draws them on the device, but K fixed ones per image instead of new ones each epoch).
-The maps cover the whole store, whatever --limit.
+The maps cover the whole store, whatever --limit. Its record (the frontier's row; never the headline) counts the
+maps' extraction once beside each seed's training:
+
+    python bench/finetune_full.py --store bench/out/cifar10-full --from-maps block4c_add --views 4 --epochs 10 \
+        --seeds 0,1,2 --record finetune/lite0/from-maps-block4c
 """
 import argparse
 import os
@@ -146,9 +150,13 @@ def write_record(args, run_info: dict, finished: list, command: str):
     correct = np.array([np.asarray(r["test_predictions"]) == truth for _, _, r in finished])
     assert np.allclose(correct.mean(1), [r["test_accuracy"] for _, _, r in finished])
     chosen = [r["chosen"] for _, _, r in finished]
-    save(run_info, args.record, table="finetune", family="finetune-lite0", headline=len(finished) >= 3,
-         row=f"Lite0 fine-tuned, every layer, side {args.size}" + (f" after {args.progressive.split(':')[1]} epochs "
+    maps = store.feature_set(finished[0][2]["params"]["from_features"]) if args.from_maps else None
+    what = (f"every layer above {args.from_maps} from its cached maps ({args.views} views an image)" if maps
+            else "every layer")
+    save(run_info, args.record, table="finetune", family="finetune-lite0", headline=len(finished) >= 3 and not maps,
+         row=f"Lite0 fine-tuned, {what}, side {args.size}" + (f" after {args.progressive.split(':')[1]} epochs "
              f"at {args.progressive.split(':')[0]}" if args.progressive != "0:0" else "") + f", {args.epochs} epochs",
+         extraction_seconds=round(maps.seconds, 1) if maps else None,  # the maps, once: the frontier counts them
          weights="EfficientNet-Lite0 ImageNet (published)", seeds=[s for s, _, _ in finished],
          test_accuracy=[r["test_accuracy"] for _, _, r in finished], test_interval=bootstrap_interval(correct),
          validation_accuracy=[r["validation_accuracy"] for _, _, r in finished],
