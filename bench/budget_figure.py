@@ -13,13 +13,22 @@ LEFT, RIGHT, TOP, BOTTOM = 60, 190, 20, 50  # margins: the legend sits in the ri
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 
+def budget_records(records: list[dict]) -> list[dict]:
+    """The label-budget records with test figures, and the fine-tune's headline as one more method at "all" its
+    labels (its cost allows no smaller budgets here: about two hours a seed on the 2 cores)."""
+    budgets = [r for r in records if r["table"] == "label-budget" and r["test_accuracy"]]
+    every = next((r for r in budgets if r["per_class"] is None), None)
+    finetune = [r for r in records if r["table"] == "finetune" and r["headline"]]
+    return budgets + ([{**r, "per_class": None, "labelled": every["labelled"], "classes": every["classes"],
+                        "head": "Lite0 fine-tune", "features": "pixels", "extraction_seconds": 0} for r in finetune]
+                      if every else [])
+
+
 def budget_points(records: list[dict]) -> dict[str, list[tuple[float, float, float]]]:
-    """{method: [(labelled photos a class, mean test %, std), ...]} from the label-budget records, budgets in
-    order; "all" stands at the draw's own photos a class (`labelled` / classes)."""
+    """{method: [(labelled photos a class, mean test %, std), ...]} from budget_records, budgets in order; "all"
+    stands at the draw's own photos a class (`labelled` / classes)."""
     methods = {}
-    for r in records:
-        if r["table"] != "label-budget" or not r["test_accuracy"]:
-            continue
+    for r in budget_records(records):
         per_class = r["per_class"] or r["labelled"] / r["classes"]
         accuracy = 100 * np.asarray(r["test_accuracy"], dtype=float)
         std = float(accuracy.std(ddof=1)) if accuracy.size > 1 else 0.0

@@ -16,7 +16,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench import records as bench_records  # noqa: E402
-from bench.budget_figure import budget_svg  # noqa: E402
+from bench.budget_figure import budget_records, budget_svg, method_name  # noqa: E402
 from bench.records import load_records  # noqa: E402
 
 README, RESULTS = ROOT / "README.md", ROOT / "bench" / "RESULTS.md"
@@ -234,9 +234,8 @@ def budget_winners(records: list[dict]) -> list[str]:
     """For each label budget with two or more methods: the best mean test accuracy, its lead over the next, and
     what each cost (the codes' extraction counted once, beside the fit)."""
     by_budget = {}
-    for r in records:
-        if r["table"] == "label-budget" and r["test_accuracy"]:
-            by_budget.setdefault(r.get("per_class"), []).append(r)
+    for r in budget_records(records):
+        by_budget.setdefault(r["per_class"], []).append(r)
     lines = []
     for n in sorted(by_budget, key=lambda v: (v is None, v or 0)):
         ranked = sorted(by_budget[n], key=lambda r: -float(np.mean(r["test_accuracy"])))
@@ -246,7 +245,7 @@ def budget_winners(records: list[dict]) -> list[str]:
         lead = 100 * (np.mean(best["test_accuracy"]) - np.mean(second["test_accuracy"]))
         cost = "; ".join(f"{r['head']} {hours((r.get('extraction_seconds') or 0) + np.mean(r['wall_seconds']))}"
                          for r in ranked)
-        lines.append(f"| {'all' if n is None else n} | {best['head']} on {best['features'].split('-')[0]} | "
+        lines.append(f"| {'all' if n is None else n} | {method_name(best)} | "
                      f"{mean_std(best['test_accuracy'])} | {second['head']} | {lead:+.2f} | {cost} |")
     if not lines:
         return []

@@ -114,22 +114,32 @@ def test_the_label_budget_table_says_which_method_wins_at_each_budget_and_what_e
     files = results.render()
     readme, page = files[results.README], files[results.RESULTS]
     rows = [line for line in page.split("## Which wins at each label budget")[1].splitlines() if line.startswith("| ")]
-    assert rows[2] == ("| 10 | logreg on efficientnet_lite0 | 61.00 ± 1.00 | airbench | +35.00 | "
+    assert rows[2] == ("| 10 | logreg on efficientnet_lite0 codes | 61.00 ± 1.00 | airbench | +35.00 | "
                        "logreg 10 min; airbench 2 min |")
     assert rows[3] == "| all | airbench on pixels | 94.00 ± 0.10 | logreg | +9.70 | airbench 1.5 h; logreg 13 min |"
     assert len(rows) == 4 and "Which wins at each label budget" in readme
+    # the fine-tune's headline joins at "all" its labels (a fine-tune on fewer is not run)
+    write(bench_tree, a_record("finetune/lite0/x", table="finetune", headline=True, test_accuracy=[0.935, 0.937, 0.934],
+                               wall_seconds=[7000, 7200, 7100], validation_accuracy=[0.93] * 3, best_epochs=[9] * 3,
+                               test_views=[[176, True]] * 3))
+    files = results.render()
+    rows = [line for line in files[results.RESULTS].split("## Which wins at each label budget")[1].splitlines()
+            if line.startswith("| ")]
+    assert rows[3] == ("| all | airbench on pixels | 94.00 ± 0.10 | Lite0 fine-tune | +0.47 | airbench 1.5 h; "
+                       "Lite0 fine-tune 2.0 h; logreg 13 min |")
     # The figure: one line a method through its budgets in order ("all" at 5,000 a class), drawn from the records
     assert "](bench/label-budgets.svg)" in readme and "](label-budgets.svg)" in page
-    svg = ElementTree.fromstring(files[results.BUDGET_FIGURE])
+    svg = ElementTree.fromstring(files[results.BUDGET_FIGURE])  # with the fine-tune's record, written above
     lines = {}
     for polyline in svg.iter("{http://www.w3.org/2000/svg}polyline"):
         lines[polyline.get("stroke")] = [tuple(map(float, p.split(","))) for p in polyline.get("points").split()]
-    airbench, logreg = lines.values()  # methods in name order
-    assert len(airbench) == 2 and len(logreg) == 3
+    finetune, airbench, logreg = lines.values()  # methods in name order (capitals first)
+    assert len(airbench) == 2 and len(logreg) == 3 and len(finetune) == 1
     assert [x for x, _ in logreg] == sorted(x for x, _ in logreg) and airbench[-1][0] == logreg[-1][0]
     assert airbench[0][1] > logreg[0][1] and airbench[-1][1] < logreg[-1][1]  # SVG's y grows downwards
     titles = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}title")]
     assert "airbench on pixels, 5,000 a class: 94.00 ± 0.10%" in titles
+    assert "Lite0 fine-tune on pixels, 5,000 a class: 93.53 ± 0.15%" in titles
 
 
 def test_no_figure_until_two_methods_have_budgets(bench_tree):
