@@ -256,3 +256,21 @@ def test_airbench_trains_on_the_other_backends_as_on_tensorflow(colour_store_32,
     assert r.returncode == 0, r.stderr
     (record,) = [json.loads(p.read_text()) for p in (store / "runs").glob("*-baseline-airbench-*/record.json")]
     assert record["test_accuracy"] > 0.6 and record["epochs"] == 3  # chance is 1/3
+
+
+def test_under_bf16_the_inputs_whitening_and_outputs_stay_float32_and_the_middle_computes_in_bf16():
+    import keras
+
+    from cnncodes.pipeline.backbones import dtype_policy
+
+    with dtype_policy("bf16"):
+        model = airbench.airbench_net((32, 32, 3), 10, widths=(8, 8, 8)).model
+    compute = {layer.name: layer.compute_dtype for layer in model.layers}
+    assert compute["standardize"] == compute["whiten"] == compute["average_views"] == "float32"
+    assert {layer.compute_dtype for layer in model.layers if isinstance(layer, keras.layers.Conv2D)
+            and layer.name != "whiten"} == {"bfloat16"}
+    whitened = keras.Model(model.input, model.get_layer("whiten").output)
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    assert keras.ops.convert_to_numpy(whitened(images)).dtype == np.float32
+    for training in (False, True):  # what the loss reads, and what the test views average
+        assert keras.ops.convert_to_numpy(model(images, training=training)).dtype == np.float32
